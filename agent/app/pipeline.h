@@ -1,0 +1,49 @@
+// Pipeline: runs on the ring-buffer polling thread, without locks. Turns each kernel record into
+// one JSON line (decode -> process -> JSON) and hands batches of lines to the LineWriter.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "bpf/probe.h"
+#include "common/clock.h"
+#include "events/event.h"
+#include "output/line_writer.h"
+
+namespace netmon {
+
+struct PipelineStats {
+  uint64_t records = 0;
+  uint64_t decode_errors = 0;
+  std::array<uint64_t, 4> events_by_kind{};  // indexed by ConnKind
+  uint64_t events_without_process = 0;
+};
+
+class Pipeline final : public RecordSink {
+ public:
+  // `writer` must outlive the pipeline. `batch_bytes`: a batch is handed over once this large,
+  // and at every flush().
+  Pipeline(LineWriter& writer, size_t batch_bytes = 256u << 10);
+
+  void on_record(std::span<const std::byte> record) noexcept override;
+
+  // Hands the pending lines to the writer; call after each poll round.
+  void flush();
+  // Re-reads the offset between the boot clock and the wall clock (it moves when NTP steps).
+  void refresh_clock() { clock_.refresh(); }
+
+  const PipelineStats& stats() const { return stats_; }
+
+ private:
+  LineWriter& writer_;
+  const size_t batch_bytes_;
+  BootClock clock_;
+  std::string batch_;
+  uint64_t batch_lines_ = 0;
+  PipelineStats stats_;
+  uint64_t decode_errors_logged_ = 0;
+};
+
+}  // namespace netmon

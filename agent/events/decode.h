@@ -1,0 +1,17 @@
+// Decoding of ring-buffer records. Pure functions; no allocation.
+#pragma once
+
+#include <cstddef>
+#include <span>
+
+#include "common/result.h"
+#include "events/event.h"
+
+namespace netmon {
+
+// Decodes one NM_REC_CONNECTION record. Fails, without reading past `record`, when the record is
+// shorter than its header, is of another type, states a size other than the buffer's or the
+// struct's, or holds out-of-range enum values.
+Result<ConnectionEvent> decode_record(std::span<const std::byte> record);
+
+}  // namespace netmon

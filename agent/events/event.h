@@ -1,0 +1,53 @@
+// Typed C++ forms of the kernel's records (bpf/netmon_events.h), as decode_record() yields them.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string_view>
+
+namespace netmon {
+
+enum class ConnKind : uint8_t { kEstablish, kAccept, kClose, kFailed };
+enum class Direction : uint8_t { kOutbound, kInbound };
+
+// The task that opened or accepted a connection, as the kernel saw it then.
+struct TaskInfo {
+  uint32_t pid = 0;  // thread group id
+  uint32_t tid = 0;
+  uint32_t ppid = 0;
+  uint32_t uid = 0;
+  uint32_t euid = 0;
+  uint32_t gid = 0;
+  uint32_t egid = 0;
+  uint32_t auid = 0xffffffff;
+  uint64_t start_ns = 0;  // thread group leader's start, CLOCK_BOOTTIME
+  uint64_t cgroup_id = 0;
+  uint64_t cap_effective = 0;
+  uint64_t cap_permitted = 0;
+  uint64_t cap_inheritable = 0;
+  std::array<char, 16> comm{};  // NUL padded
+
+  std::string_view comm_view() const;
+};
+
+struct IpAddress {
+  enum class Family : uint8_t { kV4, kV6 };
+  Family family = Family::kV4;
+  std::array<uint8_t, 16> bytes{};  // network order; IPv4 in the first 4 bytes
+};
+
+struct ConnectionEvent {
+  uint64_t boot_ns = 0;  // CLOCK_BOOTTIME of the event
+  ConnKind kind = ConnKind::kEstablish;
+  Direction direction = Direction::kOutbound;
+  bool owner_known = false;  // task is valid
+  TaskInfo task;
+  uint64_t cookie = 0;
+  IpAddress saddr;  // local end
+  IpAddress daddr;  // remote end
+  uint16_t sport = 0;
+  uint16_t dport = 0;
+  int32_t error = 0;  // kFailed: positive errno, 0 when the connect was given up locally
+};
+
+}  // namespace netmon

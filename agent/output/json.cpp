@@ -1,0 +1,204 @@
+#include "output/json.h"
+
+#include <charconv>
+#include <cstdint>
+
+#include "events/format.h"
+
+namespace netmon {
+namespace {
+
+template <typename T>
+void append_number(std::string& out, T value) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), value);
+  (void)ec;
+  out.append(buf, end);
+}
+
+void append_key(std::string& out, std::string_view key) {
+  out += '"';
+  out += key;  // keys are fixed ASCII identifiers
+  out += "\":";
+}
+
+// Length of the valid UTF-8 sequence starting at s[i], or 0 when it is not valid.
+size_t utf8_sequence_length(std::string_view s, size_t i) {
+  const auto c = static_cast<uint8_t>(s[i]);
+  size_t len = 0;
+  uint32_t min = 0;
+  uint32_t cp = 0;
+  if (c >= 0xc2 && c <= 0xdf) {
+    len = 2, min = 0x80, cp = c & 0x1f;
+  } else if (c >= 0xe0 && c <= 0xef) {
+    len = 3, min = 0x800, cp = c & 0x0f;
+  } else if (c >= 0xf0 && c <= 0xf4) {
+    len = 4, min = 0x10000, cp = c & 0x07;
+  } else {
+    return 0;
+  }
+  if (i + len > s.size()) return 0;
+  for (size_t k = 1; k < len; ++k) {
+    const auto cc = static_cast<uint8_t>(s[i + k]);
+    if ((cc & 0xc0) != 0x80) return 0;
+    cp = (cp << 6) | (cc & 0x3f);
+  }
+  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+  return len;
+}
+
+void append_process(std::string& out, const ProcessObject& p, const BootClock& clock) {
+  out += '{';
+  append_key(out, "pid");
+  append_number(out, p.pid);
+  out += ',';
+  append_key(out, "tid");
+  append_number(out, p.tid);
+  out += ',';
+  append_key(out, "ppid");
+  append_number(out, p.ppid);
+  out += ',';
+  append_key(out, "uid");
+  append_number(out, p.uid);
+  out += ',';
+  append_key(out, "euid");
+  append_number(out, p.euid);
+  out += ',';
+  append_key(out, "gid");
+  append_number(out, p.gid);
+  out += ',';
+  append_key(out, "egid");
+  append_number(out, p.egid);
+  out += ',';
+  append_key(out, "auid");
+  append_number(out, p.auid);
+  out += ',';
+  append_key(out, "filename");
+  append_json_string(out, p.filename);
+  out += ',';
+  append_key(out, "start_time");
+  out += '"';
+  append_rfc3339_ms(out, clock.to_unix_ns(p.start_ns));
+  out += "\",";
+  append_key(out, "exec_id");
+  append_json_string(out, p.exec_id);
+  out += '}';
+}
+
+}  // namespace
+
+void append_json_string(std::string& out, std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out += '"';
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<uint8_t>(s[i]);
+    if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+      out += static_cast<char>(c);
+      ++i;
+      continue;
+    }
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+      ++i;
+      continue;
+    }
+    if (c >= 0x80) {
+      if (const size_t len = utf8_sequence_length(s, i)) {
+        out.append(s.substr(i, len));
+        i += len;
+        continue;
+      }
+    }
+    switch (c) {
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      default:
+        // Control characters and bytes that are not UTF-8: the byte's value as a code point.
+        out += "\\u00";
+        out += kHex[c >> 4];
+        out += kHex[c & 15];
+    }
+    ++i;
+  }
+  out += '"';
+}
+
+std::string_view event_type_name(ConnKind kind) {
+  switch (kind) {
+    case ConnKind::kEstablish:
+      return "TcpConnectionEstablish";
+    case ConnKind::kAccept:
+      return "TcpConnectionAccept";
+    case ConnKind::kClose:
+      return "TcpConnectionClose";
+    case ConnKind::kFailed:
+      return "TcpConnectionFailed";
+  }
+  return "TcpConnectionUnknown";
+}
+
+void append_event_line(std::string& out, const ConnectionEvent& e, const EventContext& context,
+                       const BootClock& clock) {
+  out += "{\"type\":\"NetworkEvent\",";
+  append_key(out, "timestamp");
+  out += '"';
+  append_rfc3339_ms(out, clock.to_unix_ns(e.boot_ns));
+  out += "\",";
+  append_key(out, "network_event");
+  out += '{';
+  append_key(out, "type");
+  out += '"';
+  out += event_type_name(e.kind);
+  out += "\",";
+  append_key(out, "saddr");
+  out += '"';
+  append_address(out, e.saddr);
+  out += "\",";
+  append_key(out, "sport");
+  append_number(out, e.sport);
+  out += ',';
+  append_key(out, "daddr");
+  out += '"';
+  append_address(out, e.daddr);
+  out += "\",";
+  append_key(out, "dport");
+  append_number(out, e.dport);
+  out += ',';
+  append_key(out, "cookie");
+  append_number(out, e.cookie);
+  if (e.kind == ConnKind::kFailed) {
+    out += ',';
+    append_key(out, "error");
+    out += '"';
+    out += connect_error_name(e.error);
+    out += '"';
+  }
+  out += "},";
+  append_key(out, "process");
+  if (context.process) {
+    append_process(out, *context.process, clock);
+  } else if (e.owner_known) {
+    append_process(out, process_from_task(e.task), clock);
+  } else {
+    out += "null";
+  }
+  out += ',';
+  append_key(out, "parent");
+  if (context.parent) {
+    append_process(out, *context.parent, clock);
+  } else {
+    out += "null";
+  }
+  out += "}\n";
+}
+
+}  // namespace netmon

@@ -1,0 +1,179 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The kernel types netmon's BPF programs read, declared by hand instead of a generated
+ * vmlinux.h (see docs/architecture.md, "How kernel types reach the BPF compiler").
+ *
+ * Every struct here is a CO-RE *view*: it names only the fields netmon reads, and the
+ * preserve_access_index attribute makes clang record each access as a relocation by field name.
+ * libbpf resolves those names against the running kernel's BTF (/sys/kernel/btf/vmlinux) at load
+ * time, so offsets, sizes and the presence of fields come from the kernel the agent runs on, not
+ * from the machine that built it. A field that a kernel lacks fails the load with a message naming
+ * the field, unless the code guards it with bpf_core_field_exists().
+ */
+#ifndef NETMON_BPF_KERNEL_TYPES_H
+#define NETMON_BPF_KERNEL_TYPES_H
+
+#include <linux/types.h>
+#include <linux/bpf.h>
+
+typedef __u8 u8;
+typedef __u16 u16;
+typedef __u32 u32;
+typedef __u64 u64;
+typedef __s32 s32;
+typedef __s64 s64;
+typedef _Bool bool;
+#define true 1
+#define false 0
+
+/* TCP states (include/net/tcp_states.h); a stable part of the kernel ABI (ss prints them). */
+enum {
+	TCP_ESTABLISHED = 1,
+	TCP_SYN_SENT = 2,
+	TCP_SYN_RECV = 3,
+	TCP_FIN_WAIT1 = 4,
+	TCP_FIN_WAIT2 = 5,
+	TCP_TIME_WAIT = 6,
+	TCP_CLOSE = 7,
+	TCP_CLOSE_WAIT = 8,
+	TCP_LAST_ACK = 9,
+	TCP_LISTEN = 10,
+	TCP_CLOSING = 11,
+	TCP_NEW_SYN_RECV = 12,
+};
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+
+#pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
+
+struct in6_addr {
+	union {
+		__u8 u6_addr8[16];
+		__u32 u6_addr32[4];
+	} in6_u;
+};
+
+typedef struct {
+	s64 counter;
+} atomic64_t;
+
+typedef struct {
+	u32 val;
+} kuid_t;
+
+typedef struct {
+	u32 val;
+} kgid_t;
+
+/* A u64 since 6.3 ("capability: just use a 'u64' instead of a 'u32[2]' array"); before,
+ * u32 cap[2]. Both are 8 bytes with bit 0 first on little-endian, so netmon reads
+ * the field as 8 raw bytes located by name. */
+typedef struct {
+	u64 val;
+} kernel_cap_t;
+
+struct sock_common {
+	union {
+		struct {
+			__be32 skc_daddr;
+			__be32 skc_rcv_saddr;
+		};
+	};
+	union {
+		struct {
+			__be16 skc_dport;
+			__u16 skc_num;
+		};
+	};
+	unsigned short skc_family;
+	volatile unsigned char skc_state;
+	struct in6_addr skc_v6_daddr;
+	struct in6_addr skc_v6_rcv_saddr;
+	atomic64_t skc_cookie;
+};
+
+/* sk_protocol has been a plain u16 since 5.6 (it was an 8-bit bitfield before MPTCP needed more
+ * room), below the 5.10 that netmon supports, so no bitfield read is needed. */
+struct sock {
+	struct sock_common __sk_common;
+	int sk_err;
+	u16 sk_protocol;
+	u16 sk_type;
+};
+
+/* inet_sport keeps the local port after CLOSE: tcp_set_state(TCP_CLOSE) releases the bound port
+ * (inet_put_port() zeroes skc_num) before the tracepoint runs. */
+struct inet_sock {
+	struct sock sk;
+	__be16 inet_sport;
+};
+
+struct socket {
+	struct sock *sk;
+};
+
+struct file {
+	void *private_data;
+};
+
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+};
+
+struct files_struct {
+	struct fdtable *fdt;
+};
+
+struct cred {
+	kuid_t uid;
+	kgid_t gid;
+	kuid_t euid;
+	kgid_t egid;
+	kernel_cap_t cap_inheritable;
+	kernel_cap_t cap_permitted;
+	kernel_cap_t cap_effective;
+};
+
+struct task_struct {
+	int pid;
+	int tgid;
+	struct task_struct *real_parent;
+	struct task_struct *group_leader;
+	u64 start_boottime; /* since 5.5; netmon supports 5.10+ */
+	const struct cred *cred;
+	char comm[16];
+	struct files_struct *files;
+	kuid_t loginuid; /* only with CONFIG_AUDITSYSCALL: guarded by bpf_core_field_exists */
+};
+
+#pragma clang attribute pop
+
+/* Context of the classic syscall exit tracepoints (events/syscalls/sys_exit_<name>/format):
+ * the common header, the syscall number, and the return value. A fixed tracepoint ABI. */
+struct syscall_exit_ctx {
+	u64 common; /* struct trace_entry */
+	int syscall_nr;
+	long ret;
+};
+
+/* Context of the classic sock/inet_sock_set_state tracepoint
+ * (events/sock/inet_sock_set_state/format), used only where tp_btf is unavailable. */
+struct inet_sock_set_state_ctx {
+	u64 common; /* struct trace_entry */
+	const void *skaddr;
+	int oldstate;
+	int newstate;
+	u16 sport;
+	u16 dport;
+	u16 family;
+	u16 protocol;
+	u8 saddr[4];
+	u8 daddr[4];
+	u8 saddr_v6[16];
+	u8 daddr_v6[16];
+};
+
+#endif /* NETMON_BPF_KERNEL_TYPES_H */

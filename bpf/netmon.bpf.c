@@ -1,0 +1,378 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * netmon's kernel side: TCP connection lifecycle from tracepoints.
+ *
+ * Why tracepoints: kprobes on tcp_v4_connect/inet_csk_accept break whenever those functions are
+ * renamed or inlined, are not compiled into every kernel (the development machines have none),
+ * and fentry/fexit may be refused by lockdown or LSM policy. sock:inet_sock_set_state is a stable
+ * tracepoint that sees every TCP state change together with its struct sock, and the syscall exit
+ * tracepoints see accept() return in the accepting process.
+ *
+ * The lifecycle, per socket:
+ *   CLOSE -> SYN_SENT       runs inside connect(), in the connecting thread: remember the owner.
+ *   SYN_SENT -> ESTABLISHED usually in softirq (the SYN-ACK arrived): emit Establish with the
+ *                           remembered owner; "current" there is whatever task was interrupted.
+ *   SYN_SENT -> CLOSE       the connect failed (RST: ECONNREFUSED; retries exhausted: ETIMEDOUT;
+ *                           closed by the caller first: error 0): emit Failed, forget the socket.
+ *   accept() returns fd     in the accepting thread: emit Accept for the accepted socket (not the
+ *                           listener), remember the owner.
+ *   any -> CLOSE            for a socket netmon reported open: emit Close with the remembered
+ *                           owner, forget the socket.
+ *
+ * Owners are kept in a hash map keyed by the struct sock address, which is unique among live
+ * sockets; entries are deleted at CLOSE, so the map holds one entry per live tracked connection
+ * and its capacity (set by the agent before load) bounds memory, not correctness: a full map is
+ * counted, never silent. The key is the address rather than the cookie because the accept path
+ * runs in a classic tracepoint, which cannot call bpf_get_socket_cookie().
+ */
+#include "kernel_types.h"
+
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#include "netmon_events.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Set by the agent before load (read-only data). */
+/* Submit with a wakeup only once this much data waits in the ring buffer; the agent polls with a
+ * timeout, which bounds the delivery delay of smaller batches. 0: wake up on every record. */
+const volatile __u64 wakeup_bytes = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 * 1024 * 1024); /* resized by the agent before load */
+} events SEC(".maps");
+
+/* What netmon remembers about a connection between its open and its close. */
+struct sock_state {
+	struct nm_task owner;
+	u8 direction; /* enum nm_direction */
+	u8 flags;     /* enum nm_conn_flags */
+	u8 reported;  /* an Establish/Accept went out: the Close must follow */
+	u8 pad[5];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* memory follows the number of live connections */
+	__uint(max_entries, 262144);          /* resized by the agent before load */
+	__type(key, u64);                     /* struct sock address */
+	__type(value, struct sock_state);
+} sockets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NM_CNT__MAX);
+	__type(key, u32);
+	__type(value, u64);
+} counters SEC(".maps");
+
+/* Scratch space for building a sock_state (too big for the 512-byte stack next to a record). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct sock_state);
+} scratch SEC(".maps");
+
+static __always_inline void count(u32 idx)
+{
+	u64 *value = bpf_map_lookup_elem(&counters, &idx);
+
+	if (value)
+		*value += 1; /* per-CPU slot: no other writer */
+}
+
+/* Fills *t from the current task. Only valid in process context: in softirq "current" is an
+ * unrelated task, which is why the state-change handlers take owners from the sockets map. */
+static __always_inline void fill_current_task(struct nm_task *t)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	const struct cred *cred = BPF_CORE_READ(task, cred);
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+
+	t->pid = pid_tgid >> 32;
+	t->tid = (u32)pid_tgid;
+	t->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	t->uid = BPF_CORE_READ(cred, uid.val);
+	t->euid = BPF_CORE_READ(cred, euid.val);
+	t->gid = BPF_CORE_READ(cred, gid.val);
+	t->egid = BPF_CORE_READ(cred, egid.val);
+	t->auid = 0xffffffff;
+	if (bpf_core_field_exists(task->loginuid))
+		t->auid = BPF_CORE_READ(task, loginuid.val);
+	t->start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
+	t->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_core_read(&t->cap_effective, sizeof(t->cap_effective), &cred->cap_effective);
+	bpf_core_read(&t->cap_permitted, sizeof(t->cap_permitted), &cred->cap_permitted);
+	bpf_core_read(&t->cap_inheritable, sizeof(t->cap_inheritable), &cred->cap_inheritable);
+	bpf_get_current_comm(t->comm, sizeof(t->comm));
+}
+
+static __always_inline bool is_v4_mapped(const u32 *a)
+{
+	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0x0000ffff);
+}
+
+/* Copies the socket's addresses and ports into the record. IPv4-mapped IPv6 connections (an
+ * AF_INET6 socket talking to ::ffff:a.b.c.d) are recorded once, as AF_INET: the kernel runs them
+ * through the IPv4 code and keeps the IPv4 addresses in skc_daddr/skc_rcv_saddr. */
+static __always_inline void fill_addresses(struct nm_conn_record *r, const struct sock *sk)
+{
+	u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	bool v4 = family == AF_INET;
+
+	if (family == AF_INET6) {
+		u32 daddr6[4];
+
+		BPF_CORE_READ_INTO(&daddr6, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr32);
+		if (is_v4_mapped(daddr6)) {
+			v4 = true;
+		} else {
+			r->family = NM_AF_INET6;
+			__builtin_memcpy(r->daddr, daddr6, 16);
+			BPF_CORE_READ_INTO(&r->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		}
+	}
+	if (v4) {
+		r->family = NM_AF_INET;
+		BPF_CORE_READ_INTO((u32 *)r->saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((u32 *)r->daddr, sk, __sk_common.skc_daddr);
+	}
+	r->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (!r->sport) /* CLOSE: the port was released just before the tracepoint */
+		r->sport = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
+	r->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+}
+
+static __always_inline void submit(struct nm_conn_record *r)
+{
+	u64 flags = 0;
+
+	if (wakeup_bytes) {
+		flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes
+				? BPF_RB_FORCE_WAKEUP
+				: BPF_RB_NO_WAKEUP;
+	}
+	bpf_ringbuf_submit(r, flags);
+}
+
+/* Emits one connection record. `owner` may be NULL (owner unknown). */
+static __always_inline void emit(const struct sock *sk, u64 cookie, u8 kind, u8 direction,
+				 const struct sock_state *st, s32 error)
+{
+	struct nm_conn_record *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+
+	if (!r) {
+		count(NM_CNT_RINGBUF_FULL);
+		return;
+	}
+	__builtin_memset(r, 0, sizeof(*r));
+	r->hdr.type = NM_REC_CONNECTION;
+	r->hdr.size = sizeof(*r);
+	r->hdr.ts_ns = bpf_ktime_get_boot_ns();
+	if (st && (st->flags & NM_CONN_F_OWNER_KNOWN)) {
+		r->task = st->owner;
+		r->flags |= NM_CONN_F_OWNER_KNOWN;
+	}
+	r->cookie = cookie;
+	r->kind = kind;
+	r->direction = direction;
+	r->error = error;
+	fill_addresses(r, sk);
+	submit(r);
+}
+
+static __always_inline struct sock_state *scratch_state(void)
+{
+	u32 zero = 0;
+
+	return bpf_map_lookup_elem(&scratch, &zero);
+}
+
+static __always_inline void track(u64 key, const struct sock_state *st)
+{
+	if (bpf_map_update_elem(&sockets, &key, st, BPF_ANY))
+		count(NM_CNT_SOCKETS_FULL);
+}
+
+/*
+ * The state machine shared by both variants of the inet_sock_set_state hook. `cookie` is the
+ * socket cookie as the variant can obtain it.
+ */
+static __always_inline void on_state_change(const struct sock *sk, int oldstate, int newstate,
+					    u64 cookie)
+{
+	u64 key = (u64)sk;
+	struct sock_state *st;
+
+	if (newstate == TCP_SYN_SENT) {
+		/* Inside connect(): current is the connecting thread. */
+		st = scratch_state();
+		if (!st)
+			return;
+		__builtin_memset(st, 0, sizeof(*st));
+		fill_current_task(&st->owner);
+		st->direction = NM_DIR_OUTBOUND;
+		st->flags = NM_CONN_F_OWNER_KNOWN;
+		track(key, st);
+		return;
+	}
+
+	if (oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED) {
+		st = bpf_map_lookup_elem(&sockets, &key);
+		if (!st) {
+			/* connect() began before netmon attached: report it without a process, and
+			 * track it so that its Close is reported too. */
+			count(NM_CNT_OWNER_UNKNOWN);
+			st = scratch_state();
+			if (!st)
+				return;
+			__builtin_memset(st, 0, sizeof(*st));
+			st->direction = NM_DIR_OUTBOUND;
+			st->reported = 1;
+			track(key, st);
+			emit(sk, cookie, NM_CONN_ESTABLISH, NM_DIR_OUTBOUND, st, 0);
+			return;
+		}
+		st->reported = 1;
+		emit(sk, cookie, NM_CONN_ESTABLISH, NM_DIR_OUTBOUND, st, 0);
+		return;
+	}
+
+	if (newstate != TCP_CLOSE)
+		return;
+
+	st = bpf_map_lookup_elem(&sockets, &key);
+	if (!st)
+		return; /* never reported open: a listener, an unaccepted child, pre-attach */
+	if (oldstate == TCP_SYN_SENT) {
+		/* tcp_done_with_error()/tcp_reset() store sk_err before moving to CLOSE. */
+		emit(sk, cookie, NM_CONN_FAILED, NM_DIR_OUTBOUND, st,
+		     BPF_CORE_READ(sk, sk_err));
+	} else if (st->reported) {
+		emit(sk, cookie, NM_CONN_CLOSE, st->direction, st, 0);
+	}
+	bpf_map_delete_elem(&sockets, &key);
+}
+
+/* Preferred variant: BTF-typed tracepoint (5.5+); bpf_get_socket_cookie() on a BTF socket
+ * pointer needs 5.12. The cookie helper also assigns the cookie when the socket has none yet. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(handle_inet_sock_set_state_btf, const struct sock *sk, int oldstate, int newstate)
+{
+	u64 cookie;
+
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	/* Passive children are born LISTEN -> SYN_RECV in inet_csk_clone_lock(). Give them their
+	 * cookie now, so that the accept() hook, which can only read the field, finds it. */
+	if (newstate != TCP_SYN_SENT && newstate != TCP_CLOSE && newstate != TCP_SYN_RECV &&
+	    !(oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED))
+		return 0;
+	cookie = bpf_get_socket_cookie((void *)sk);
+	if (newstate == TCP_SYN_RECV)
+		return 0;
+	on_state_change(sk, oldstate, newstate, cookie);
+	return 0;
+}
+
+/* Fallback variant: the classic tracepoint. It cannot assign cookies, so it reports the cookie
+ * the socket has (0 when nothing asked the kernel for one yet). */
+SEC("tracepoint/sock/inet_sock_set_state")
+int handle_inet_sock_set_state_tp(struct inet_sock_set_state_ctx *ctx)
+{
+	const struct sock *sk = ctx->skaddr;
+	int newstate = ctx->newstate;
+	int oldstate = ctx->oldstate;
+
+	if (ctx->protocol != IPPROTO_TCP)
+		return 0;
+	if (newstate != TCP_SYN_SENT && newstate != TCP_CLOSE &&
+	    !(oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED))
+		return 0;
+	on_state_change(sk, oldstate, newstate,
+			(u64)BPF_CORE_READ(sk, __sk_common.skc_cookie.counter));
+	return 0;
+}
+
+/*
+ * accept()/accept4() return in the accepting thread with the new descriptor. Resolve it through
+ * the task's descriptor table (files->fdt->fd[fd]->private_data is the struct socket) to the
+ * accepted connection's struct sock, so the event carries the connection's own addresses and
+ * cookie and the accepting process. The table is RCU-protected; probe reads of a concurrently
+ * replaced entry are safe, and the socket checks below reject anything that is not a TCP socket.
+ */
+static __always_inline void on_accept_return(long fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt;
+	struct file **fds;
+	struct file *file;
+	struct socket *sock;
+	struct sock *sk;
+	struct sock_state *st;
+	u16 family;
+	u64 cookie;
+	u8 state;
+
+	if (fd < 0)
+		return;
+	fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		goto no_sock;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_core_read(&file, sizeof(file), &fds[fd]) || !file)
+		goto no_sock;
+	sock = BPF_CORE_READ(file, private_data);
+	if (!sock)
+		goto no_sock;
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		goto no_sock;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP ||
+	    (family != AF_INET && family != AF_INET6))
+		return; /* accept() on a non-TCP socket (e.g. AF_UNIX): not ours */
+
+	st = scratch_state();
+	if (!st)
+		return;
+	__builtin_memset(st, 0, sizeof(*st));
+	fill_current_task(&st->owner);
+	st->direction = NM_DIR_INBOUND;
+	st->flags = NM_CONN_F_OWNER_KNOWN;
+	st->reported = 1;
+	cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	emit(sk, cookie, NM_CONN_ACCEPT, NM_DIR_INBOUND, st, 0);
+
+	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	if (state == TCP_CLOSE) {
+		/* The peer reset the connection while it waited in the accept queue: its CLOSE
+		 * transition has already run, so close it here. */
+		emit(sk, cookie, NM_CONN_CLOSE, NM_DIR_INBOUND, st, 0);
+		return;
+	}
+	track((u64)sk, st);
+	return;
+
+no_sock:
+	count(NM_CNT_ACCEPT_NO_SOCK);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int handle_sys_exit_accept4(struct syscall_exit_ctx *ctx)
+{
+	on_accept_return(ctx->ret);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int handle_sys_exit_accept(struct syscall_exit_ctx *ctx)
+{
+	on_accept_return(ctx->ret);
+	return 0;
+}
