@@ -42,8 +42,8 @@ enum {
 	TCP_NEW_SYN_RECV = 12,
 };
 
-#define AF_INET 2
-#define AF_INET6 10
+#define AF_INET	    2
+#define AF_INET6    10
 #define IPPROTO_TCP 6
 
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)

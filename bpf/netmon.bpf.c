@@ -58,8 +58,8 @@ struct sock_state {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC); /* memory follows the number of live connections */
-	__uint(max_entries, 262144);          /* resized by the agent before load */
-	__type(key, u64);                     /* struct sock address */
+	__uint(max_entries, 262144);	      /* resized by the agent before load */
+	__type(key, u64);		      /* struct sock address */
 	__type(value, struct sock_state);
 } sockets SEC(".maps");
 
@@ -134,7 +134,8 @@ static __always_inline void fill_addresses(struct nm_conn_record *r, const struc
 		} else {
 			r->family = NM_AF_INET6;
 			__builtin_memcpy(r->daddr, daddr6, 16);
-			BPF_CORE_READ_INTO(&r->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+			BPF_CORE_READ_INTO(&r->saddr, sk,
+					   __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
 		}
 	}
 	if (v4) {
@@ -154,8 +155,8 @@ static __always_inline void submit(struct nm_conn_record *r)
 
 	if (wakeup_bytes) {
 		flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes
-				? BPF_RB_FORCE_WAKEUP
-				: BPF_RB_NO_WAKEUP;
+			    ? BPF_RB_FORCE_WAKEUP
+			    : BPF_RB_NO_WAKEUP;
 	}
 	bpf_ringbuf_submit(r, flags);
 }
@@ -251,8 +252,7 @@ static __always_inline void on_state_change(const struct sock *sk, int oldstate,
 		return; /* never reported open: a listener, an unaccepted child, pre-attach */
 	if (oldstate == TCP_SYN_SENT) {
 		/* tcp_done_with_error()/tcp_reset() store sk_err before moving to CLOSE. */
-		emit(sk, cookie, NM_CONN_FAILED, NM_DIR_OUTBOUND, st,
-		     BPF_CORE_READ(sk, sk_err));
+		emit(sk, cookie, NM_CONN_FAILED, NM_DIR_OUTBOUND, st, BPF_CORE_READ(sk, sk_err));
 	} else if (st->reported) {
 		emit(sk, cookie, NM_CONN_CLOSE, st->direction, st, 0);
 	}

@@ -46,24 +46,24 @@ enum nm_conn_flags {
 
 /* Address family in records: the values of AF_INET and AF_INET6. IPv4-mapped IPv6 connections
  * are recorded as AF_INET with plain IPv4 addresses. */
-#define NM_AF_INET 2
+#define NM_AF_INET  2
 #define NM_AF_INET6 10
 
 /* Indexes of the kernel-side counters (per-CPU array "counters"). Never renumber. */
 enum nm_counter {
-	NM_CNT_RINGBUF_FULL = 0,    /* a record was dropped: no ring buffer space */
-	NM_CNT_SOCKETS_FULL = 1,    /* a connection could not be tracked: "sockets" map full */
-	NM_CNT_OWNER_UNKNOWN = 2,   /* connection reported without its process (opened pre-attach) */
-	NM_CNT_ACCEPT_NO_SOCK = 3,  /* accept() returned an fd whose socket could not be read */
+	NM_CNT_RINGBUF_FULL = 0,   /* a record was dropped: no ring buffer space */
+	NM_CNT_SOCKETS_FULL = 1,   /* a connection could not be tracked: "sockets" map full */
+	NM_CNT_OWNER_UNKNOWN = 2,  /* connection reported without its process (opened pre-attach) */
+	NM_CNT_ACCEPT_NO_SOCK = 3, /* accept() returned an fd whose socket could not be read */
 	NM_CNT__MAX = 4,
 };
 
 /* Common header of every record. */
 struct nm_header {
-	__u16 type;     /* enum nm_record_type */
-	__u16 size;     /* size of the whole record in bytes, header included */
+	__u16 type;	/* enum nm_record_type */
+	__u16 size;	/* size of the whole record in bytes, header included */
 	__u32 reserved; /* zero */
-	__u64 ts_ns;    /* CLOCK_BOOTTIME of the event, ns (bpf_ktime_get_boot_ns) */
+	__u64 ts_ns;	/* CLOCK_BOOTTIME of the event, ns (bpf_ktime_get_boot_ns) */
 };
 
 /* A task as the kernel saw it when it opened or accepted a connection. */
@@ -75,10 +75,10 @@ struct nm_task {
 	__u32 euid;
 	__u32 gid;
 	__u32 egid;
-	__u32 auid;            /* login uid; 4294967295 when unset or unknown */
-	__u64 start_ns;        /* thread group leader's start, CLOCK_BOOTTIME ns */
-	__u64 cgroup_id;       /* cgroup v2 id (inode of the cgroup directory) */
-	__u64 cap_effective;   /* capability bit sets */
+	__u32 auid;	     /* login uid; 4294967295 when unset or unknown */
+	__u64 start_ns;	     /* thread group leader's start, CLOCK_BOOTTIME ns */
+	__u64 cgroup_id;     /* cgroup v2 id (inode of the cgroup directory) */
+	__u64 cap_effective; /* capability bit sets */
 	__u64 cap_permitted;
 	__u64 cap_inheritable;
 	char comm[NM_COMM_LEN]; /* thread's command name, NUL padded */
@@ -87,18 +87,18 @@ struct nm_task {
 /* One connection event: NM_REC_CONNECTION. */
 struct nm_conn_record {
 	struct nm_header hdr;
-	struct nm_task task;  /* owner of the connection (valid with NM_CONN_F_OWNER_KNOWN) */
-	__u64 cookie;         /* kernel socket cookie (the `sk:` of `ss -e`) */
+	struct nm_task task;	 /* owner of the connection (valid with NM_CONN_F_OWNER_KNOWN) */
+	__u64 cookie;		 /* kernel socket cookie (the `sk:` of `ss -e`) */
 	__u8 saddr[NM_ADDR_LEN]; /* local address: first 4 bytes for AF_INET, network order */
 	__u8 daddr[NM_ADDR_LEN]; /* remote address */
-	__u16 sport;          /* local port, host order */
-	__u16 dport;          /* remote port, host order */
-	__u8 family;          /* NM_AF_INET or NM_AF_INET6 */
-	__u8 kind;            /* enum nm_conn_kind */
-	__u8 direction;       /* enum nm_direction */
-	__u8 flags;           /* enum nm_conn_flags */
-	__s32 error;          /* NM_CONN_FAILED: positive errno (0: given up locally); else 0 */
-	__u32 pad;            /* zero */
+	__u16 sport;		 /* local port, host order */
+	__u16 dport;		 /* remote port, host order */
+	__u8 family;		 /* NM_AF_INET or NM_AF_INET6 */
+	__u8 kind;		 /* enum nm_conn_kind */
+	__u8 direction;		 /* enum nm_direction */
+	__u8 flags;		 /* enum nm_conn_flags */
+	__s32 error;		 /* NM_CONN_FAILED: positive errno (0: given up locally); else 0 */
+	__u32 pad;		 /* zero */
 };
 
 #endif /* NETMON_BPF_NETMON_EVENTS_H */

@@ -45,8 +45,9 @@ void ensure_tracefs() {
   if (::mount("nodev", "/sys/kernel/tracing", "tracefs", 0, nullptr) == 0) {
     log::info("mounted tracefs at /sys/kernel/tracing");
   } else {
-    log::warn(std::string("tracefs is not mounted and mounting it at /sys/kernel/tracing failed: ") +
-              std::strerror(errno) + "; tracepoint programs will fail to attach");
+    log::warn(
+        std::string("tracefs is not mounted and mounting it at /sys/kernel/tracing failed: ") +
+        std::strerror(errno) + "; tracepoint programs will fail to attach");
   }
 }
 
@@ -111,8 +112,8 @@ std::string_view hook_variant_name(HookVariant variant) {
 namespace {
 
 // Opens, loads and attaches with one concrete variant of the state-change hook.
-Result<std::unique_ptr<Probe::Impl>> start_variant(const ProbeOptions& options,
-                                                   HookVariant variant, RecordSink& sink) {
+Result<std::unique_ptr<Probe::Impl>> start_variant(const ProbeOptions& options, HookVariant variant,
+                                                   RecordSink& sink) {
   SkelPtr skel(netmon_bpf__open());
   if (!skel) return fail("opening the BPF object failed: " + errno_text(errno));
 
@@ -147,16 +148,16 @@ Result<std::unique_ptr<Probe::Impl>> start_variant(const ProbeOptions& options,
     bpf_link* link = bpf_program__attach(h.prog);
     if (!link) {
       const int err = errno;
-      return fail(std::string("attaching to ") + h.variant + " " + h.hook + " failed: " +
-                  errno_text(err) +
+      return fail(std::string("attaching to ") + h.variant + " " + h.hook +
+                  " failed: " + errno_text(err) +
                   (err == ENOENT ? " (the kernel or tracefs lacks this tracepoint)" : ""));
     }
     *h.link = link;
     impl->hooks.push_back(AttachedHook{h.hook, h.variant});
   }
 
-  impl->ring.reset(ring_buffer__new(bpf_map__fd(skel->maps.events), on_ring_buffer_record, &sink,
-                                    nullptr));
+  impl->ring.reset(
+      ring_buffer__new(bpf_map__fd(skel->maps.events), on_ring_buffer_record, &sink, nullptr));
   if (!impl->ring) return fail("creating the ring buffer reader failed: " + errno_text(errno));
   const int ncpus = libbpf_num_possible_cpus();
   impl->ncpus = ncpus > 0 ? ncpus : 1;

@@ -41,7 +41,8 @@ const std::vector<Setting>& settings() {
        "how the TCP state hook attaches: auto, tp_btf or tracepoint (default auto)",
        [](Options& o, std::string_view v) -> Result<void> {
          auto variant = parse_hook_variant(v);
-         if (!variant) return fail("'" + std::string(v) + "' is not one of auto, tp_btf, tracepoint");
+         if (!variant)
+           return fail("'" + std::string(v) + "' is not one of auto, tp_btf, tracepoint");
          o.probe.variant = *variant;
          return {};
        }},

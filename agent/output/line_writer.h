@@ -17,7 +17,7 @@ namespace netmon {
 struct OutputStats {
   uint64_t lines_written = 0;
   uint64_t bytes_written = 0;
-  uint64_t lines_dropped_queue_full = 0;  // the reader of the output fell behind
+  uint64_t lines_dropped_queue_full = 0;   // the reader of the output fell behind
   uint64_t lines_dropped_write_error = 0;  // the output was closed or failed
   uint64_t queued_bytes = 0;
 };

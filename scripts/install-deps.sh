@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package netmon needs, idempotently: packages already present are left
+# alone, and apt-get runs only when something is missing.
+#   scripts/install-deps.sh          build + run + test dependencies
+#   scripts/install-deps.sh build    what building and running the agent needs
+set -euo pipefail
+
+build_pkgs=(
+  build-essential cmake pkg-config
+  clang llvm                       # compiles bpf/*.bpf.c for the BPF target
+  bpftool                          # generates the BPF skeleton
+  libbpf-dev libelf-dev zlib1g-dev
+  libexpected-dev nlohmann-json3-dev libcpp-httplib-dev libssl-dev
+  prometheus-cpp-dev libyaml-cpp-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+)
+test_pkgs=(
+  python3 python3-pytest            # integration test runner
+  netcat-openbsd inetutils-telnet   # the reference's scenario
+  iproute2                          # ss -e, network namespaces
+  clang-format                      # the formatting check
+)
+
+case "${1:-all}" in
+  build) wanted=("${build_pkgs[@]}") ;;
+  all) wanted=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
+  *) echo "usage: $0 [build|all]" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${wanted[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: all ${#wanted[@]} packages present"
+  exit 0
+fi
+if [[ $(id -u) -ne 0 ]]; then
+  echo "install-deps: missing ${missing[*]}; run as root (sudo $0)" >&2
+  exit 1
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
