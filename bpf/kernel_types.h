@@ -114,8 +114,68 @@ struct socket {
 	struct sock *sk;
 };
 
+struct qstr {
+	union {
+		struct {
+			u32 hash;
+			u32 len;
+		};
+		u64 hash_len;
+	};
+	const unsigned char *name;
+};
+
+struct inode {
+	unsigned int i_nlink;
+};
+
+struct dentry {
+	struct dentry *d_parent;
+	struct qstr d_name;
+	struct inode *d_inode;
+};
+
+struct vfsmount {
+	struct dentry *mnt_root;
+};
+
+/* The kernel-internal mount a vfsmount is embedded in (fs/mount.h): walking a path up across
+ * mount points needs mnt_parent and mnt_mountpoint. */
+struct mount {
+	struct mount *mnt_parent;
+	struct dentry *mnt_mountpoint;
+	struct vfsmount mnt;
+};
+
+struct path {
+	struct vfsmount *mnt;
+	struct dentry *dentry;
+};
+
 struct file {
+	struct path f_path;
 	void *private_data;
+};
+
+struct mm_struct {
+	unsigned long arg_start;
+	unsigned long arg_end;
+	struct file *exe_file;
+};
+
+typedef struct {
+	int counter;
+} atomic_t;
+
+struct signal_struct {
+	atomic_t live; /* threads still running; 0 once the whole group is exiting */
+};
+
+struct linux_binprm {
+	/* Personality flags cleared because the exec gained privilege: set by bprm_fill_uid() for
+	 * set-id files and by cap_bprm_creds_from_file() when file capabilities add permitted
+	 * capabilities. */
+	unsigned int per_clear;
 };
 
 struct fdtable {
@@ -146,6 +206,8 @@ struct task_struct {
 	const struct cred *cred;
 	char comm[16];
 	struct files_struct *files;
+	struct mm_struct *mm;
+	struct signal_struct *signal;
 	kuid_t loginuid; /* only with CONFIG_AUDITSYSCALL: guarded by bpf_core_field_exists */
 };
 

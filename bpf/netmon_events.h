@@ -21,6 +21,27 @@
 /* What a record is; the first field of every record's header. */
 enum nm_record_type {
 	NM_REC_CONNECTION = 1, /* struct nm_conn_record */
+	NM_REC_EXEC = 2,       /* struct nm_exec_record + path + args */
+	NM_REC_FORK = 3,       /* struct nm_fork_record */
+	NM_REC_EXIT = 4,       /* struct nm_exit_record */
+};
+
+/* Bounds of the variable parts of an exec record. */
+#define NM_PATH_MAX 4096 /* executable path, as PATH_MAX */
+#define NM_ARGS_MAX 1024 /* raw argv bytes (NUL separated, argv[0] included) */
+
+/* nm_exec_record.secureexec: how the exec changed privileges. */
+enum nm_secureexec {
+	NM_SECUREEXEC_SETUID = 1 << 0,	      /* euid != uid after exec (set-user-id file) */
+	NM_SECUREEXEC_SETGID = 1 << 1,	      /* egid != gid after exec (set-group-id file) */
+	NM_SECUREEXEC_FILE_CAPS = 1 << 2,     /* file capabilities raised the permitted set */
+	NM_SECUREEXEC_FILELESS_EXEC = 1 << 3, /* the executable has no link (memfd, deleted file) */
+};
+
+/* nm_exec_record.flags */
+enum nm_exec_flags {
+	NM_EXEC_F_PATH_TRUNCATED = 1 << 0, /* the path was longer than NM_PATH_MAX or too deep */
+	NM_EXEC_F_ARGS_TRUNCATED = 1 << 1, /* argv was longer than NM_ARGS_MAX */
 };
 
 /* What happened to a connection (nm_conn_record.kind). */
@@ -99,6 +120,37 @@ struct nm_conn_record {
 	__u8 flags;		 /* enum nm_conn_flags */
 	__s32 error;		 /* NM_CONN_FAILED: positive errno (0: given up locally); else 0 */
 	__u32 pad;		 /* zero */
+};
+
+/*
+ * NM_REC_EXEC: a process image started (sched_process_exec). hdr.ts_ns is the exec time, which is
+ * the process's start_time from then on. Followed by path_len bytes of the executable's path (no
+ * NUL; symlinks resolved: it is the path of the file the kernel mapped) and args_len bytes of the
+ * raw argv area (NUL separated, argv[0] included). hdr.size covers all three parts.
+ */
+struct nm_exec_record {
+	struct nm_header hdr;
+	struct nm_task task; /* the task after exec: its new credentials and capabilities */
+	__u32 secureexec;    /* enum nm_secureexec */
+	__u16 path_len;
+	__u16 args_len;
+	__u8 flags; /* enum nm_exec_flags */
+	__u8 pad[7];
+};
+
+/* NM_REC_FORK: a new process (not a thread) was created (sched_process_fork). */
+struct nm_fork_record {
+	struct nm_header hdr;
+	struct nm_task child;  /* child.ppid is the forking process; child.start_ns its start */
+	__u64 parent_start_ns; /* start of the forking process, to tell it from a reused pid */
+};
+
+/* NM_REC_EXIT: the last thread of a process exited (sched_process_exit with the group dead). */
+struct nm_exit_record {
+	struct nm_header hdr;
+	__u32 pid;
+	__u32 pad;
+	__u64 start_ns; /* to tell this process from a later one with the same pid */
 };
 
 #endif /* NETMON_BPF_NETMON_EVENTS_H */

@@ -11,6 +11,7 @@
 #include "bpf/probe.h"
 #include "common/log.h"
 #include "output/line_writer.h"
+#include "process/table.h"
 
 namespace netmon {
 namespace {
@@ -29,7 +30,8 @@ void install_signal_handlers() {
   signal(SIGPIPE, SIG_IGN);  // a closed stdout is a write error, counted, not a crash
 }
 
-std::string summary(const Pipeline& pipeline, const OutputStats& out, const KernelCounters& k) {
+std::string summary(const Pipeline& pipeline, const OutputStats& out, const KernelCounters& k,
+                    const ProcessTableStats& p) {
   const PipelineStats& s = pipeline.stats();
   return "stopped: records " + std::to_string(s.records) + ", establish " +
          std::to_string(s.events_by_kind[0]) + ", accept " + std::to_string(s.events_by_kind[1]) +
@@ -39,7 +41,10 @@ std::string summary(const Pipeline& pipeline, const OutputStats& out, const Kern
          std::to_string(k.sockets_map_full) + ", decode " + std::to_string(s.decode_errors) +
          ", output_queue " + std::to_string(out.lines_dropped_queue_full) + ", output_error " +
          std::to_string(out.lines_dropped_write_error) + "; without process " +
-         std::to_string(s.events_without_process);
+         std::to_string(s.events_without_process) + "; process table: " + std::to_string(p.live) +
+         " live, " + std::to_string(p.exited) + " exited, misses " + std::to_string(p.misses) +
+         ", read from /proc " + std::to_string(p.resolved_from_proc) + ", evictions " +
+         std::to_string(p.evictions);
 }
 
 }  // namespace
@@ -47,7 +52,8 @@ std::string summary(const Pipeline& pipeline, const OutputStats& out, const Kern
 int run_agent(const Options& options) {
   install_signal_handlers();
   LineWriter writer(STDOUT_FILENO, options.output_queue_bytes);
-  Pipeline pipeline(writer);
+  ProcessTable processes(ProcReader(options.proc_root), options.max_processes);
+  Pipeline pipeline(writer, processes, read_last_cap(options.proc_root));
 
   auto probe = Probe::start(options.probe, pipeline);
   if (!probe) {
@@ -58,6 +64,10 @@ int run_agent(const Options& options) {
   for (const AttachedHook& h : (*probe)->hooks()) {
     log::info("attached " + h.hook + " as " + h.variant);
   }
+  // Seed after attaching: a process started in between is in /proc, in the ring buffer, or both.
+  processes.seed();
+  log::info("process table seeded from " + options.proc_root + " with " +
+            std::to_string(processes.size()) + " processes");
   log::info("netmon is running; events go to stdout");
 
   auto last_refresh = std::chrono::steady_clock::now();
@@ -85,7 +95,7 @@ int run_agent(const Options& options) {
   if (!writer.finish(std::chrono::seconds(5))) {
     log::warn("stdout did not drain within 5 s; the remaining events are counted as lost");
   }
-  log::info(summary(pipeline, writer.stats(), counters));
+  log::info(summary(pipeline, writer.stats(), counters, processes.stats()));
   return exit_code;
 }
 

@@ -6,32 +6,58 @@
 
 namespace netmon {
 
-Pipeline::Pipeline(LineWriter& writer, size_t batch_bytes)
-    : writer_(writer), batch_bytes_(batch_bytes) {
+Pipeline::Pipeline(LineWriter& writer, ProcessTable& processes, int last_cap, size_t batch_bytes)
+    : writer_(writer), processes_(processes), last_cap_(last_cap), batch_bytes_(batch_bytes) {
   batch_.reserve(batch_bytes_ + 4096);
 }
 
 void Pipeline::on_record(std::span<const std::byte> record) noexcept {
   ++stats_.records;
-  Result<ConnectionEvent> event = decode_record(record);
-  if (!event) {
-    ++stats_.decode_errors;
-    // A bad record means a BPF/agent mismatch: say so, but not once per record.
-    if (decode_errors_logged_ < 5) {
-      ++decode_errors_logged_;
-      log::error("dropping a malformed kernel record: " + event.error().message);
-    }
-    return;
-  }
-  ++stats_.events_by_kind[static_cast<size_t>(event->kind)];
-  if (!event->owner_known) ++stats_.events_without_process;
   try {
-    append_event_line(batch_, *event, EventContext{}, clock_);
-    ++batch_lines_;
-    if (batch_.size() >= batch_bytes_) flush();
-  } catch (const std::bad_alloc&) {
+    Result<KernelEvent> event = decode(record);
+    if (!event) {
+      ++stats_.decode_errors;
+      // A bad record means a BPF/agent mismatch: say so, but not once per record.
+      if (decode_errors_logged_ < 5) {
+        ++decode_errors_logged_;
+        log::error("dropping a malformed kernel record: " + event.error().message);
+      }
+      return;
+    }
+    std::visit(
+        [this](const auto& e) {
+          using T = std::decay_t<decltype(e)>;
+          if constexpr (std::is_same_v<T, ConnectionEvent>) {
+            handle(e);
+          } else if constexpr (std::is_same_v<T, ExecEvent>) {
+            processes_.on_exec(e);
+          } else if constexpr (std::is_same_v<T, ForkEvent>) {
+            processes_.on_fork(e);
+          } else {
+            processes_.on_exit(e);
+          }
+        },
+        *event);
+  } catch (const std::exception& ex) {
+    // Only allocation can throw here; losing one record beats losing the agent.
     ++stats_.decode_errors;
   }
+}
+
+void Pipeline::handle(const ConnectionEvent& e) {
+  ++stats_.events_by_kind[static_cast<size_t>(e.kind)];
+  EventContext context;
+  context.last_cap = last_cap_;
+  if (e.owner_known) {
+    context.process = processes_.find(e.task.pid, e.task.start_ns);
+    if (!context.process) ++stats_.events_without_process;
+    context.parent = processes_.find_current(e.task.ppid);
+  } else {
+    ++stats_.events_without_process;
+  }
+  append_event_line(batch_, e, context, clock_);
+  ++batch_lines_;
+  if (batch_.size() >= batch_bytes_) flush();
 }
 
 void Pipeline::flush() {

@@ -11,6 +11,7 @@
 #include "common/clock.h"
 #include "events/event.h"
 #include "output/line_writer.h"
+#include "process/table.h"
 
 namespace netmon {
 
@@ -23,9 +24,10 @@ struct PipelineStats {
 
 class Pipeline final : public RecordSink {
  public:
-  // `writer` must outlive the pipeline. `batch_bytes`: a batch is handed over once this large,
-  // and at every flush().
-  Pipeline(LineWriter& writer, size_t batch_bytes = 256u << 10);
+  // `writer` and `processes` must outlive the pipeline. `last_cap`: the kernel's cap_last_cap.
+  // `batch_bytes`: a batch is handed over once this large, and at every flush().
+  Pipeline(LineWriter& writer, ProcessTable& processes, int last_cap,
+           size_t batch_bytes = 256u << 10);
 
   void on_record(std::span<const std::byte> record) noexcept override;
 
@@ -37,7 +39,11 @@ class Pipeline final : public RecordSink {
   const PipelineStats& stats() const { return stats_; }
 
  private:
+  void handle(const ConnectionEvent& e);
+
   LineWriter& writer_;
+  ProcessTable& processes_;
+  const int last_cap_;
   const size_t batch_bytes_;
   BootClock clock_;
   std::string batch_;

@@ -26,12 +26,17 @@ bool path_exists(const char* path) { return ::access(path, F_OK) == 0; }
 // reported as one clear line, and --log-level debug shows the detail.
 int libbpf_print(enum libbpf_print_level level, const char* format, va_list args) noexcept {
   if (!log::enabled(log::Level::kDebug) && level != LIBBPF_WARN) return 0;
-  char buf[1024];
-  const int n = vsnprintf(buf, sizeof(buf), format, args);
+  // Verifier logs arrive as one message of up to megabytes: size the buffer to fit.
+  va_list copy;
+  va_copy(copy, args);
+  const int n = vsnprintf(nullptr, 0, format, copy);
+  va_end(copy);
   if (n <= 0) return 0;
-  std::string_view line(buf, std::min<size_t>(static_cast<size_t>(n), sizeof(buf) - 1));
-  while (!line.empty() && line.back() == '\n') line.remove_suffix(1);
-  log::debug(std::string("libbpf: ").append(line));
+  std::string line(static_cast<size_t>(n) + 1, '\0');
+  vsnprintf(line.data(), line.size(), format, args);
+  line.resize(static_cast<size_t>(n));
+  while (!line.empty() && line.back() == '\n') line.pop_back();
+  log::debug("libbpf: " + line);
   return 0;
 }
 
@@ -58,9 +63,13 @@ std::string errno_text(int err) {
 
 std::string load_failure(int err) {
   if (err < 0) err = -err;
-  if (err == EPERM || err == EACCES) {
+  if (err == EPERM) {
     return "not permitted to load BPF programs (" + errno_text(err) +
            "): run as root, or with CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE";
+  }
+  if (err == EACCES || err == EINVAL || err == E2BIG) {
+    return "the kernel's verifier rejected a BPF program (" + errno_text(err) +
+           "; run with --log-level debug to see its output)";
   }
   return "loading the BPF programs failed: " + errno_text(err) +
          " (run with --log-level debug to see the verifier's output)";
@@ -120,6 +129,12 @@ Result<std::unique_ptr<Probe::Impl>> start_variant(const ProbeOptions& options, 
   const bool btf = variant == HookVariant::kTpBtf;
   bpf_program__set_autoload(skel->progs.handle_inet_sock_set_state_btf, btf);
   bpf_program__set_autoload(skel->progs.handle_inet_sock_set_state_tp, !btf);
+  bpf_program__set_autoload(skel->progs.handle_sched_process_exec_btf, btf);
+  bpf_program__set_autoload(skel->progs.handle_sched_process_exec_raw, !btf);
+  bpf_program__set_autoload(skel->progs.handle_sched_process_fork_btf, btf);
+  bpf_program__set_autoload(skel->progs.handle_sched_process_fork_raw, !btf);
+  bpf_program__set_autoload(skel->progs.handle_sched_process_exit_btf, btf);
+  bpf_program__set_autoload(skel->progs.handle_sched_process_exit_raw, !btf);
   bpf_map__set_max_entries(skel->maps.events, options.ring_buffer_bytes);
   bpf_map__set_max_entries(skel->maps.sockets, options.max_connections);
   skel->rodata->wakeup_bytes = options.wakeup_bytes;
@@ -139,6 +154,18 @@ Result<std::unique_ptr<Probe::Impl>> start_variant(const ProbeOptions& options, 
           : Hook{skel->progs.handle_inet_sock_set_state_tp,
                  &skel->links.handle_inet_sock_set_state_tp, "sock/inet_sock_set_state",
                  "tracepoint"},
+      btf ? Hook{skel->progs.handle_sched_process_exec_btf,
+                 &skel->links.handle_sched_process_exec_btf, "sched/sched_process_exec", "tp_btf"}
+          : Hook{skel->progs.handle_sched_process_exec_raw,
+                 &skel->links.handle_sched_process_exec_raw, "sched/sched_process_exec", "raw_tp"},
+      btf ? Hook{skel->progs.handle_sched_process_fork_btf,
+                 &skel->links.handle_sched_process_fork_btf, "sched/sched_process_fork", "tp_btf"}
+          : Hook{skel->progs.handle_sched_process_fork_raw,
+                 &skel->links.handle_sched_process_fork_raw, "sched/sched_process_fork", "raw_tp"},
+      btf ? Hook{skel->progs.handle_sched_process_exit_btf,
+                 &skel->links.handle_sched_process_exit_btf, "sched/sched_process_exit", "tp_btf"}
+          : Hook{skel->progs.handle_sched_process_exit_raw,
+                 &skel->links.handle_sched_process_exit_raw, "sched/sched_process_exit", "raw_tp"},
       {skel->progs.handle_sys_exit_accept4, &skel->links.handle_sys_exit_accept4,
        "syscalls/sys_exit_accept4", "tracepoint"},
       {skel->progs.handle_sys_exit_accept, &skel->links.handle_sys_exit_accept,

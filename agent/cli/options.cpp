@@ -71,6 +71,23 @@ const std::vector<Setting>& settings() {
          o.output_queue_bytes = *n;
          return {};
        }},
+      {"proc-root", "NETMON_PROC_ROOT", "DIR",
+       "where the host's proc filesystem is mounted (default /proc; /host/proc in a container)",
+       [](Options& o, std::string_view v) -> Result<void> {
+         if (v.empty() || v.front() != '/')
+           return fail("'" + std::string(v) + "' is not an absolute path");
+         o.proc_root = std::string(v);
+         while (o.proc_root.size() > 1 && o.proc_root.back() == '/') o.proc_root.pop_back();
+         return {};
+       }},
+      {"max-processes", "NETMON_MAX_PROCESSES", "N",
+       "processes kept in the process table, live and recently exited (default 65536)",
+       [](Options& o, std::string_view v) -> Result<void> {
+         auto n = parse_size(v, 1024, 1u << 22);
+         if (!n) return fail(n.error().message);
+         o.max_processes = *n;
+         return {};
+       }},
       {"help", nullptr, nullptr, "print this help and exit",
        [](Options& o, std::string_view) -> Result<void> {
          o.show_help = true;

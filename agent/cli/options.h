@@ -19,6 +19,8 @@ struct Options {
   log::Level log_level = log::Level::kInfo;
   ProbeOptions probe;
   size_t output_queue_bytes = 64u << 20;
+  std::string proc_root = "/proc";
+  size_t max_processes = 65536;
 };
 
 // Looks up an environment variable; injectable for tests.

@@ -17,6 +17,9 @@ static_assert(sizeof(nm_conn_record) == 160);
 static_assert(offsetof(nm_conn_record, task) == 16);
 static_assert(offsetof(nm_conn_record, cookie) == 104);
 static_assert(offsetof(nm_conn_record, error) == 152);
+static_assert(sizeof(nm_exec_record) == 120);
+static_assert(sizeof(nm_fork_record) == 112);
+static_assert(sizeof(nm_exit_record) == 32);
 
 std::string_view TaskInfo::comm_view() const {
   return std::string_view(comm.data(), strnlen(comm.data(), comm.size()));
@@ -54,6 +57,87 @@ IpAddress to_address(const __u8 (&bytes)[NM_ADDR_LEN], IpAddress::Family family)
 }
 
 }  // namespace
+
+namespace {
+
+Result<nm_header> read_header(std::span<const std::byte> record) {
+  nm_header hdr{};
+  if (record.size() < sizeof(hdr)) {
+    return fail("record of " + std::to_string(record.size()) + " bytes is shorter than its header");
+  }
+  std::memcpy(&hdr, record.data(), sizeof(hdr));
+  if (hdr.size != record.size()) {
+    return fail("record of " + std::to_string(record.size()) + " bytes states size " +
+                std::to_string(hdr.size));
+  }
+  return hdr;
+}
+
+template <typename Rec>
+Result<Rec> read_fixed(std::span<const std::byte> record, const char* what) {
+  if (record.size() != sizeof(Rec)) {
+    return fail(std::string(what) + " record of " + std::to_string(record.size()) +
+                " bytes, expected " + std::to_string(sizeof(Rec)));
+  }
+  Rec r{};
+  std::memcpy(&r, record.data(), sizeof(r));
+  return r;
+}
+
+Result<ExecEvent> decode_exec(std::span<const std::byte> record) {
+  nm_exec_record r{};
+  if (record.size() < sizeof(r)) {
+    return fail("exec record of " + std::to_string(record.size()) + " bytes is shorter than " +
+                std::to_string(sizeof(r)));
+  }
+  std::memcpy(&r, record.data(), sizeof(r));
+  if (r.path_len > NM_PATH_MAX || r.args_len > NM_ARGS_MAX ||
+      record.size() != sizeof(r) + r.path_len + r.args_len) {
+    return fail("exec record of " + std::to_string(record.size()) + " bytes states path " +
+                std::to_string(r.path_len) + " and args " + std::to_string(r.args_len) + " bytes");
+  }
+  ExecEvent e;
+  e.boot_ns = r.hdr.ts_ns;
+  e.task = to_task(r.task);
+  e.secureexec = r.secureexec;
+  const auto* tail = reinterpret_cast<const char*>(record.data()) + sizeof(r);
+  e.binary_path = std::string_view(tail, r.path_len);
+  e.raw_args = std::string_view(tail + r.path_len, r.args_len);
+  e.path_truncated = (r.flags & NM_EXEC_F_PATH_TRUNCATED) != 0;
+  e.args_truncated = (r.flags & NM_EXEC_F_ARGS_TRUNCATED) != 0;
+  return e;
+}
+
+}  // namespace
+
+Result<KernelEvent> decode(std::span<const std::byte> record) {
+  auto hdr = read_header(record);
+  if (!hdr) return fail(hdr.error().message);
+  switch (hdr->type) {
+    case NM_REC_CONNECTION: {
+      auto e = decode_record(record);
+      if (!e) return fail(e.error().message);
+      return KernelEvent(*e);
+    }
+    case NM_REC_EXEC: {
+      auto e = decode_exec(record);
+      if (!e) return fail(e.error().message);
+      return KernelEvent(*e);
+    }
+    case NM_REC_FORK: {
+      auto r = read_fixed<nm_fork_record>(record, "fork");
+      if (!r) return fail(r.error().message);
+      return KernelEvent(ForkEvent{r->hdr.ts_ns, to_task(r->child), r->parent_start_ns});
+    }
+    case NM_REC_EXIT: {
+      auto r = read_fixed<nm_exit_record>(record, "exit");
+      if (!r) return fail(r.error().message);
+      return KernelEvent(ExitEvent{r->hdr.ts_ns, r->pid, r->start_ns});
+    }
+    default:
+      return fail("unknown record type " + std::to_string(hdr->type));
+  }
+}
 
 Result<ConnectionEvent> decode_record(std::span<const std::byte> record) {
   nm_header hdr{};

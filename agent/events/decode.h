@@ -14,4 +14,9 @@ namespace netmon {
 // struct's, or holds out-of-range enum values.
 Result<ConnectionEvent> decode_record(std::span<const std::byte> record);
 
+// Decodes any record by the type in its header, with the same checks; an exec record's size must
+// equal its fixed part plus its stated path and args lengths, each within its bound. Views in an
+// ExecEvent point into `record`.
+Result<KernelEvent> decode(std::span<const std::byte> record);
+
 }  // namespace netmon

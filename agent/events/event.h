@@ -4,6 +4,7 @@
 #include <array>
 #include <cstdint>
 #include <string_view>
+#include <variant>
 
 namespace netmon {
 
@@ -49,5 +50,41 @@ struct ConnectionEvent {
   uint16_t dport = 0;
   int32_t error = 0;  // kFailed: positive errno, 0 when the connect was given up locally
 };
+
+// How an exec changed privileges (flags; see enum nm_secureexec).
+enum SecureExec : uint32_t {
+  kSecureExecSetuid = 1u << 0,
+  kSecureExecSetgid = 1u << 1,
+  kSecureExecFileCaps = 1u << 2,
+  kSecureExecFileless = 1u << 3,
+};
+
+// A process image started. The views point into the ring buffer and are valid only while the
+// record is being handled.
+struct ExecEvent {
+  uint64_t boot_ns = 0;  // exec time: the new image's start time
+  TaskInfo task;
+  uint32_t secureexec = 0;
+  std::string_view binary_path;
+  std::string_view raw_args;  // NUL-separated argv, argv[0] included
+  bool path_truncated = false;
+  bool args_truncated = false;
+};
+
+// A new process (not a thread).
+struct ForkEvent {
+  uint64_t boot_ns = 0;
+  TaskInfo child;  // child.ppid: the forking process; child.start_ns: the child's start
+  uint64_t parent_start_ns = 0;
+};
+
+// The last thread of a process exited.
+struct ExitEvent {
+  uint64_t boot_ns = 0;
+  uint32_t pid = 0;
+  uint64_t start_ns = 0;
+};
+
+using KernelEvent = std::variant<ConnectionEvent, ExecEvent, ForkEvent, ExitEvent>;
 
 }  // namespace netmon

@@ -47,41 +47,89 @@ size_t utf8_sequence_length(std::string_view s, size_t i) {
   return len;
 }
 
-void append_process(std::string& out, const ProcessObject& p, const BootClock& clock) {
-  out += '{';
-  append_key(out, "pid");
-  append_number(out, p.pid);
+void append_u32(std::string& out, std::string_view key, uint32_t value) {
+  append_key(out, key);
+  append_number(out, value);
   out += ',';
-  append_key(out, "tid");
-  append_number(out, p.tid);
-  out += ',';
-  append_key(out, "ppid");
-  append_number(out, p.ppid);
-  out += ',';
-  append_key(out, "uid");
-  append_number(out, p.uid);
-  out += ',';
-  append_key(out, "euid");
-  append_number(out, p.euid);
-  out += ',';
-  append_key(out, "gid");
-  append_number(out, p.gid);
-  out += ',';
-  append_key(out, "egid");
-  append_number(out, p.egid);
-  out += ',';
-  append_key(out, "auid");
-  append_number(out, p.auid);
-  out += ',';
-  append_key(out, "filename");
-  append_json_string(out, p.filename);
-  out += ',';
-  append_key(out, "start_time");
+}
+
+void append_caps(std::string& out, std::string_view key, uint64_t caps, int last_cap) {
+  append_key(out, key);
   out += '"';
-  append_rfc3339_ms(out, clock.to_unix_ns(p.start_ns));
+  append_capabilities(out, caps, last_cap);
   out += "\",";
-  append_key(out, "exec_id");
-  append_json_string(out, p.exec_id);
+}
+
+void append_time(std::string& out, std::string_view key, uint64_t boot_ns, const BootClock& clock) {
+  append_key(out, key);
+  out += '"';
+  append_rfc3339_ms(out, clock.to_unix_ns(boot_ns));
+  out += '"';
+}
+
+// The process object. `task` (the record's view, may be null) supplies ids, credentials and
+// capabilities; `entry` (the table's, may be null) the image fields. At least one is set.
+void append_process(std::string& out, const TaskInfo* task, const ProcessEntry* entry, int last_cap,
+                    const BootClock& clock) {
+  out += '{';
+  if (task) {
+    append_u32(out, "pid", task->pid);
+    append_u32(out, "tid", task->tid);
+    append_u32(out, "ppid", task->ppid);
+    append_u32(out, "uid", task->uid);
+    append_u32(out, "euid", task->euid);
+    append_u32(out, "gid", task->gid);
+    append_u32(out, "egid", task->egid);
+    append_u32(out, "auid", task->auid);
+    append_caps(out, "cap_effective", task->cap_effective, last_cap);
+    append_caps(out, "cap_permitted", task->cap_permitted, last_cap);
+    append_caps(out, "cap_inheritable", task->cap_inheritable, last_cap);
+  } else {
+    append_u32(out, "pid", entry->pid);
+    append_u32(out, "tid", entry->pid);
+    append_u32(out, "ppid", entry->ppid);
+    append_u32(out, "uid", entry->uid);
+    append_u32(out, "euid", entry->euid);
+    append_u32(out, "gid", entry->gid);
+    append_u32(out, "egid", entry->egid);
+    append_u32(out, "auid", entry->auid);
+    append_caps(out, "cap_effective", entry->cap_effective, last_cap);
+    append_caps(out, "cap_permitted", entry->cap_permitted, last_cap);
+    append_caps(out, "cap_inheritable", entry->cap_inheritable, last_cap);
+  }
+  if (entry) {
+    append_key(out, "secureexec");
+    out += '"';
+    append_secureexec(out, entry->secureexec);
+    out += "\",";
+    append_key(out, "filename");
+    append_json_string(out, entry->filename);
+    out += ',';
+    append_key(out, "binary_path");
+    append_json_string(out, entry->binary_path);
+    out += ',';
+    append_key(out, "args");
+    append_json_string(out, entry->args);
+    out += ',';
+    append_time(out, "start_time", entry->image_start_ns, clock);
+    out += ',';
+    append_key(out, "cloned");
+    out += entry->cloned ? "true," : "false,";
+    append_key(out, "exec_id");
+    append_json_string(out, entry->exec_id);
+    out += ',';
+    append_key(out, "parent_exec_id");
+    append_json_string(out, entry->parent_exec_id);
+  } else {
+    // Not in the process table: what the kernel record knows.
+    append_key(out, "filename");
+    append_json_string(out, task->comm_view());
+    out += ',';
+    append_time(out, "start_time", task->start_ns, clock);
+    out += ',';
+    append_key(out, "exec_id");
+    append_json_string(out, make_exec_id(task->pid, task->start_ns));
+  }
   out += '}';
 }
 
@@ -184,17 +232,17 @@ void append_event_line(std::string& out, const ConnectionEvent& e, const EventCo
   }
   out += "},";
   append_key(out, "process");
-  if (context.process) {
-    append_process(out, *context.process, clock);
-  } else if (e.owner_known) {
-    append_process(out, process_from_task(e.task), clock);
+  if (e.owner_known) {
+    append_process(out, &e.task, context.process, context.last_cap, clock);
+  } else if (context.process) {
+    append_process(out, nullptr, context.process, context.last_cap, clock);
   } else {
     out += "null";
   }
   out += ',';
   append_key(out, "parent");
   if (context.parent) {
-    append_process(out, *context.parent, clock);
+    append_process(out, nullptr, context.parent, context.last_cap, clock);
   } else {
     out += "null";
   }

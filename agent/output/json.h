@@ -21,8 +21,12 @@ std::string_view event_type_name(ConnKind kind);
 
 // What an event line is made of besides the kernel record.
 struct EventContext {
-  const ProcessObject* process = nullptr;  // null: written as an object with what the record has
-  const ProcessObject* parent = nullptr;   // null: "parent": null
+  // The owner's entry in the process table; null: the object carries what the record knows
+  // (ids, credentials, command name, start time, exec_id). Ids, credentials and capabilities
+  // always come from the record (their values when the connection was opened).
+  const ProcessEntry* process = nullptr;
+  const ProcessEntry* parent = nullptr;  // null: "parent": null
+  int last_cap = 40;                     // the kernel's cap_last_cap, for ANY_CAPS
 };
 
 // Appends one event as a JSON object followed by '\n'.

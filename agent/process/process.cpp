@@ -1,5 +1,10 @@
 #include "process/process.h"
 
+#include <array>
+#include <fstream>
+
+#include "events/event.h"
+
 namespace netmon {
 
 std::string base64_encode(std::string_view data) {
@@ -28,25 +33,137 @@ std::string base64_encode(std::string_view data) {
   return out;
 }
 
-std::string make_exec_id(uint32_t pid, uint64_t start_boot_ns) {
-  const uint64_t truncated = start_boot_ns / kExecIdTickNs * kExecIdTickNs;
-  return base64_encode(std::to_string(pid) + ":" + std::to_string(truncated));
+std::string make_exec_id(uint32_t pid, uint64_t image_start_ns) {
+  return base64_encode(std::to_string(pid) + ":" + std::to_string(image_start_ns));
 }
 
-ProcessObject process_from_task(const TaskInfo& task) {
-  ProcessObject p;
-  p.pid = task.pid;
-  p.tid = task.tid;
-  p.ppid = task.ppid;
-  p.uid = task.uid;
-  p.euid = task.euid;
-  p.gid = task.gid;
-  p.egid = task.egid;
-  p.auid = task.auid;
-  p.start_ns = task.start_ns;
-  p.filename = std::string(task.comm_view());
-  p.exec_id = make_exec_id(task.pid, task.start_ns);
-  return p;
+std::string join_args(std::string_view raw, bool truncated) {
+  if (raw.size() > kArgsMaxBytes) {
+    raw = raw.substr(0, kArgsMaxBytes);
+    truncated = true;
+  }
+  // Drop a trailing NUL (argv's terminator), then argv[0].
+  if (!raw.empty() && raw.back() == '\0') raw.remove_suffix(1);
+  const size_t first = raw.find('\0');
+  std::string out;
+  if (first != std::string_view::npos) {
+    out.assign(raw.substr(first + 1));
+    for (char& c : out) {
+      if (c == '\0') c = ' ';
+    }
+  }
+  if (truncated) out += kArgsTruncatedMarker;
+  return out;
+}
+
+std::string_view path_basename(std::string_view path) {
+  const size_t slash = path.rfind('/');
+  return slash == std::string_view::npos ? path : path.substr(slash + 1);
+}
+
+namespace {
+
+constexpr std::array<std::string_view, 41> kCapNames = {
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+};
+
+}  // namespace
+
+void append_capabilities(std::string& out, uint64_t caps, int last_cap) {
+  if (caps == 0) return;
+  if (last_cap >= 0 && last_cap < 64) {
+    const uint64_t all = last_cap == 63 ? ~0ull : (1ull << (last_cap + 1)) - 1;
+    if ((caps & all) == all) {
+      out += "ANY_CAPS";
+      return;
+    }
+  }
+  bool first = true;
+  for (int bit = 0; bit < 64; ++bit) {
+    if (!(caps & (1ull << bit))) continue;
+    if (!first) out += " | ";
+    first = false;
+    if (bit < static_cast<int>(kCapNames.size())) {
+      out += kCapNames[static_cast<size_t>(bit)];
+    } else {
+      out += "CAP_" + std::to_string(bit);
+    }
+  }
+}
+
+std::string format_capabilities(uint64_t caps, int last_cap) {
+  std::string out;
+  append_capabilities(out, caps, last_cap);
+  return out;
+}
+
+void append_secureexec(std::string& out, uint32_t flags) {
+  static constexpr std::pair<uint32_t, std::string_view> kNames[] = {
+      {kSecureExecSetuid, "SETUID"},
+      {kSecureExecSetgid, "SETGID"},
+      {kSecureExecFileCaps, "FILE_CAPS"},
+      {kSecureExecFileless, "FILELESS_EXEC"},
+  };
+  bool first = true;
+  for (const auto& [flag, name] : kNames) {
+    if (!(flags & flag)) continue;
+    if (!first) out += " | ";
+    first = false;
+    out += name;
+  }
+}
+
+std::string format_secureexec(uint32_t flags) {
+  std::string out;
+  append_secureexec(out, flags);
+  return out;
+}
+
+int read_last_cap(const std::string& proc_root) {
+  std::ifstream in(proc_root + "/sys/kernel/cap_last_cap");
+  int value = -1;
+  if (in >> value && value >= 0 && value < 64) return value;
+  return static_cast<int>(kCapNames.size()) - 1;
 }
 
 }  // namespace netmon

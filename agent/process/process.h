@@ -1,41 +1,68 @@
-// The `process` (and `parent`) object of an event, and how it is derived from what the kernel
-// recorded. The process table (the next stage of the pipeline) fills the fields the kernel record
-// cannot carry; until it has, `complete` is false and only the kernel's fields are written.
+// What netmon knows about a process, and the text forms of its fields in the `process` and
+// `parent` objects of an event.
 #pragma once
 
 #include <cstdint>
 #include <string>
-
-#include "events/event.h"
+#include <string_view>
 
 namespace netmon {
 
-struct ProcessObject {
+// A process image as the process table keeps it. Credentials and capabilities are those at the
+// image's start (exec, fork or /proc scan); events overlay the values current at the event.
+struct ProcessEntry {
   uint32_t pid = 0;
-  uint32_t tid = 0;
   uint32_t ppid = 0;
+  uint64_t fork_start_ns = 0;   // the task's creation (CLOCK_BOOTTIME ns): identity with pid
+  uint64_t image_start_ns = 0;  // exec time; fork time when cloned; /proc start for a scan
+  bool cloned = false;          // forked and not exec'd since: the image fields are the parent's
   uint32_t uid = 0;
   uint32_t euid = 0;
   uint32_t gid = 0;
   uint32_t egid = 0;
   uint32_t auid = 0xffffffff;
-  uint64_t start_ns = 0;  // CLOCK_BOOTTIME of the process image's start
-  std::string filename;   // executable name (the command name until the table knows better)
+  uint64_t cap_effective = 0;
+  uint64_t cap_permitted = 0;
+  uint64_t cap_inheritable = 0;
+  uint32_t secureexec = 0;  // SecureExec flags (events/event.h)
+  std::string filename;     // basename of binary_path (the command name when there is no path)
+  std::string binary_path;  // symlinks resolved
+  std::string args;         // arguments without argv[0], space separated, bounded
   std::string exec_id;
+  std::string parent_exec_id;  // "" when the parent was unknown
+  uint64_t exited_ns = 0;      // 0 while alive
 };
-
-// Start times in exec ids are truncated to the kernel's USER_HZ clock tick (10 ms), the precision
-// of /proc/PID/stat, so a process gets the same exec id whether netmon learned it from a kernel
-// record or from a /proc scan.
-constexpr uint64_t kExecIdTickNs = 10'000'000;
-
-// Standard base64 of "<pid>:<start ns since boot, truncated to the tick>".
-std::string make_exec_id(uint32_t pid, uint64_t start_boot_ns);
 
 // Standard (RFC 4648) base64 with padding.
 std::string base64_encode(std::string_view data);
 
-// The object as far as the kernel record knows it.
-ProcessObject process_from_task(const TaskInfo& task);
+// Base64 of "<pid>:<image start in ns since boot>" (the reference's exec_id).
+std::string make_exec_id(uint32_t pid, uint64_t image_start_ns);
+
+// Arguments are cut at kArgsMaxBytes of raw argv (NUL separated, argv[0] included), the same
+// bound for kernel records and /proc scans; a cut list ends with kArgsTruncatedMarker.
+constexpr size_t kArgsMaxBytes = 1024;
+constexpr std::string_view kArgsTruncatedMarker = "...";
+
+// Joins a raw argv area ("prog\0arg1\0arg2\0") into "arg1 arg2", dropping argv[0]; appends
+// the marker when `truncated` (by the kernel) or when the area exceeds kArgsMaxBytes.
+std::string join_args(std::string_view raw_argv, bool truncated);
+
+// The last path component ("/usr/bin/inetutils-telnet" -> "inetutils-telnet").
+std::string_view path_basename(std::string_view path);
+
+// "ANY_CAPS" when every capability up to `last_cap` (the kernel's cap_last_cap) is set; ""
+// when none is; otherwise the names of the set bits in bit order joined by " | ", e.g.
+// "CAP_NET_RAW | CAP_SYS_ADMIN". Bits without a known name are written "CAP_<bit>".
+void append_capabilities(std::string& out, uint64_t caps, int last_cap);
+std::string format_capabilities(uint64_t caps, int last_cap);
+
+// "SETUID | FILE_CAPS" etc. for SecureExec flags; "" when none.
+void append_secureexec(std::string& out, uint32_t flags);
+std::string format_secureexec(uint32_t flags);
+
+// Reads the kernel's highest capability number from <proc_root>/sys/kernel/cap_last_cap; 40 (the
+// last one known to this build) when it cannot be read.
+int read_last_cap(const std::string& proc_root);
 
 }  // namespace netmon
