@@ -15,7 +15,7 @@ build_pkgs=(
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 test_pkgs=(
-  python3 python3-pytest            # integration test runner
+  python3 python3-pytest python3-jsonschema  # integration test runner, event schema checks
   netcat-openbsd inetutils-telnet   # the reference's scenario
   iproute2                          # ss -e, network namespaces
   clang-format                      # the formatting check

@@ -2,8 +2,10 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <linux/magic.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -42,11 +44,13 @@ int libbpf_print(enum libbpf_print_level level, const char* format, va_list args
 
 // Classic tracepoints are found through tracefs. libbpf looks in /sys/kernel/debug/tracing when
 // that exists, else in /sys/kernel/tracing; mount tracefs at the latter when neither has events.
+bool is_tracefs(const char* path) {
+  struct statfs fs {};
+  return ::statfs(path, &fs) == 0 && fs.f_type == TRACEFS_MAGIC;
+}
+
 void ensure_tracefs() {
-  if (path_exists("/sys/kernel/debug/tracing/events") ||
-      path_exists("/sys/kernel/tracing/events")) {
-    return;
-  }
+  if (is_tracefs("/sys/kernel/debug/tracing") || is_tracefs("/sys/kernel/tracing")) return;
   if (::mount("nodev", "/sys/kernel/tracing", "tracefs", 0, nullptr) == 0) {
     log::info("mounted tracefs at /sys/kernel/tracing");
   } else {
@@ -139,7 +143,7 @@ Result<std::unique_ptr<Probe::Impl>> start_variant(const ProbeOptions& options, 
   bpf_map__set_max_entries(skel->maps.sockets, options.max_connections);
   skel->rodata->wakeup_bytes = options.wakeup_bytes;
 
-  if (int err = netmon_bpf__load(skel.get()); err != 0) return fail(load_failure(err));
+  if (int err = netmon_bpf__load(skel.get()); err != 0) return fail(load_failure(err), -err);
 
   auto impl = std::make_unique<Probe::Impl>();
   struct Hook {
@@ -214,6 +218,7 @@ Result<std::unique_ptr<Probe>> Probe::start(const ProbeOptions& options, RecordS
   Result<std::unique_ptr<Impl>> impl = fail("no hook variant tried");
   if (options.variant == HookVariant::kAuto || options.variant == HookVariant::kTpBtf) {
     impl = start_variant(options, HookVariant::kTpBtf, sink);
+    if (!impl && impl.error().code == EPERM) return fail(impl.error().message);
     if (!impl && options.variant == HookVariant::kAuto) {
       log::info("tp_btf variant unavailable (" + impl.error().message +
                 "); trying the classic tracepoint");
