@@ -112,15 +112,8 @@ EnvLookup process_environment() {
 }
 
 Result<Options> parse_options(const std::vector<std::string>& args, const EnvLookup& env) {
-  Options options;
-  for (const Setting& s : settings()) {
-    if (!s.env) continue;
-    if (auto value = env(s.env)) {
-      if (auto r = s.apply(options, *value); !r) {
-        return fail(std::string("invalid ") + s.env + ": " + r.error().message);
-      }
-    }
-  }
+  // Flags first, so that a flag overrides (and so hides) a bad environment value.
+  std::vector<std::pair<const Setting*, std::string>> given;
   for (size_t i = 0; i < args.size(); ++i) {
     std::string_view arg = args[i];
     if (arg.substr(0, 2) != "--") {
@@ -149,8 +142,24 @@ Result<Options> parse_options(const std::vector<std::string>& args, const EnvLoo
     } else if (inline_value) {
       return fail("--" + std::string(arg) + " takes no value");
     }
+    given.emplace_back(setting, std::move(value));
+  }
+
+  Options options;
+  for (const Setting& s : settings()) {
+    if (!s.env) continue;
+    bool overridden = false;
+    for (const auto& [setting, value] : given) overridden = overridden || setting == &s;
+    if (overridden) continue;
+    if (auto value = env(s.env)) {
+      if (auto r = s.apply(options, *value); !r) {
+        return fail(std::string("invalid ") + s.env + ": " + r.error().message);
+      }
+    }
+  }
+  for (const auto& [setting, value] : given) {
     if (auto r = setting->apply(options, value); !r) {
-      return fail("invalid --" + std::string(arg) + ": " + r.error().message);
+      return fail(std::string("invalid --") + setting->flag + ": " + r.error().message);
     }
   }
   return options;

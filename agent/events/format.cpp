@@ -27,13 +27,11 @@ std::string format_address(const IpAddress& address) {
   return out;
 }
 
-std::string_view connect_error_name(int error) {
+std::string connect_error_name(int error) {
   if (error == 0) return "ECONNABORTED";
   // strerrorname_np (glibc 2.32+) knows every errno of the C library's kernel headers.
   if (const char* name = strerrorname_np(error)) return name;
-  thread_local std::string fallback;
-  fallback = "E" + std::to_string(error);
-  return fallback;
+  return "E" + std::to_string(error);
 }
 
 }  // namespace netmon

@@ -15,6 +15,6 @@ std::string format_address(const IpAddress& address);
 
 // The symbolic name of a connect error: "ECONNREFUSED", "ETIMEDOUT", ...; "ECONNABORTED" for 0
 // (the connecting process gave up first); "E<number>" for a value without a name.
-std::string_view connect_error_name(int error);
+std::string connect_error_name(int error);
 
 }  // namespace netmon

@@ -2,113 +2,154 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
 
 #include "common/log.h"
 
 namespace netmon {
 
+// Shared by the LineWriter and its thread, so a detached thread never outlives what it uses.
+struct LineWriter::State {
+  struct Batch {
+    std::string data;
+    uint64_t lines = 0;
+  };
+
+  State(int fd_in, size_t capacity) : fd(fd_in), capacity_bytes(capacity) {}
+
+  bool write_all(const std::string& data) const {
+    const char* p = data.data();
+    size_t left = data.size();
+    while (left > 0) {
+      const ssize_t n = ::write(fd, p, left);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return false;
+      }
+      p += n;
+      left -= static_cast<size_t>(n);
+    }
+    return true;
+  }
+
+  const int fd;
+  const size_t capacity_bytes;
+  std::mutex mutex;
+  std::condition_variable wake_writer;
+  std::condition_variable drained;
+  std::deque<Batch> queue;    // guarded by mutex
+  size_t queued_bytes = 0;    // of `queue`
+  uint64_t queued_lines = 0;  // of `queue`
+  bool writing = false;       // a batch popped from the queue is being written
+  bool stopping = false;
+  bool output_failed = false;
+  std::thread thread;
+  std::atomic<uint64_t> lines_written{0};
+  std::atomic<uint64_t> bytes_written{0};
+  std::atomic<uint64_t> dropped_full{0};
+  std::atomic<uint64_t> dropped_error{0};
+};
+
 LineWriter::LineWriter(int fd, size_t capacity_bytes)
-    : fd_(fd), capacity_bytes_(capacity_bytes), thread_([this] { run(); }) {}
+    : state_(std::make_shared<State>(fd, capacity_bytes)) {
+  state_->thread = std::thread(&LineWriter::run, state_);
+}
 
 LineWriter::~LineWriter() { finish(std::chrono::milliseconds(0)); }
 
 bool LineWriter::submit(std::string& batch, uint64_t lines) {
   if (batch.empty()) return true;
+  State& s = *state_;
   bool failed = false;
   {
-    std::lock_guard lock(mutex_);
-    failed = output_failed_;
-    if (!stopping_ && !output_failed_ && queued_bytes_ + batch.size() <= capacity_bytes_) {
-      queued_bytes_ += batch.size();
-      queued_lines_ += lines;
-      queue_.push_back(Batch{std::move(batch), lines});
+    std::lock_guard lock(s.mutex);
+    failed = s.output_failed;
+    if (!s.stopping && !failed && s.queued_bytes + batch.size() <= s.capacity_bytes) {
+      const size_t capacity = batch.capacity();
+      s.queued_bytes += batch.size();
+      s.queued_lines += lines;
+      s.queue.push_back(State::Batch{std::move(batch), lines});
+      s.wake_writer.notify_one();
       batch = std::string();
-      batch.reserve(queue_.back().data.capacity());
-      wake_writer_.notify_one();
+      batch.reserve(capacity);
       return true;
     }
   }
-  (failed ? dropped_error_ : dropped_full_).fetch_add(lines, std::memory_order_relaxed);
+  (failed ? s.dropped_error : s.dropped_full).fetch_add(lines, std::memory_order_relaxed);
   batch.clear();
   return false;
 }
 
-bool LineWriter::write_all(const std::string& data) {
-  const char* p = data.data();
-  size_t left = data.size();
-  while (left > 0) {
-    const ssize_t n = ::write(fd_, p, left);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    p += n;
-    left -= static_cast<size_t>(n);
-  }
-  return true;
-}
-
-void LineWriter::run() {
-  std::unique_lock lock(mutex_);
+void LineWriter::run(const std::shared_ptr<State>& state) {
+  State& s = *state;
+  std::unique_lock lock(s.mutex);
   for (;;) {
-    wake_writer_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-    if (queue_.empty()) break;  // stopping and drained
-    Batch batch = std::move(queue_.front());
-    queue_.pop_front();
-    writing_ = true;
-    const bool failed = output_failed_;
+    s.wake_writer.wait(lock, [&s] { return s.stopping || !s.queue.empty(); });
+    if (s.queue.empty()) break;  // stopping and drained
+    State::Batch batch = std::move(s.queue.front());
+    s.queue.pop_front();
+    s.queued_bytes -= batch.data.size();
+    s.queued_lines -= batch.lines;
+    s.writing = true;
+    const bool failed = s.output_failed;
     lock.unlock();
-    const bool ok = !failed && write_all(batch.data);
+    const bool ok = !failed && s.write_all(batch.data);
     lock.lock();
-    writing_ = false;
-    queued_bytes_ -= batch.data.size();
-    queued_lines_ -= batch.lines;
+    s.writing = false;
     if (ok) {
-      lines_written_.fetch_add(batch.lines, std::memory_order_relaxed);
-      bytes_written_.fetch_add(batch.data.size(), std::memory_order_relaxed);
+      s.lines_written.fetch_add(batch.lines, std::memory_order_relaxed);
+      s.bytes_written.fetch_add(batch.data.size(), std::memory_order_relaxed);
     } else {
-      if (!output_failed_) {
+      if (!s.output_failed) {
         log::error("writing events to the output failed; further events are dropped and counted");
       }
-      output_failed_ = true;
-      dropped_error_.fetch_add(batch.lines, std::memory_order_relaxed);
+      s.output_failed = true;
+      s.dropped_error.fetch_add(batch.lines, std::memory_order_relaxed);
     }
-    if (queue_.empty()) drained_.notify_all();
+    if (s.queue.empty()) s.drained.notify_all();
   }
-  drained_.notify_all();
+  s.drained.notify_all();
 }
 
 bool LineWriter::finish(std::chrono::milliseconds timeout) {
-  std::unique_lock lock(mutex_);
-  if (!thread_.joinable()) return true;
+  State& s = *state_;
+  std::unique_lock lock(s.mutex);
+  if (!s.thread.joinable()) return true;
   const bool drained =
-      drained_.wait_for(lock, timeout, [this] { return queue_.empty() && !writing_; });
-  stopping_ = true;
-  wake_writer_.notify_one();
+      s.drained.wait_for(lock, timeout, [&s] { return s.queue.empty() && !s.writing; });
+  s.stopping = true;
+  s.wake_writer.notify_one();
   if (!drained) {
-    // The output is blocked: count what cannot be written and leave the writer thread, stuck in
-    // write(2), to the process exit.
-    dropped_full_.fetch_add(queued_lines_, std::memory_order_relaxed);
-    queue_.clear();
+    // The output is blocked: count what waits in the queue (the batch being written is counted
+    // when its write ends) and leave the thread, which holds its own reference to the state.
+    s.dropped_full.fetch_add(s.queued_lines, std::memory_order_relaxed);
+    s.queue.clear();
+    s.queued_bytes = 0;
+    s.queued_lines = 0;
     lock.unlock();
-    thread_.detach();
+    s.thread.detach();
     return false;
   }
   lock.unlock();
-  thread_.join();
+  s.thread.join();
   return true;
 }
 
 OutputStats LineWriter::stats() const {
-  OutputStats s;
-  s.lines_written = lines_written_.load(std::memory_order_relaxed);
-  s.bytes_written = bytes_written_.load(std::memory_order_relaxed);
-  s.lines_dropped_queue_full = dropped_full_.load(std::memory_order_relaxed);
-  s.lines_dropped_write_error = dropped_error_.load(std::memory_order_relaxed);
-  std::lock_guard lock(mutex_);
-  s.queued_bytes = queued_bytes_;
-  return s;
+  const State& s = *state_;
+  OutputStats out;
+  out.lines_written = s.lines_written.load(std::memory_order_relaxed);
+  out.bytes_written = s.bytes_written.load(std::memory_order_relaxed);
+  out.lines_dropped_queue_full = s.dropped_full.load(std::memory_order_relaxed);
+  out.lines_dropped_write_error = s.dropped_error.load(std::memory_order_relaxed);
+  std::lock_guard lock(const_cast<std::mutex&>(s.mutex));
+  out.queued_bytes = s.queued_bytes;
+  return out;
 }
 
 }  // namespace netmon

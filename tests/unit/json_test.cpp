@@ -1,1 +1,385 @@
 #include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "common/clock.h"
+#include "output/json.h"
+#include "process/process.h"
+
+namespace netmon {
+namespace {
+
+using nlohmann::json;
+
+std::string encode(std::string_view s) {
+  std::string out;
+  append_json_string(out, s);
+  return out;
+}
+
+// Encodes `raw` and parses it back as a JSON string.
+std::string round_trip(std::string_view raw) { return json::parse(encode(raw)).get<std::string>(); }
+
+TEST(AppendJsonString, PlainAsciiIsQuotedUnchanged) {
+  EXPECT_EQ(encode("curl"), "\"curl\"");
+  EXPECT_EQ(encode(""), "\"\"");
+}
+
+TEST(AppendJsonString, AppendsAfterExistingContent) {
+  std::string out = "x=";
+  append_json_string(out, "a");
+  EXPECT_EQ(out, "x=\"a\"");
+}
+
+TEST(AppendJsonString, EscapesQuoteAndBackslash) {
+  EXPECT_EQ(encode("a\"b\\c"), R"("a\"b\\c")");
+  EXPECT_EQ(round_trip("a\"b\\c"), "a\"b\\c");
+}
+
+TEST(AppendJsonString, EscapesNewlineTabCarriageReturn) {
+  EXPECT_EQ(encode("a\nb\tc\rd"), R"("a\nb\tc\rd")");
+}
+
+TEST(AppendJsonString, EscapesOtherControlCharactersAsUnicode) {
+  EXPECT_EQ(encode(std::string_view("\0", 1)), R"("\u0000")");
+  EXPECT_EQ(encode("\x01\x08\x0c\x1f"), R"("\u0001\u0008\u000c\u001f")");
+  EXPECT_EQ(round_trip("\x01\x1f"), "\x01\x1f");
+}
+
+TEST(AppendJsonString, DelAndSlashStayLiteral) {
+  EXPECT_EQ(encode("/\x7f"), "\"/\x7f\"");
+  EXPECT_EQ(round_trip("/\x7f"), "/\x7f");
+}
+
+TEST(AppendJsonString, KeepsValidMultiByteUtf8) {
+  const std::string text = "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf";
+  EXPECT_EQ(encode(text), "\"" + text + "\"");
+  EXPECT_EQ(round_trip(text), text);
+}
+
+TEST(AppendJsonString, EscapesInvalidBytes) {
+  EXPECT_EQ(encode("\xff"), R"("\u00ff")");
+  EXPECT_EQ(encode("a\x80z"), R"("a\u0080z")");
+}
+
+TEST(AppendJsonString, EscapesOverlongSequences) {
+  EXPECT_EQ(encode("\xc0\xaf"), R"("\u00c0\u00af")");
+  EXPECT_EQ(encode("\xc1\xbf"), R"("\u00c1\u00bf")");
+  EXPECT_EQ(encode("\xe0\x80\xaf"), R"("\u00e0\u0080\u00af")");
+  EXPECT_EQ(encode("\xf0\x80\x80\xaf"), R"("\u00f0\u0080\u0080\u00af")");
+}
+
+TEST(AppendJsonString, EscapesSurrogatesAndBeyondUnicode) {
+  EXPECT_EQ(encode("\xed\xa0\x80"), R"("\u00ed\u00a0\u0080")");
+  EXPECT_EQ(encode("\xf4\x90\x80\x80"), R"("\u00f4\u0090\u0080\u0080")");
+  EXPECT_EQ(encode("\xf5\x80\x80\x80"), R"("\u00f5\u0080\u0080\u0080")");
+}
+
+TEST(AppendJsonString, EscapesTruncatedSequenceAndKeepsFollowingText) {
+  EXPECT_EQ(encode("\xe2\x82"), R"("\u00e2\u0082")");
+  EXPECT_EQ(encode("\xe2\x82z"), R"("\u00e2\u0082z")");
+  EXPECT_EQ(encode("\xc3"), R"("\u00c3")");
+}
+
+TEST(AppendJsonString, EveryByteYieldsValidJsonOnOneLine) {
+  std::string all;
+  for (int b = 0; b < 256; ++b) all += static_cast<char>(b);
+  const std::string encoded = encode(all);
+  EXPECT_EQ(encoded.find('\n'), std::string::npos);
+  json parsed;
+  EXPECT_NO_THROW(parsed = json::parse(encoded));
+  EXPECT_TRUE(parsed.is_string());
+}
+
+// ---- append_event_line ----
+
+constexpr int64_t kNsPerSec = 1'000'000'000;
+constexpr int64_t kNsPerMs = 1'000'000;
+// Boot at 2026-04-30T11:00:00Z.
+constexpr int64_t kBootUnixNs = (1777549411 - 43 * 60 - 31) * kNsPerSec;
+// 2026-04-30T11:43:31.910Z, plus sub-millisecond noise that must be truncated.
+constexpr uint64_t kEventBootNs = (43 * 60 + 31) * kNsPerSec + 910 * kNsPerMs + 999'999;
+
+constexpr uint64_t kTaskStartNs = 5 * kNsPerSec + 123 * kNsPerMs;  // 2026-04-30T11:00:05.123Z
+constexpr uint64_t kNetRawAndAdmin = (1ull << 12) | (1ull << 13);
+constexpr uint64_t kAllCaps = (1ull << 41) - 1;  // CAP_CHOWN .. CAP_CHECKPOINT_RESTORE (40)
+
+ConnectionEvent make_event(ConnKind kind) {
+  ConnectionEvent e;
+  e.boot_ns = kEventBootNs;
+  e.kind = kind;
+  e.direction = kind == ConnKind::kAccept ? Direction::kInbound : Direction::kOutbound;
+  e.owner_known = true;
+  e.task.pid = 84537;
+  e.task.tid = 84538;
+  e.task.ppid = 1200;
+  e.task.uid = 1000;
+  e.task.euid = 1001;
+  e.task.gid = 1002;
+  e.task.egid = 1003;
+  e.task.auid = 4294967295u;
+  e.task.start_ns = kTaskStartNs;
+  e.task.cap_effective = kNetRawAndAdmin;
+  e.task.cap_permitted = kAllCaps;
+  e.task.cap_inheritable = 0;
+  std::memcpy(e.task.comm.data(), "nc", 3);
+  e.cookie = 18446744073709551615ull;
+  e.saddr.family = IpAddress::Family::kV4;
+  e.saddr.bytes = {10, 0, 0, 1};
+  e.daddr.family = IpAddress::Family::kV4;
+  e.daddr.bytes = {93, 184, 216, 34};
+  e.sport = 54321;
+  e.dport = 80;
+  e.error = kind == ConnKind::kFailed ? 111 : 0;
+  return e;
+}
+
+// A process table entry whose every field differs from make_event()'s task.
+ProcessEntry make_entry() {
+  ProcessEntry p;
+  p.pid = 7;
+  p.ppid = 6;
+  p.fork_start_ns = 1 * kNsPerSec;
+  p.image_start_ns = 2 * kNsPerSec + 250 * kNsPerMs;  // 2026-04-30T11:00:02.250Z
+  p.cloned = false;
+  p.uid = 10;
+  p.euid = 11;
+  p.gid = 12;
+  p.egid = 13;
+  p.auid = 14;
+  p.cap_effective = 1ull << 21;  // CAP_SYS_ADMIN
+  p.cap_permitted = 0;
+  p.cap_inheritable = 1ull << 0;  // CAP_CHOWN
+  p.secureexec = kSecureExecSetuid | kSecureExecFileCaps;
+  p.filename = "ssh";
+  p.binary_path = "/usr/bin/ssh";
+  p.args = "-v host";
+  p.exec_id = "ZXhlYw==";
+  p.parent_exec_id = "cGFyZW50";
+  return p;
+}
+
+std::string line_for(const ConnectionEvent& e, const EventContext& context = {}) {
+  std::string out;
+  append_event_line(out, e, context, BootClock(kBootUnixNs));
+  return out;
+}
+
+void expect_one_line(const std::string& line) {
+  ASSERT_FALSE(line.empty());
+  EXPECT_EQ(line.back(), '\n');
+  EXPECT_EQ(std::count(line.begin(), line.end(), '\n'), 1);
+}
+
+// The ids, credentials and capabilities of make_event()'s task.
+void expect_task_ids(const json& p) {
+  EXPECT_EQ(p.at("pid"), 84537);
+  EXPECT_EQ(p.at("tid"), 84538);
+  EXPECT_EQ(p.at("ppid"), 1200);
+  EXPECT_EQ(p.at("uid"), 1000);
+  EXPECT_EQ(p.at("euid"), 1001);
+  EXPECT_EQ(p.at("gid"), 1002);
+  EXPECT_EQ(p.at("egid"), 1003);
+  EXPECT_EQ(p.at("auid"), 4294967295u);
+  EXPECT_EQ(p.at("cap_effective"), "CAP_NET_ADMIN | CAP_NET_RAW");
+  EXPECT_EQ(p.at("cap_permitted"), "ANY_CAPS");
+  EXPECT_EQ(p.at("cap_inheritable"), "");
+}
+
+// The image fields of make_entry().
+void expect_entry_image(const json& p) {
+  EXPECT_EQ(p.at("secureexec"), "SETUID | FILE_CAPS");
+  EXPECT_EQ(p.at("filename"), "ssh");
+  EXPECT_EQ(p.at("binary_path"), "/usr/bin/ssh");
+  EXPECT_EQ(p.at("args"), "-v host");
+  EXPECT_EQ(p.at("start_time"), "2026-04-30T11:00:02.250Z");
+  EXPECT_EQ(p.at("cloned"), false);
+  EXPECT_EQ(p.at("exec_id"), "ZXhlYw==");
+  EXPECT_EQ(p.at("parent_exec_id"), "cGFyZW50");
+}
+
+struct TypeCase {
+  ConnKind kind;
+  const char* name;
+};
+
+constexpr TypeCase kTypes[] = {
+    {ConnKind::kEstablish, "TcpConnectionEstablish"},
+    {ConnKind::kAccept, "TcpConnectionAccept"},
+    {ConnKind::kClose, "TcpConnectionClose"},
+    {ConnKind::kFailed, "TcpConnectionFailed"},
+};
+
+TEST(EventTypeName, NamesEveryKind) {
+  for (const TypeCase& t : kTypes) EXPECT_EQ(event_type_name(t.kind), t.name);
+}
+
+TEST(AppendEventLine, EveryTypeHasExactFields) {
+  for (const TypeCase& t : kTypes) {
+    SCOPED_TRACE(t.name);
+    const std::string line = line_for(make_event(t.kind));
+    expect_one_line(line);
+    const json j = json::parse(line);
+    EXPECT_EQ(j.size(), 5u) << j.dump();
+    EXPECT_EQ(j.at("type"), "NetworkEvent");
+    EXPECT_EQ(j.at("timestamp"), "2026-04-30T11:43:31.910Z");
+    const json& n = j.at("network_event");
+    EXPECT_EQ(n.at("type"), t.name);
+    EXPECT_EQ(n.at("saddr"), "10.0.0.1");
+    EXPECT_EQ(n.at("sport"), 54321);
+    EXPECT_EQ(n.at("daddr"), "93.184.216.34");
+    EXPECT_EQ(n.at("dport"), 80);
+    EXPECT_EQ(n.at("cookie").get<uint64_t>(), 18446744073709551615ull);
+    if (t.kind == ConnKind::kFailed) {
+      EXPECT_EQ(n.size(), 7u) << n.dump();
+      EXPECT_EQ(n.at("error"), "ECONNREFUSED");
+    } else {
+      EXPECT_EQ(n.size(), 6u) << n.dump();
+      EXPECT_FALSE(n.contains("error"));
+    }
+    ASSERT_TRUE(j.contains("parent"));
+    EXPECT_TRUE(j.at("parent").is_null());
+  }
+}
+
+TEST(AppendEventLine, ProcessFromRecordAloneWhenNotInTable) {
+  const json p = json::parse(line_for(make_event(ConnKind::kEstablish))).at("process");
+  ASSERT_TRUE(p.is_object()) << p.dump();
+  EXPECT_EQ(p.size(), 14u) << p.dump();
+  expect_task_ids(p);
+  EXPECT_EQ(p.at("filename"), "nc");
+  EXPECT_EQ(p.at("start_time"), "2026-04-30T11:00:05.123Z");
+  EXPECT_EQ(p.at("exec_id"), make_exec_id(84537, kTaskStartNs));
+}
+
+TEST(AppendEventLine, ProcessTakesIdsFromRecordAndImageFromTable) {
+  const ProcessEntry entry = make_entry();
+  const std::string line = line_for(make_event(ConnKind::kAccept), EventContext{&entry, nullptr});
+  expect_one_line(line);
+  const json p = json::parse(line).at("process");
+  EXPECT_EQ(p.size(), 19u) << p.dump();
+  expect_task_ids(p);
+  expect_entry_image(p);
+}
+
+TEST(AppendEventLine, UnknownOwnerWithoutEntryWritesNullProcess) {
+  ConnectionEvent e = make_event(ConnKind::kClose);
+  e.owner_known = false;
+  const std::string line = line_for(e);
+  expect_one_line(line);
+  const json j = json::parse(line);
+  ASSERT_TRUE(j.contains("process"));
+  EXPECT_TRUE(j.at("process").is_null());
+  EXPECT_TRUE(j.at("parent").is_null());
+}
+
+TEST(AppendEventLine, UnknownOwnerWithEntryWritesEntryOnly) {
+  ConnectionEvent e = make_event(ConnKind::kClose);
+  e.owner_known = false;
+  const ProcessEntry entry = make_entry();
+  const json p = json::parse(line_for(e, EventContext{&entry, nullptr})).at("process");
+  EXPECT_EQ(p.size(), 19u) << p.dump();
+  EXPECT_EQ(p.at("pid"), 7);
+  EXPECT_EQ(p.at("tid"), 7);
+  EXPECT_EQ(p.at("ppid"), 6);
+  EXPECT_EQ(p.at("uid"), 10);
+  EXPECT_EQ(p.at("euid"), 11);
+  EXPECT_EQ(p.at("gid"), 12);
+  EXPECT_EQ(p.at("egid"), 13);
+  EXPECT_EQ(p.at("auid"), 14);
+  EXPECT_EQ(p.at("cap_effective"), "CAP_SYS_ADMIN");
+  EXPECT_EQ(p.at("cap_permitted"), "");
+  EXPECT_EQ(p.at("cap_inheritable"), "CAP_CHOWN");
+  expect_entry_image(p);
+}
+
+TEST(AppendEventLine, ParentIsWrittenFromItsEntry) {
+  ProcessEntry parent = make_entry();
+  parent.cloned = true;
+  const json pa =
+      json::parse(line_for(make_event(ConnKind::kEstablish), EventContext{nullptr, &parent}))
+          .at("parent");
+  ASSERT_TRUE(pa.is_object()) << pa.dump();
+  EXPECT_EQ(pa.size(), 19u) << pa.dump();
+  EXPECT_EQ(pa.at("pid"), 7);
+  EXPECT_EQ(pa.at("tid"), 7);
+  EXPECT_EQ(pa.at("cloned"), true);
+  EXPECT_EQ(pa.at("exec_id"), "ZXhlYw==");
+}
+
+TEST(AppendEventLine, LastCapDecidesAnyCaps) {
+  ConnectionEvent e = make_event(ConnKind::kEstablish);
+  e.task.cap_permitted = (1ull << 38) - 1;  // CAP_CHOWN .. CAP_AUDIT_READ (37)
+  EventContext context;
+  context.last_cap = 37;
+  EXPECT_EQ(json::parse(line_for(e, context)).at("process").at("cap_permitted"), "ANY_CAPS");
+  context.last_cap = 40;
+  const std::string names = json::parse(line_for(e, context)).at("process").at("cap_permitted");
+  EXPECT_TRUE(names.starts_with("CAP_CHOWN | CAP_DAC_OVERRIDE | ")) << names;
+  EXPECT_TRUE(names.ends_with(" | CAP_AUDIT_READ")) << names;
+}
+
+TEST(AppendEventLine, FailedWithZeroErrorIsConnAborted) {
+  ConnectionEvent e = make_event(ConnKind::kFailed);
+  e.error = 0;
+  EXPECT_EQ(json::parse(line_for(e)).at("network_event").at("error"), "ECONNABORTED");
+}
+
+TEST(AppendEventLine, FailedTimeoutNamesErrno) {
+  ConnectionEvent e = make_event(ConnKind::kFailed);
+  e.error = 110;
+  EXPECT_EQ(json::parse(line_for(e)).at("network_event").at("error"), "ETIMEDOUT");
+}
+
+TEST(AppendEventLine, Ipv6AddressesAreTextual) {
+  ConnectionEvent e = make_event(ConnKind::kEstablish);
+  e.saddr.family = IpAddress::Family::kV6;
+  e.saddr.bytes = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  e.daddr.family = IpAddress::Family::kV6;
+  e.daddr.bytes = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  const json n = json::parse(line_for(e)).at("network_event");
+  EXPECT_EQ(n.at("saddr"), "::1");
+  EXPECT_EQ(n.at("daddr"), "2001:db8::1");
+}
+
+TEST(AppendEventLine, CommWithControlAndInvalidBytesStaysValidJson) {
+  ConnectionEvent e = make_event(ConnKind::kEstablish);
+  std::memcpy(e.task.comm.data(), "a\nb\xff\"c", 7);
+  const std::string line = line_for(e);
+  expect_one_line(line);
+  const json j = json::parse(line);
+  EXPECT_EQ(j.at("process").at("filename"), "a\nb\xc3\xbf\"c");
+}
+
+TEST(AppendEventLine, EntryStringsWithNewlinesStayOnOneLine) {
+  ProcessEntry entry = make_entry();
+  entry.binary_path = "/tmp/evil\nname";
+  entry.args = "--x=\"1\"\t\x01";
+  const std::string line =
+      line_for(make_event(ConnKind::kEstablish), EventContext{&entry, nullptr});
+  expect_one_line(line);
+  const json p = json::parse(line).at("process");
+  EXPECT_EQ(p.at("binary_path"), "/tmp/evil\nname");
+  EXPECT_EQ(p.at("args"), "--x=\"1\"\t\x01");
+}
+
+TEST(AppendEventLine, AppendsAfterExistingLines) {
+  std::string out;
+  const BootClock clock(kBootUnixNs);
+  append_event_line(out, make_event(ConnKind::kEstablish), {}, clock);
+  const size_t first = out.size();
+  append_event_line(out, make_event(ConnKind::kClose), {}, clock);
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 2);
+  EXPECT_EQ(json::parse(out.substr(0, first)).at("network_event").at("type"),
+            "TcpConnectionEstablish");
+  EXPECT_EQ(json::parse(out.substr(first)).at("network_event").at("type"), "TcpConnectionClose");
+}
+
+}  // namespace
+}  // namespace netmon

@@ -1,1 +1,287 @@
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/unique_fd.h"
+#include "output/line_writer.h"
+
+namespace netmon {
+namespace {
+
+using namespace std::chrono_literals;
+
+struct Pipe {
+  UniqueFd read_end;
+  UniqueFd write_end;
+};
+
+Pipe make_pipe() {
+  int fds[2];
+  EXPECT_EQ(pipe2(fds, O_CLOEXEC), 0);
+  return Pipe{UniqueFd(fds[0]), UniqueFd(fds[1])};
+}
+
+// Reads until EOF (every write end closed).
+std::string read_all(int fd) {
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+// Fills the pipe so that the next blocking write blocks; returns the bytes written.
+size_t fill_pipe(int fd) {
+  const int flags = fcntl(fd, F_GETFL);
+  fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+  const std::string chunk(4096, 'f');
+  size_t total = 0;
+  for (;;) {
+    const ssize_t n = ::write(fd, chunk.data(), chunk.size());
+    if (n <= 0) break;
+    total += static_cast<size_t>(n);
+  }
+  fcntl(fd, F_SETFL, flags);
+  return total;
+}
+
+// How many bytes fill_pipe() writes into a fresh pipe.
+size_t fill_pipe_size() {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) return 0;
+  const size_t n = fill_pipe(fds[1]);
+  close(fds[0]);
+  close(fds[1]);
+  return n;
+}
+
+// Reads exactly `n` bytes (blocking), or fewer at end of file.
+std::string read_exactly(int fd, size_t n) {
+  std::string out;
+  char buf[65536];
+  while (out.size() < n) {
+    const ssize_t r = ::read(fd, buf, std::min(sizeof(buf), n - out.size()));
+    if (r <= 0) break;
+    out.append(buf, static_cast<size_t>(r));
+  }
+  return out;
+}
+
+// Polls `done` for up to five seconds.
+template <typename F>
+bool eventually(F done) {
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(1ms);
+  }
+  return true;
+}
+
+class LineWriterTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { signal(SIGPIPE, SIG_IGN); }
+};
+
+TEST_F(LineWriterTest, BatchesArriveWholeAndInOrder) {
+  Pipe p = make_pipe();
+  LineWriter writer(p.write_end.get(), 1 << 20);
+  std::string batch = "a\nb\n";
+  EXPECT_TRUE(writer.submit(batch, 2));
+  batch = "c\n";
+  EXPECT_TRUE(writer.submit(batch, 1));
+  batch = "d\ne\nf\n";
+  EXPECT_TRUE(writer.submit(batch, 3));
+  ASSERT_TRUE(writer.finish(5s));
+  p.write_end.reset();
+  EXPECT_EQ(read_all(p.read_end.get()), "a\nb\nc\nd\ne\nf\n");
+  const OutputStats s = writer.stats();
+  EXPECT_EQ(s.lines_written, 6u);
+  EXPECT_EQ(s.bytes_written, 12u);
+  EXPECT_EQ(s.lines_dropped_queue_full, 0u);
+  EXPECT_EQ(s.lines_dropped_write_error, 0u);
+  EXPECT_EQ(s.queued_bytes, 0u);
+}
+
+TEST_F(LineWriterTest, SubmitTakesTheBatchContents) {
+  Pipe p = make_pipe();
+  LineWriter writer(p.write_end.get(), 1 << 20);
+  std::string batch = "x\n";
+  ASSERT_TRUE(writer.submit(batch, 1));
+  EXPECT_TRUE(batch.empty());
+  EXPECT_TRUE(writer.finish(5s));
+}
+
+TEST_F(LineWriterTest, LargeBatchesExceedingThePipeArriveWhole) {
+  Pipe p = make_pipe();
+  std::string received;
+  std::thread reader([&] { received = read_all(p.read_end.get()); });
+  std::string expected;
+  {
+    LineWriter writer(p.write_end.get(), 8 << 20);
+    for (int b = 0; b < 4; ++b) {
+      std::string batch;
+      for (int i = 0; i < 10000; ++i) {
+        batch += "batch " + std::to_string(b) + " line " + std::to_string(i) + "\n";
+      }
+      expected += batch;
+      ASSERT_TRUE(writer.submit(batch, 10000));
+    }
+    ASSERT_TRUE(writer.finish(10s));
+    EXPECT_EQ(writer.stats().lines_written, 40000u);
+    EXPECT_EQ(writer.stats().bytes_written, expected.size());
+  }
+  p.write_end.reset();
+  reader.join();
+  EXPECT_EQ(received, expected);
+}
+
+TEST_F(LineWriterTest, EmptyBatchIsAcceptedAndNotCounted) {
+  Pipe p = make_pipe();
+  LineWriter writer(p.write_end.get(), 16);
+  std::string batch;
+  EXPECT_TRUE(writer.submit(batch, 0));
+  ASSERT_TRUE(writer.finish(5s));
+  const OutputStats s = writer.stats();
+  EXPECT_EQ(s.lines_written, 0u);
+  EXPECT_EQ(s.lines_dropped_queue_full, 0u);
+}
+
+TEST_F(LineWriterTest, BatchLargerThanQueueIsDroppedCountedAndCleared) {
+  Pipe p = make_pipe();
+  LineWriter writer(p.write_end.get(), 8);
+  std::string batch = "one\ntwo\nthree\n";
+  EXPECT_FALSE(writer.submit(batch, 3));
+  EXPECT_TRUE(batch.empty());
+  batch = "ok\n";
+  EXPECT_TRUE(writer.submit(batch, 1));
+  ASSERT_TRUE(writer.finish(5s));
+  p.write_end.reset();
+  EXPECT_EQ(read_all(p.read_end.get()), "ok\n");
+  const OutputStats s = writer.stats();
+  EXPECT_EQ(s.lines_dropped_queue_full, 3u);
+  EXPECT_EQ(s.lines_dropped_write_error, 0u);
+  EXPECT_EQ(s.lines_written, 1u);
+}
+
+TEST_F(LineWriterTest, PendingBytesCountAgainstCapacity) {
+  Pipe p = make_pipe();
+  const size_t prefill = fill_pipe(p.write_end.get());
+  LineWriter writer(p.write_end.get(), 10);
+  std::string batch = "1234567\n";  // 8 bytes: pending while the pipe is full
+  ASSERT_TRUE(writer.submit(batch, 1));
+  batch = "abc\n";  // 8 + 4 > 10
+  EXPECT_FALSE(writer.submit(batch, 1));
+  EXPECT_EQ(writer.stats().lines_dropped_queue_full, 1u);
+  EXPECT_EQ(writer.stats().queued_bytes, 8u);
+  // Unblock: read the prefill and the queued batch, then finish cleanly.
+  std::thread reader([&] { (void)read_all(p.read_end.get()); });
+  EXPECT_TRUE(writer.finish(5s));
+  EXPECT_EQ(writer.stats().lines_written, 1u);
+  p.write_end.reset();
+  reader.join();
+  EXPECT_GT(prefill, 0u);
+}
+
+TEST_F(LineWriterTest, ClosedReaderCountsWriteErrorsWithoutCrashing) {
+  Pipe p = make_pipe();
+  p.read_end.reset();
+  LineWriter writer(p.write_end.get(), 1 << 20);
+  std::string batch = "a\nb\n";
+  ASSERT_TRUE(writer.submit(batch, 2));
+  ASSERT_TRUE(eventually([&] { return writer.stats().lines_dropped_write_error == 2; }));
+  // Once the output failed, later batches are dropped and counted as write errors too.
+  batch = "c\nd\ne\n";
+  EXPECT_FALSE(writer.submit(batch, 3));
+  EXPECT_TRUE(batch.empty());
+  EXPECT_TRUE(writer.finish(5s));
+  const OutputStats s = writer.stats();
+  EXPECT_EQ(s.lines_dropped_write_error, 5u);
+  EXPECT_EQ(s.lines_written, 0u);
+  EXPECT_EQ(s.bytes_written, 0u);
+  EXPECT_EQ(s.lines_dropped_queue_full, 0u);
+}
+
+TEST_F(LineWriterTest, SubmitAfterFinishIsDroppedAndCounted) {
+  Pipe p = make_pipe();
+  LineWriter writer(p.write_end.get(), 1 << 20);
+  ASSERT_TRUE(writer.finish(5s));
+  std::string batch = "late\n";
+  EXPECT_FALSE(writer.submit(batch, 1));
+  EXPECT_EQ(writer.stats().lines_dropped_queue_full, 1u);
+  EXPECT_TRUE(writer.finish(5s));  // second finish: nothing to stop
+}
+
+TEST_F(LineWriterTest, FinishWithBlockedOutputTimesOutAndCountsPending) {
+  // Intentionally leaked (kept reachable for LeakSanitizer): after finish() returns false the
+  // writer thread is detached and still blocked in write(2) on this pipe, so neither the writer
+  // nor the pipe may be destroyed.
+  struct Leaked {
+    Pipe fds;
+    std::unique_ptr<LineWriter> writer;
+  };
+  static auto* const leaked = new std::vector<Leaked*>;
+  auto* l = leaked->emplace_back(new Leaked{make_pipe(), nullptr});
+  fill_pipe(l->fds.write_end.get());
+  l->writer = std::make_unique<LineWriter>(l->fds.write_end.get(), 1 << 20);
+  LineWriter* writer = l->writer.get();
+  std::string batch = "first\n";
+  ASSERT_TRUE(writer->submit(batch, 1));
+  batch = "second\nthird\n";
+  ASSERT_TRUE(writer->submit(batch, 2));
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_FALSE(writer->finish(200ms));
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(elapsed, 200ms);
+  EXPECT_LT(elapsed, 3s);
+  const OutputStats s = writer->stats();
+  EXPECT_EQ(s.lines_written, 0u);
+  // The queued batch ("second", "third") is dropped now; the batch blocked in write(2) is
+  // counted once, when that write ends.
+  EXPECT_EQ(s.lines_dropped_queue_full, 2u);
+  EXPECT_EQ(s.queued_bytes, 0u);
+  // Closing the read end fails the blocked write (EPIPE; SIGPIPE is ignored), so the detached
+  // thread ends and counts the in-flight line as a write error, exactly once.
+  l->fds.read_end.reset();
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (writer->stats().lines_dropped_write_error == 0 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  const OutputStats after = writer->stats();
+  EXPECT_EQ(after.lines_dropped_write_error, 1u);
+  EXPECT_EQ(after.lines_dropped_queue_full, 2u);
+  EXPECT_EQ(after.lines_written, 0u);
+}
+
+TEST_F(LineWriterTest, DestroyedWhileBlockedLeavesThreadSafe) {
+  // The writer thread owns its state: destroying the LineWriter while the thread is blocked in
+  // write(2) must not touch freed memory when the write later completes (ASan checks this).
+  Pipe fds = make_pipe();
+  fill_pipe(fds.write_end.get());
+  {
+    LineWriter writer(fds.write_end.get(), 1 << 20);
+    std::string batch = "blocked\n";
+    ASSERT_TRUE(writer.submit(batch, 1));
+    std::this_thread::sleep_for(50ms);  // let the thread block in write(2)
+  }
+  // Unblock: drain the pipe so the thread's write completes after its LineWriter is gone.
+  const size_t filler = fill_pipe_size();
+  std::string got = read_exactly(fds.read_end.get(), filler + 8);
+  EXPECT_EQ(got.substr(filler), "blocked\n");
+}
+
+}  // namespace
+}  // namespace netmon
