@@ -101,7 +101,7 @@ void ProcessTable::on_exec(const ExecEvent& x) {
 
 void ProcessTable::on_fork(const ForkEvent& f) {
   ProcessEntry e;
-  const ProcessEntry* parent = find(f.child.ppid, f.parent_start_ns);
+  const ProcessEntry* parent = lookup(f.child.ppid, f.parent_start_ns, false);
   if (parent) {
     e = *parent;  // the image fields: a cloned process runs its parent's image
     e.parent_exec_id = parent->exec_id;
@@ -135,12 +135,16 @@ void ProcessTable::on_exit(const ExitEvent& x) {
 }
 
 const ProcessEntry* ProcessTable::find(uint32_t pid, uint64_t start_ns) {
+  return lookup(pid, start_ns, true);
+}
+
+const ProcessEntry* ProcessTable::lookup(uint32_t pid, uint64_t start_ns, bool count) {
   if (auto it = live_.find(pid); it != live_.end() && same_task(it->second, start_ns)) {
-    ++stats_.hits;
+    if (count) ++stats_.hits;
     return &it->second;
   }
   if (auto it = exited_.find(ExitedKey{pid, tick(start_ns)}); it != exited_.end()) {
-    ++stats_.hits;
+    if (count) ++stats_.hits;
     return &it->second;
   }
   // Not seen yet (e.g. its exec record was lost): read it while it still exists.
@@ -149,7 +153,7 @@ const ProcessEntry* ProcessTable::find(uint32_t pid, uint64_t start_ns) {
     e->parent_exec_id = parent_exec_id(e->ppid);
     return &put_live(std::move(*e));
   }
-  ++stats_.misses;
+  if (count) ++stats_.misses;
   return nullptr;
 }
 

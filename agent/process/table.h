@@ -63,6 +63,8 @@ class ProcessTable {
   bool same_task(const ProcessEntry& e, uint64_t start_ns) const {
     return tick(e.fork_start_ns) == tick(start_ns);
   }
+  // find(), counting hits and misses only when `count` (owner lookups, not fork parents).
+  const ProcessEntry* lookup(uint32_t pid, uint64_t start_ns, bool count);
   // Inserts or replaces the live entry for e.pid; a replaced entry of another task is retired.
   ProcessEntry& put_live(ProcessEntry&& e);
   void retire(ProcessEntry&& e, uint64_t exited_ns);
