@@ -214,6 +214,7 @@ static __always_inline void on_state_change(const struct sock *sk, int oldstate,
 {
 	u64 key = (u64)sk;
 	struct sock_state *st;
+	struct sock_state closing;
 
 	if (newstate == TCP_SYN_SENT) {
 		/* Inside connect(): current is the connecting thread. */
@@ -255,13 +256,18 @@ static __always_inline void on_state_change(const struct sock *sk, int oldstate,
 	st = bpf_map_lookup_elem(&sockets, &key);
 	if (!st)
 		return; /* never reported open: a listener, an unaccepted child, pre-attach */
+	closing = *st;
+	/* The delete decides who reports the end of the connection when the accept() hook races
+	 * with this CLOSE on another CPU: only the side whose delete succeeds emits. */
+	if (bpf_map_delete_elem(&sockets, &key))
+		return;
 	if (oldstate == TCP_SYN_SENT) {
 		/* tcp_done_with_error()/tcp_reset() store sk_err before moving to CLOSE. */
-		emit(sk, cookie, NM_CONN_FAILED, NM_DIR_OUTBOUND, st, BPF_CORE_READ(sk, sk_err));
-	} else if (st->reported) {
-		emit(sk, cookie, NM_CONN_CLOSE, st->direction, st, 0);
+		emit(sk, cookie, NM_CONN_FAILED, NM_DIR_OUTBOUND, &closing,
+		     BPF_CORE_READ(sk, sk_err));
+	} else if (closing.reported) {
+		emit(sk, cookie, NM_CONN_CLOSE, closing.direction, &closing, 0);
 	}
-	bpf_map_delete_elem(&sockets, &key);
 }
 
 /* Preferred variant: BTF-typed tracepoint (5.5+); bpf_get_socket_cookie() on a BTF socket
@@ -322,6 +328,7 @@ static __always_inline void on_accept_return(long fd)
 	struct sock_state *st;
 	u16 family;
 	u64 cookie;
+	u64 key;
 	u8 state;
 
 	if (fd < 0)
@@ -343,6 +350,7 @@ static __always_inline void on_accept_return(long fd)
 	    (family != AF_INET && family != AF_INET6))
 		return; /* accept() on a non-TCP socket (e.g. AF_UNIX): not ours */
 
+	key = (u64)sk;
 	st = scratch_state();
 	if (!st)
 		return;
@@ -353,15 +361,15 @@ static __always_inline void on_accept_return(long fd)
 	st->reported = 1;
 	cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 	emit(sk, cookie, NM_CONN_ACCEPT, NM_DIR_INBOUND, st, 0);
-
-	state = BPF_CORE_READ(sk, __sk_common.skc_state);
-	if (state == TCP_CLOSE) {
-		/* The peer reset the connection while it waited in the accept queue: its CLOSE
-		 * transition has already run, so close it here. */
-		emit(sk, cookie, NM_CONN_CLOSE, NM_DIR_INBOUND, st, 0);
-		return;
-	}
 	track((u64)sk, st);
+
+	/* The peer may have reset the connection while it waited in the accept queue, or may do so
+	 * on another CPU right now: its CLOSE transition then found nothing to report. If the
+	 * socket is closed, report the Close here, unless the state-change hook already took the
+	 * entry (the delete decides). */
+	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	if (state == TCP_CLOSE && bpf_map_delete_elem(&sockets, &key) == 0)
+		emit(sk, cookie, NM_CONN_CLOSE, NM_DIR_INBOUND, st, 0);
 	return;
 
 no_sock:

@@ -1,0 +1,566 @@
+"""Fixtures and helpers for netmon's privileged integration tests.
+
+The tests run the real agent (root, real eBPF programs) and real programs (nc, telnet, Python
+sockets) on loopback only. They skip with the reason when they cannot run here (not root, no
+agent binary, BPF unavailable, nc/telnet missing), except under CI=true, where that fails.
+
+Events of every TCP connection on the host reach the agent's stdout, so tests always pick their
+own events by ports and pids.
+"""
+
+import ctypes
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+import pytest
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+AGENT = os.path.abspath(
+    os.environ.get("NETMON_AGENT") or os.path.join(TESTS_DIR, "..", "..", "build", "netmon-agent")
+)
+IN_CI = os.environ.get("CI", "").strip().lower() == "true"
+BPFTOOL = "/usr/sbin/bpftool"
+
+# How netmon's BPF programs are named (handle_inet_sock_set_state_btf/_tp,
+# handle_sys_exit_accept4, handle_sys_exit_accept, handle_sched_process_{exec,fork,exit}_*).
+# bpftool may show a name truncated to the kernel's 15 characters, e.g. "handle_inet_soc".
+NETMON_PROGRAM_PREFIXES = (
+    "handle_inet_sock_set_state",
+    "handle_sys_exit_accept",
+    "handle_sched_process_",
+)
+KERNEL_NAME_LEN = 15
+
+STARTUP_TIMEOUT = 20.0  # seconds until "netmon is running"
+STOP_TIMEOUT = 15.0  # seconds from SIGTERM to exit (the agent drains stdout for up to 5 s)
+EVENT_TIMEOUT = 10.0  # seconds to wait for an event (they normally arrive within ~100 ms)
+SETTLE = 0.5  # seconds to wait after the expected events, before asserting "exactly once"
+
+# bpf(2) syscall numbers, for the availability probe.
+BPF_SYSCALL = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "s390x": 351, "ppc64le": 361}
+
+
+def skip_or_fail(reason):
+    """Skips the test with `reason`; under CI=true a test that cannot run is a failure."""
+    if IN_CI:
+        pytest.fail(f"CI=true, and this test cannot run: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def wait_for(predicate, timeout=EVENT_TIMEOUT, interval=0.02, what=None):
+    """Polls `predicate()` until it returns something truthy, and returns that value.
+
+    Bounded: raises AssertionError naming `what` (a string, or a function returning one at
+    the timeout) after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            if callable(what):
+                what = what()
+            raise AssertionError(
+                f"timed out after {timeout:.1f} s waiting for {what or predicate!r}"
+            )
+        time.sleep(interval)
+
+
+def bpf_unavailable_reason():
+    """Why this machine cannot run BPF tracing programs, or None when it can.
+
+    Probes the kernel directly (kernel BTF present; the bpf() syscall loads a trivial program)
+    so that an agent that fails to start on a machine where BPF works is a test failure, not a
+    skip: the agent maps the verifier's EACCES to a "not permitted" message."""
+    if not os.path.exists("/sys/kernel/btf/vmlinux"):
+        return "the kernel has no BTF (/sys/kernel/btf/vmlinux is missing)"
+    nr = BPF_SYSCALL.get(os.uname().machine)
+    if nr is None:
+        return None  # cannot probe here: trust the agent's own start-up error
+    libc = ctypes.CDLL(None, use_errno=True)
+    # BPF_PROG_TYPE_SOCKET_FILTER: "r0 = 0; exit".
+    insns = ctypes.create_string_buffer(
+        struct.pack("<BBhi", 0xB7, 0, 0, 0) + struct.pack("<BBhi", 0x95, 0, 0, 0)
+    )
+    license_ = ctypes.create_string_buffer(b"GPL")
+    attr = ctypes.create_string_buffer(128)
+    struct.pack_into(
+        "<IIQQ", attr, 0, 1, 2, ctypes.addressof(insns), ctypes.addressof(license_)
+    )
+    libc.syscall.restype = ctypes.c_long
+    fd = libc.syscall(ctypes.c_long(nr), ctypes.c_int(5), attr, ctypes.c_uint(len(attr)))
+    if fd < 0:
+        err = ctypes.get_errno()
+        return f"the bpf() syscall cannot load a program: {os.strerror(err)}"
+    os.close(fd)
+    return None
+
+
+def clean_env():
+    """The environment for the agent: no NETMON_* settings from the caller, so flags decide."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("NETMON_")}
+
+
+# ---------------------------------------------------------------------------------------------
+# BPF programs as bpftool sees them
+
+
+def _is_netmon_program_name(name):
+    return any(
+        name.startswith(prefix) or (len(name) == KERNEL_NAME_LEN and prefix.startswith(name))
+        for prefix in NETMON_PROGRAM_PREFIXES
+    )
+
+
+def bpftool_ids(kind, netmon_names_only=False):
+    """IDs of the loaded BPF objects of `kind` (prog, link, map) as bpftool lists them."""
+    result = subprocess.run(
+        [BPFTOOL, "-j", kind, "show"], capture_output=True, text=True, timeout=30, check=True
+    )
+    objects = json.loads(result.stdout or "[]")
+    return {
+        o["id"]
+        for o in objects
+        if not netmon_names_only or _is_netmon_program_name(o.get("name", ""))
+    }
+
+
+def bpf_objects_of(pid):
+    """{"prog": ids, "link": ids, "map": ids} of the BPF objects that process `pid` holds open,
+    from /proc/PID/fdinfo (exact, whatever the programs are named)."""
+    held = {"prog": set(), "link": set(), "map": set()}
+    fdinfo = f"/proc/{pid}/fdinfo"
+    try:
+        entries = os.listdir(fdinfo)
+    except OSError:
+        return held
+    for fd in entries:
+        try:
+            with open(os.path.join(fdinfo, fd), encoding="ascii", errors="replace") as f:
+                text = f.read()
+        except OSError:
+            continue
+        link = re.search(r"^link_id:\s*(\d+)", text, re.M)
+        if link:  # a link's fdinfo also names its program; that program has its own fd
+            held["link"].add(int(link.group(1)))
+            continue
+        for kind in ("prog", "map"):
+            m = re.search(rf"^{kind}_id:\s*(\d+)", text, re.M)
+            if m:
+                held[kind].add(int(m.group(1)))
+    return held
+
+
+def other_netmon_agents_running(own_pids):
+    """True when some netmon-agent not started by these tests runs (e.g. a developer's)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in own_pids:
+            continue
+        try:
+            with open(f"/proc/{entry}/comm", encoding="utf-8", errors="replace") as f:
+                if f.read().strip() == "netmon-agent":
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+# ---------------------------------------------------------------------------------------------
+# The agent
+
+
+class Agent:
+    """A running netmon-agent whose stdout events and stderr lines are collected by threads."""
+
+    def __init__(self, args=()):
+        self.args = [AGENT, *args]
+        self._lock = threading.Lock()
+        self._events = []  # parsed JSON objects, in stdout order
+        self.stdout_lines = []  # raw stdout lines (str)
+        self.invalid_lines = []  # stdout lines that are not a JSON object
+        self.stderr_lines = []
+        self._running = threading.Event()
+        self.bpf_objects = {}  # {"prog"/"link"/"map": IDs} this agent held once running
+        self.returncode = None
+        self.proc = subprocess.Popen(
+            self.args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=clean_env(),
+        )
+        self._threads = [
+            threading.Thread(target=self._read_stdout, name="agent-stdout", daemon=True),
+            threading.Thread(target=self._read_stderr, name="agent-stderr", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    # -- readers
+
+    def _read_stdout(self):
+        for raw in self.proc.stdout:
+            try:
+                line = raw.decode("utf-8").rstrip("\n")
+            except UnicodeDecodeError:
+                with self._lock:
+                    self.invalid_lines.append(repr(raw))
+                continue
+            try:
+                obj = json.loads(line)
+                ok = isinstance(obj, dict)
+            except ValueError:
+                ok = False
+            with self._lock:
+                self.stdout_lines.append(line)
+                if ok:
+                    self._events.append(obj)
+                else:
+                    self.invalid_lines.append(line)
+
+    def _read_stderr(self):
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", errors="replace").rstrip("\n")
+            with self._lock:
+                self.stderr_lines.append(line)
+            if "netmon is running" in line:
+                self._running.set()
+
+    # -- queries
+
+    def stderr_text(self):
+        with self._lock:
+            return "\n".join(self.stderr_lines)
+
+    def events(self, **filters):
+        """A snapshot of the stdout events received so far that match every filter.
+
+        Filters: kind= network_event.type; pid= process.pid; sport=, dport=, saddr=, daddr=,
+        cookie= network_event fields; ports= a set of ports of which sport or dport must be one."""
+        with self._lock:
+            events = list(self._events)
+        return [e for e in events if _matches(e, **filters)]
+
+    def wait_events(self, count=1, timeout=EVENT_TIMEOUT, **filters):
+        """Waits until at least `count` events match `filters`, then returns all that match."""
+
+        def enough():
+            events = self.events(**filters)
+            return events if len(events) >= count else None
+
+        return wait_for(
+            enough,
+            timeout=timeout,
+            what=lambda: f"{count} event(s) matching {filters}; have "
+            f"{len(self.events(**filters))}",
+        )
+
+    # -- lifecycle
+
+    def wait_running(self, timeout=STARTUP_TIMEOUT):
+        """Waits for "netmon is running". Returns None when running, else the failure text."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._running.wait(0.05):
+                self.bpf_objects = bpf_objects_of(self.proc.pid)
+                return None
+            if self.proc.poll() is not None:
+                for t in self._threads:
+                    t.join(5)
+                return f"exited with {self.proc.returncode} before running:\n{self.stderr_text()}"
+        return f"not running after {timeout} s:\n{self.stderr_text()}"
+
+    def stop(self, sig=signal.SIGTERM):
+        """Sends `sig`, waits (bounded) for the exit, and returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            self.returncode = self.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise AssertionError(f"the agent did not exit within {STOP_TIMEOUT} s of {sig!r}")
+        finally:
+            for t in self._threads:
+                t.join(5)
+        return self.returncode
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _matches(e, kind=None, pid=None, ports=None, **fields):
+    ne = e.get("network_event") or {}
+    if kind is not None and ne.get("type") != kind:
+        return False
+    if pid is not None and (e.get("process") or {}).get("pid") != pid:
+        return False
+    if ports is not None and ne.get("sport") not in ports and ne.get("dport") not in ports:
+        return False
+    return all(ne.get(k) == v for k, v in fields.items())
+
+
+def check_stopped_cleanly(agent):
+    """SIGTERM: exit 0, a "stopped:" summary, only JSON on stdout, no program left behind."""
+    code = agent.stop(signal.SIGTERM)
+    assert code == 0, f"agent exited with {code} after SIGTERM:\n{agent.stderr_text()}"
+    assert any("stopped: " in line for line in agent.stderr_lines), agent.stderr_text()
+    assert agent.invalid_lines == [], f"stdout lines that are not JSON: {agent.invalid_lines[:5]}"
+    assert_no_programs_left(agent)
+
+
+def assert_no_programs_left(agent):
+    """None of the BPF programs, links and maps this agent held remains, and no program named
+    like netmon's remains at all unless another netmon-agent (not ours) is running. The kernel
+    frees them asynchronously: bounded retry."""
+    assert agent.bpf_objects.get("prog"), "the running agent held no BPF program (fdinfo)"
+    strict = not other_netmon_agents_running({agent.pid})
+
+    def left():
+        remaining = {kind: bpftool_ids(kind) & ids for kind, ids in agent.bpf_objects.items()}
+        if strict:
+            remaining["prog named like netmon's"] = bpftool_ids("prog", netmon_names_only=True)
+        return {kind: ids for kind, ids in remaining.items() if ids}
+
+    deadline = time.monotonic() + 5.0
+    remaining = left()
+    while remaining and time.monotonic() < deadline:
+        time.sleep(0.1)
+        remaining = left()
+    assert not remaining, (
+        f"BPF objects of netmon remain after the agent exited: {remaining}\n"
+        + subprocess.run([BPFTOOL, "prog", "show"], capture_output=True, text=True).stdout
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures
+
+
+def require_privileges():
+    """Skips (fails under CI) when the agent cannot be run here."""
+    if os.geteuid() != 0:
+        skip_or_fail("needs root to load BPF programs")
+    if not os.access(AGENT, os.X_OK):
+        skip_or_fail(f"agent binary not found at {AGENT} (set NETMON_AGENT)")
+    if not os.access(BPFTOOL, os.X_OK):
+        skip_or_fail(f"{BPFTOOL} not found (apt-get install bpftool)")
+
+
+@pytest.fixture
+def start_agent():
+    """A factory: start_agent(*flags) starts an agent and waits until it runs. Every agent it
+    started is stopped with SIGTERM at teardown and checked (exit 0, JSON only, no programs)."""
+    require_privileges()
+    agents = []
+
+    def start(*args):
+        agent = Agent(args)
+        agents.append(agent)
+        failure = agent.wait_running()
+        if failure is None:
+            return agent
+        agent.kill()
+        agents.remove(agent)
+        unavailable = bpf_unavailable_reason()
+        if agent.proc.returncode == 1 and unavailable:
+            skip_or_fail(f"BPF is unavailable ({unavailable}): the agent {failure}")
+        pytest.fail(f"the agent did not start although BPF works here: {failure}",
+                    pytrace=False)
+
+    yield start
+
+    errors = []
+    for agent in agents:
+        try:
+            check_stopped_cleanly(agent)
+        except AssertionError as e:
+            errors.append(str(e))
+        finally:
+            agent.kill()
+    if errors:
+        pytest.fail("\n\n".join(errors), pytrace=False)
+
+
+@pytest.fixture
+def agent(start_agent):
+    """A running agent with default flags (a fresh one per test)."""
+    return start_agent()
+
+
+@pytest.fixture
+def agent_binary():
+    """The agent binary path, for tests that only run it as a command-line tool."""
+    if not os.access(AGENT, os.X_OK):
+        skip_or_fail(f"agent binary not found at {AGENT} (set NETMON_AGENT)")
+    return AGENT
+
+
+@pytest.fixture
+def real_tools():
+    """nc (netcat-openbsd), telnet (inetutils) and ss; skips (fails under CI) when missing."""
+    tools = {}
+    for name in ("nc", "telnet", "ss"):
+        path = shutil.which(name)
+        if not path:
+            skip_or_fail(f"{name} is not installed (netcat-openbsd, inetutils-telnet, iproute2)")
+        tools[name] = path
+    probe = subprocess.run([tools["nc"], "-h"], capture_output=True, text=True, timeout=10)
+    if "OpenBSD netcat" not in probe.stdout + probe.stderr:
+        skip_or_fail("nc is not netcat-openbsd")
+    return tools
+
+
+# ---------------------------------------------------------------------------------------------
+# Sockets and processes
+
+
+def port_is_free(port):
+    """True when `port` can be bound on both 127.0.0.1 and ::1."""
+    for family, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((addr, port))
+            except OSError:
+                return False
+    return port not in listening_ports()
+
+
+def free_port(preferred=None):
+    """`preferred` if it is free, else a free port the kernel picks."""
+    if preferred is not None and port_is_free(preferred):
+        return preferred
+    for _ in range(50):
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+            port = s.getsockname()[1]
+        if port_is_free(port):
+            return port
+    raise AssertionError("found no free port")
+
+
+TCP_STATES = {"01": "ESTABLISHED", "0A": "LISTEN"}
+
+
+def _proc_net_tcp():
+    """Rows of /proc/net/tcp and tcp6: dicts with local/remote port, state and inode."""
+    rows = []
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path, encoding="ascii") as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            rows.append(
+                {
+                    "lport": int(cols[1].rsplit(":", 1)[1], 16),
+                    "rport": int(cols[2].rsplit(":", 1)[1], 16),
+                    "state": cols[3],
+                    "inode": int(cols[9]),
+                    "v6": path.endswith("6"),
+                }
+            )
+    return rows
+
+
+def listening_ports():
+    return {r["lport"] for r in _proc_net_tcp() if r["state"] == "0A"}
+
+
+def listening(port, v6=None):
+    """True when a TCP socket listens on `port` (of the family, when v6 is given)."""
+    return any(
+        r["state"] == "0A" and r["lport"] == port and (v6 is None or r["v6"] == v6)
+        for r in _proc_net_tcp()
+    )
+
+
+def established_sockets_of(pid):
+    """(local port, remote port) of the established TCP sockets that process `pid` holds."""
+    inodes = set()
+    fd_dir = f"/proc/{pid}/fd"
+    try:
+        for fd in os.listdir(fd_dir):
+            try:
+                target = os.readlink(os.path.join(fd_dir, fd))
+            except OSError:
+                continue
+            m = re.fullmatch(r"socket:\[(\d+)\]", target)
+            if m:
+                inodes.add(int(m.group(1)))
+    except OSError:
+        return []
+    return [
+        (r["lport"], r["rport"])
+        for r in _proc_net_tcp()
+        if r["inode"] in inodes and r["state"] == "01"
+    ]
+
+
+def ss_cookies(port):
+    """{(local port, peer port): cookie} of established connections with `port` on one end,
+    from `ss -tnei` (it prints the socket cookie as sk:<hex>)."""
+    out = subprocess.run(
+        ["ss", "-tnei", "state", "established", f"( sport = :{port} or dport = :{port} )"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    cookies = {}
+    for line in out.splitlines():
+        m = re.search(r"\S+:(\d+)\s+\S+:(\d+)\s.*\bsk:([0-9a-fA-F]+)\b", line)
+        if m:
+            cookies[(int(m.group(1)), int(m.group(2)))] = int(m.group(3), 16)
+    return cookies
+
+
+class ProcessGroup:
+    """Child processes started by a test, all killed (by pid) at teardown."""
+
+    def __init__(self):
+        self.procs = []
+
+    def start(self, args, **kwargs):
+        kwargs.setdefault("stdin", subprocess.PIPE)
+        kwargs.setdefault("stdout", subprocess.PIPE)
+        kwargs.setdefault("stderr", subprocess.PIPE)
+        proc = subprocess.Popen(args, **kwargs)
+        self.procs.append(proc)
+        return proc
+
+    def cleanup(self):
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            try:
+                proc.communicate(timeout=5)
+            except (subprocess.TimeoutExpired, ValueError):
+                pass
+
+
+@pytest.fixture
+def processes():
+    """Starts child processes for a test and kills whatever is left of them afterwards."""
+    group = ProcessGroup()
+    yield group
+    group.cleanup()
