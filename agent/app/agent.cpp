@@ -5,11 +5,15 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <string>
 
 #include "app/pipeline.h"
 #include "bpf/probe.h"
 #include "common/log.h"
+#include "k8s/attribution.h"
 #include "output/line_writer.h"
 #include "process/table.h"
 
@@ -47,6 +51,69 @@ std::string summary(const Pipeline& pipeline, const OutputStats& out, const Kern
          std::to_string(p.evictions);
 }
 
+constexpr const char* kServiceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+std::string env_or_empty(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? std::string(v) : std::string();
+}
+
+bool file_exists(const std::string& path) { return ::access(path.c_str(), R_OK) == 0; }
+
+// The kubelet settings with the in-cluster defaults filled in; an empty url means "off".
+KubeletOptions kubelet_options(const Options& o) {
+  KubeletOptions k;
+  k.url = o.kubelet_url;
+  k.token_file = o.kubelet_token_file;
+  k.ca_file = o.kubelet_ca_file;
+  k.insecure_skip_verify = o.kubelet_insecure_skip_verify;
+  k.poll_interval = std::chrono::seconds(o.kubelet_poll_interval_s);
+  k.pod_grace = std::chrono::seconds(o.pod_grace_period_s);
+  const std::string sa_token = std::string(kServiceAccountDir) + "/token";
+  const std::string sa_ca = std::string(kServiceAccountDir) + "/ca.crt";
+  const bool in_cluster = file_exists(sa_token);
+  if (k.url.empty() && in_cluster) {
+    std::string host = env_or_empty("NODE_IP");
+    if (host.empty()) host = env_or_empty("NODE_NAME");
+    if (!host.empty()) {
+      if (host.find(':') != std::string::npos) host = "[" + host + "]";  // IPv6 literal
+      k.url = "https://" + host + ":10250/pods";
+    }
+  }
+  if (k.token_file.empty() && in_cluster) k.token_file = sa_token;
+  if (k.ca_file.empty() && !k.insecure_skip_verify && file_exists(sa_ca)) k.ca_file = sa_ca;
+  return k;
+}
+
+std::string node_name(const Options& o) {
+  if (!o.node_name.empty()) return o.node_name;
+  if (std::string n = env_or_empty("NODE_NAME"); !n.empty()) return n;
+  char host[256] = {};
+  if (::gethostname(host, sizeof(host) - 1) == 0) return host;
+  return "";
+}
+
+std::optional<CgroupResolver> open_cgroups(const Options& o) {
+  std::string root = o.cgroup_root;
+  if (root.empty()) {
+    std::ifstream in("/proc/self/mountinfo");
+    std::stringstream text;
+    text << in.rdbuf();
+    if (auto mount = find_cgroup2_mount(text.str())) root = *mount;
+  }
+  if (root.empty()) {
+    log::warn("no cgroup v2 hierarchy is mounted: events carry no container or pod");
+    return std::nullopt;
+  }
+  auto resolver = CgroupResolver::open(root);
+  if (!resolver) {
+    log::warn(resolver.error().message + ": events carry no container or pod");
+    return std::nullopt;
+  }
+  log::info("cgroup v2 hierarchy at " + root);
+  return std::move(*resolver);
+}
+
 }  // namespace
 
 int run_agent(const Options& options) {
@@ -68,6 +135,22 @@ int run_agent(const Options& options) {
   processes.seed();
   log::info("process table seeded from " + options.proc_root + " with " +
             std::to_string(processes.size()) + " processes");
+  std::unique_ptr<KubeletWatcher> kubelet;
+  if (KubeletOptions k = kubelet_options(options); !k.url.empty()) {
+    auto watcher = KubeletWatcher::create(k);
+    if (!watcher) {
+      log::error("configuration error: invalid kubelet URL: " + watcher.error().message);
+      return 2;
+    }
+    kubelet = std::move(*watcher);
+    kubelet->start();
+    log::info("pod metadata from " + k.url + (k.insecure_skip_verify ? " (TLS not verified)" : ""));
+  } else {
+    log::info("no kubelet configured: events carry container ids but no pod metadata");
+  }
+  Attributor attributor(open_cgroups(options), kubelet.get());
+  pipeline.set_attribution(&attributor, node_name(options));
+
   log::info("netmon is running; events go to stdout");
 
   auto last_refresh = std::chrono::steady_clock::now();

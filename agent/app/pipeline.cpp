@@ -44,10 +44,21 @@ void Pipeline::on_record(std::span<const std::byte> record) noexcept {
   }
 }
 
+void Pipeline::set_attribution(Attributor* attributor, std::string node_name) {
+  attributor_ = attributor;
+  node_name_ = std::move(node_name);
+}
+
 void Pipeline::handle(const ConnectionEvent& e) {
   ++stats_.events_by_kind[static_cast<size_t>(e.kind)];
   EventContext context;
   context.last_cap = last_cap_;
+  context.node_name = node_name_;
+  if (e.owner_known && attributor_) {
+    // The owner's cgroup when it opened the connection: a Close keeps its open event's pod.
+    context.attribution = &attributor_->resolve(e.task.cgroup_id);
+    if (context.attribution->pod) ++stats_.events_with_pod;
+  }
   if (e.owner_known) {
     context.process = processes_.find(e.task.pid, e.task.start_ns);
     if (!context.process) ++stats_.events_without_process;

@@ -10,6 +10,7 @@
 #include "bpf/probe.h"
 #include "common/clock.h"
 #include "events/event.h"
+#include "k8s/attribution.h"
 #include "output/line_writer.h"
 #include "process/table.h"
 
@@ -20,6 +21,7 @@ struct PipelineStats {
   uint64_t decode_errors = 0;
   std::array<uint64_t, 4> events_by_kind{};  // indexed by ConnKind
   uint64_t events_without_process = 0;
+  uint64_t events_with_pod = 0;
 };
 
 class Pipeline final : public RecordSink {
@@ -28,6 +30,10 @@ class Pipeline final : public RecordSink {
   // `batch_bytes`: a batch is handed over once this large, and at every flush().
   Pipeline(LineWriter& writer, ProcessTable& processes, int last_cap,
            size_t batch_bytes = 256u << 10);
+
+  // Kubernetes attribution (may stay unset: no container ids, no pods) and the node's name.
+  // `attributor` must outlive the pipeline.
+  void set_attribution(Attributor* attributor, std::string node_name);
 
   void on_record(std::span<const std::byte> record) noexcept override;
 
@@ -44,6 +50,8 @@ class Pipeline final : public RecordSink {
   LineWriter& writer_;
   ProcessTable& processes_;
   const int last_cap_;
+  Attributor* attributor_ = nullptr;
+  std::string node_name_;
   const size_t batch_bytes_;
   BootClock clock_;
   std::string batch_;

@@ -28,6 +28,14 @@ Result<uint64_t> parse_size(std::string_view text, uint64_t min, uint64_t max) {
   return value;
 }
 
+// Switches take no value on the command line ("" means on); their environment variables take
+// true/false, 1/0, yes/no.
+Result<bool> parse_bool(std::string_view text) {
+  if (text.empty() || text == "true" || text == "1" || text == "yes") return true;
+  if (text == "false" || text == "0" || text == "no") return false;
+  return fail("'" + std::string(text) + "' is not true or false");
+}
+
 const std::vector<Setting>& settings() {
   static const std::vector<Setting> kSettings = {
       {"log-level", "NETMON_LOG_LEVEL", "LEVEL", "debug, info, warn or error (default info)",
@@ -86,6 +94,69 @@ const std::vector<Setting>& settings() {
          auto n = parse_size(v, 1024, 1u << 22);
          if (!n) return fail(n.error().message);
          o.max_processes = *n;
+         return {};
+       }},
+      {"kubelet-url", "NETMON_KUBELET_URL", "URL",
+       "the kubelet's pods endpoint, e.g. https://10.0.0.5:10250/pods (default in a cluster: "
+       "https://$NODE_IP:10250/pods; none: no pod metadata)",
+       [](Options& o, std::string_view v) -> Result<void> {
+         if (v.substr(0, 8) != "https://" && v.substr(0, 7) != "http://") {
+           return fail("'" + std::string(v) + "' is not an http(s) URL");
+         }
+         o.kubelet_url = std::string(v);
+         return {};
+       }},
+      {"kubelet-token-file", "NETMON_KUBELET_TOKEN_FILE", "FILE",
+       "bearer token for the kubelet, re-read when it changes (default in a cluster: the "
+       "service-account token)",
+       [](Options& o, std::string_view v) -> Result<void> {
+         o.kubelet_token_file = std::string(v);
+         return {};
+       }},
+      {"kubelet-ca-file", "NETMON_KUBELET_CA_FILE", "FILE",
+       "CA bundle that signed the kubelet's serving certificate (default in a cluster: the "
+       "service-account CA)",
+       [](Options& o, std::string_view v) -> Result<void> {
+         o.kubelet_ca_file = std::string(v);
+         return {};
+       }},
+      {"kubelet-insecure-skip-verify", "NETMON_KUBELET_INSECURE_SKIP_VERIFY", nullptr,
+       "do not verify the kubelet's certificate (for kubeadm's self-signed serving certificates)",
+       [](Options& o, std::string_view v) -> Result<void> {
+         auto b = parse_bool(v);
+         if (!b) return fail(b.error().message);
+         o.kubelet_insecure_skip_verify = *b;
+         return {};
+       }},
+      {"kubelet-poll-interval", "NETMON_KUBELET_POLL_INTERVAL", "SECONDS",
+       "how often the kubelet's pods are polled (default 10)",
+       [](Options& o, std::string_view v) -> Result<void> {
+         auto n = parse_size(v, 1, 3600);
+         if (!n) return fail(n.error().message);
+         o.kubelet_poll_interval_s = static_cast<uint32_t>(*n);
+         return {};
+       }},
+      {"pod-grace-period", "NETMON_POD_GRACE_PERIOD", "SECONDS",
+       "how long a deleted pod stays resolvable for late events (default 60)",
+       [](Options& o, std::string_view v) -> Result<void> {
+         auto n = parse_size(v, 0, 86400);
+         if (!n) return fail(n.error().message);
+         o.pod_grace_period_s = static_cast<uint32_t>(*n);
+         return {};
+       }},
+      {"node-name", "NETMON_NODE_NAME", "NAME",
+       "this node's name, written as node_name (default $NODE_NAME, else the host name)",
+       [](Options& o, std::string_view v) -> Result<void> {
+         o.node_name = std::string(v);
+         return {};
+       }},
+      {"cgroup-root", "NETMON_CGROUP_ROOT", "DIR",
+       "where the host's cgroup v2 hierarchy is mounted (default: found in /proc/self/mountinfo)",
+       [](Options& o, std::string_view v) -> Result<void> {
+         if (v.empty() || v.front() != '/') {
+           return fail("'" + std::string(v) + "' is not an absolute path");
+         }
+         o.cgroup_root = std::string(v);
          return {};
        }},
       {"help", nullptr, nullptr, "print this help and exit",

@@ -21,6 +21,16 @@ struct Options {
   size_t output_queue_bytes = 64u << 20;
   std::string proc_root = "/proc";
   size_t max_processes = 65536;
+  // Kubernetes. An empty kubelet_url is resolved at start: in a cluster (service-account token
+  // present and NODE_IP or NODE_NAME set) https://<NODE_IP or NODE_NAME>:10250/pods, else off.
+  std::string kubelet_url;
+  std::string kubelet_token_file;  // default in a cluster: the service-account token
+  std::string kubelet_ca_file;     // default in a cluster: the service-account CA
+  bool kubelet_insecure_skip_verify = false;
+  uint32_t kubelet_poll_interval_s = 10;
+  uint32_t pod_grace_period_s = 60;
+  std::string node_name;    // default: $NODE_NAME, else the host name
+  std::string cgroup_root;  // default: the cgroup2 mount from /proc/self/mountinfo
 };
 
 // Looks up an environment variable; injectable for tests.

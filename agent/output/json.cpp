@@ -70,7 +70,7 @@ void append_time(std::string& out, std::string_view key, uint64_t boot_ns, const
 // The process object. `task` (the record's view, may be null) supplies ids, credentials and
 // capabilities; `entry` (the table's, may be null) the image fields. At least one is set.
 void append_process(std::string& out, const TaskInfo* task, const ProcessEntry* entry, int last_cap,
-                    const BootClock& clock) {
+                    const BootClock& clock, std::string_view container_id = {}) {
   out += '{';
   if (task) {
     append_u32(out, "pid", task->pid);
@@ -130,7 +130,56 @@ void append_process(std::string& out, const TaskInfo* task, const ProcessEntry* 
     append_key(out, "exec_id");
     append_json_string(out, make_exec_id(task->pid, task->start_ns));
   }
+  if (!container_id.empty()) {
+    out += ',';
+    append_key(out, "container_id");
+    append_json_string(out, container_id);
+  }
   out += '}';
+}
+
+void append_string_field(std::string& out, std::string_view key, std::string_view value) {
+  append_key(out, key);
+  append_json_string(out, value);
+}
+
+// The `pod` object: the pod of the owner's container.
+void append_pod(std::string& out, const Attribution& a) {
+  const PodMeta& pod = *a.pod;
+  out += '{';
+  append_string_field(out, "namespace", pod.namespace_name);
+  out += ',';
+  append_string_field(out, "name", pod.name);
+  out += ',';
+  append_string_field(out, "uid", pod.uid);
+  out += ',';
+  append_string_field(out, "workload", pod.workload);
+  out += ',';
+  append_string_field(out, "workload_kind", pod.workload_kind);
+  out += ',';
+  append_key(out, "labels");
+  out += '{';
+  for (size_t i = 0; i < pod.labels.size(); ++i) {
+    if (i > 0) out += ',';
+    append_json_string(out, pod.labels[i].first);
+    out += ':';
+    append_json_string(out, pod.labels[i].second);
+  }
+  out += "},";
+  append_key(out, "container");
+  out += '{';
+  append_string_field(
+      out, "id",
+      a.container ? std::string_view(a.container->id) : std::string_view(a.container_id));
+  if (a.container) {
+    out += ',';
+    append_string_field(out, "name", a.container->name);
+    out += ',';
+    append_string_field(out, "image", a.container->image);
+    out += ',';
+    append_string_field(out, "image_id", a.container->image_id);
+  }
+  out += "}}";
 }
 
 }  // namespace
@@ -232,10 +281,12 @@ void append_event_line(std::string& out, const ConnectionEvent& e, const EventCo
   }
   out += "},";
   append_key(out, "process");
+  const std::string_view container_id =
+      context.attribution ? std::string_view(context.attribution->container_id) : "";
   if (e.owner_known) {
-    append_process(out, &e.task, context.process, context.last_cap, clock);
+    append_process(out, &e.task, context.process, context.last_cap, clock, container_id);
   } else if (context.process) {
-    append_process(out, nullptr, context.process, context.last_cap, clock);
+    append_process(out, nullptr, context.process, context.last_cap, clock, container_id);
   } else {
     out += "null";
   }
@@ -245,6 +296,15 @@ void append_event_line(std::string& out, const ConnectionEvent& e, const EventCo
     append_process(out, nullptr, context.parent, context.last_cap, clock);
   } else {
     out += "null";
+  }
+  if (context.attribution && context.attribution->pod) {
+    out += ',';
+    append_key(out, "pod");
+    append_pod(out, *context.attribution);
+  }
+  if (!context.node_name.empty()) {
+    out += ',';
+    append_string_field(out, "node_name", context.node_name);
   }
   out += "}\n";
 }

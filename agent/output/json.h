@@ -7,6 +7,7 @@
 
 #include "common/clock.h"
 #include "events/event.h"
+#include "k8s/attribution.h"
 #include "process/process.h"
 
 namespace netmon {
@@ -27,6 +28,9 @@ struct EventContext {
   const ProcessEntry* process = nullptr;
   const ProcessEntry* parent = nullptr;  // null: "parent": null
   int last_cap = 40;                     // the kernel's cap_last_cap, for ANY_CAPS
+  // The owner's container and pod: process.container_id and the `pod` object. May be null.
+  const Attribution* attribution = nullptr;
+  std::string_view node_name;  // "": no node_name field
 };
 
 // Appends one event as a JSON object followed by '\n'.

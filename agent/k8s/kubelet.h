@@ -1,0 +1,110 @@
+// KubeletWatcher: polls the kubelet's GET /pods on a background thread and publishes immutable
+// PodSnapshots. The pipeline thread never waits on the network: it reads the latest snapshot,
+// and may ask for an early refresh, which the watcher rate-limits.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include "common/result.h"
+#include "k8s/pods.h"
+
+namespace netmon {
+
+struct KubeletOptions {
+  std::string url;         // e.g. https://10.0.0.5:10250/pods
+  std::string token_file;  // bearer token; "" sends none. Re-read when it changes and after 401
+  std::string ca_file;     // CA bundle that signed the kubelet's serving certificate
+  bool insecure_skip_verify = false;  // accept any certificate (kubeadm's self-signed ones)
+  std::chrono::milliseconds connect_timeout{3000};
+  std::chrono::milliseconds read_timeout{10000};
+  std::chrono::milliseconds poll_interval{10000};
+  std::chrono::milliseconds min_refresh_interval{1000};  // early refreshes at most this often
+  std::chrono::milliseconds pod_grace{60000};            // deleted pods stay resolvable this long
+  size_t max_response_bytes = 64u << 20;
+};
+
+// How a request to the kubelet ended. Names (for logs and metric labels) by kubelet_result_name.
+enum class KubeletResult {
+  kOk,
+  kUnreachable,   // connection refused, no route, DNS
+  kTimeout,       // connect or read timeout
+  kTlsError,      // handshake or certificate verification failed
+  kUnauthorized,  // 401 (token missing, expired or wrong), after one retry with a re-read token
+  kForbidden,     // 403 (RBAC: needs get on nodes/proxy)
+  kHttpError,     // any other non-200 status
+  kBadResponse,   // not a PodList
+  kTooLarge,      // body over max_response_bytes
+  kCount
+};
+std::string_view kubelet_result_name(KubeletResult result);
+
+struct KubeletStats {
+  std::array<uint64_t, static_cast<size_t>(KubeletResult::kCount)> requests{};
+  bool synced = false;  // a snapshot has been published
+  uint64_t pods = 0;
+  uint64_t deleted_pods_kept = 0;
+};
+
+// Parses "https://host:port/path" into scheme+host+port and path. Fails on other schemes.
+struct KubeletUrl {
+  std::string scheme_host_port;  // "https://10.0.0.5:10250"
+  std::string path;              // "/pods"
+};
+Result<KubeletUrl> parse_kubelet_url(std::string_view url);
+
+class KubeletWatcher {
+ public:
+  // Validates the options (the URL) without touching the network.
+  static Result<std::unique_ptr<KubeletWatcher>> create(KubeletOptions options);
+  ~KubeletWatcher();  // stops and joins the thread
+  KubeletWatcher(const KubeletWatcher&) = delete;
+  KubeletWatcher& operator=(const KubeletWatcher&) = delete;
+
+  void start();
+
+  // Any thread, cheap: asks for a poll sooner than the interval (rate-limited).
+  void request_refresh() noexcept;
+
+  // Bumped each time a new snapshot is published; the pipeline re-reads snapshot() only when
+  // it changes, so the per-event cost is one atomic load.
+  uint64_t version() const noexcept { return version_.load(std::memory_order_acquire); }
+  std::shared_ptr<const PodSnapshot> snapshot() const;
+
+  bool synced() const noexcept { return version() > 0; }
+  KubeletStats stats() const;
+
+ private:
+  KubeletWatcher(KubeletOptions options, KubeletUrl url);
+  void run();
+  KubeletResult poll_once(std::string& detail);
+  KubeletResult fetch(std::string& body, std::string& detail, bool reread_token);
+  bool load_token(bool force);
+
+  const KubeletOptions options_;
+  const KubeletUrl url_;
+  std::string token_;
+  std::string token_stamp_;  // mtime+size+inode of the token file when last read
+
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stop_ = false;
+  bool refresh_requested_ = false;
+  std::shared_ptr<const PodSnapshot> snapshot_;
+  std::atomic<uint64_t> version_{0};
+  std::array<std::atomic<uint64_t>, static_cast<size_t>(KubeletResult::kCount)> requests_{};
+  KubeletResult last_result_ = KubeletResult::kOk;
+  std::chrono::steady_clock::time_point last_logged_{};
+  void* active_client_ = nullptr;  // httplib::Client in flight, stopped by the destructor
+  std::thread thread_;
+};
+
+}  // namespace netmon
