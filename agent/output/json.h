@@ -30,7 +30,7 @@ struct EventContext {
   int last_cap = 40;                     // the kernel's cap_last_cap, for ANY_CAPS
   // The owner's container and pod: process.container_id and the `pod` object. May be null.
   const Attribution* attribution = nullptr;
-  std::string_view node_name;  // "": no node_name field
+  std::string_view node_name{};  // "": no node_name field
 };
 
 // Appends one event as a JSON object followed by '\n'.

@@ -260,7 +260,7 @@ TEST(AppendEventLine, ProcessFromRecordAloneWhenNotInTable) {
 
 TEST(AppendEventLine, ProcessTakesIdsFromRecordAndImageFromTable) {
   const ProcessEntry entry = make_entry();
-  const std::string line = line_for(make_event(ConnKind::kAccept), EventContext{&entry, nullptr});
+  const std::string line = line_for(make_event(ConnKind::kAccept), EventContext{.process = &entry});
   expect_one_line(line);
   const json p = json::parse(line).at("process");
   EXPECT_EQ(p.size(), 19u) << p.dump();
@@ -283,7 +283,7 @@ TEST(AppendEventLine, UnknownOwnerWithEntryWritesEntryOnly) {
   ConnectionEvent e = make_event(ConnKind::kClose);
   e.owner_known = false;
   const ProcessEntry entry = make_entry();
-  const json p = json::parse(line_for(e, EventContext{&entry, nullptr})).at("process");
+  const json p = json::parse(line_for(e, EventContext{.process = &entry})).at("process");
   EXPECT_EQ(p.size(), 19u) << p.dump();
   EXPECT_EQ(p.at("pid"), 7);
   EXPECT_EQ(p.at("tid"), 7);
@@ -303,7 +303,7 @@ TEST(AppendEventLine, ParentIsWrittenFromItsEntry) {
   ProcessEntry parent = make_entry();
   parent.cloned = true;
   const json pa =
-      json::parse(line_for(make_event(ConnKind::kEstablish), EventContext{nullptr, &parent}))
+      json::parse(line_for(make_event(ConnKind::kEstablish), EventContext{.parent = &parent}))
           .at("parent");
   ASSERT_TRUE(pa.is_object()) << pa.dump();
   EXPECT_EQ(pa.size(), 19u) << pa.dump();
@@ -362,7 +362,7 @@ TEST(AppendEventLine, EntryStringsWithNewlinesStayOnOneLine) {
   entry.binary_path = "/tmp/evil\nname";
   entry.args = "--x=\"1\"\t\x01";
   const std::string line =
-      line_for(make_event(ConnKind::kEstablish), EventContext{&entry, nullptr});
+      line_for(make_event(ConnKind::kEstablish), EventContext{.process = &entry});
   expect_one_line(line);
   const json p = json::parse(line).at("process");
   EXPECT_EQ(p.at("binary_path"), "/tmp/evil\nname");
