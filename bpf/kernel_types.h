@@ -42,6 +42,9 @@ enum {
 	TCP_NEW_SYN_RECV = 12,
 };
 
+#define ECONNRESET 104
+#define EPIPE	   32
+
 #define AF_INET	    2
 #define AF_INET6    10
 #define IPPROTO_TCP 6
@@ -92,12 +95,18 @@ struct sock_common {
 	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;
 	atomic64_t skc_cookie;
+	unsigned long
+	    skc_flags; /* sock's flags since 6.x moved them here ("sk_flags" is a macro) */
 };
 
 /* sk_protocol has been a plain u16 since 5.6 (it was an 8-bit bitfield before MPTCP needed more
  * room), below the 5.10 that netmon supports, so no bitfield read is needed. */
+/* enum sock_flags: SOCK_DONE is set by tcp_fin() when the peer's FIN arrives. */
+#define SOCK_DONE 1
+
 struct sock {
 	struct sock_common __sk_common;
+	unsigned long sk_flags; /* before the move into sock_common */
 	int sk_err;
 	u16 sk_protocol;
 	u16 sk_type;
@@ -108,6 +117,14 @@ struct sock {
 struct inet_sock {
 	struct sock sk;
 	__be16 inet_sport;
+};
+
+/* Connection statistics read at close (the same fields tcplife and `ss -i` report). */
+struct tcp_sock {
+	u64 bytes_received; /* payload bytes received (RFC 4898 tcpEStatsAppHCThruOctetsReceived) */
+	u64 bytes_sent;	    /* payload bytes transmitted, retransmissions included */
+	u32 srtt_us;	    /* smoothed round-trip time, in 1/8 microseconds */
+	u32 total_retrans;  /* segments retransmitted over the connection's life */
 };
 
 struct socket {

@@ -49,10 +49,13 @@ struct {
 /* What netmon remembers about a connection between its open and its close. */
 struct sock_state {
 	struct nm_task owner;
+	u64 open_ns;  /* when the Establish/Accept was emitted */
 	u8 direction; /* enum nm_direction */
 	u8 flags;     /* enum nm_conn_flags */
 	u8 reported;  /* an Establish/Accept went out: the Close must follow */
-	u8 pad[5];
+	u8 first_fin; /* enum nm_closed_by: who sent the first FIN, 0 while nobody has */
+	u8 abortive;  /* set on the copy that reports a CLOSE reached without a FIN handshake */
+	u8 pad[3];
 };
 
 struct {
@@ -154,6 +157,45 @@ static __always_inline void fill_addresses(struct nm_conn_record *r, const struc
 	r->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 }
 
+/* struct sock's flags word: a field of its own until the kernel moved it into sock_common. */
+static __always_inline unsigned long sock_flags(const struct sock *sk)
+{
+	if (bpf_core_field_exists(sk->__sk_common.skc_flags))
+		return BPF_CORE_READ(sk, __sk_common.skc_flags);
+	return BPF_CORE_READ(sk, sk_flags);
+}
+
+/*
+ * Statistics of a connection at its CLOSE transition, and who ended it. A graceful close passes
+ * through FIN_WAIT1 (this host sent the first FIN) or CLOSE_WAIT (the peer did), which the state
+ * hook records in first_fin. Reaching CLOSE from ESTABLISHED, SYN_RECV or CLOSE_WAIT, or with
+ * sk_err set, means a reset: tcp_reset() stores ECONNRESET (EPIPE in CLOSE_WAIT) before the state
+ * change when a RST arrives; a local abort (close() with unread data, SO_LINGER 0) sends one
+ * and leaves sk_err at 0.
+ */
+static __always_inline void fill_close_stats(struct nm_conn_record *r, const struct sock *sk,
+					     const struct sock_state *st)
+{
+	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+	int err = BPF_CORE_READ(sk, sk_err);
+
+	r->open_ns = st->open_ns;
+	r->bytes_sent = BPF_CORE_READ(tp, bytes_sent);
+	/* bytes_received counts the sequence space the peer's FIN takes (one byte) too. */
+	r->bytes_received = BPF_CORE_READ(tp, bytes_received);
+	if ((sock_flags(sk) & (1UL << SOCK_DONE)) && r->bytes_received > 0)
+		r->bytes_received -= 1;
+	r->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+	r->retransmits = BPF_CORE_READ(tp, total_retrans);
+	r->reset = st->abortive || err == ECONNRESET || err == EPIPE;
+	if (st->first_fin)
+		r->closed_by = st->first_fin;
+	else if (err == ECONNRESET || err == EPIPE)
+		r->closed_by = NM_CLOSED_BY_REMOTE;
+	else
+		r->closed_by = NM_CLOSED_BY_LOCAL;
+}
+
 static __always_inline void submit(struct nm_conn_record *r)
 {
 	u64 flags = 0;
@@ -189,6 +231,8 @@ static __always_inline void emit(const struct sock *sk, u64 cookie, u8 kind, u8 
 	r->direction = direction;
 	r->error = error;
 	fill_addresses(r, sk);
+	if (kind == NM_CONN_CLOSE && st)
+		fill_close_stats(r, sk, st);
 	submit(r);
 }
 
@@ -229,6 +273,15 @@ static __always_inline void on_state_change(const struct sock *sk, int oldstate,
 		return;
 	}
 
+	if (newstate == TCP_FIN_WAIT1 || newstate == TCP_CLOSE_WAIT) {
+		/* The first FIN: sent by this host (FIN_WAIT1) or received (CLOSE_WAIT). */
+		st = bpf_map_lookup_elem(&sockets, &key);
+		if (st && !st->first_fin)
+			st->first_fin =
+			    newstate == TCP_FIN_WAIT1 ? NM_CLOSED_BY_LOCAL : NM_CLOSED_BY_REMOTE;
+		return;
+	}
+
 	if (oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED) {
 		st = bpf_map_lookup_elem(&sockets, &key);
 		if (!st) {
@@ -241,11 +294,13 @@ static __always_inline void on_state_change(const struct sock *sk, int oldstate,
 			__builtin_memset(st, 0, sizeof(*st));
 			st->direction = NM_DIR_OUTBOUND;
 			st->reported = 1;
+			st->open_ns = bpf_ktime_get_boot_ns();
 			track(key, st);
 			emit(sk, cookie, NM_CONN_ESTABLISH, NM_DIR_OUTBOUND, st, 0);
 			return;
 		}
 		st->reported = 1;
+		st->open_ns = bpf_ktime_get_boot_ns();
 		emit(sk, cookie, NM_CONN_ESTABLISH, NM_DIR_OUTBOUND, st, 0);
 		return;
 	}
@@ -257,6 +312,8 @@ static __always_inline void on_state_change(const struct sock *sk, int oldstate,
 	if (!st)
 		return; /* never reported open: a listener, an unaccepted child, pre-attach */
 	closing = *st;
+	closing.abortive =
+	    oldstate == TCP_ESTABLISHED || oldstate == TCP_SYN_RECV || oldstate == TCP_CLOSE_WAIT;
 	/* The delete decides who reports the end of the connection when the accept() hook races
 	 * with this CLOSE on another CPU: only the side whose delete succeeds emits. */
 	if (bpf_map_delete_elem(&sockets, &key))
@@ -282,6 +339,7 @@ int BPF_PROG(handle_inet_sock_set_state_btf, const struct sock *sk, int oldstate
 	/* Passive children are born LISTEN -> SYN_RECV in inet_csk_clone_lock(). Give them their
 	 * cookie now, so that the accept() hook, which can only read the field, finds it. */
 	if (newstate != TCP_SYN_SENT && newstate != TCP_CLOSE && newstate != TCP_SYN_RECV &&
+	    newstate != TCP_FIN_WAIT1 && newstate != TCP_CLOSE_WAIT &&
 	    !(oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED))
 		return 0;
 	cookie = bpf_get_socket_cookie((void *)sk);
@@ -302,7 +360,8 @@ int handle_inet_sock_set_state_tp(struct inet_sock_set_state_ctx *ctx)
 
 	if (ctx->protocol != IPPROTO_TCP)
 		return 0;
-	if (newstate != TCP_SYN_SENT && newstate != TCP_CLOSE &&
+	if (newstate != TCP_SYN_SENT && newstate != TCP_CLOSE && newstate != TCP_FIN_WAIT1 &&
+	    newstate != TCP_CLOSE_WAIT &&
 	    !(oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED))
 		return 0;
 	on_state_change(sk, oldstate, newstate,
@@ -359,6 +418,7 @@ static __always_inline void on_accept_return(long fd)
 	st->direction = NM_DIR_INBOUND;
 	st->flags = NM_CONN_F_OWNER_KNOWN;
 	st->reported = 1;
+	st->open_ns = bpf_ktime_get_boot_ns();
 	cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 	emit(sk, cookie, NM_CONN_ACCEPT, NM_DIR_INBOUND, st, 0);
 	track((u64)sk, st);
@@ -368,8 +428,16 @@ static __always_inline void on_accept_return(long fd)
 	 * socket is closed, report the Close here, unless the state-change hook already took the
 	 * entry (the delete decides). */
 	state = BPF_CORE_READ(sk, __sk_common.skc_state);
-	if (state == TCP_CLOSE && bpf_map_delete_elem(&sockets, &key) == 0)
+	if (state == TCP_CLOSE && bpf_map_delete_elem(&sockets, &key) == 0) {
+		st->abortive = 1;
 		emit(sk, cookie, NM_CONN_CLOSE, NM_DIR_INBOUND, st, 0);
+	} else if (state == TCP_CLOSE_WAIT) {
+		/* The peer's FIN arrived while the connection waited in the accept queue. */
+		struct sock_state *tracked = bpf_map_lookup_elem(&sockets, &key);
+
+		if (tracked && !tracked->first_fin)
+			tracked->first_fin = NM_CLOSED_BY_REMOTE;
+	}
 	return;
 
 no_sock:

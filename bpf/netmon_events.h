@@ -65,6 +65,12 @@ enum nm_conn_flags {
 	NM_CONN_F_OWNER_KNOWN = 1 << 0,
 };
 
+/* nm_conn_record.closed_by: which side ended the connection first (Close only). */
+enum nm_closed_by {
+	NM_CLOSED_BY_LOCAL = 1,	 /* this host sent the first FIN, or aborted with a reset */
+	NM_CLOSED_BY_REMOTE = 2, /* the peer sent the first FIN, or reset the connection */
+};
+
 /* Address family in records: the values of AF_INET and AF_INET6. IPv4-mapped IPv6 connections
  * are recorded as AF_INET with plain IPv4 addresses. */
 #define NM_AF_INET  2
@@ -120,6 +126,15 @@ struct nm_conn_record {
 	__u8 flags;		 /* enum nm_conn_flags */
 	__s32 error;		 /* NM_CONN_FAILED: positive errno (0: given up locally); else 0 */
 	__u32 pad;		 /* zero */
+	/* Connection statistics: NM_CONN_CLOSE only, zero otherwise. */
+	__u64 open_ns;	      /* CLOCK_BOOTTIME when the connection was reported open */
+	__u64 bytes_sent;     /* payload bytes transmitted (retransmissions included) */
+	__u64 bytes_received; /* payload bytes received */
+	__u32 srtt_us;	      /* smoothed round-trip time at close, microseconds */
+	__u32 retransmits;    /* segments retransmitted */
+	__u8 closed_by;	      /* enum nm_closed_by */
+	__u8 reset;	      /* 1: the connection ended with a reset (sent or received) */
+	__u8 pad2[6];	      /* zero */
 };
 
 /*

@@ -13,7 +13,7 @@ namespace netmon {
 // writes; a change on either side without the other fails the build here.
 static_assert(sizeof(nm_header) == 16);
 static_assert(sizeof(nm_task) == 88);
-static_assert(sizeof(nm_conn_record) == 160);
+static_assert(sizeof(nm_conn_record) == 200);
 static_assert(offsetof(nm_conn_record, task) == 16);
 static_assert(offsetof(nm_conn_record, cookie) == 104);
 static_assert(offsetof(nm_conn_record, error) == 152);
@@ -199,6 +199,17 @@ Result<ConnectionEvent> decode_record(std::span<const std::byte> record) {
   e.sport = r.sport;
   e.dport = r.dport;
   e.error = r.error;
+  if (e.kind == ConnKind::kClose) {
+    e.close.open_boot_ns = r.open_ns;
+    e.close.bytes_sent = r.bytes_sent;
+    e.close.bytes_received = r.bytes_received;
+    e.close.srtt_us = r.srtt_us;
+    e.close.retransmits = r.retransmits;
+    e.close.closed_by = r.closed_by == NM_CLOSED_BY_LOCAL    ? ClosedBy::kLocal
+                        : r.closed_by == NM_CLOSED_BY_REMOTE ? ClosedBy::kRemote
+                                                             : ClosedBy::kUnknown;
+    e.close.reset = r.reset != 0;
+  }
   return e;
 }
 

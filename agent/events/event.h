@@ -37,6 +37,19 @@ struct IpAddress {
   std::array<uint8_t, 16> bytes{};  // network order; IPv4 in the first 4 bytes
 };
 
+enum class ClosedBy : uint8_t { kUnknown, kLocal, kRemote };
+
+// What the kernel knew about a connection when it closed (Close events only).
+struct CloseStats {
+  uint64_t open_boot_ns = 0;  // when it was reported open (Establish/Accept)
+  uint64_t bytes_sent = 0;    // payload bytes acknowledged by the peer
+  uint64_t bytes_received = 0;
+  uint32_t srtt_us = 0;
+  uint32_t retransmits = 0;
+  ClosedBy closed_by = ClosedBy::kUnknown;
+  bool reset = false;
+};
+
 struct ConnectionEvent {
   uint64_t boot_ns = 0;  // CLOCK_BOOTTIME of the event
   ConnKind kind = ConnKind::kEstablish;
@@ -49,6 +62,12 @@ struct ConnectionEvent {
   uint16_t sport = 0;
   uint16_t dport = 0;
   int32_t error = 0;  // kFailed: positive errno, 0 when the connect was given up locally
+  CloseStats close;   // kClose only
+
+  // Milliseconds from open to close (kClose).
+  uint64_t duration_ms() const {
+    return boot_ns > close.open_boot_ns ? (boot_ns - close.open_boot_ns) / 1'000'000 : 0;
+  }
 };
 
 // How an exec changed privileges (flags; see enum nm_secureexec).

@@ -279,6 +279,30 @@ void append_event_line(std::string& out, const ConnectionEvent& e, const EventCo
     out += connect_error_name(e.error);
     out += '"';
   }
+  if (e.kind == ConnKind::kClose) {
+    out += ',';
+    append_key(out, "direction");
+    out += e.direction == Direction::kOutbound ? "\"outbound\"," : "\"inbound\",";
+    append_key(out, "bytes_sent");
+    append_number(out, e.close.bytes_sent);
+    out += ',';
+    append_key(out, "bytes_received");
+    append_number(out, e.close.bytes_received);
+    out += ',';
+    append_key(out, "duration_ms");
+    append_number(out, e.duration_ms());
+    out += ',';
+    append_key(out, "srtt_us");
+    append_number(out, e.close.srtt_us);
+    out += ',';
+    append_key(out, "retransmits");
+    append_number(out, e.close.retransmits);
+    out += ',';
+    append_key(out, "closed_by");
+    out += e.close.closed_by == ClosedBy::kRemote ? "\"remote\"," : "\"local\",";
+    append_key(out, "reset");
+    out += e.close.reset ? "true" : "false";
+  }
   out += "},";
   append_key(out, "process");
   const std::string_view container_id =
