@@ -7,10 +7,6 @@
 #include "cli/options.h"
 #include "common/log.h"
 
-#ifndef NETMON_VERSION
-#define NETMON_VERSION "unknown"
-#endif
-
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   auto options = netmon::parse_options(args, netmon::process_environment());
@@ -23,7 +19,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (options->show_version) {
-    std::printf("netmon-agent %s\n", NETMON_VERSION);
+    std::printf("netmon-agent %s\n", NETMON_VERSION_STRING);
     return 0;
   }
   netmon::log::set_level(options->log_level);

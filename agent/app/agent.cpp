@@ -14,6 +14,8 @@
 #include "bpf/probe.h"
 #include "common/log.h"
 #include "k8s/attribution.h"
+#include "metrics/http_server.h"
+#include "metrics/metrics.h"
 #include "output/line_writer.h"
 #include "process/table.h"
 
@@ -116,11 +118,60 @@ std::optional<CgroupResolver> open_cgroups(const Options& o) {
 
 }  // namespace
 
+HealthSnapshot health(const Pipeline& pipeline, const OutputStats& out, const KernelCounters& k,
+                      const ProcessTableStats& p, const Attributor& attributor,
+                      const KubeletWatcher* kubelet) {
+  const PipelineStats& s = pipeline.stats();
+  HealthSnapshot h;
+  h.events_by_type = s.events_by_kind;
+  h.lost_ring_buffer = k.ring_buffer_full;
+  h.lost_sockets_map = k.sockets_map_full;
+  h.lost_recursion = k.recursion_misses;
+  h.lost_decode = s.decode_errors;
+  h.lost_output_queue = out.lines_dropped_queue_full;
+  h.lost_output_error = out.lines_dropped_write_error;
+  h.events_without_process = s.events_without_process;
+  h.events_without_pod = attributor.stats().in_pod_without_metadata;
+  h.owner_unknown = k.owner_unknown;
+  h.process_table_live = p.live;
+  h.process_table_exited = p.exited;
+  h.process_table_misses = p.misses;
+  h.process_table_evictions = p.evictions;
+  h.kubelet_enabled = kubelet != nullptr;
+  if (kubelet) h.kubelet = kubelet->stats();
+  return h;
+}
+
 int run_agent(const Options& options) {
   install_signal_handlers();
   LineWriter writer(STDOUT_FILENO, options.output_queue_bytes);
   ProcessTable processes(ProcReader(options.proc_root), options.max_processes);
   Pipeline pipeline(writer, processes, read_last_cap(options.proc_root));
+  Metrics metrics(options.metrics_drop_labels, NETMON_VERSION_STRING);
+  pipeline.set_metrics(&metrics);
+
+  // The HTTP endpoint comes up first, so /readyz can say "not ready" while the probes load.
+  std::atomic<bool> attached{false};
+  std::atomic<KubeletWatcher*> kubelet_for_ready{nullptr};
+  std::unique_ptr<HttpServer> http;
+  if (!options.metrics_address.empty()) {
+    auto address = parse_listen_address(options.metrics_address);
+    auto server = HttpServer::start(
+        *address, [&metrics] { return metrics.render(); },
+        [&attached, &kubelet_for_ready]() -> std::string {
+          if (!attached.load()) return "kernel probes not attached yet";
+          KubeletWatcher* k = kubelet_for_ready.load();
+          if (k && !k->synced()) return "first kubelet sync not done yet";
+          return "";
+        });
+    if (!server) {
+      log::error(server.error().message);
+      return 1;
+    }
+    http = std::move(*server);
+    log::info("serving /metrics, /healthz and /readyz on http://" + address->host + ":" +
+              std::to_string(http->port()));
+  }
 
   auto probe = Probe::start(options.probe, pipeline);
   if (!probe) {
@@ -128,9 +179,12 @@ int run_agent(const Options& options) {
     writer.finish(std::chrono::milliseconds(0));
     return 1;
   }
+  std::vector<std::pair<std::string, std::string>> hook_variants;
   for (const AttachedHook& h : (*probe)->hooks()) {
     log::info("attached " + h.hook + " as " + h.variant);
+    hook_variants.emplace_back(h.hook, h.variant);
   }
+  metrics.set_hooks(std::move(hook_variants));
   // Seed after attaching: a process started in between is in /proc, in the ring buffer, or both.
   processes.seed();
   log::info("process table seeded from " + options.proc_root + " with " +
@@ -150,10 +204,13 @@ int run_agent(const Options& options) {
   }
   Attributor attributor(open_cgroups(options), kubelet.get());
   pipeline.set_attribution(&attributor, node_name(options));
+  kubelet_for_ready.store(kubelet.get());
+  attached.store(true);
 
   log::info("netmon is running; events go to stdout");
 
   auto last_refresh = std::chrono::steady_clock::now();
+  auto last_health = last_refresh - std::chrono::seconds(1);
   int exit_code = 0;
   while (!g_stop.load()) {
     auto polled = (*probe)->poll(100);
@@ -164,6 +221,11 @@ int run_agent(const Options& options) {
     }
     pipeline.flush();
     const auto now = std::chrono::steady_clock::now();
+    if (now - last_health >= std::chrono::milliseconds(500)) {
+      metrics.publish_health(health(pipeline, writer.stats(), (*probe)->counters(),
+                                    processes.stats(), attributor, kubelet.get()));
+      last_health = now;
+    }
     if (now - last_refresh >= std::chrono::seconds(1)) {
       pipeline.refresh_clock();
       last_refresh = now;
@@ -174,6 +236,8 @@ int run_agent(const Options& options) {
   (void)(*probe)->poll(0);
   pipeline.flush();
   const KernelCounters counters = (*probe)->counters();
+  attached.store(false);
+  http.reset();  // no scrape may read the probe's maps once it is gone
   probe->reset();
   if (!writer.finish(std::chrono::seconds(5))) {
     log::warn("stdout did not drain within 5 s; the remaining events are counted as lost");

@@ -66,9 +66,30 @@ void Pipeline::handle(const ConnectionEvent& e) {
   } else {
     ++stats_.events_without_process;
   }
+  if (metrics_) count(e, context.attribution);
   append_event_line(batch_, e, context, clock_);
   ++batch_lines_;
   if (batch_.size() >= batch_bytes_) flush();
+}
+
+void Pipeline::count(const ConnectionEvent& e, const Attribution* attribution) {
+  if (attributor_ && attributor_->snapshot_version() != series_snapshot_version_) {
+    // A new pod snapshot: pods whose grace period ended are gone from it; drop their series.
+    series_snapshot_version_ = attributor_->snapshot_version();
+    series_cache_.clear();
+    if (const PodSnapshot* snapshot = attributor_->snapshot()) {
+      metrics_->remove_pods(
+          [snapshot](const std::string& uid) { return snapshot->find_pod(uid) != nullptr; });
+    }
+  }
+  const uint64_t cgroup = e.owner_known ? e.task.cgroup_id : 0;
+  const uint64_t key = (cgroup << 1) | (e.direction == Direction::kInbound ? 1 : 0);
+  auto& series = series_cache_[key];
+  // A pod still unknown to the snapshot is not cached: its next event looks again.
+  if (!series || (attribution && !attribution->pod && !attribution->container_id.empty())) {
+    series = metrics_->series(e.direction, attribution);
+  }
+  Metrics::record(*series, e);
 }
 
 void Pipeline::flush() {

@@ -6,11 +6,13 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <unordered_map>
 
 #include "bpf/probe.h"
 #include "common/clock.h"
 #include "events/event.h"
 #include "k8s/attribution.h"
+#include "metrics/metrics.h"
 #include "output/line_writer.h"
 #include "process/table.h"
 
@@ -34,6 +36,8 @@ class Pipeline final : public RecordSink {
   // Kubernetes attribution (may stay unset: no container ids, no pods) and the node's name.
   // `attributor` must outlive the pipeline.
   void set_attribution(Attributor* attributor, std::string node_name);
+  // Connection metrics (may stay unset). `metrics` must outlive the pipeline.
+  void set_metrics(Metrics* metrics) { metrics_ = metrics; }
 
   void on_record(std::span<const std::byte> record) noexcept override;
 
@@ -46,12 +50,17 @@ class Pipeline final : public RecordSink {
 
  private:
   void handle(const ConnectionEvent& e);
+  void count(const ConnectionEvent& e, const Attribution* attribution);
 
   LineWriter& writer_;
   ProcessTable& processes_;
   const int last_cap_;
   Attributor* attributor_ = nullptr;
   std::string node_name_;
+  Metrics* metrics_ = nullptr;
+  // Series per (cgroup id, direction), valid for one pod snapshot.
+  std::unordered_map<uint64_t, std::shared_ptr<ConnectionSeries>> series_cache_;
+  uint64_t series_snapshot_version_ = 0;
   const size_t batch_bytes_;
   BootClock clock_;
   std::string batch_;

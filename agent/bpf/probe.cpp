@@ -255,6 +255,15 @@ KernelCounters Probe::counters() const {
   c.sockets_map_full = sum(NM_CNT_SOCKETS_FULL);
   c.owner_unknown = sum(NM_CNT_OWNER_UNKNOWN);
   c.accept_no_socket = sum(NM_CNT_ACCEPT_NO_SOCK);
+  bpf_program* prog = nullptr;
+  bpf_object__for_each_program(prog, impl_->skel->obj) {
+    const int prog_fd = bpf_program__fd(prog);
+    if (prog_fd < 0) continue;  // not loaded (the other variant)
+    bpf_prog_info info{};
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(prog_fd, &info, &len) == 0)
+      c.recursion_misses += info.recursion_misses;
+  }
   return c;
 }
 

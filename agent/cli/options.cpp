@@ -3,6 +3,9 @@
 #include <charconv>
 #include <cstdlib>
 
+#include "metrics/http_server.h"
+#include "metrics/metrics.h"
+
 namespace netmon {
 namespace {
 
@@ -157,6 +160,27 @@ const std::vector<Setting>& settings() {
            return fail("'" + std::string(v) + "' is not an absolute path");
          }
          o.cgroup_root = std::string(v);
+         return {};
+       }},
+      {"metrics-address", "NETMON_METRICS_ADDRESS", "HOST:PORT",
+       "where /metrics, /healthz and /readyz are served (default 0.0.0.0:9477; port 0 picks a "
+       "free port; \"off\" disables)",
+       [](Options& o, std::string_view v) -> Result<void> {
+         if (v == "off" || v.empty()) {
+           o.metrics_address.clear();
+           return {};
+         }
+         if (auto a = parse_listen_address(v); !a) return fail(a.error().message);
+         o.metrics_address = std::string(v);
+         return {};
+       }},
+      {"metrics-drop-labels", "NETMON_METRICS_DROP_LABELS", "LABELS",
+       "connection-metric labels to drop, comma separated: direction, namespace, pod, container, "
+       "workload (default none)",
+       [](Options& o, std::string_view v) -> Result<void> {
+         auto labels = parse_dropped_labels(v);
+         if (!labels) return fail(labels.error().message);
+         o.metrics_drop_labels = std::move(*labels);
          return {};
        }},
       {"help", nullptr, nullptr, "print this help and exit",

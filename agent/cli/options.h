@@ -31,6 +31,8 @@ struct Options {
   uint32_t pod_grace_period_s = 60;
   std::string node_name;    // default: $NODE_NAME, else the host name
   std::string cgroup_root;  // default: the cgroup2 mount from /proc/self/mountinfo
+  std::string metrics_address = "0.0.0.0:9477";  // "" disables the HTTP endpoint
+  std::vector<std::string> metrics_drop_labels;
 };
 
 // Looks up an environment variable; injectable for tests.

@@ -36,6 +36,9 @@ class Attributor {
   const Attribution& resolve(uint64_t cgroup_id);
 
   const AttributionStats& stats() const { return stats_; }
+  // The pod snapshot resolve() currently uses, and a number that changes with it.
+  uint64_t snapshot_version() const { return snapshot_version_; }
+  const PodSnapshot* snapshot() const { return snapshot_.get(); }
   const CgroupResolver* cgroups() const { return cgroups_ ? &*cgroups_ : nullptr; }
 
  private:

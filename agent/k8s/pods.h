@@ -17,8 +17,8 @@
 namespace netmon {
 
 struct ContainerMeta {
-  std::string id;        // without the "<runtime>://" scheme
-  std::string runtime;   // the scheme: "containerd", "cri-o", "docker", ...
+  std::string id;       // without the "<runtime>://" scheme
+  std::string runtime;  // the scheme: "containerd", "cri-o", "docker", ...
   std::string name;
   std::string image;     // status.image (spec image when the status has none)
   std::string image_id;  // status.imageID
@@ -27,8 +27,8 @@ struct ContainerMeta {
 struct PodMeta {
   std::string namespace_name;
   std::string name;
-  std::string uid;  // metadata.uid: for static pods the kubelet reports the 32-hex config hash
-  std::string workload;       // see derive_workload
+  std::string uid;       // metadata.uid: for static pods the kubelet reports the 32-hex config hash
+  std::string workload;  // see derive_workload
   std::string workload_kind;  // "Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob",
                               // "ReplicaSet", "Node" (static pods), "Pod", or another owner kind
   std::string node_name;

@@ -181,6 +181,9 @@ class Agent:
     """A running netmon-agent whose stdout events and stderr lines are collected by threads."""
 
     def __init__(self, args=()):
+        # Tests never take a fixed metrics port: an ephemeral one unless the test chose.
+        if not any(str(a).startswith("--metrics-address") for a in args):
+            args = (*args, "--metrics-address", "127.0.0.1:0")
         self.args = [AGENT, *args]
         self._lock = threading.Lock()
         self._events = []  # parsed JSON objects, in stdout order
@@ -203,6 +206,12 @@ class Agent:
         ]
         for t in self._threads:
             t.start()
+
+    @property
+    def metrics_url(self):
+        """http://HOST:PORT of the agent's /metrics, /healthz and /readyz, from its log."""
+        m = re.search(r"serving /metrics, /healthz and /readyz on (http://\S+)", self.stderr_text())
+        return m.group(1) if m else None
 
     @property
     def pid(self):

@@ -1,0 +1,379 @@
+#include "metrics/metrics.h"
+
+#include <prometheus/client_metric.h>
+#include <prometheus/metric_family.h>
+#include <prometheus/text_serializer.h>
+
+#include <algorithm>
+#include <atomic>
+#include <map>
+#include <sstream>
+
+#include "events/format.h"
+
+namespace netmon {
+namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+
+// Connect errors with a series of their own; anything else is counted as "other".
+constexpr std::array<std::string_view, 10> kErrors = {
+    "ECONNREFUSED", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "ECONNRESET",
+    "ECONNABORTED", "EACCES",    "EPERM",        "ENETDOWN",    "EHOSTDOWN"};
+constexpr size_t kOtherError = kErrors.size();
+
+// Connection duration buckets, seconds.
+constexpr std::array<double, 12> kDurationBuckets = {0.001, 0.005, 0.01, 0.05, 0.1, 0.5,
+                                                     1,     5,     10,   60,   300, 3600};
+
+size_t error_slot(int error) {
+  const std::string name = connect_error_name(error);
+  for (size_t i = 0; i < kErrors.size(); ++i) {
+    if (kErrors[i] == name) return i;
+  }
+  return kOtherError;
+}
+
+}  // namespace
+
+Result<std::vector<std::string>> parse_dropped_labels(std::string_view csv) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos <= csv.size()) {
+    size_t comma = csv.find(',', pos);
+    if (comma == std::string_view::npos) comma = csv.size();
+    std::string_view item = csv.substr(pos, comma - pos);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    if (!item.empty()) {
+      if (std::find(kConnectionLabels.begin(), kConnectionLabels.end(), item) ==
+          kConnectionLabels.end()) {
+        return fail("unknown label '" + std::string(item) +
+                    "' (labels: direction, namespace, pod, container, workload)");
+      }
+      out.emplace_back(item);
+    }
+    pos = comma + 1;
+  }
+  return out;
+}
+
+struct ConnectionSeries {
+  std::array<std::string, kConnectionLabels.size()> labels;
+  std::string pod_uid;
+  std::atomic<uint64_t> opened{0};
+  std::atomic<uint64_t> closed{0};
+  std::atomic<uint64_t> bytes_sent{0};
+  std::atomic<uint64_t> bytes_received{0};
+  std::array<std::atomic<uint64_t>, kErrors.size() + 1> failed{};
+  std::array<std::atomic<uint64_t>, kDurationBuckets.size()> duration_buckets{};
+  std::atomic<uint64_t> duration_count{0};
+  std::atomic<uint64_t> duration_sum_us{0};
+};
+
+struct Metrics::Impl {
+  std::array<bool, kConnectionLabels.size()> dropped{};
+  std::string version;
+  mutable std::mutex mutex;  // guards the maps below and `health` (never held per event)
+  std::map<std::string, std::shared_ptr<ConnectionSeries>> series;
+  HealthSnapshot health;
+  std::vector<std::pair<std::string, std::string>> hooks;
+};
+
+Metrics::Metrics(std::vector<std::string> dropped_labels, std::string version)
+    : impl_(std::make_unique<Impl>()) {
+  for (const std::string& d : dropped_labels) {
+    for (size_t i = 0; i < kConnectionLabels.size(); ++i) {
+      if (kConnectionLabels[i] == d) impl_->dropped[i] = true;
+    }
+  }
+  impl_->version = std::move(version);
+}
+
+Metrics::~Metrics() = default;
+
+std::shared_ptr<ConnectionSeries> Metrics::series(Direction direction,
+                                                  const Attribution* attribution) {
+  std::array<std::string, kConnectionLabels.size()> labels;
+  labels[0] = direction == Direction::kOutbound ? "outbound" : "inbound";
+  std::string uid;
+  if (attribution && attribution->pod) {
+    const PodMeta& pod = *attribution->pod;
+    labels[1] = pod.namespace_name;
+    labels[2] = pod.name;
+    labels[3] = attribution->container ? attribution->container->name : "";
+    labels[4] = pod.workload;
+    uid = pod.uid;
+  }
+  std::string key;
+  for (size_t i = 0; i < labels.size(); ++i) {
+    if (impl_->dropped[i]) labels[i].clear();
+    key += labels[i];
+    key += '\x1f';
+  }
+  // With the pod label dropped, series of several pods merge: keep them (no single pod owns
+  // them) rather than remove them with one pod.
+  if (impl_->dropped[2]) uid.clear();
+  std::lock_guard lock(impl_->mutex);
+  auto& slot = impl_->series[key];
+  if (!slot) {
+    slot = std::make_shared<ConnectionSeries>();
+    slot->labels = std::move(labels);
+    slot->pod_uid = std::move(uid);
+  }
+  return slot;
+}
+
+void Metrics::record(ConnectionSeries& s, const ConnectionEvent& e) {
+  constexpr auto relaxed = std::memory_order_relaxed;
+  switch (e.kind) {
+    case ConnKind::kEstablish:
+    case ConnKind::kAccept:
+      s.opened.fetch_add(1, relaxed);
+      break;
+    case ConnKind::kFailed:
+      s.failed[error_slot(e.error)].fetch_add(1, relaxed);
+      break;
+    case ConnKind::kClose: {
+      s.closed.fetch_add(1, relaxed);
+      s.bytes_sent.fetch_add(e.close.bytes_sent, relaxed);
+      s.bytes_received.fetch_add(e.close.bytes_received, relaxed);
+      const uint64_t us =
+          e.boot_ns > e.close.open_boot_ns ? (e.boot_ns - e.close.open_boot_ns) / 1000 : 0;
+      const double seconds = static_cast<double>(us) / 1e6;
+      for (size_t i = 0; i < kDurationBuckets.size(); ++i) {
+        if (seconds <= kDurationBuckets[i]) {
+          s.duration_buckets[i].fetch_add(1, relaxed);
+          break;
+        }
+      }
+      s.duration_count.fetch_add(1, relaxed);
+      s.duration_sum_us.fetch_add(us, relaxed);
+      break;
+    }
+  }
+}
+
+void Metrics::remove_pods(const std::function<bool(const std::string& uid)>& known) {
+  std::lock_guard lock(impl_->mutex);
+  for (auto it = impl_->series.begin(); it != impl_->series.end();) {
+    if (!it->second->pod_uid.empty() && !known(it->second->pod_uid)) {
+      it = impl_->series.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void Metrics::publish_health(const HealthSnapshot& health) {
+  std::lock_guard lock(impl_->mutex);
+  impl_->health = health;
+}
+
+void Metrics::set_hooks(std::vector<std::pair<std::string, std::string>> hook_variants) {
+  std::lock_guard lock(impl_->mutex);
+  impl_->hooks = std::move(hook_variants);
+}
+
+size_t Metrics::series_count() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->series.size();
+}
+
+namespace {
+
+MetricFamily family(std::string name, std::string help, MetricType type) {
+  MetricFamily f;
+  f.name = std::move(name);
+  f.help = std::move(help);
+  f.type = type;
+  return f;
+}
+
+ClientMetric counter(double value, std::vector<ClientMetric::Label> labels = {}) {
+  ClientMetric m;
+  m.label = std::move(labels);
+  m.counter.value = value;
+  return m;
+}
+
+ClientMetric gauge(double value, std::vector<ClientMetric::Label> labels = {}) {
+  ClientMetric m;
+  m.label = std::move(labels);
+  m.gauge.value = value;
+  return m;
+}
+
+std::vector<ClientMetric::Label> series_labels(const ConnectionSeries& s) {
+  std::vector<ClientMetric::Label> out;
+  for (size_t i = 0; i < kConnectionLabels.size(); ++i) {
+    out.push_back({std::string(kConnectionLabels[i]), s.labels[i]});
+  }
+  return out;
+}
+
+std::string_view kind_label(size_t kind) {
+  static constexpr std::array<std::string_view, 4> kNames = {
+      "TcpConnectionEstablish", "TcpConnectionAccept", "TcpConnectionClose", "TcpConnectionFailed"};
+  return kNames[kind];
+}
+
+}  // namespace
+
+std::string Metrics::render() const {
+  constexpr auto relaxed = std::memory_order_relaxed;
+  std::vector<std::shared_ptr<ConnectionSeries>> series;
+  HealthSnapshot h;
+  std::vector<std::pair<std::string, std::string>> hooks;
+  {
+    std::lock_guard lock(impl_->mutex);  // copy pointers and numbers, render unlocked
+    series.reserve(impl_->series.size());
+    for (const auto& [key, s] : impl_->series) series.push_back(s);
+    h = impl_->health;
+    hooks = impl_->hooks;
+  }
+
+  std::vector<MetricFamily> out;
+  auto opened =
+      family("netmon_connections_opened_total",
+             "TCP connections established (outbound) or accepted (inbound).", MetricType::Counter);
+  auto failed = family("netmon_connections_failed_total",
+                       "Outbound TCP connects that ended without a connection, by error.",
+                       MetricType::Counter);
+  auto closed = family("netmon_connections_closed_total",
+                       "TCP connections reported open that have closed.", MetricType::Counter);
+  auto active = family("netmon_connections_active",
+                       "TCP connections reported open and not closed yet.", MetricType::Gauge);
+  auto sent = family("netmon_connection_bytes_sent_total",
+                     "Payload bytes sent by closed connections.", MetricType::Counter);
+  auto received = family("netmon_connection_bytes_received_total",
+                         "Payload bytes received by closed connections.", MetricType::Counter);
+  auto duration = family("netmon_connection_duration_seconds",
+                         "Time from open to close of closed connections.", MetricType::Histogram);
+  for (const auto& s : series) {
+    const auto labels = series_labels(*s);
+    const uint64_t o = s->opened.load(relaxed);
+    const uint64_t c = s->closed.load(relaxed);
+    opened.metric.push_back(counter(static_cast<double>(o), labels));
+    closed.metric.push_back(counter(static_cast<double>(c), labels));
+    active.metric.push_back(gauge(static_cast<double>(o >= c ? o - c : 0), labels));
+    sent.metric.push_back(counter(static_cast<double>(s->bytes_sent.load(relaxed)), labels));
+    received.metric.push_back(
+        counter(static_cast<double>(s->bytes_received.load(relaxed)), labels));
+    for (size_t i = 0; i <= kErrors.size(); ++i) {
+      const uint64_t n = s->failed[i].load(relaxed);
+      if (n == 0) continue;  // no series for errors that never happened
+      auto l = labels;
+      l.push_back({"error", i < kErrors.size() ? std::string(kErrors[i]) : "other"});
+      failed.metric.push_back(counter(static_cast<double>(n), std::move(l)));
+    }
+    ClientMetric hist;
+    hist.label = labels;
+    uint64_t cumulative = 0;
+    for (size_t i = 0; i < kDurationBuckets.size(); ++i) {
+      cumulative += s->duration_buckets[i].load(relaxed);
+      ClientMetric::Bucket b;
+      b.upper_bound = kDurationBuckets[i];
+      b.cumulative_count = cumulative;
+      hist.histogram.bucket.push_back(b);
+    }
+    const uint64_t count = s->duration_count.load(relaxed);
+    ClientMetric::Bucket inf;
+    inf.upper_bound = std::numeric_limits<double>::infinity();
+    inf.cumulative_count = count;
+    hist.histogram.bucket.push_back(inf);
+    hist.histogram.sample_count = count;
+    hist.histogram.sample_sum = static_cast<double>(s->duration_sum_us.load(relaxed)) / 1e6;
+    duration.metric.push_back(std::move(hist));
+  }
+  for (auto* f : {&opened, &failed, &closed, &active, &sent, &received, &duration}) {
+    out.push_back(std::move(*f));
+  }
+
+  auto events =
+      family("netmon_events_total", "Events written, by event type.", MetricType::Counter);
+  for (size_t k = 0; k < h.events_by_type.size(); ++k) {
+    events.metric.push_back(
+        counter(static_cast<double>(h.events_by_type[k]), {{"type", std::string(kind_label(k))}}));
+  }
+  out.push_back(std::move(events));
+
+  auto lost = family("netmon_events_lost_total", "Events lost, by the stage that lost them.",
+                     MetricType::Counter);
+  const std::pair<const char*, uint64_t> stages[] = {
+      {"ring_buffer", h.lost_ring_buffer},   {"sockets_map", h.lost_sockets_map},
+      {"recursion", h.lost_recursion},       {"decode", h.lost_decode},
+      {"output_queue", h.lost_output_queue}, {"output_error", h.lost_output_error}};
+  for (const auto& [stage, n] : stages) {
+    lost.metric.push_back(counter(static_cast<double>(n), {{"stage", stage}}));
+  }
+  out.push_back(std::move(lost));
+
+  auto no_process = family("netmon_events_without_process_total",
+                           "Events whose owner was not in the process table.", MetricType::Counter);
+  no_process.metric.push_back(counter(static_cast<double>(h.events_without_process)));
+  out.push_back(std::move(no_process));
+  auto no_pod =
+      family("netmon_events_without_pod_total",
+             "Events from a pod cgroup whose pod metadata was unknown.", MetricType::Counter);
+  no_pod.metric.push_back(counter(static_cast<double>(h.events_without_pod)));
+  out.push_back(std::move(no_pod));
+  auto unknown_owner =
+      family("netmon_connections_owner_unknown_total",
+             "Connections reported without a process: opened before attach.", MetricType::Counter);
+  unknown_owner.metric.push_back(counter(static_cast<double>(h.owner_unknown)));
+  out.push_back(std::move(unknown_owner));
+
+  auto table =
+      family("netmon_process_table_entries", "Processes in the process table.", MetricType::Gauge);
+  table.metric.push_back(gauge(static_cast<double>(h.process_table_live), {{"state", "live"}}));
+  table.metric.push_back(gauge(static_cast<double>(h.process_table_exited), {{"state", "exited"}}));
+  out.push_back(std::move(table));
+  auto misses = family("netmon_process_table_misses_total", "Owner lookups that found no process.",
+                       MetricType::Counter);
+  misses.metric.push_back(counter(static_cast<double>(h.process_table_misses)));
+  out.push_back(std::move(misses));
+  auto evictions = family("netmon_process_table_evictions_total",
+                          "Exited processes dropped to keep the table within its capacity.",
+                          MetricType::Counter);
+  evictions.metric.push_back(counter(static_cast<double>(h.process_table_evictions)));
+  out.push_back(std::move(evictions));
+
+  if (h.kubelet_enabled) {
+    auto requests =
+        family("netmon_kubelet_requests_total",
+               "Requests to the kubelet's pods endpoint, by result.", MetricType::Counter);
+    for (size_t r = 0; r < h.kubelet.requests.size(); ++r) {
+      requests.metric.push_back(
+          counter(static_cast<double>(h.kubelet.requests[r]),
+                  {{"result", std::string(kubelet_result_name(static_cast<KubeletResult>(r)))}}));
+    }
+    out.push_back(std::move(requests));
+    auto pods = family("netmon_kubelet_pods", "Pods in the current snapshot, deleted ones kept.",
+                       MetricType::Gauge);
+    pods.metric.push_back(gauge(static_cast<double>(h.kubelet.pods)));
+    out.push_back(std::move(pods));
+    auto synced = family("netmon_kubelet_synced",
+                         "1 once pod metadata has been read from the kubelet.", MetricType::Gauge);
+    synced.metric.push_back(gauge(h.kubelet.synced ? 1 : 0));
+    out.push_back(std::move(synced));
+  }
+
+  auto hook =
+      family("netmon_hook_info", "The variant each kernel hook attached with.", MetricType::Gauge);
+  for (const auto& [name, variant] : hooks) {
+    hook.metric.push_back(gauge(1, {{"hook", name}, {"variant", variant}}));
+  }
+  out.push_back(std::move(hook));
+  auto build = family("netmon_build_info", "The running agent's version.", MetricType::Gauge);
+  build.metric.push_back(gauge(1, {{"version", impl_->version}}));
+  out.push_back(std::move(build));
+
+  std::ostringstream text;
+  prometheus::TextSerializer().Serialize(text, out);
+  return text.str();
+}
+
+}  // namespace netmon

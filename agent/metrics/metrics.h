@@ -1,0 +1,87 @@
+// Metrics: the agent's Prometheus metrics, kept without locks on the event path and rendered in
+// the text exposition format at scrape time. The only module that includes prometheus-cpp; its
+// types stay in metrics.cpp.
+//
+// Threads: the pipeline thread creates series (a short lock, once per cgroup and direction; the
+// caller caches the pointer), updates them with relaxed atomic adds, and publishes a health
+// snapshot once per poll round. The HTTP thread renders.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+#include "events/event.h"
+#include "k8s/attribution.h"
+#include "k8s/kubelet.h"
+
+namespace netmon {
+
+// The connection metrics' labels, in order; any of them can be dropped by configuration (the
+// label is then written empty, which merges its series).
+inline constexpr std::array<std::string_view, 5> kConnectionLabels = {
+    "direction", "namespace", "pod", "container", "workload"};
+
+// Parses "pod,container" into label names; fails naming an unknown label.
+Result<std::vector<std::string>> parse_dropped_labels(std::string_view csv);
+
+// The counters of one label set. Opaque outside metrics.cpp.
+struct ConnectionSeries;
+
+// Agent health, published by the pipeline thread (plain numbers, totals since start).
+struct HealthSnapshot {
+  std::array<uint64_t, 4> events_by_type{};  // indexed by ConnKind
+  uint64_t lost_ring_buffer = 0;             // kernel: no ring-buffer space
+  uint64_t lost_sockets_map = 0;             // kernel: connection not tracked, map full
+  uint64_t lost_recursion = 0;               // kernel: program runs skipped (recursion misses)
+  uint64_t lost_decode = 0;                  // agent: malformed records
+  uint64_t lost_output_queue = 0;            // agent: output queue full (slow stdout)
+  uint64_t lost_output_error = 0;            // agent: stdout write failed
+  uint64_t events_without_process = 0;       // owner not in the process table
+  uint64_t events_without_pod = 0;           // owner in a pod cgroup, pod metadata unknown
+  uint64_t owner_unknown = 0;                // kernel: connection opened before attach
+  uint64_t process_table_live = 0;
+  uint64_t process_table_exited = 0;
+  uint64_t process_table_misses = 0;
+  uint64_t process_table_evictions = 0;
+  bool kubelet_enabled = false;
+  KubeletStats kubelet;
+};
+
+class Metrics {
+ public:
+  Metrics(std::vector<std::string> dropped_labels, std::string version);
+  ~Metrics();
+  Metrics(const Metrics&) = delete;
+  Metrics& operator=(const Metrics&) = delete;
+
+  // Pipeline thread. The series for a connection of `direction` owned by `attribution`'s pod
+  // (null or without pod: the host series, empty pod labels). Locks briefly: cache the result.
+  std::shared_ptr<ConnectionSeries> series(Direction direction, const Attribution* attribution);
+  // Pipeline thread, lock-free: counts `event` in `series`.
+  static void record(ConnectionSeries& series, const ConnectionEvent& event);
+  // Pipeline thread: drops the series of pods for which `known(uid)` is false (deleted pods
+  // whose grace period ended), so they stop being exported.
+  void remove_pods(const std::function<bool(const std::string& uid)>& known);
+
+  void publish_health(const HealthSnapshot& health);
+  // Start-up: which hook variant each probe attached with, and readiness inputs.
+  void set_hooks(std::vector<std::pair<std::string, std::string>> hook_variants);
+
+  // Any thread: the text exposition of every metric.
+  std::string render() const;
+
+  size_t series_count() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace netmon
