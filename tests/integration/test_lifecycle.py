@@ -559,7 +559,8 @@ def test_stdout_is_json_lines_and_stderr_is_logs(agent):
     assert agent.invalid_lines == []
     for line in agent.stdout_lines:
         event = json.loads(line)
-        assert set(event) == {"type", "timestamp", "network_event", "process", "parent"}, line
+        base = {"type", "timestamp", "network_event", "process", "parent"}
+        assert base <= set(event) <= base | {"node_name", "pod", "rule"}, line
         assert event["type"] == "NetworkEvent", line
         assert TIMESTAMP.fullmatch(event["timestamp"]), line
         assert event["network_event"]["type"] in KINDS, line
