@@ -19,6 +19,8 @@ test_pkgs=(
   netcat-openbsd inetutils-telnet   # the reference's scenario
   iproute2                          # ss -e, network namespaces
   clang-format                      # the formatting check
+  prometheus                        # promtool and a real server for the metrics tests
+  curl                              # HTTP checks in tests
 )
 
 case "${1:-all}" in
