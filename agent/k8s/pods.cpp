@@ -207,6 +207,8 @@ Result<std::vector<PodMeta>> parse_pod_list(std::string_view text) {
     }
     const json* items = member(doc, "items");
     if (items == nullptr) return fail("kubelet pod list: no \"items\" member");
+    // Go encodes an empty list as null: a node without pods.
+    if (items->is_null()) return std::vector<PodMeta>{};
     if (!items->is_array()) {
       return fail(std::string("kubelet pod list: \"items\" is ") + items->type_name() +
                   ", not an array");

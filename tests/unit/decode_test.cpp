@@ -218,7 +218,9 @@ TEST(DecodeRecord, BufferBiggerThanStructFails) {
   std::memcpy(bytes.data(), &r.hdr, sizeof(r.hdr));
   const auto e = decode_record(bytes);
   ASSERT_FALSE(e.has_value());
-  EXPECT_NE(e.error().message.find("expected 160"), std::string::npos) << e.error().message;
+  EXPECT_NE(e.error().message.find("expected " + std::to_string(sizeof(nm_conn_record))),
+            std::string::npos)
+      << e.error().message;
 }
 
 TEST(DecodeRecord, UnknownKindFails) {

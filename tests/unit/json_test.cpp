@@ -137,6 +137,15 @@ ConnectionEvent make_event(ConnKind kind) {
   e.sport = 54321;
   e.dport = 80;
   e.error = kind == ConnKind::kFailed ? 111 : 0;
+  if (kind == ConnKind::kClose) {
+    e.close.open_boot_ns = kEventBootNs - 1'500'000'000ull;  // open 1.5 s before the close
+    e.close.bytes_sent = 1234;
+    e.close.bytes_received = 5678;
+    e.close.srtt_us = 250;
+    e.close.retransmits = 3;
+    e.close.closed_by = ClosedBy::kRemote;
+    e.close.reset = true;
+  }
   return e;
 }
 
@@ -239,6 +248,17 @@ TEST(AppendEventLine, EveryTypeHasExactFields) {
     if (t.kind == ConnKind::kFailed) {
       EXPECT_EQ(n.size(), 7u) << n.dump();
       EXPECT_EQ(n.at("error"), "ECONNREFUSED");
+    } else if (t.kind == ConnKind::kClose) {
+      EXPECT_EQ(n.size(), 14u) << n.dump();
+      EXPECT_FALSE(n.contains("error"));
+      EXPECT_EQ(n.at("direction"), "outbound");
+      EXPECT_EQ(n.at("bytes_sent"), 1234);
+      EXPECT_EQ(n.at("bytes_received"), 5678);
+      EXPECT_EQ(n.at("duration_ms"), 1500);
+      EXPECT_EQ(n.at("srtt_us"), 250);
+      EXPECT_EQ(n.at("retransmits"), 3);
+      EXPECT_EQ(n.at("closed_by"), "remote");
+      EXPECT_EQ(n.at("reset"), true);
     } else {
       EXPECT_EQ(n.size(), 6u) << n.dump();
       EXPECT_FALSE(n.contains("error"));
