@@ -70,6 +70,12 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(const ListenAddress& addre
       res.set_content("not ready: " + reason + "\n", "text/plain");
     }
   });
+  // httplib's default sets SO_REUSEPORT, which would let a second agent share the port and
+  // split the scrapes: take SO_REUSEADDR only, so a busy port is a start-up error.
+  impl->server.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
   impl->server.set_read_timeout(5, 0);
   impl->server.set_write_timeout(5, 0);
   if (address.port == 0) {

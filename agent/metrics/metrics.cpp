@@ -122,6 +122,10 @@ std::shared_ptr<ConnectionSeries> Metrics::series(Direction direction,
     slot = std::make_shared<ConnectionSeries>();
     slot->labels = std::move(labels);
     slot->pod_uid = std::move(uid);
+  } else if (!uid.empty() && slot->pod_uid != uid) {
+    // A pod recreated under the same name (a StatefulSet's web-0) continues the series: it now
+    // belongs to the new pod, so the old pod's deletion must not remove it.
+    slot->pod_uid = std::move(uid);
   }
   return slot;
 }
