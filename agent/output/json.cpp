@@ -67,35 +67,31 @@ void append_time(std::string& out, std::string_view key, uint64_t boot_ns, const
   out += '"';
 }
 
+// Ids, credentials and capabilities, from a TaskInfo or a ProcessEntry (same field names).
+template <typename Source>
+void append_identity(std::string& out, const Source& s, uint32_t tid, int last_cap) {
+  append_u32(out, "pid", s.pid);
+  append_u32(out, "tid", tid);
+  append_u32(out, "ppid", s.ppid);
+  append_u32(out, "uid", s.uid);
+  append_u32(out, "euid", s.euid);
+  append_u32(out, "gid", s.gid);
+  append_u32(out, "egid", s.egid);
+  append_u32(out, "auid", s.auid);
+  append_caps(out, "cap_effective", s.cap_effective, last_cap);
+  append_caps(out, "cap_permitted", s.cap_permitted, last_cap);
+  append_caps(out, "cap_inheritable", s.cap_inheritable, last_cap);
+}
+
 // The process object. `task` (the record's view, may be null) supplies ids, credentials and
 // capabilities; `entry` (the table's, may be null) the image fields. At least one is set.
 void append_process(std::string& out, const TaskInfo* task, const ProcessEntry* entry, int last_cap,
                     const BootClock& clock, std::string_view container_id = {}) {
   out += '{';
   if (task) {
-    append_u32(out, "pid", task->pid);
-    append_u32(out, "tid", task->tid);
-    append_u32(out, "ppid", task->ppid);
-    append_u32(out, "uid", task->uid);
-    append_u32(out, "euid", task->euid);
-    append_u32(out, "gid", task->gid);
-    append_u32(out, "egid", task->egid);
-    append_u32(out, "auid", task->auid);
-    append_caps(out, "cap_effective", task->cap_effective, last_cap);
-    append_caps(out, "cap_permitted", task->cap_permitted, last_cap);
-    append_caps(out, "cap_inheritable", task->cap_inheritable, last_cap);
+    append_identity(out, *task, task->tid, last_cap);
   } else {
-    append_u32(out, "pid", entry->pid);
-    append_u32(out, "tid", entry->pid);
-    append_u32(out, "ppid", entry->ppid);
-    append_u32(out, "uid", entry->uid);
-    append_u32(out, "euid", entry->euid);
-    append_u32(out, "gid", entry->gid);
-    append_u32(out, "egid", entry->egid);
-    append_u32(out, "auid", entry->auid);
-    append_caps(out, "cap_effective", entry->cap_effective, last_cap);
-    append_caps(out, "cap_permitted", entry->cap_permitted, last_cap);
-    append_caps(out, "cap_inheritable", entry->cap_inheritable, last_cap);
+    append_identity(out, *entry, entry->pid, last_cap);
   }
   if (entry) {
     append_key(out, "secureexec");

@@ -71,6 +71,22 @@ ProcessEntry& ProcessTable::put_live(ProcessEntry&& e) {
   return live_.at(pid);
 }
 
+namespace {
+
+// The credentials and capabilities a kernel record carries.
+void set_credentials(ProcessEntry& e, const TaskInfo& t) {
+  e.uid = t.uid;
+  e.euid = t.euid;
+  e.gid = t.gid;
+  e.egid = t.egid;
+  e.auid = t.auid;
+  e.cap_effective = t.cap_effective;
+  e.cap_permitted = t.cap_permitted;
+  e.cap_inheritable = t.cap_inheritable;
+}
+
+}  // namespace
+
 void ProcessTable::on_exec(const ExecEvent& x) {
   ProcessEntry e;
   e.pid = x.task.pid;
@@ -78,14 +94,7 @@ void ProcessTable::on_exec(const ExecEvent& x) {
   e.fork_start_ns = x.task.start_ns;
   e.image_start_ns = x.boot_ns;
   e.cloned = false;
-  e.uid = x.task.uid;
-  e.euid = x.task.euid;
-  e.gid = x.task.gid;
-  e.egid = x.task.egid;
-  e.auid = x.task.auid;
-  e.cap_effective = x.task.cap_effective;
-  e.cap_permitted = x.task.cap_permitted;
-  e.cap_inheritable = x.task.cap_inheritable;
+  set_credentials(e, x.task);
   e.secureexec = x.secureexec;
   if (!x.binary_path.empty()) {
     e.binary_path = std::string(x.binary_path);
@@ -113,14 +122,7 @@ void ProcessTable::on_fork(const ForkEvent& f) {
   e.fork_start_ns = f.child.start_ns;
   e.image_start_ns = f.child.start_ns;
   e.cloned = true;
-  e.uid = f.child.uid;
-  e.euid = f.child.euid;
-  e.gid = f.child.gid;
-  e.egid = f.child.egid;
-  e.auid = f.child.auid;
-  e.cap_effective = f.child.cap_effective;
-  e.cap_permitted = f.child.cap_permitted;
-  e.cap_inheritable = f.child.cap_inheritable;
+  set_credentials(e, f.child);
   e.exited_ns = 0;
   e.exec_id = make_exec_id(e.pid, e.image_start_ns);
   put_live(std::move(e));
