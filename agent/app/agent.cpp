@@ -239,10 +239,20 @@ int run_agent(const Options& options) {
   attached.store(false);
   http.reset();  // no scrape may read the probe's maps once it is gone
   probe->reset();
+  const KubeletStats kubelet_stats = kubelet ? kubelet->stats() : KubeletStats{};
+  kubelet_for_ready.store(nullptr);
+  kubelet.reset();  // aborts a request in flight; nothing is logged after the summary
   if (!writer.finish(std::chrono::seconds(5))) {
     log::warn("stdout did not drain within 5 s; the remaining events are counted as lost");
   }
-  log::info(summary(pipeline, writer.stats(), counters, processes.stats()));
+  std::string line = summary(pipeline, writer.stats(), counters, processes.stats());
+  if (kubelet_stats.synced || kubelet_stats.requests[0] > 0) {
+    uint64_t failed = 0;
+    for (size_t i = 1; i < kubelet_stats.requests.size(); ++i) failed += kubelet_stats.requests[i];
+    line += "; kubelet requests ok " + std::to_string(kubelet_stats.requests[0]) + ", failed " +
+            std::to_string(failed);
+  }
+  log::info(line);
   return exit_code;
 }
 

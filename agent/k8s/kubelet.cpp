@@ -159,6 +159,7 @@ KubeletResult KubeletWatcher::fetch(std::string& body, std::string& detail, bool
   body.clear();
   bool too_large = false;
   int status = 0;
+  const auto started = std::chrono::steady_clock::now();
   auto result = client.Get(
       url_.path, httplib::Headers{{"Accept", "application/json"}},
       [&](const httplib::Response& response) {
@@ -179,7 +180,20 @@ KubeletResult KubeletWatcher::fetch(std::string& body, std::string& detail, bool
   }
   if (!result) {
     const httplib::Error err = result.error();
+    const auto elapsed = std::chrono::steady_clock::now() - started;
     detail = httplib::to_string(err);
+    // httplib reports a read that timed out, and a TLS handshake that never finished, like
+    // other read and handshake failures: the time taken tells them apart.
+    const auto slack = std::chrono::milliseconds(100);
+    if (err == httplib::Error::Read && elapsed + slack >= options_.read_timeout) {
+      detail = "no response within " + std::to_string(options_.read_timeout.count()) + " ms";
+      return KubeletResult::kTimeout;
+    }
+    if (err == httplib::Error::SSLConnection && elapsed + slack >= options_.connect_timeout) {
+      detail = "TLS handshake not done within " + std::to_string(options_.connect_timeout.count()) +
+               " ms";
+      return KubeletResult::kTimeout;
+    }
     switch (err) {
       case httplib::Error::SSLConnection:
       case httplib::Error::SSLLoadingCerts:
@@ -194,6 +208,9 @@ KubeletResult KubeletWatcher::fetch(std::string& body, std::string& detail, bool
         return KubeletResult::kTimeout;
       case httplib::Error::Read:
         return status != 0 ? KubeletResult::kTimeout : KubeletResult::kUnreachable;
+      case httplib::Error::Canceled:
+        detail = "stopped";
+        return KubeletResult::kUnreachable;
       default:
         return KubeletResult::kUnreachable;
     }
@@ -248,6 +265,10 @@ void KubeletWatcher::run() {
   for (;;) {
     std::string detail;
     const KubeletResult r = poll_once(detail);
+    {
+      std::lock_guard lock(mutex_);
+      if (stop_) return;  // a request aborted by the destructor is not a kubelet failure
+    }
     last_poll = std::chrono::steady_clock::now();
     next_poll = last_poll + options_.poll_interval;
 
