@@ -21,6 +21,7 @@ test_pkgs=(
   clang-format                      # the formatting check
   prometheus                        # promtool and a real server for the metrics tests
   curl                              # HTTP checks in tests
+  openssl                           # certificates for the stub kubelet
 )
 
 case "${1:-all}" in
