@@ -22,6 +22,10 @@ int main(int argc, char** argv) {
     std::printf("netmon-agent %s\n", NETMON_VERSION_STRING);
     return 0;
   }
+  if (options->print_config) {
+    std::fputs(netmon::render_config(*options).c_str(), stdout);
+    return 0;
+  }
   netmon::log::set_level(options->log_level);
   return netmon::run_agent(*options);
 }

@@ -18,6 +18,7 @@
 #include "metrics/metrics.h"
 #include "output/line_writer.h"
 #include "process/table.h"
+#include "rules/rules.h"
 
 namespace netmon {
 namespace {
@@ -143,12 +144,24 @@ HealthSnapshot health(const Pipeline& pipeline, const OutputStats& out, const Ke
 }
 
 int run_agent(const Options& options) {
+  auto rules = compile_rules(options.rules);
+  if (!rules) {
+    log::error("configuration error: " + rules.error().message);
+    return 2;
+  }
   install_signal_handlers();
   LineWriter writer(STDOUT_FILENO, options.output_queue_bytes);
   ProcessTable processes(ProcReader(options.proc_root), options.max_processes);
   Pipeline pipeline(writer, processes, read_last_cap(options.proc_root));
   Metrics metrics(options.metrics_drop_labels, NETMON_VERSION_STRING);
   pipeline.set_metrics(&metrics);
+  const bool rules_configured = !options.rules.egress.rules.empty() ||
+                                !options.rules.ingress.rules.empty() ||
+                                !options.rules.egress.enabled || !options.rules.ingress.enabled;
+  pipeline.set_rules(rules_configured ? &*rules : nullptr,
+                     {options.events.establish, options.events.accept, options.events.close,
+                      options.events.failed},
+                     options.probe.max_connections);
 
   // The HTTP endpoint comes up first, so /readyz can say "not ready" while the probes load.
   std::atomic<bool> attached{false};
@@ -203,7 +216,7 @@ int run_agent(const Options& options) {
     log::info("no kubelet configured: events carry container ids but no pod metadata");
   }
   Attributor attributor(open_cgroups(options), kubelet.get());
-  pipeline.set_attribution(&attributor, node_name(options));
+  pipeline.set_attribution(&attributor, node_name(options), options.pod_labels);
   kubelet_for_ready.store(kubelet.get());
   attached.store(true);
 

@@ -13,8 +13,10 @@
 #include "events/event.h"
 #include "k8s/attribution.h"
 #include "metrics/metrics.h"
+#include "output/json.h"
 #include "output/line_writer.h"
 #include "process/table.h"
+#include "rules/rules.h"
 
 namespace netmon {
 
@@ -24,6 +26,8 @@ struct PipelineStats {
   std::array<uint64_t, 4> events_by_kind{};  // indexed by ConnKind
   uint64_t events_without_process = 0;
   uint64_t events_with_pod = 0;
+  uint64_t events_filtered = 0;     // not written: a rule set matched none, or switched off
+  uint64_t rule_tracking_full = 0;  // an open event's rule could not be remembered
 };
 
 class Pipeline final : public RecordSink {
@@ -35,9 +39,21 @@ class Pipeline final : public RecordSink {
 
   // Kubernetes attribution (may stay unset: no container ids, no pods) and the node's name.
   // `attributor` must outlive the pipeline.
-  void set_attribution(Attributor* attributor, std::string node_name);
+  void set_attribution(Attributor* attributor, std::string node_name, bool pod_labels = true);
   // Connection metrics (may stay unset). `metrics` must outlive the pipeline.
   void set_metrics(Metrics* metrics) { metrics_ = metrics; }
+
+  // Which event types are written at all.
+  struct EventSwitches {
+    bool establish = true;
+    bool accept = true;
+    bool close = true;
+    bool failed = true;
+  };
+  // Rules (may stay unset: every event, no rule names) and event switches. `rules` must
+  // outlive the pipeline. `max_tracked`: connections whose open event's rule is remembered for
+  // their Close at once.
+  void set_rules(const CompiledRules* rules, EventSwitches switches, size_t max_tracked);
 
   void on_record(std::span<const std::byte> record) noexcept override;
 
@@ -51,16 +67,25 @@ class Pipeline final : public RecordSink {
  private:
   void handle(const ConnectionEvent& e);
   void count(const ConnectionEvent& e, const Attribution* attribution);
+  // Applies the rules: false when the event is not written; sets `rule` to the rule's name.
+  bool decide(const ConnectionEvent& e, const EventContext& context, std::string_view& rule);
 
   LineWriter& writer_;
   ProcessTable& processes_;
   const int last_cap_;
   Attributor* attributor_ = nullptr;
   std::string node_name_;
+  bool pod_labels_ = true;
   Metrics* metrics_ = nullptr;
   // Series per (cgroup id, direction), valid for one pod snapshot.
   std::unordered_map<uint64_t, std::shared_ptr<ConnectionSeries>> series_cache_;
   uint64_t series_snapshot_version_ = 0;
+  const CompiledRules* rules_ = nullptr;
+  EventSwitches switches_;
+  size_t max_tracked_ = 0;
+  // The rule of each connection reported open while rules are configured ("" for none), so
+  // its Close carries it; a connection missing here was filtered out at open.
+  std::unordered_map<uint64_t, std::string_view> open_rules_;
   const size_t batch_bytes_;
   BootClock clock_;
   std::string batch_;

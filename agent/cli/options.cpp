@@ -1,21 +1,38 @@
 #include "cli/options.h"
 
+#include <arpa/inet.h>
+
 #include <charconv>
 #include <cstdlib>
+#include <type_traits>
 
+#include "config/config.h"
 #include "metrics/http_server.h"
 #include "metrics/metrics.h"
 
 namespace netmon {
 namespace {
 
-// One setting: its flag, its environment variable, and how a text value is applied.
+// How a setting is written on the command line and which type its value has in the file.
+enum class Type {
+  kSwitch,  // a command (--help): no value, no variable, no key
+  kBool,    // --flag means true, --flag=false; variable: true/false, 1/0, yes/no
+  kNumber,
+  kString,
+  kList,  // comma separated; a YAML list in the file
+};
+
+// One setting: the single source of truth for its flag, variable, key, help, default (show() of
+// a default Options), validation and printing.
 struct Setting {
   const char* flag;  // without the leading "--"
-  const char* env;
-  const char* value_name;  // nullptr: a switch without a value
-  const char* help;
+  const char* env;   // nullptr: no environment variable
+  const char* key;   // dotted key in the configuration file; nullptr: not in the file
+  Type type;
+  const char* value_name;  // shown in the help; nullptr for switches and booleans
+  const char* help;        // the default is added from show(Options{}) when that is not empty
   std::function<Result<void>(Options&, std::string_view)> apply;
+  std::function<std::string(const Options&)> show;  // the value as apply() takes it
 };
 
 Result<uint64_t> parse_size(std::string_view text, uint64_t min, uint64_t max) {
@@ -31,170 +48,403 @@ Result<uint64_t> parse_size(std::string_view text, uint64_t min, uint64_t max) {
   return value;
 }
 
-// Switches take no value on the command line ("" means on); their environment variables take
-// true/false, 1/0, yes/no.
 Result<bool> parse_bool(std::string_view text) {
-  if (text.empty() || text == "true" || text == "1" || text == "yes") return true;
+  if (text == "true" || text == "1" || text == "yes") return true;
   if (text == "false" || text == "0" || text == "no") return false;
   return fail("'" + std::string(text) + "' is not true or false");
 }
 
+std::string_view level_name(log::Level level) {
+  switch (level) {
+    case log::Level::kDebug:
+      return "debug";
+    case log::Level::kInfo:
+      return "info";
+    case log::Level::kWarn:
+      return "warn";
+    case log::Level::kError:
+      break;
+  }
+  return "error";
+}
+
+// The host part of a listen address: empty (every address), an IPv4 address, a bracketed IPv6
+// address, or a host name.
+Result<void> check_listen_host(std::string_view text, const ListenAddress& address) {
+  const std::string& host = address.host;
+  if (!text.empty() && text.front() == '[') {
+    in6_addr v6{};
+    if (inet_pton(AF_INET6, host.c_str(), &v6) != 1) {
+      return fail("'" + host + "' is not an IPv6 address");
+    }
+    return {};
+  }
+  if (host.find(':') != std::string::npos) {
+    return fail("'" + std::string(text) + "': an IPv6 address needs brackets, e.g. [::]:9477");
+  }
+  if (host.find_first_not_of("0123456789.") == std::string::npos) {
+    in_addr v4{};
+    if (inet_pton(AF_INET, host.c_str(), &v4) != 1) {
+      return fail("'" + host + "' is not an IPv4 address");
+    }
+    return {};
+  }
+  const bool name_chars =
+      host.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") ==
+      std::string::npos;
+  if (!name_chars || host.front() == '.' || host.front() == '-' || host.size() > 253) {
+    return fail("'" + host + "' is not an address or a host name");
+  }
+  return {};
+}
+
+// A number setting stored in the field `field(options)` refers to.
+template <typename Field>
+Setting number(const char* flag, const char* env, const char* key, const char* value_name,
+               const char* help, uint64_t min, uint64_t max, Field field) {
+  return {flag,
+          env,
+          key,
+          Type::kNumber,
+          value_name,
+          help,
+          [min, max, field](Options& o, std::string_view v) -> Result<void> {
+            auto n = parse_size(v, min, max);
+            if (!n) return fail(n.error().message);
+            auto& target = field(o);
+            target = static_cast<std::remove_reference_t<decltype(target)>>(*n);
+            return {};
+          },
+          [field](const Options& o) { return std::to_string(field(o)); }};
+}
+
+template <typename Field>
+Setting boolean(const char* flag, const char* env, const char* key, const char* help, Field field) {
+  return {flag,
+          env,
+          key,
+          Type::kBool,
+          nullptr,
+          help,
+          [field](Options& o, std::string_view v) -> Result<void> {
+            auto b = parse_bool(v);
+            if (!b) return fail(b.error().message);
+            field(o) = *b;
+            return {};
+          },
+          [field](const Options& o) -> std::string { return field(o) ? "true" : "false"; }};
+}
+
+// A string setting where "" means the default that is worked out at start-up.
+template <typename Field>
+Setting text(const char* flag, const char* env, const char* key, const char* value_name,
+             const char* help, Field field) {
+  return {flag,
+          env,
+          key,
+          Type::kString,
+          value_name,
+          help,
+          [field](Options& o, std::string_view v) -> Result<void> {
+            field(o) = std::string(v);
+            return {};
+          },
+          [field](const Options& o) { return field(o); }};
+}
+
+Setting command(const char* flag, const char* help, bool Options::*member) {
+  return {flag,
+          nullptr,
+          nullptr,
+          Type::kSwitch,
+          nullptr,
+          help,
+          [member](Options& o, std::string_view) -> Result<void> {
+            o.*member = true;
+            return {};
+          },
+          [](const Options&) { return std::string(); }};
+}
+
 const std::vector<Setting>& settings() {
   static const std::vector<Setting> kSettings = {
-      {"log-level", "NETMON_LOG_LEVEL", "LEVEL", "debug, info, warn or error (default info)",
+      {"config", "NETMON_CONFIG", nullptr, Type::kString, "FILE",
+       "YAML configuration file holding any of the keys below and the rules (egress, ingress, "
+       "lists, macros); flags and variables override its values",
+       [](Options& o, std::string_view v) -> Result<void> {
+         if (v.empty()) return fail("the file name is empty");
+         o.config_file = std::string(v);
+         return {};
+       },
+       [](const Options& o) { return o.config_file; }},
+      {"log-level", "NETMON_LOG_LEVEL", "log_level", Type::kString, "LEVEL",
+       "debug, info, warn or error",
        [](Options& o, std::string_view v) -> Result<void> {
          auto level = log::parse_level(v);
          if (!level) return fail("'" + std::string(v) + "' is not one of debug, info, warn, error");
          o.log_level = *level;
          return {};
-       }},
-      {"hook-variant", "NETMON_HOOK_VARIANT", "VARIANT",
-       "how the TCP state hook attaches: auto, tp_btf or tracepoint (default auto)",
+       },
+       [](const Options& o) { return std::string(level_name(o.log_level)); }},
+      {"hook-variant", "NETMON_HOOK_VARIANT", "hook_variant", Type::kString, "VARIANT",
+       "how the TCP state hook attaches: auto, tp_btf or tracepoint",
        [](Options& o, std::string_view v) -> Result<void> {
          auto variant = parse_hook_variant(v);
          if (!variant)
            return fail("'" + std::string(v) + "' is not one of auto, tp_btf, tracepoint");
          o.probe.variant = *variant;
          return {};
-       }},
-      {"ring-buffer-bytes", "NETMON_RING_BUFFER_BYTES", "BYTES",
-       "kernel ring buffer size, a power of two (default 8388608)",
+       },
+       [](const Options& o) { return std::string(hook_variant_name(o.probe.variant)); }},
+      {"ring-buffer-bytes", "NETMON_RING_BUFFER_BYTES", "ring_buffer_bytes", Type::kNumber, "BYTES",
+       "kernel ring buffer size, a power of two from 4096 to 1073741824",
        [](Options& o, std::string_view v) -> Result<void> {
          auto n = parse_size(v, 4096, 1u << 30);
          if (!n) return fail(n.error().message);
          if ((*n & (*n - 1)) != 0) return fail(std::to_string(*n) + " is not a power of two");
          o.probe.ring_buffer_bytes = static_cast<uint32_t>(*n);
          return {};
-       }},
-      {"max-connections", "NETMON_MAX_CONNECTIONS", "N",
-       "live connections tracked at once (default 262144)",
-       [](Options& o, std::string_view v) -> Result<void> {
-         auto n = parse_size(v, 1024, 1u << 24);
-         if (!n) return fail(n.error().message);
-         o.probe.max_connections = static_cast<uint32_t>(*n);
-         return {};
-       }},
-      {"output-queue-bytes", "NETMON_OUTPUT_QUEUE_BYTES", "BYTES",
-       "events buffered for a slow stdout before they are dropped and counted (default 67108864)",
-       [](Options& o, std::string_view v) -> Result<void> {
-         auto n = parse_size(v, 65536, 1ull << 32);
-         if (!n) return fail(n.error().message);
-         o.output_queue_bytes = *n;
-         return {};
-       }},
-      {"proc-root", "NETMON_PROC_ROOT", "DIR",
-       "where the host's proc filesystem is mounted (default /proc; /host/proc in a container)",
+       },
+       [](const Options& o) { return std::to_string(o.probe.ring_buffer_bytes); }},
+      number(
+          "max-connections", "NETMON_MAX_CONNECTIONS", "max_connections", "N",
+          "live connections tracked at once, 1024 to 16777216", 1024, 1u << 24,
+          [](auto& o) -> auto& { return o.probe.max_connections; }),
+      number(
+          "output-queue-bytes", "NETMON_OUTPUT_QUEUE_BYTES", "output.queue_bytes", "BYTES",
+          "events buffered for a slow stdout before they are dropped and counted, 65536 to "
+          "4294967296",
+          65536, 1ull << 32, [](auto& o) -> auto& { return o.output_queue_bytes; }),
+      {"proc-root", "NETMON_PROC_ROOT", "process_table.proc_root", Type::kString, "DIR",
+       "where the host's proc filesystem is mounted (/host/proc in a container)",
        [](Options& o, std::string_view v) -> Result<void> {
          if (v.empty() || v.front() != '/')
            return fail("'" + std::string(v) + "' is not an absolute path");
          o.proc_root = std::string(v);
          while (o.proc_root.size() > 1 && o.proc_root.back() == '/') o.proc_root.pop_back();
          return {};
-       }},
-      {"max-processes", "NETMON_MAX_PROCESSES", "N",
-       "processes kept in the process table, live and recently exited (default 65536)",
+       },
+       [](const Options& o) { return o.proc_root; }},
+      number(
+          "max-processes", "NETMON_MAX_PROCESSES", "process_table.max_processes", "N",
+          "processes kept in the process table, live and recently exited, 1024 to 4194304", 1024,
+          1u << 22, [](auto& o) -> auto& { return o.max_processes; }),
+      {"kubelet-url", "NETMON_KUBELET_URL", "kubernetes.kubelet_url", Type::kString, "URL",
+       "the kubelet's pods endpoint, e.g. https://10.0.0.5:10250/pods; empty (the default): "
+       "https://$NODE_IP:10250/pods in a cluster, else no pod metadata",
        [](Options& o, std::string_view v) -> Result<void> {
-         auto n = parse_size(v, 1024, 1u << 22);
-         if (!n) return fail(n.error().message);
-         o.max_processes = *n;
-         return {};
-       }},
-      {"kubelet-url", "NETMON_KUBELET_URL", "URL",
-       "the kubelet's pods endpoint, e.g. https://10.0.0.5:10250/pods (default in a cluster: "
-       "https://$NODE_IP:10250/pods; none: no pod metadata)",
-       [](Options& o, std::string_view v) -> Result<void> {
-         if (v.substr(0, 8) != "https://" && v.substr(0, 7) != "http://") {
+         std::string_view rest = v;
+         if (rest.starts_with("https://")) {
+           rest.remove_prefix(8);
+         } else if (rest.starts_with("http://")) {
+           rest.remove_prefix(7);
+         } else if (!v.empty()) {
            return fail("'" + std::string(v) + "' is not an http(s) URL");
+         }
+         if (!v.empty() && (rest.empty() || rest.front() == '/')) {
+           return fail("'" + std::string(v) + "' has no host");
          }
          o.kubelet_url = std::string(v);
          return {};
-       }},
-      {"kubelet-token-file", "NETMON_KUBELET_TOKEN_FILE", "FILE",
-       "bearer token for the kubelet, re-read when it changes (default in a cluster: the "
-       "service-account token)",
+       },
+       [](const Options& o) { return o.kubelet_url; }},
+      text(
+          "kubelet-token-file", "NETMON_KUBELET_TOKEN_FILE", "kubernetes.token_file", "FILE",
+          "bearer token for the kubelet, re-read when it changes; empty (the default): the "
+          "service-account token in a cluster",
+          [](auto& o) -> auto& { return o.kubelet_token_file; }),
+      text(
+          "kubelet-ca-file", "NETMON_KUBELET_CA_FILE", "kubernetes.ca_file", "FILE",
+          "CA bundle that signed the kubelet's serving certificate; empty (the default): the "
+          "service-account CA in a cluster",
+          [](auto& o) -> auto& { return o.kubelet_ca_file; }),
+      boolean(
+          "kubelet-insecure-skip-verify", "NETMON_KUBELET_INSECURE_SKIP_VERIFY",
+          "kubernetes.insecure_skip_verify",
+          "do not verify the kubelet's certificate (for kubeadm's self-signed serving "
+          "certificates)",
+          [](auto& o) -> auto& { return o.kubelet_insecure_skip_verify; }),
+      number(
+          "kubelet-poll-interval", "NETMON_KUBELET_POLL_INTERVAL",
+          "kubernetes.poll_interval_seconds", "SECONDS",
+          "how often the kubelet's pods are polled, 1 to 3600", 1, 3600,
+          [](auto& o) -> auto& { return o.kubelet_poll_interval_s; }),
+      number(
+          "pod-grace-period", "NETMON_POD_GRACE_PERIOD", "kubernetes.pod_grace_period_seconds",
+          "SECONDS", "how long a deleted pod stays resolvable for late events, 0 to 86400", 0,
+          86400, [](auto& o) -> auto& { return o.pod_grace_period_s; }),
+      boolean(
+          "pod-labels", "NETMON_POD_LABELS", "kubernetes.labels",
+          "write the pod's labels into events (pod.labels)",
+          [](auto& o) -> auto& { return o.pod_labels; }),
+      text(
+          "node-name", "NETMON_NODE_NAME", "kubernetes.node_name", "NAME",
+          "this node's name, written as node_name; empty (the default): $NODE_NAME, else the "
+          "host name",
+          [](auto& o) -> auto& { return o.node_name; }),
+      {"cgroup-root", "NETMON_CGROUP_ROOT", "kubernetes.cgroup_root", Type::kString, "DIR",
+       "where the host's cgroup v2 hierarchy is mounted; empty (the default): found in "
+       "/proc/self/mountinfo",
        [](Options& o, std::string_view v) -> Result<void> {
-         o.kubelet_token_file = std::string(v);
-         return {};
-       }},
-      {"kubelet-ca-file", "NETMON_KUBELET_CA_FILE", "FILE",
-       "CA bundle that signed the kubelet's serving certificate (default in a cluster: the "
-       "service-account CA)",
-       [](Options& o, std::string_view v) -> Result<void> {
-         o.kubelet_ca_file = std::string(v);
-         return {};
-       }},
-      {"kubelet-insecure-skip-verify", "NETMON_KUBELET_INSECURE_SKIP_VERIFY", nullptr,
-       "do not verify the kubelet's certificate (for kubeadm's self-signed serving certificates)",
-       [](Options& o, std::string_view v) -> Result<void> {
-         auto b = parse_bool(v);
-         if (!b) return fail(b.error().message);
-         o.kubelet_insecure_skip_verify = *b;
-         return {};
-       }},
-      {"kubelet-poll-interval", "NETMON_KUBELET_POLL_INTERVAL", "SECONDS",
-       "how often the kubelet's pods are polled (default 10)",
-       [](Options& o, std::string_view v) -> Result<void> {
-         auto n = parse_size(v, 1, 3600);
-         if (!n) return fail(n.error().message);
-         o.kubelet_poll_interval_s = static_cast<uint32_t>(*n);
-         return {};
-       }},
-      {"pod-grace-period", "NETMON_POD_GRACE_PERIOD", "SECONDS",
-       "how long a deleted pod stays resolvable for late events (default 60)",
-       [](Options& o, std::string_view v) -> Result<void> {
-         auto n = parse_size(v, 0, 86400);
-         if (!n) return fail(n.error().message);
-         o.pod_grace_period_s = static_cast<uint32_t>(*n);
-         return {};
-       }},
-      {"node-name", "NETMON_NODE_NAME", "NAME",
-       "this node's name, written as node_name (default $NODE_NAME, else the host name)",
-       [](Options& o, std::string_view v) -> Result<void> {
-         o.node_name = std::string(v);
-         return {};
-       }},
-      {"cgroup-root", "NETMON_CGROUP_ROOT", "DIR",
-       "where the host's cgroup v2 hierarchy is mounted (default: found in /proc/self/mountinfo)",
-       [](Options& o, std::string_view v) -> Result<void> {
-         if (v.empty() || v.front() != '/') {
+         if (!v.empty() && v.front() != '/') {
            return fail("'" + std::string(v) + "' is not an absolute path");
          }
          o.cgroup_root = std::string(v);
          return {};
-       }},
-      {"metrics-address", "NETMON_METRICS_ADDRESS", "HOST:PORT",
-       "where /metrics, /healthz and /readyz are served (default 0.0.0.0:9477; port 0 picks a "
-       "free port; \"off\" disables)",
+       },
+       [](const Options& o) { return o.cgroup_root; }},
+      {"metrics-address", "NETMON_METRICS_ADDRESS", "metrics.address", Type::kString, "HOST:PORT",
+       "where /metrics, /healthz and /readyz are served: IPV4:PORT, [IPV6]:PORT, NAME:PORT or "
+       ":PORT; port 0 picks a free port; \"off\" disables",
        [](Options& o, std::string_view v) -> Result<void> {
          if (v == "off" || v.empty()) {
            o.metrics_address.clear();
            return {};
          }
-         if (auto a = parse_listen_address(v); !a) return fail(a.error().message);
+         auto a = parse_listen_address(v);
+         if (!a) return fail(a.error().message);
+         if (auto h = check_listen_host(v, *a); !h) return fail(h.error().message);
          o.metrics_address = std::string(v);
          return {};
+       },
+       [](const Options& o) {
+         return o.metrics_address.empty() ? std::string("off") : o.metrics_address;
        }},
-      {"metrics-drop-labels", "NETMON_METRICS_DROP_LABELS", "LABELS",
-       "connection-metric labels to drop, comma separated: direction, namespace, pod, container, "
-       "workload (default none)",
+      {"metrics-drop-labels", "NETMON_METRICS_DROP_LABELS", "metrics.drop_labels", Type::kList,
+       "LABELS",
+       "connection-metric labels to drop, comma separated (a list in the file): direction, "
+       "namespace, pod, container, workload; default none",
        [](Options& o, std::string_view v) -> Result<void> {
          auto labels = parse_dropped_labels(v);
          if (!labels) return fail(labels.error().message);
          o.metrics_drop_labels = std::move(*labels);
          return {};
+       },
+       [](const Options& o) {
+         std::string out;
+         for (const std::string& label : o.metrics_drop_labels) {
+           out += (out.empty() ? "" : ",") + label;
+         }
+         return out;
        }},
-      {"help", nullptr, nullptr, "print this help and exit",
-       [](Options& o, std::string_view) -> Result<void> {
-         o.show_help = true;
-         return {};
-       }},
-      {"version", nullptr, nullptr, "print the version and exit",
-       [](Options& o, std::string_view) -> Result<void> {
-         o.show_version = true;
-         return {};
-       }},
+      boolean(
+          "events-establish", "NETMON_EVENTS_ESTABLISH", "events.establish",
+          "report outbound connections that were established (TcpConnectionEstablish)",
+          [](auto& o) -> auto& { return o.events.establish; }),
+      boolean(
+          "events-accept", "NETMON_EVENTS_ACCEPT", "events.accept",
+          "report inbound connections that were accepted (TcpConnectionAccept)",
+          [](auto& o) -> auto& { return o.events.accept; }),
+      boolean(
+          "events-close", "NETMON_EVENTS_CLOSE", "events.close",
+          "report connections that were closed (TcpConnectionClose)",
+          [](auto& o) -> auto& { return o.events.close; }),
+      boolean(
+          "events-failed", "NETMON_EVENTS_FAILED", "events.failed",
+          "report outbound connections that failed (TcpConnectionFailed)",
+          [](auto& o) -> auto& { return o.events.failed; }),
+      command("print-config",
+              "print the effective configuration as YAML (loadable with --config) and exit",
+              &Options::print_config),
+      command("help", "print this help and exit", &Options::show_help),
+      command("version", "print the version and exit", &Options::show_version),
   };
   return kSettings;
+}
+
+const Setting* find_flag(std::string_view flag) {
+  for (const Setting& s : settings()) {
+    if (flag == s.flag) return &s;
+  }
+  return nullptr;
+}
+
+config::Kind kind_of(Type type) {
+  switch (type) {
+    case Type::kBool:
+      return config::Kind::kBool;
+    case Type::kNumber:
+      return config::Kind::kNumber;
+    case Type::kList:
+      return config::Kind::kList;
+    case Type::kString:
+    case Type::kSwitch:
+      break;
+  }
+  return config::Kind::kString;
+}
+
+const std::vector<config::Key>& config_keys() {
+  static const std::vector<config::Key> kKeys = [] {
+    std::vector<config::Key> keys;
+    for (const Setting& s : settings()) {
+      if (s.key) keys.push_back({s.key, kind_of(s.type)});
+    }
+    return keys;
+  }();
+  return kKeys;
+}
+
+Result<void> apply_document(Options& options, const config::Document& document,
+                            std::string_view source) {
+  for (const config::Value& value : document.values) {
+    for (const Setting& s : settings()) {
+      if (!s.key || value.key != s.key) continue;
+      if (auto r = s.apply(options, value.text); !r) {
+        return fail(std::string(source) + ":" + std::to_string(value.line) + ":" +
+                    std::to_string(value.column) + ": " + value.key + ": " + r.error().message);
+      }
+    }
+  }
+  options.rules = document.rules;
+  return {};
+}
+
+struct GivenFlag {
+  const Setting* setting;
+  std::string value;
+};
+
+Result<void> apply_flag(Options& options, const GivenFlag& given) {
+  if (auto r = given.setting->apply(options, given.value); !r) {
+    return fail(std::string("invalid --") + given.setting->flag + ": " + r.error().message);
+  }
+  return {};
+}
+
+Result<void> apply_env(Options& options, const Setting& s, const EnvLookup& env,
+                       const std::vector<GivenFlag>& given) {
+  if (!s.env) return {};
+  for (const GivenFlag& g : given) {
+    if (g.setting == &s) return {};  // the flag wins, and hides a bad variable
+  }
+  if (auto value = env(s.env)) {
+    if (auto r = s.apply(options, *value); !r) {
+      return fail(std::string("invalid ") + s.env + ": " + r.error().message);
+    }
+  }
+  return {};
+}
+
+// Word-wraps `text` to `width` columns, continuation lines indented by `indent`.
+std::string wrap(std::string_view text, size_t indent, size_t width) {
+  std::string out;
+  size_t column = indent;
+  while (!text.empty()) {
+    const size_t space = text.find(' ');
+    const std::string_view word = text.substr(0, space);
+    if (column > indent && column + 1 + word.size() > width) {
+      out += '\n' + std::string(indent, ' ');
+      column = indent;
+    } else if (column > indent) {
+      out += ' ';
+      ++column;
+    }
+    out += word;
+    column += word.size();
+    text = space == std::string_view::npos ? std::string_view() : text.substr(space + 1);
+  }
+  return out;
 }
 
 }  // namespace
@@ -207,8 +457,7 @@ EnvLookup process_environment() {
 }
 
 Result<Options> parse_options(const std::vector<std::string>& args, const EnvLookup& env) {
-  // Flags first, so that a flag overrides (and so hides) a bad environment value.
-  std::vector<std::pair<const Setting*, std::string>> given;
+  std::vector<GivenFlag> given;
   for (size_t i = 0; i < args.size(); ++i) {
     std::string_view arg = args[i];
     if (arg.substr(0, 2) != "--") {
@@ -220,62 +469,113 @@ Result<Options> parse_options(const std::vector<std::string>& args, const EnvLoo
       inline_value = std::string(arg.substr(eq + 1));
       arg = arg.substr(0, eq);
     }
-    const Setting* setting = nullptr;
-    for (const Setting& s : settings()) {
-      if (arg == s.flag) setting = &s;
-    }
+    const Setting* setting = find_flag(arg);
     if (!setting) return fail("unknown flag --" + std::string(arg) + " (see --help)");
     std::string value;
-    if (setting->value_name) {
-      if (inline_value) {
-        value = *inline_value;
-      } else if (i + 1 < args.size()) {
-        value = args[++i];
-      } else {
-        return fail("--" + std::string(arg) + " needs a value (" + setting->value_name + ")");
-      }
-    } else if (inline_value) {
-      return fail("--" + std::string(arg) + " takes no value");
+    switch (setting->type) {
+      case Type::kSwitch:
+        if (inline_value) return fail("--" + std::string(arg) + " takes no value");
+        break;
+      case Type::kBool:  // --flag or --flag=false; a following argument is never its value
+        value = inline_value ? *inline_value : "true";
+        break;
+      case Type::kNumber:
+      case Type::kString:
+      case Type::kList:
+        if (inline_value) {
+          value = *inline_value;
+        } else if (i + 1 < args.size()) {
+          value = args[++i];
+        } else {
+          return fail("--" + std::string(arg) + " needs a value (" + setting->value_name + ")");
+        }
+        break;
     }
-    given.emplace_back(setting, std::move(value));
+    given.push_back({setting, std::move(value)});
   }
 
+  // The configuration file's name first (variable, then flags), then the file, the variables
+  // and the flags, each over the one before.
   Options options;
-  for (const Setting& s : settings()) {
-    if (!s.env) continue;
-    bool overridden = false;
-    for (const auto& [setting, value] : given) overridden = overridden || setting == &s;
-    if (overridden) continue;
-    if (auto value = env(s.env)) {
-      if (auto r = s.apply(options, *value); !r) {
-        return fail(std::string("invalid ") + s.env + ": " + r.error().message);
-      }
+  const Setting* config_setting = find_flag("config");
+  if (auto r = apply_env(options, *config_setting, env, given); !r)
+    return tl::unexpected(r.error());
+  for (const GivenFlag& g : given) {
+    if (g.setting != config_setting) continue;
+    if (auto r = apply_flag(options, g); !r) return tl::unexpected(r.error());
+  }
+  if (!options.config_file.empty()) {
+    auto document = config::load_file(options.config_file, config_keys());
+    if (!document) return tl::unexpected(document.error());
+    if (auto r = apply_document(options, *document, options.config_file); !r) {
+      return tl::unexpected(r.error());
     }
   }
-  for (const auto& [setting, value] : given) {
-    if (auto r = setting->apply(options, value); !r) {
-      return fail(std::string("invalid --") + setting->flag + ": " + r.error().message);
-    }
+  for (const Setting& s : settings()) {
+    if (&s == config_setting) continue;
+    if (auto r = apply_env(options, s, env, given); !r) return tl::unexpected(r.error());
+  }
+  for (const GivenFlag& g : given) {
+    if (g.setting == config_setting) continue;
+    if (auto r = apply_flag(options, g); !r) return tl::unexpected(r.error());
   }
   return options;
 }
 
+Result<void> apply_config(Options& options, std::string_view yaml, std::string_view source) {
+  auto document = config::parse(yaml, source, config_keys());
+  if (!document) return tl::unexpected(document.error());
+  return apply_document(options, *document, source);
+}
+
+std::string render_config(const Options& options) {
+  std::vector<std::pair<config::Key, std::string>> values;
+  for (const Setting& s : settings()) {
+    if (s.key) values.emplace_back(config::Key{s.key, kind_of(s.type)}, s.show(options));
+  }
+  return config::render(values, options.rules,
+                        "netmon-agent configuration: every key with its effective value "
+                        "(netmon-agent --print-config)");
+}
+
 std::string usage_text() {
+  constexpr size_t kIndent = 34;
+  constexpr size_t kWidth = 100;
+  const Options defaults;
   std::string out =
-      "Usage: netmon-agent [FLAGS]\n"
+      "Usage: netmon-agent [--config FILE] [FLAGS]\n"
       "\n"
       "Reports every TCP connection on this host (established, accepted, failed, closed) as one\n"
       "JSON object per line on stdout. Logs go to stderr. Needs root (or CAP_BPF, CAP_PERFMON,\n"
       "CAP_SYS_RESOURCE) and a kernel with BTF.\n"
       "\n"
-      "Flags (each also settable as the environment variable shown):\n";
+      "Every setting is a flag, an environment variable and a key in the YAML configuration file\n"
+      "(dotted keys are nested mappings: kubernetes.kubelet_url is kubelet_url under kubernetes).\n"
+      "Flags override variables, which override the file, which overrides the defaults. Boolean\n"
+      "flags are --flag (true) or --flag=false; variables take true/false, 1/0 or yes/no; the\n"
+      "file takes true or false, unquoted. The rules (egress, ingress, lists, macros) are only\n"
+      "in the file. --print-config shows the result.\n"
+      "\n"
+      "Flags:\n";
   for (const Setting& s : settings()) {
     std::string left = std::string("  --") + s.flag;
+    if (s.type == Type::kBool) left += "[=BOOL]";
     if (s.value_name) left += std::string(" ") + s.value_name;
     out += left;
-    out += std::string(left.size() < 32 ? 32 - left.size() : 1, ' ');
-    out += s.help;
-    if (s.env) out += std::string(" [") + s.env + "]";
+    out += left.size() < kIndent ? std::string(kIndent - left.size(), ' ')
+                                 : "\n" + std::string(kIndent, ' ');
+    std::string help = s.help;
+    if (s.type != Type::kSwitch && s.flag != std::string_view("config")) {
+      if (const std::string d = s.show(defaults); !d.empty()) help += " (default " + d + ")";
+    }
+    if (s.env || s.key) {
+      help += " [";
+      if (s.env) help += s.env;
+      if (s.env && s.key) help += ", ";
+      if (s.key) help += std::string("key ") + s.key;
+      help += "]";
+    }
+    out += wrap(help, kIndent, kWidth);
     out += '\n';
   }
   out +=

@@ -1,4 +1,7 @@
-// Command-line flags and their NETMON_... environment equivalents.
+// The agent's settings: command-line flags, their NETMON_... environment variables and their keys
+// in the YAML configuration file (--config), all from one table in options.cpp. Precedence: flags
+// over environment over file over defaults. The rules (egress, ingress, lists, macros) come from
+// the file only.
 #pragma once
 
 #include <functional>
@@ -10,12 +13,24 @@
 #include "bpf/probe.h"
 #include "common/log.h"
 #include "common/result.h"
+#include "rules/rules.h"
 
 namespace netmon {
+
+// Which connection events are reported (events.establish, ...). An event type switched off is
+// dropped before enrichment and output.
+struct EventSwitches {
+  bool establish = true;
+  bool accept = true;
+  bool close = true;
+  bool failed = true;
+};
 
 struct Options {
   bool show_help = false;
   bool show_version = false;
+  bool print_config = false;  // --print-config: print render_config() on stdout and exit 0
+  std::string config_file;    // the YAML file the settings were read from; "" when none
   log::Level log_level = log::Level::kInfo;
   ProbeOptions probe;
   size_t output_queue_bytes = 64u << 20;
@@ -29,18 +44,31 @@ struct Options {
   bool kubelet_insecure_skip_verify = false;
   uint32_t kubelet_poll_interval_s = 10;
   uint32_t pod_grace_period_s = 60;
+  bool pod_labels = true;   // kubernetes.labels: write the pod's labels into events
   std::string node_name;    // default: $NODE_NAME, else the host name
   std::string cgroup_root;  // default: the cgroup2 mount from /proc/self/mountinfo
   std::string metrics_address = "0.0.0.0:9477";  // "" disables the HTTP endpoint
   std::vector<std::string> metrics_drop_labels;
+  EventSwitches events;
+  RulesSpec rules;  // from the configuration file only; compiled by agent/rules
 };
 
 // Looks up an environment variable; injectable for tests.
 using EnvLookup = std::function<std::optional<std::string>(const char* name)>;
 EnvLookup process_environment();
 
-// Parses flags over environment over defaults. Errors name the flag or variable and why.
+// Parses flags over environment over the configuration file (--config FILE, else $NETMON_CONFIG)
+// over defaults. Errors name the flag, the variable, or the file, line, column and key, and why.
+// Every value in the file is checked, also one that a flag or variable overrides.
 Result<Options> parse_options(const std::vector<std::string>& args, const EnvLookup& env);
+
+// Applies a YAML configuration document over `options` as parse_options() applies the file;
+// `source` names it in errors. The document's rules replace options.rules.
+Result<void> apply_config(Options& options, std::string_view yaml, std::string_view source);
+
+// The effective configuration as a YAML document: every key with its value, and the rules. Loaded
+// with --config it gives the same options (the command-only switches and config_file aside).
+std::string render_config(const Options& options);
 
 std::string usage_text();
 

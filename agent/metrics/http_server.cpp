@@ -3,6 +3,7 @@
 #include <httplib.h>
 
 #include <charconv>
+#include <chrono>
 #include <thread>
 
 namespace netmon {
@@ -91,6 +92,11 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(const ListenAddress& addre
   }
   Impl* raw = impl.get();
   impl->thread = std::thread([raw] { raw->server.listen_after_bind(); });
+  // stop() before the listen loop has begun is lost (httplib marks the server running only
+  // inside it): wait until it runs, so the destructor can always stop it.
+  for (int i = 0; i < 2000 && !impl->server.is_running(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
 }
 

@@ -140,7 +140,7 @@ void append_string_field(std::string& out, std::string_view key, std::string_vie
 }
 
 // The `pod` object: the pod of the owner's container.
-void append_pod(std::string& out, const Attribution& a) {
+void append_pod(std::string& out, const Attribution& a, bool with_labels) {
   const PodMeta& pod = *a.pod;
   out += '{';
   append_string_field(out, "namespace", pod.namespace_name);
@@ -155,7 +155,7 @@ void append_pod(std::string& out, const Attribution& a) {
   out += ',';
   append_key(out, "labels");
   out += '{';
-  for (size_t i = 0; i < pod.labels.size(); ++i) {
+  for (size_t i = 0; with_labels && i < pod.labels.size(); ++i) {
     if (i > 0) out += ',';
     append_json_string(out, pod.labels[i].first);
     out += ':';
@@ -320,11 +320,15 @@ void append_event_line(std::string& out, const ConnectionEvent& e, const EventCo
   if (context.attribution && context.attribution->pod) {
     out += ',';
     append_key(out, "pod");
-    append_pod(out, *context.attribution);
+    append_pod(out, *context.attribution, context.pod_labels);
   }
   if (!context.node_name.empty()) {
     out += ',';
     append_string_field(out, "node_name", context.node_name);
+  }
+  if (!context.rule.empty()) {
+    out += ',';
+    append_string_field(out, "rule", context.rule);
   }
   out += "}\n";
 }

@@ -31,6 +31,8 @@ struct EventContext {
   // The owner's container and pod: process.container_id and the `pod` object. May be null.
   const Attribution* attribution = nullptr;
   std::string_view node_name{};  // "": no node_name field
+  std::string_view rule{};       // the matching rule's name; "": no rule field
+  bool pod_labels = true;        // false: the pod's labels are written as {}
 };
 
 // Appends one event as a JSON object followed by '\n'.

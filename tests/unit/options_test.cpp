@@ -38,7 +38,7 @@ bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
 }
 
-TEST(ParseOptions, DefaultsWithoutFlagsOrEnvironment) {
+TEST(OptionsParse, DefaultsWithoutFlagsOrEnvironment) {
   const auto r = parse({});
   ASSERT_TRUE(r) << r.error().message;
   EXPECT_FALSE(r->show_help);
@@ -50,9 +50,26 @@ TEST(ParseOptions, DefaultsWithoutFlagsOrEnvironment) {
   EXPECT_EQ(r->output_queue_bytes, size_t{64} << 20);
   EXPECT_EQ(r->proc_root, "/proc");
   EXPECT_EQ(r->max_processes, 65536u);
+  EXPECT_FALSE(r->print_config);
+  EXPECT_EQ(r->config_file, "");
+  EXPECT_EQ(r->kubelet_url, "");
+  EXPECT_FALSE(r->kubelet_insecure_skip_verify);
+  EXPECT_EQ(r->kubelet_poll_interval_s, 10u);
+  EXPECT_EQ(r->pod_grace_period_s, 60u);
+  EXPECT_TRUE(r->pod_labels);
+  EXPECT_EQ(r->metrics_address, "0.0.0.0:9477");
+  EXPECT_TRUE(r->metrics_drop_labels.empty());
+  EXPECT_TRUE(r->events.establish);
+  EXPECT_TRUE(r->events.accept);
+  EXPECT_TRUE(r->events.close);
+  EXPECT_TRUE(r->events.failed);
+  EXPECT_TRUE(r->rules.egress.enabled);
+  EXPECT_TRUE(r->rules.ingress.enabled);
+  EXPECT_TRUE(r->rules.egress.rules.empty());
+  EXPECT_TRUE(r->rules.ingress.rules.empty());
 }
 
-TEST(ParseOptions, LogLevelSeparateAndInlineValue) {
+TEST(OptionsParse, LogLevelSeparateAndInlineValue) {
   for (const Args& args : {Args{"--log-level", "debug"}, Args{"--log-level=debug"}}) {
     const auto r = parse(args);
     ASSERT_TRUE(r) << r.error().message;
@@ -63,7 +80,7 @@ TEST(ParseOptions, LogLevelSeparateAndInlineValue) {
   EXPECT_EQ(parse({"--log-level", "warning"})->log_level, log::Level::kWarn);
 }
 
-TEST(ParseOptions, HookVariantSeparateAndInlineValue) {
+TEST(OptionsParse, HookVariantSeparateAndInlineValue) {
   for (const Args& args :
        {Args{"--hook-variant", "tracepoint"}, Args{"--hook-variant=tracepoint"}}) {
     const auto r = parse(args);
@@ -73,7 +90,7 @@ TEST(ParseOptions, HookVariantSeparateAndInlineValue) {
   EXPECT_EQ(parse({"--hook-variant=tp_btf"})->probe.variant, HookVariant::kTpBtf);
 }
 
-TEST(ParseOptions, RingBufferBytesSeparateAndInlineValue) {
+TEST(OptionsParse, RingBufferBytesSeparateAndInlineValue) {
   for (const Args& args :
        {Args{"--ring-buffer-bytes", "65536"}, Args{"--ring-buffer-bytes=65536"}}) {
     const auto r = parse(args);
@@ -82,7 +99,7 @@ TEST(ParseOptions, RingBufferBytesSeparateAndInlineValue) {
   }
 }
 
-TEST(ParseOptions, MaxConnectionsSeparateAndInlineValue) {
+TEST(OptionsParse, MaxConnectionsSeparateAndInlineValue) {
   for (const Args& args : {Args{"--max-connections", "5000"}, Args{"--max-connections=5000"}}) {
     const auto r = parse(args);
     ASSERT_TRUE(r) << r.error().message;
@@ -90,7 +107,7 @@ TEST(ParseOptions, MaxConnectionsSeparateAndInlineValue) {
   }
 }
 
-TEST(ParseOptions, OutputQueueBytesSeparateAndInlineValue) {
+TEST(OptionsParse, OutputQueueBytesSeparateAndInlineValue) {
   for (const Args& args :
        {Args{"--output-queue-bytes", "1000000"}, Args{"--output-queue-bytes=1000000"}}) {
     const auto r = parse(args);
@@ -99,7 +116,7 @@ TEST(ParseOptions, OutputQueueBytesSeparateAndInlineValue) {
   }
 }
 
-TEST(ParseOptions, ProcRootSeparateAndInlineValue) {
+TEST(OptionsParse, ProcRootSeparateAndInlineValue) {
   for (const Args& args : {Args{"--proc-root", "/host/proc"}, Args{"--proc-root=/host/proc"}}) {
     const auto r = parse(args);
     ASSERT_TRUE(r) << r.error().message;
@@ -107,13 +124,13 @@ TEST(ParseOptions, ProcRootSeparateAndInlineValue) {
   }
 }
 
-TEST(ParseOptions, ProcRootDropsTrailingSlashesButKeepsRoot) {
+TEST(OptionsParse, ProcRootDropsTrailingSlashesButKeepsRoot) {
   EXPECT_EQ(parse({"--proc-root=/host/proc//"})->proc_root, "/host/proc");
   EXPECT_EQ(parse({"--proc-root=/"})->proc_root, "/");
   EXPECT_EQ(parse({"--proc-root=///"})->proc_root, "/");
 }
 
-TEST(ParseOptions, ProcRootMustBeAbsolute) {
+TEST(OptionsParse, ProcRootMustBeAbsolute) {
   for (const char* v : {"proc", "", "./proc"}) {
     const std::string e = error_of({std::string("--proc-root=") + v});
     EXPECT_TRUE(contains(e, "--proc-root")) << e;
@@ -121,7 +138,7 @@ TEST(ParseOptions, ProcRootMustBeAbsolute) {
   }
 }
 
-TEST(ParseOptions, MaxProcessesSeparateAndInlineValue) {
+TEST(OptionsParse, MaxProcessesSeparateAndInlineValue) {
   for (const Args& args : {Args{"--max-processes", "2048"}, Args{"--max-processes=2048"}}) {
     const auto r = parse(args);
     ASSERT_TRUE(r) << r.error().message;
@@ -129,14 +146,14 @@ TEST(ParseOptions, MaxProcessesSeparateAndInlineValue) {
   }
 }
 
-TEST(ParseOptions, MaxProcessesRange) {
+TEST(OptionsParse, MaxProcessesRange) {
   EXPECT_EQ(parse({"--max-processes=1024"})->max_processes, 1024u);
   EXPECT_EQ(parse({"--max-processes=4194304"})->max_processes, 4194304u);
   EXPECT_TRUE(contains(error_of({"--max-processes=1023"}), "out of range"));
   EXPECT_TRUE(contains(error_of({"--max-processes=4194305"}), "out of range"));
 }
 
-TEST(ParseOptions, SeveralFlagsTogether) {
+TEST(OptionsParse, SeveralFlagsTogether) {
   const auto r = parse({"--log-level=warn", "--max-connections", "2048", "--hook-variant=tp_btf"});
   ASSERT_TRUE(r) << r.error().message;
   EXPECT_EQ(r->log_level, log::Level::kWarn);
@@ -144,7 +161,7 @@ TEST(ParseOptions, SeveralFlagsTogether) {
   EXPECT_EQ(r->probe.variant, HookVariant::kTpBtf);
 }
 
-TEST(ParseOptions, EnvironmentUsedWithoutFlags) {
+TEST(OptionsParse, EnvironmentUsedWithoutFlags) {
   const auto r = parse({}, {{"NETMON_LOG_LEVEL", "debug"},
                             {"NETMON_HOOK_VARIANT", "tracepoint"},
                             {"NETMON_RING_BUFFER_BYTES", "1048576"},
@@ -162,7 +179,7 @@ TEST(ParseOptions, EnvironmentUsedWithoutFlags) {
   EXPECT_EQ(r->max_processes, 9999u);
 }
 
-TEST(ParseOptions, FlagBeatsEnvironment) {
+TEST(OptionsParse, FlagBeatsEnvironment) {
   const auto r = parse({"--log-level=error", "--max-connections", "8192"},
                        {{"NETMON_LOG_LEVEL", "debug"}, {"NETMON_MAX_CONNECTIONS", "4096"}});
   ASSERT_TRUE(r) << r.error().message;
@@ -170,19 +187,19 @@ TEST(ParseOptions, FlagBeatsEnvironment) {
   EXPECT_EQ(r->probe.max_connections, 8192u);
 }
 
-TEST(ParseOptions, LaterFlagBeatsEarlier) {
+TEST(OptionsParse, LaterFlagBeatsEarlier) {
   const auto r = parse({"--log-level=error", "--log-level=debug"});
   ASSERT_TRUE(r) << r.error().message;
   EXPECT_EQ(r->log_level, log::Level::kDebug);
 }
 
-TEST(ParseOptions, InvalidEnvironmentValueNamesTheVariable) {
+TEST(OptionsParse, InvalidEnvironmentValueNamesTheVariable) {
   const std::string e = error_of({}, {{"NETMON_MAX_CONNECTIONS", "lots"}});
   EXPECT_TRUE(contains(e, "NETMON_MAX_CONNECTIONS")) << e;
   EXPECT_TRUE(contains(e, "'lots'")) << e;
 }
 
-TEST(ParseOptions, UnknownFlagErrorNamesIt) {
+TEST(OptionsParse, UnknownFlagErrorNamesIt) {
   const std::string e = error_of({"--frobnicate"});
   EXPECT_TRUE(contains(e, "--frobnicate")) << e;
   const std::string e2 = error_of({"--frobnicate=3"});
@@ -190,50 +207,50 @@ TEST(ParseOptions, UnknownFlagErrorNamesIt) {
   EXPECT_FALSE(contains(e2, "=3")) << e2;
 }
 
-TEST(ParseOptions, PositionalArgumentIsRejected) {
+TEST(OptionsParse, PositionalArgumentIsRejected) {
   const std::string e = error_of({"-h"});
   EXPECT_TRUE(contains(e, "'-h'")) << e;
   EXPECT_FALSE(parse({"extra"}));
 }
 
-TEST(ParseOptions, MissingValueNamesFlagAndValue) {
+TEST(OptionsParse, MissingValueNamesFlagAndValue) {
   const std::string e = error_of({"--max-connections"});
   EXPECT_TRUE(contains(e, "--max-connections")) << e;
   EXPECT_TRUE(contains(e, "needs a value")) << e;
   EXPECT_TRUE(contains(e, "N")) << e;
 }
 
-TEST(ParseOptions, BadLogLevelNamesTheFlag) {
+TEST(OptionsParse, BadLogLevelNamesTheFlag) {
   const std::string e = error_of({"--log-level", "loud"});
   EXPECT_TRUE(contains(e, "--log-level")) << e;
   EXPECT_TRUE(contains(e, "'loud'")) << e;
 }
 
-TEST(ParseOptions, EmptyInlineValueIsInvalid) {
+TEST(OptionsParse, EmptyInlineValueIsInvalid) {
   const std::string e = error_of({"--log-level="});
   EXPECT_TRUE(contains(e, "--log-level")) << e;
 }
 
-TEST(ParseOptions, BadHookVariantNamesTheFlag) {
+TEST(OptionsParse, BadHookVariantNamesTheFlag) {
   const std::string e = error_of({"--hook-variant=kprobe"});
   EXPECT_TRUE(contains(e, "--hook-variant")) << e;
   EXPECT_TRUE(contains(e, "'kprobe'")) << e;
 }
 
-TEST(ParseOptions, RingBufferBytesMustBePowerOfTwo) {
+TEST(OptionsParse, RingBufferBytesMustBePowerOfTwo) {
   const std::string e = error_of({"--ring-buffer-bytes=12288"});
   EXPECT_TRUE(contains(e, "--ring-buffer-bytes")) << e;
   EXPECT_TRUE(contains(e, "power of two")) << e;
 }
 
-TEST(ParseOptions, RingBufferBytesRange) {
+TEST(OptionsParse, RingBufferBytesRange) {
   EXPECT_TRUE(parse({"--ring-buffer-bytes=4096"}));
   EXPECT_TRUE(parse({"--ring-buffer-bytes=1073741824"}));
   EXPECT_TRUE(contains(error_of({"--ring-buffer-bytes=2048"}), "out of range"));
   EXPECT_TRUE(contains(error_of({"--ring-buffer-bytes=2147483648"}), "out of range"));
 }
 
-TEST(ParseOptions, MaxConnectionsRange) {
+TEST(OptionsParse, MaxConnectionsRange) {
   EXPECT_EQ(parse({"--max-connections=1024"})->probe.max_connections, 1024u);
   EXPECT_EQ(parse({"--max-connections=16777216"})->probe.max_connections, 16777216u);
   const std::string e = error_of({"--max-connections=1023"});
@@ -242,21 +259,21 @@ TEST(ParseOptions, MaxConnectionsRange) {
   EXPECT_TRUE(contains(error_of({"--max-connections=16777217"}), "out of range"));
 }
 
-TEST(ParseOptions, OutputQueueBytesRange) {
+TEST(OptionsParse, OutputQueueBytesRange) {
   EXPECT_EQ(parse({"--output-queue-bytes=65536"})->output_queue_bytes, 65536u);
   EXPECT_EQ(parse({"--output-queue-bytes=4294967296"})->output_queue_bytes, 4294967296u);
   EXPECT_TRUE(contains(error_of({"--output-queue-bytes=65535"}), "out of range"));
   EXPECT_TRUE(contains(error_of({"--output-queue-bytes=4294967297"}), "out of range"));
 }
 
-TEST(ParseOptions, NonNumericAndNegativeNumbersAreRejected) {
+TEST(OptionsParse, NonNumericAndNegativeNumbersAreRejected) {
   for (const char* v : {"-1", "12abc", "", " 2048", "0x1000", "99999999999999999999999"}) {
     const std::string e = error_of({std::string("--max-connections=") + v});
     EXPECT_TRUE(contains(e, "not a non-negative integer")) << v << ": " << e;
   }
 }
 
-TEST(ParseOptions, HelpAndVersionSwitches) {
+TEST(OptionsParse, HelpAndVersionSwitches) {
   const auto help = parse({"--help"});
   ASSERT_TRUE(help) << help.error().message;
   EXPECT_TRUE(help->show_help);
@@ -267,42 +284,236 @@ TEST(ParseOptions, HelpAndVersionSwitches) {
   EXPECT_FALSE(version->show_help);
 }
 
-TEST(ParseOptions, SwitchWithValueIsRejected) {
+TEST(OptionsParse, SwitchWithValueIsRejected) {
   const std::string e = error_of({"--help=yes"});
   EXPECT_TRUE(contains(e, "--help")) << e;
   EXPECT_TRUE(contains(e, "takes no value")) << e;
 }
 
-TEST(ParseOptions, SwitchDoesNotConsumeNextArgument) {
+TEST(OptionsParse, SwitchDoesNotConsumeNextArgument) {
   const auto r = parse({"--version", "--log-level=debug"});
   ASSERT_TRUE(r) << r.error().message;
   EXPECT_TRUE(r->show_version);
   EXPECT_EQ(r->log_level, log::Level::kDebug);
 }
 
-TEST(UsageText, MentionsEveryFlagAndVariable) {
+TEST(OptionsUsage, MentionsEveryFlagAndVariable) {
   const std::string u = usage_text();
-  for (const char* flag :
-       {"--log-level LEVEL", "--hook-variant VARIANT", "--ring-buffer-bytes BYTES",
-        "--max-connections N", "--output-queue-bytes BYTES", "--proc-root DIR", "--max-processes N",
-        "--help", "--version"}) {
+  for (const char* flag : {"--config FILE",
+                           "--log-level LEVEL",
+                           "--hook-variant VARIANT",
+                           "--ring-buffer-bytes BYTES",
+                           "--max-connections N",
+                           "--output-queue-bytes BYTES",
+                           "--proc-root DIR",
+                           "--max-processes N",
+                           "--kubelet-url URL",
+                           "--kubelet-token-file FILE",
+                           "--kubelet-ca-file FILE",
+                           "--kubelet-insecure-skip-verify[=BOOL]",
+                           "--kubelet-poll-interval SECONDS",
+                           "--pod-grace-period SECONDS",
+                           "--pod-labels[=BOOL]",
+                           "--node-name NAME",
+                           "--cgroup-root DIR",
+                           "--metrics-address HOST:PORT",
+                           "--metrics-drop-labels LABELS",
+                           "--events-establish[=BOOL]",
+                           "--events-accept[=BOOL]",
+                           "--events-close[=BOOL]",
+                           "--events-failed[=BOOL]",
+                           "--print-config",
+                           "--help",
+                           "--version"}) {
     EXPECT_TRUE(contains(u, flag)) << flag;
   }
-  for (const char* var : {"NETMON_LOG_LEVEL", "NETMON_HOOK_VARIANT", "NETMON_RING_BUFFER_BYTES",
-                          "NETMON_MAX_CONNECTIONS", "NETMON_OUTPUT_QUEUE_BYTES", "NETMON_PROC_ROOT",
-                          "NETMON_MAX_PROCESSES"}) {
+  for (const char* var : {"NETMON_CONFIG",
+                          "NETMON_LOG_LEVEL",
+                          "NETMON_HOOK_VARIANT",
+                          "NETMON_RING_BUFFER_BYTES",
+                          "NETMON_MAX_CONNECTIONS",
+                          "NETMON_OUTPUT_QUEUE_BYTES",
+                          "NETMON_PROC_ROOT",
+                          "NETMON_MAX_PROCESSES",
+                          "NETMON_KUBELET_URL",
+                          "NETMON_KUBELET_TOKEN_FILE",
+                          "NETMON_KUBELET_CA_FILE",
+                          "NETMON_KUBELET_INSECURE_SKIP_VERIFY",
+                          "NETMON_KUBELET_POLL_INTERVAL",
+                          "NETMON_POD_GRACE_PERIOD",
+                          "NETMON_POD_LABELS",
+                          "NETMON_NODE_NAME",
+                          "NETMON_CGROUP_ROOT",
+                          "NETMON_METRICS_ADDRESS",
+                          "NETMON_METRICS_DROP_LABELS",
+                          "NETMON_EVENTS_ESTABLISH",
+                          "NETMON_EVENTS_ACCEPT",
+                          "NETMON_EVENTS_CLOSE",
+                          "NETMON_EVENTS_FAILED"}) {
     EXPECT_TRUE(contains(u, var)) << var;
   }
 }
 
-TEST(UsageText, EveryLineEndsWithNewline) {
+TEST(OptionsUsage, NamesEveryConfigurationKeyAndDefault) {
+  // The help is wrapped; compare it with its line breaks and indentation collapsed.
+  std::string u;
+  for (char c : usage_text()) {
+    if (c == '\n') c = ' ';
+    if (c == ' ' && !u.empty() && u.back() == ' ') continue;
+    u += c;
+  }
+  for (const char* key : {"key log_level",
+                          "key hook_variant",
+                          "key ring_buffer_bytes",
+                          "key max_connections",
+                          "key output.queue_bytes",
+                          "key process_table.proc_root",
+                          "key process_table.max_processes",
+                          "key kubernetes.kubelet_url",
+                          "key kubernetes.token_file",
+                          "key kubernetes.ca_file",
+                          "key kubernetes.insecure_skip_verify",
+                          "key kubernetes.poll_interval_seconds",
+                          "key kubernetes.pod_grace_period_seconds",
+                          "key kubernetes.labels",
+                          "key kubernetes.node_name",
+                          "key kubernetes.cgroup_root",
+                          "key metrics.address",
+                          "key metrics.drop_labels",
+                          "key events.establish",
+                          "key events.accept",
+                          "key events.close",
+                          "key events.failed"}) {
+    EXPECT_TRUE(contains(u, key)) << key;
+  }
+  for (const char* d :
+       {"(default info)", "(default auto)", "(default 8388608)", "(default 262144)",
+        "(default 67108864)", "(default /proc)", "(default 65536)", "(default 10)", "(default 60)",
+        "(default 0.0.0.0:9477)", "(default false)", "(default true)"}) {
+    EXPECT_TRUE(contains(u, d)) << d;
+  }
+  EXPECT_TRUE(contains(u, "Flags override variables, which override the file")) << u;
+}
+
+TEST(OptionsUsage, NoLineIsWiderThanOneHundredColumns) {
+  const std::string u = usage_text();
+  size_t start = 0;
+  while (start < u.size()) {
+    const size_t end = u.find('\n', start);
+    EXPECT_LE(end - start, 100u) << u.substr(start, end - start);
+    start = end + 1;
+  }
+}
+
+TEST(OptionsUsage, EveryLineEndsWithNewline) {
   const std::string u = usage_text();
   ASSERT_FALSE(u.empty());
   EXPECT_EQ(u.back(), '\n');
   EXPECT_TRUE(u.starts_with("Usage: netmon-agent"));
 }
 
-TEST(ProcessEnvironment, ReadsRealEnvironment) {
+TEST(OptionsParse, BooleanFlagsTakeAnOptionalInlineValue) {
+  EXPECT_TRUE(parse({"--kubelet-insecure-skip-verify"})->kubelet_insecure_skip_verify);
+  EXPECT_TRUE(parse({"--kubelet-insecure-skip-verify=true"})->kubelet_insecure_skip_verify);
+  EXPECT_FALSE(parse({"--kubelet-insecure-skip-verify=false"})->kubelet_insecure_skip_verify);
+  EXPECT_FALSE(parse({"--pod-labels=false"})->pod_labels);
+  EXPECT_FALSE(parse({"--pod-labels=0"})->pod_labels);
+  EXPECT_TRUE(parse({"--pod-labels=yes"})->pod_labels);
+  const std::string e = error_of({"--pod-labels=maybe"});
+  EXPECT_TRUE(contains(e, "invalid --pod-labels: 'maybe' is not true or false")) << e;
+  // The next argument is never a boolean flag's value.
+  const std::string e2 = error_of({"--pod-labels", "false"});
+  EXPECT_TRUE(contains(e2, "unexpected argument 'false'")) << e2;
+}
+
+TEST(OptionsParse, EventSwitchesFromFlagsAndEnvironment) {
+  const auto r = parse({"--events-establish=false", "--events-failed=false", "--events-close"},
+                       {{"NETMON_EVENTS_ACCEPT", "no"}, {"NETMON_EVENTS_CLOSE", "false"}});
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_FALSE(r->events.establish);
+  EXPECT_FALSE(r->events.accept);
+  EXPECT_TRUE(r->events.close);  // the flag over the variable
+  EXPECT_FALSE(r->events.failed);
+}
+
+TEST(OptionsParse, BooleanVariableSpellings) {
+  for (const char* v : {"true", "1", "yes"}) {
+    EXPECT_TRUE(
+        parse({}, {{"NETMON_KUBELET_INSECURE_SKIP_VERIFY", v}})->kubelet_insecure_skip_verify)
+        << v;
+  }
+  for (const char* v : {"false", "0", "no"}) {
+    EXPECT_FALSE(parse({}, {{"NETMON_POD_LABELS", v}})->pod_labels) << v;
+  }
+  for (const char* v : {"", "on", "TRUE "}) {
+    const std::string e = error_of({}, {{"NETMON_POD_LABELS", v}});
+    EXPECT_TRUE(contains(e, "invalid NETMON_POD_LABELS: '" + std::string(v) + "'")) << e;
+  }
+}
+
+TEST(OptionsParse, EmptyStringsMeanTheStartUpDefault) {
+  const auto r = parse({"--kubelet-url=", "--cgroup-root="},
+                       {{"NETMON_NODE_NAME", ""}, {"NETMON_KUBELET_TOKEN_FILE", ""}});
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->kubelet_url, "");
+  EXPECT_EQ(r->cgroup_root, "");
+  EXPECT_EQ(r->node_name, "");
+}
+
+TEST(OptionsParse, KubeletUrl) {
+  EXPECT_EQ(parse({"--kubelet-url=https://10.0.0.1:10250/pods"})->kubelet_url,
+            "https://10.0.0.1:10250/pods");
+  EXPECT_EQ(parse({"--kubelet-url", "http://[::1]:10255/pods"})->kubelet_url,
+            "http://[::1]:10255/pods");
+  for (const char* url : {"10.0.0.1:10250", "ftp://x/", "https://", "http:///pods"}) {
+    const std::string e = error_of({std::string("--kubelet-url=") + url});
+    EXPECT_TRUE(contains(e, "invalid --kubelet-url: '" + std::string(url) + "'")) << e;
+  }
+}
+
+TEST(OptionsParse, MetricsAddress) {
+  for (const char* a : {"0.0.0.0:9477", ":9477", "127.0.0.1:0", "[::]:9477", "[::1]:1",
+                        "localhost:9477", "metrics.node-1.local:80"}) {
+    const auto r = parse({std::string("--metrics-address=") + a});
+    ASSERT_TRUE(r) << a << ": " << r.error().message;
+    EXPECT_EQ(r->metrics_address, a);
+  }
+  EXPECT_EQ(parse({"--metrics-address=off"})->metrics_address, "");
+  EXPECT_EQ(parse({}, {{"NETMON_METRICS_ADDRESS", ""}})->metrics_address, "");
+  for (const char* a : {"9477", "999.0.0.1:9477", "1.2.3:9477", "::1:9477", "[::1]9477",
+                        "[not-v6]:1", "a b:1", "-x:1", "0.0.0.0:65536", "0.0.0.0:http"}) {
+    const std::string e = error_of({std::string("--metrics-address=") + a});
+    EXPECT_TRUE(contains(e, "invalid --metrics-address: ")) << a << ": " << e;
+  }
+  EXPECT_TRUE(contains(error_of({"--metrics-address=::1:9477"}), "needs brackets"));
+}
+
+TEST(OptionsParse, MetricsDropLabels) {
+  EXPECT_EQ(parse({"--metrics-drop-labels=pod,container"})->metrics_drop_labels,
+            (std::vector<std::string>{"pod", "container"}));
+  const std::string e = error_of({}, {{"NETMON_METRICS_DROP_LABELS", "pod,ip"}});
+  EXPECT_TRUE(contains(e, "invalid NETMON_METRICS_DROP_LABELS: unknown label 'ip'")) << e;
+}
+
+TEST(OptionsParse, KubeletNumbers) {
+  const auto r = parse({"--kubelet-poll-interval=3600", "--pod-grace-period", "0"});
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->kubelet_poll_interval_s, 3600u);
+  EXPECT_EQ(r->pod_grace_period_s, 0u);
+  EXPECT_TRUE(contains(error_of({"--kubelet-poll-interval=0"}), "out of range [1, 3600]"));
+  EXPECT_TRUE(contains(error_of({"--pod-grace-period=86401"}), "out of range [0, 86400]"));
+}
+
+TEST(OptionsParse, PrintConfigAndConfigFlags) {
+  const auto r = parse({"--print-config"});
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_TRUE(r->print_config);
+  EXPECT_FALSE(r->show_help);
+  const std::string e = error_of({"--config"});
+  EXPECT_TRUE(contains(e, "--config needs a value (FILE)")) << e;
+}
+
+TEST(OptionsEnvironment, ReadsRealEnvironment) {
   setenv("NETMON_UNIT_TEST_PROBE", "value-1", 1);
   const EnvLookup env = process_environment();
   EXPECT_EQ(env("NETMON_UNIT_TEST_PROBE"), std::optional<std::string>("value-1"));
