@@ -19,6 +19,7 @@ test_pkgs=(
   netcat-openbsd inetutils-telnet   # the reference's scenario
   iproute2                          # ss -e, network namespaces
   clang-format                      # the formatting check
+  libclang-rt-14-dev                # libFuzzer and sanitizer runtimes for the fuzz targets
   prometheus                        # promtool and a real server for the metrics tests
   curl                              # HTTP checks in tests
   openssl                           # certificates for the stub kubelet

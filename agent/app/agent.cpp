@@ -182,7 +182,9 @@ int run_agent(const Options& options) {
       return 1;
     }
     http = std::move(*server);
-    log::info("serving /metrics, /healthz and /readyz on http://" + address->host + ":" +
+    const std::string host =
+        address->host.find(':') != std::string::npos ? "[" + address->host + "]" : address->host;
+    log::info("serving /metrics, /healthz and /readyz on http://" + host + ":" +
               std::to_string(http->port()));
   }
 
