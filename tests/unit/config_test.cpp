@@ -572,6 +572,7 @@ std::string reference_example() {
 
 TEST_F(ConfigTest, ReferenceExampleLoads) {
   const std::string yaml = reference_example();
+  if (yaml.empty()) GTEST_SKIP() << NETMON_SHARED_DIR "/REFERENCE.md is absent";
   ASSERT_TRUE(contains(yaml, "NetMonIpv4Test")) << yaml;
   const Options o = load_ok(yaml);
   EXPECT_TRUE(o.rules.egress.enabled);

@@ -159,37 +159,59 @@ TEST_F(LineWriterTest, EmptyBatchIsAcceptedAndNotCounted) {
   EXPECT_EQ(s.lines_dropped_queue_full, 0u);
 }
 
-TEST_F(LineWriterTest, BatchLargerThanQueueIsDroppedCountedAndCleared) {
+TEST_F(LineWriterTest, BatchLargerThanQueueGoesWhenNothingWaits) {
+  // One poll round may produce more than the whole queue holds: with nothing waiting it is
+  // written whole rather than lost.
   Pipe p = make_pipe();
   LineWriter writer(p.write_end.get(), 8);
   std::string batch = "one\ntwo\nthree\n";
-  EXPECT_FALSE(writer.submit(batch, 3));
+  EXPECT_TRUE(writer.submit(batch, 3));
   EXPECT_TRUE(batch.empty());
-  batch = "ok\n";
-  EXPECT_TRUE(writer.submit(batch, 1));
   ASSERT_TRUE(writer.finish(5s));
   p.write_end.reset();
-  EXPECT_EQ(read_all(p.read_end.get()), "ok\n");
-  const OutputStats s = writer.stats();
-  EXPECT_EQ(s.lines_dropped_queue_full, 3u);
-  EXPECT_EQ(s.lines_dropped_write_error, 0u);
-  EXPECT_EQ(s.lines_written, 1u);
+  EXPECT_EQ(read_all(p.read_end.get()), "one\ntwo\nthree\n");
+  EXPECT_EQ(writer.stats().lines_written, 3u);
+  EXPECT_EQ(writer.stats().lines_dropped_queue_full, 0u);
+}
+
+TEST_F(LineWriterTest, BatchLargerThanQueueIsDroppedCountedAndClearedWhenOthersWait) {
+  Pipe p = make_pipe();
+  fill_pipe(p.write_end.get());
+  LineWriter writer(p.write_end.get(), 8);
+  std::string batch = "first\n";  // taken by the writer thread, which blocks on the full pipe
+  ASSERT_TRUE(writer.submit(batch, 1));
+  ASSERT_TRUE(eventually([&] { return writer.stats().queued_bytes == 0; }));
+  batch = "wait\n";  // waits in the queue
+  ASSERT_TRUE(writer.submit(batch, 1));
+  batch = "one\ntwo\nthree\n";  // 5 + 14 > 8 while something waits: dropped
+  EXPECT_FALSE(writer.submit(batch, 3));
+  EXPECT_TRUE(batch.empty());
+  EXPECT_EQ(writer.stats().lines_dropped_queue_full, 3u);
+  std::thread reader([&] { (void)read_all(p.read_end.get()); });
+  EXPECT_TRUE(writer.finish(5s));
+  p.write_end.reset();
+  reader.join();
+  EXPECT_EQ(writer.stats().lines_written, 2u);
+  EXPECT_EQ(writer.stats().lines_dropped_write_error, 0u);
 }
 
 TEST_F(LineWriterTest, PendingBytesCountAgainstCapacity) {
   Pipe p = make_pipe();
   const size_t prefill = fill_pipe(p.write_end.get());
   LineWriter writer(p.write_end.get(), 10);
-  std::string batch = "1234567\n";  // 8 bytes: pending while the pipe is full
+  std::string batch = "in-flight\n";  // taken by the thread, blocked on the full pipe
+  ASSERT_TRUE(writer.submit(batch, 1));
+  ASSERT_TRUE(eventually([&] { return writer.stats().queued_bytes == 0; }));
+  batch = "1234567\n";  // 8 bytes: waits in the queue
   ASSERT_TRUE(writer.submit(batch, 1));
   batch = "abc\n";  // 8 + 4 > 10
   EXPECT_FALSE(writer.submit(batch, 1));
   EXPECT_EQ(writer.stats().lines_dropped_queue_full, 1u);
   EXPECT_EQ(writer.stats().queued_bytes, 8u);
-  // Unblock: read the prefill and the queued batch, then finish cleanly.
+  // Unblock: read the prefill and the batches, then finish cleanly.
   std::thread reader([&] { (void)read_all(p.read_end.get()); });
   EXPECT_TRUE(writer.finish(5s));
-  EXPECT_EQ(writer.stats().lines_written, 1u);
+  EXPECT_EQ(writer.stats().lines_written, 2u);
   p.write_end.reset();
   reader.join();
   EXPECT_GT(prefill, 0u);

