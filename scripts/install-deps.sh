@@ -6,7 +6,7 @@
 set -euo pipefail
 
 build_pkgs=(
-  build-essential cmake pkg-config
+  build-essential cmake pkg-config python3
   clang llvm                       # compiles bpf/*.bpf.c for the BPF target
   bpftool                          # generates the BPF skeleton
   libbpf-dev libelf-dev zlib1g-dev
