@@ -1,5 +1,6 @@
 #include "output/json.h"
 
+#include <array>
 #include <charconv>
 #include <cstdint>
 
@@ -53,10 +54,32 @@ void append_u32(std::string& out, std::string_view key, uint32_t value) {
   out += ',';
 }
 
+// The text of a capability set. A node runs few distinct sets (root's, a few services'), so the
+// texts are cached per thread instead of rebuilt from 41 names for every event.
+const std::string& capability_text(uint64_t caps, int last_cap) {
+  struct Entry {
+    uint64_t caps = 0;
+    int last_cap = -1;
+    std::string text;
+  };
+  static thread_local std::array<Entry, 16> cache;
+  static thread_local size_t next = 0;
+  for (const Entry& e : cache) {
+    if (e.last_cap == last_cap && e.caps == caps) return e.text;
+  }
+  Entry& e = cache[next];
+  next = (next + 1) % cache.size();
+  e.caps = caps;
+  e.last_cap = last_cap;
+  e.text.clear();
+  append_capabilities(e.text, caps, last_cap);
+  return e.text;
+}
+
 void append_caps(std::string& out, std::string_view key, uint64_t caps, int last_cap) {
   append_key(out, key);
   out += '"';
-  append_capabilities(out, caps, last_cap);
+  out += capability_text(caps, last_cap);
   out += "\",";
 }
 
@@ -185,12 +208,19 @@ void append_json_string(std::string& out, std::string_view s) {
   out += '"';
   size_t i = 0;
   while (i < s.size()) {
-    const auto c = static_cast<uint8_t>(s[i]);
-    if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
-      out += static_cast<char>(c);
-      ++i;
+    // Copy the longest run of printable ASCII that needs no escape in one append.
+    size_t run = i;
+    while (run < s.size()) {
+      const auto c = static_cast<uint8_t>(s[run]);
+      if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\') break;
+      ++run;
+    }
+    if (run > i) {
+      out.append(s.data() + i, run - i);
+      i = run;
       continue;
     }
+    const auto c = static_cast<uint8_t>(s[i]);
     if (c == '"' || c == '\\') {
       out += '\\';
       out += static_cast<char>(c);
