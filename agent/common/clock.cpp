@@ -2,6 +2,10 @@
 
 #include <time.h>
 
+#include <algorithm>
+#include <climits>
+#include <cstring>
+
 namespace netmon {
 namespace {
 
@@ -53,6 +57,18 @@ void append_rfc3339_ms(std::string& out, int64_t unix_ns) {
     rem += kNsPerSec;
     --secs;
   }
+  // Events come in bursts within the same second: reuse its "YYYY-MM-DDTHH:MM:SS" text.
+  thread_local int64_t cached_secs = INT64_MIN;
+  thread_local char cached[32];
+  thread_local size_t cached_len = 0;
+  if (secs == cached_secs) {
+    out.append(cached, cached_len);
+    out += '.';
+    append_digits(out, rem / 1'000'000, 3);
+    out += 'Z';
+    return;
+  }
+  const size_t start = out.size();
   int64_t days = secs / 86400;
   int64_t sod = secs % 86400;
   if (sod < 0) {
@@ -74,6 +90,9 @@ void append_rfc3339_ms(std::string& out, int64_t unix_ns) {
   append_digits(out, sod / 60 % 60, 2);
   out += ':';
   append_digits(out, sod % 60, 2);
+  cached_len = std::min(out.size() - start, sizeof(cached));
+  std::memcpy(cached, out.data() + start, cached_len);
+  cached_secs = secs;
   out += '.';
   append_digits(out, rem / 1'000'000, 3);
   out += 'Z';

@@ -3,6 +3,7 @@
 #include <array>
 #include <charconv>
 #include <cstdint>
+#include <cstring>
 
 #include "events/format.h"
 
@@ -17,10 +18,15 @@ void append_number(std::string& out, T value) {
   out.append(buf, end);
 }
 
+// Appends "key": in one append (keys are fixed ASCII identifiers, at most 30 bytes).
 void append_key(std::string& out, std::string_view key) {
-  out += '"';
-  out += key;  // keys are fixed ASCII identifiers
-  out += "\":";
+  char buf[32];
+  const size_t n = key.size() < sizeof(buf) - 3 ? key.size() : sizeof(buf) - 3;
+  buf[0] = '"';
+  std::memcpy(buf + 1, key.data(), n);
+  buf[n + 1] = '"';
+  buf[n + 2] = ':';
+  out.append(buf, n + 3);
 }
 
 // Length of the valid UTF-8 sequence starting at s[i], or 0 when it is not valid.
@@ -117,28 +123,36 @@ void append_process(std::string& out, const TaskInfo* task, const ProcessEntry* 
     append_identity(out, *entry, entry->pid, last_cap);
   }
   if (entry) {
-    append_key(out, "secureexec");
-    out += '"';
-    append_secureexec(out, entry->secureexec);
-    out += "\",";
-    append_key(out, "filename");
-    append_json_string(out, entry->filename);
-    out += ',';
-    append_key(out, "binary_path");
-    append_json_string(out, entry->binary_path);
-    out += ',';
-    append_key(out, "args");
-    append_json_string(out, entry->args);
-    out += ',';
-    append_time(out, "start_time", entry->image_start_ns, clock);
-    out += ',';
-    append_key(out, "cloned");
-    out += entry->cloned ? "true," : "false,";
-    append_key(out, "exec_id");
-    append_json_string(out, entry->exec_id);
-    out += ',';
-    append_key(out, "parent_exec_id");
-    append_json_string(out, entry->parent_exec_id);
+    // The image fields only change with the entry (a new exec replaces it) or with the clock
+    // offset: encode them once and reuse the text for every event of the process.
+    if (entry->json_image_offset != clock.unix_ns_at_boot() || entry->json_image.empty()) {
+      std::string& f = entry->json_image;
+      f.clear();
+      append_key(f, "secureexec");
+      f += '"';
+      append_secureexec(f, entry->secureexec);
+      f += "\",";
+      append_key(f, "filename");
+      append_json_string(f, entry->filename);
+      f += ',';
+      append_key(f, "binary_path");
+      append_json_string(f, entry->binary_path);
+      f += ',';
+      append_key(f, "args");
+      append_json_string(f, entry->args);
+      f += ',';
+      append_time(f, "start_time", entry->image_start_ns, clock);
+      f += ',';
+      append_key(f, "cloned");
+      f += entry->cloned ? "true," : "false,";
+      append_key(f, "exec_id");
+      append_json_string(f, entry->exec_id);
+      f += ',';
+      append_key(f, "parent_exec_id");
+      append_json_string(f, entry->parent_exec_id);
+      entry->json_image_offset = clock.unix_ns_at_boot();
+    }
+    out += entry->json_image;
   } else {
     // Not in the process table: what the kernel record knows.
     append_key(out, "filename");
