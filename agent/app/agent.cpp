@@ -45,8 +45,9 @@ std::string summary(const Pipeline& pipeline, const OutputStats& out, const Kern
          ", close " + std::to_string(s.events_by_kind[2]) + ", failed " +
          std::to_string(s.events_by_kind[3]) + ", written " + std::to_string(out.lines_written) +
          "; lost: ring_buffer " + std::to_string(k.ring_buffer_full) + ", sockets_map " +
-         std::to_string(k.sockets_map_full) + ", decode " + std::to_string(s.decode_errors) +
-         ", output_queue " + std::to_string(out.lines_dropped_queue_full) + ", output_error " +
+         std::to_string(k.sockets_map_full) + ", recursion " + std::to_string(k.recursion_misses) +
+         ", decode " + std::to_string(s.decode_errors) + ", output_queue " +
+         std::to_string(out.lines_dropped_queue_full) + ", output_error " +
          std::to_string(out.lines_dropped_write_error) + "; without process " +
          std::to_string(s.events_without_process) + "; process table: " + std::to_string(p.live) +
          " live, " + std::to_string(p.exited) + " exited, misses " + std::to_string(p.misses) +

@@ -1,0 +1,500 @@
+#!/usr/bin/python3
+"""A/B benchmark of netmon (and libbpf-tools tcplife) under a loopback connection storm.
+
+Interleaves K rounds of: baseline (nothing attached), netmon (the agent, stdout to a file), and
+tcplife when installed (stdout to a file), each running netmon-storm once. Prints one Markdown
+table: throughput, the ratio to the same round's baseline, the observer's CPU seconds per 100k
+connections (/proc/PID/stat utime+stime before the storm and after its events were written),
+peak RSS (VmHWM), events expected / written / counted lost, and the agent's BPF map memory.
+
+--quick: 2000 connections, one round, no tcplife (for CI). --check: exit 1 unless netmon wrote
+every storm event at most once (no duplicate (type, cookie)), never more than 4 x connections,
+and every missing event is covered by what the agent counted lost (netmon_events_lost_total,
+all stages, from /metrics just before SIGTERM, and the stop summary): no silent loss. A kernel
+program run skipped for recursion loses at most one event, so that bound is sound.
+--check --strict: also nothing missing and nothing lost (written == 4 x connections, lost 0).
+Exit 77 when it cannot run here (not root, no agent, no BTF), except under CI=true: then 1.
+
+Stdlib only. All traffic is on loopback; every wait is bounded.
+"""
+
+import argparse
+import collections
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+IN_CI = os.environ.get("CI", "").strip().lower() == "true"
+SKIP = 77
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+AGENT_MAPS = {"events", "sockets", "counters", "scratch", "exec_scratch", "path_scratch"}
+STARTUP_TIMEOUT = 20.0
+SETTLE_TIMEOUT = 30.0  # seconds for the observer's output to stop growing after the storm
+SETTLE_QUIET = 1.0  # ... "stopped growing" = unchanged for this long
+STOP_TIMEOUT = 15.0
+LOST_RE = re.compile(r"lost: (.*?)(?:;|$)")
+URL_RE = re.compile(r"serving /metrics, /healthz and /readyz on (http://\S+)")
+METRIC_LOST_RE = re.compile(r'^netmon_events_lost_total\{stage="([^"]+)"\}\s+(\S+)', re.M)
+
+
+def lost_from_metrics(err_path):
+    """{stage: count} of netmon_events_lost_total from the agent's /metrics, or None. Unlike
+    the stop summary, it includes `recursion` (kernel program runs skipped)."""
+    with open(err_path, encoding="utf-8", errors="replace") as f:
+        m = URL_RE.search(f.read())
+    if not m:
+        return None
+    try:
+        with urllib.request.urlopen(m.group(1) + "/metrics", timeout=10) as r:
+            text = r.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    return {stage: int(float(v)) for stage, v in METRIC_LOST_RE.findall(text)}
+
+
+def cannot_run(reason):
+    if IN_CI:
+        print(f"storm_runner: CI=true, and this cannot run: {reason}", file=sys.stderr)
+        sys.exit(1)
+    print(f"storm_runner: SKIP: {reason}", file=sys.stderr)
+    sys.exit(SKIP)
+
+
+def cpu_seconds(pid):
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def vm_hwm_mib(pid):
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def map_ids_of(pid):
+    ids = set()
+    try:
+        entries = os.listdir(f"/proc/{pid}/fdinfo")
+    except OSError:
+        return ids
+    for fd in entries:
+        try:
+            with open(f"/proc/{pid}/fdinfo/{fd}", encoding="ascii", errors="replace") as f:
+                m = re.search(r"^map_id:\s*(\d+)", f.read(), re.M)
+        except OSError:
+            continue
+        if m:
+            ids.add(int(m.group(1)))
+    return ids
+
+
+def map_memory(pid, bpftool):
+    """{name: bytes_memlock} of the BPF maps process `pid` holds open."""
+    ids = map_ids_of(pid)
+    if not ids or not bpftool:
+        return {}
+    try:
+        out = subprocess.run([bpftool, "-j", "map", "show"], capture_output=True, text=True,
+                             timeout=30, check=True).stdout
+        maps = json.loads(out or "[]")
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return {}
+    result = {}
+    for m in maps:
+        if m.get("id") in ids:
+            name = m.get("name", f"id{m.get('id')}")
+            result[name] = result.get(name, 0) + int(m.get("bytes_memlock", 0))
+    return result
+
+
+def time_wait_count():
+    """TCP sockets in TIME_WAIT on this host (/proc/net/sockstat "tw")."""
+    try:
+        with open("/proc/net/sockstat", encoding="ascii") as f:
+            m = re.search(r"^TCP:.*\btw (\d+)", f.read(), re.M)
+        return int(m.group(1)) if m else None
+    except OSError:
+        return None
+
+
+def max_tw_buckets():
+    try:
+        with open("/proc/sys/net/ipv4/tcp_max_tw_buckets", encoding="ascii") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def warm_up():
+    """Fills the TIME_WAIT table to its cap (net.ipv4.tcp_max_tw_buckets) with storm runs, at
+    most 6, so that every measured run meets the same TIME_WAIT population: connect() slows
+    down as TIME_WAIT grows, so a run on an empty table would not compare with one on a full
+    table."""
+    cap = max_tw_buckets()
+    for _ in range(6):
+        tw = time_wait_count()
+        if cap is None or tw is None or tw >= 0.9 * cap:
+            break
+        s = run_storm()
+        print(f"storm_runner: warm-up: {s['connections']} connections, {s['conn_per_s']:.0f}/s, "
+              f"TIME_WAIT {time_wait_count()} of {cap}", file=sys.stderr)
+
+
+def free_port_base(count):
+    """A base port below the ephemeral range with `count` consecutive free loopback ports."""
+    for base in range(21000, 30000, 97):
+        socks = []
+        try:
+            for p in range(base, base + count):
+                s = socket.socket(socket.AF_INET6 if ARGS.ipv6 else socket.AF_INET)
+                socks.append(s)
+                s.bind(("::1" if ARGS.ipv6 else "127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free block of listener ports")
+
+
+def run_storm():
+    base = free_port_base(ARGS.listeners)
+    cmd = [ARGS.storm, "--workers", str(ARGS.workers), "--connections", str(ARGS.connections),
+           "--seconds", str(ARGS.seconds), "--listeners", str(ARGS.listeners),
+           "--port-base", str(base)]
+    if ARGS.ipv6:
+        cmd.append("--ipv6")
+    if ARGS.exchange:
+        cmd.append("--exchange")
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=ARGS.seconds + 60)
+    if r.returncode != 0:
+        raise RuntimeError(f"netmon-storm failed ({r.returncode}): {r.stderr.strip()}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def wait_quiet(path, proc):
+    """Waits (bounded) until the file at `path` stops growing."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline and proc.poll() is None:
+        size = os.path.getsize(path)
+        if size != last:
+            last, since = size, time.monotonic()
+        elif time.monotonic() - since >= SETTLE_QUIET:
+            return
+        time.sleep(0.1)
+
+
+def wait_for_text(path, text, proc, timeout=STARTUP_TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            if text in f.read():
+                return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.05)
+    return False
+
+
+def wait_attached(proc, timeout=STARTUP_TIMEOUT):
+    """Waits until `proc` holds a BPF link (/proc/PID/fdinfo link_id), then 0.5 s more."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            for fd in os.listdir(f"/proc/{proc.pid}/fdinfo"):
+                try:
+                    with open(f"/proc/{proc.pid}/fdinfo/{fd}", encoding="ascii",
+                              errors="replace") as f:
+                        if re.search(r"^link_id:", f.read(), re.M):
+                            time.sleep(0.5)
+                            return proc.poll() is None
+                except OSError:
+                    continue
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return False
+
+
+def stop(proc, sig=signal.SIGTERM):
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+        raise RuntimeError("observer did not exit within the stop timeout")
+
+
+def count_netmon(path, lo, hi):
+    """(written, duplicates) of the storm's events in netmon's output: events with sport or
+    dport in [lo, hi]; a duplicate is a second event with the same (type, cookie)."""
+    seen = collections.Counter()
+    written = 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                ne = json.loads(line).get("network_event") or {}
+            except ValueError:
+                continue
+            if lo <= (ne.get("sport") or 0) <= hi or lo <= (ne.get("dport") or 0) <= hi:
+                written += 1
+                seen[(ne.get("type"), ne.get("cookie"))] += 1
+    dups = {k: n for k, n in seen.items() if n > 1}
+    if dups:
+        print(f"storm_runner: duplicate (type, cookie) examples: {list(dups.items())[:5]}",
+              file=sys.stderr)
+    return written, sum(n - 1 for n in dups.values())
+
+
+def count_tcplife(path, lo, hi):
+    """Lines of tcplife's output (one per closed socket) with LPORT or RPORT in [lo, hi]."""
+    written = 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            cols = line.split()
+            ports = [int(c) for c in cols[3:6:2] if c.isdigit()] if len(cols) >= 6 else []
+            if any(lo <= p <= hi for p in ports):
+                written += 1
+    return written
+
+
+def observe(mode, tmp, rnd):
+    """Runs one storm with `mode` attached; returns a result row (dict)."""
+    out_path = os.path.join(tmp, f"{mode}-{rnd}.out")
+    err_path = os.path.join(tmp, f"{mode}-{rnd}.err")
+    if mode == "baseline":
+        tw = time_wait_count()
+        return {"mode": mode, "storm": run_storm(), "tw": tw}
+    if mode == "netmon":
+        cmd = [ARGS.agent, "--metrics-address", "127.0.0.1:0", *ARGS.agent_arg]
+        ready = "netmon is running"
+    else:
+        cmd = [ARGS.tcplife]
+        ready = None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NETMON_")}
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
+    try:
+        if ready:
+            ok = wait_for_text(err_path, ready, proc)
+        else:  # tcplife's stdout is block-buffered in a file: wait for its BPF link instead
+            ok = wait_attached(proc)
+        if not ok:
+            with open(err_path, encoding="utf-8", errors="replace") as f:
+                raise RuntimeError(f"{mode} did not start:\n{f.read()}")
+        maps = map_memory(proc.pid, ARGS.bpftool) if mode == "netmon" else {}
+        cpu0 = cpu_seconds(proc.pid)
+        tw = time_wait_count()
+        storm = run_storm()
+        wait_quiet(out_path, proc)
+        cpu1 = cpu_seconds(proc.pid)
+        rss = vm_hwm_mib(proc.pid)
+        metrics_lost = lost_from_metrics(err_path) if mode == "netmon" else None
+    finally:
+        # tcplife flushes its block-buffered stdout when SIGINT ends its loop.
+        code = stop(proc, signal.SIGTERM if mode == "netmon" else signal.SIGINT)
+    with open(err_path, encoding="utf-8", errors="replace") as f:
+        stderr = f.read()
+    lo, hi = storm["ports"]
+    row = {"mode": mode, "storm": storm, "rss": rss, "maps": maps, "exit": code, "tw": tw}
+    if cpu0 is not None and cpu1 is not None:
+        row["cpu"] = cpu1 - cpu0
+    if mode == "netmon":
+        row["expected"] = 4 * storm["connections"]
+        row["written"], row["dups"] = count_netmon(out_path, lo, hi)
+        m = None
+        for line in stderr.splitlines():
+            if "stopped:" in line:
+                m = LOST_RE.search(line)
+                row["summary"] = line.split("stopped:", 1)[1].split("; without")[0].strip()
+        if metrics_lost is not None:  # /metrics: every stage, recursion included
+            row["lost"] = sum(metrics_lost.values())
+            row["lost_detail"] = "/metrics: " + ", ".join(
+                f"{k} {v}" for k, v in sorted(metrics_lost.items()))
+        if m:  # the stop summary: counted after the final drain
+            summary = sum(int(n) for n in re.findall(r"\d+", m.group(1)))
+            row["lost"] = max(row.get("lost", 0), summary)
+            row["lost_detail"] = (row.get("lost_detail", "") + "; summary: " +
+                                  m.group(1).strip()).lstrip("; ")
+    else:
+        row["expected"] = 2 * storm["connections"]
+        row["written"] = count_tcplife(out_path, lo, hi)
+        row["dups"] = None
+        lost = re.findall(r"[Ll]ost (\d+)", stderr)
+        row["lost"] = sum(int(n) for n in lost) if lost else None
+    return row
+
+
+def fmt(v, spec):
+    return "n/a" if v is None else format(v, spec)
+
+
+def main():
+    global ARGS
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--storm", default=os.path.join(ROOT, "build", "tests", "bench", "netmon-storm"))
+    p.add_argument("--agent", default=os.path.join(ROOT, "build", "netmon-agent"))
+    p.add_argument("--tcplife", default=None, help="tcplife binary (default: found on PATH or "
+                   "/usr/sbin; 'none' to skip)")
+    p.add_argument("--agent-arg", action="append", default=[],
+                   help="extra agent flag (repeatable), e.g. --agent-arg=--hook-variant=tracepoint")
+    p.add_argument("--bpftool", default="/usr/sbin/bpftool")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--connections", type=int, default=50000)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--listeners", type=int, default=8)
+    p.add_argument("--ipv6", action="store_true")
+    p.add_argument("--exchange", action="store_true", help="1-byte exchange per connection")
+    p.add_argument("--no-warmup", dest="warmup", action="store_false",
+                   help="measure without first filling the TIME_WAIT table")
+    p.add_argument("--quick", action="store_true",
+                   help="2000 connections, 1 round, no tcplife, no warm-up")
+    p.add_argument("--keep", metavar="DIR", help="write the observers' outputs to DIR and keep "
+                   "them (default: a temporary directory, removed)")
+    p.add_argument("--verbose", action="store_true", help="also print the agent's stop summaries")
+    p.add_argument("--check", action="store_true",
+                   help="exit 1 unless netmon wrote every storm event at most once and each "
+                   "missing one is covered by the agent's lost counters")
+    p.add_argument("--strict", action="store_true",
+                   help="with --check: also require nothing missing and nothing lost")
+    ARGS = p.parse_args()
+    if ARGS.quick:
+        ARGS.connections, ARGS.rounds, ARGS.tcplife, ARGS.warmup = 2000, 1, "none", False
+    if not (1 <= ARGS.rounds <= 20 and 1 <= ARGS.connections <= 10_000_000
+            and 0 < ARGS.seconds <= 600):
+        p.error("rounds 1..20, connections 1..1e7, seconds (0, 600]")
+    if ARGS.tcplife is None:
+        for c in ("/usr/sbin/tcplife", "/usr/bin/tcplife"):
+            if os.access(c, os.X_OK):
+                ARGS.tcplife = c
+                break
+    if ARGS.tcplife == "none":
+        ARGS.tcplife = None
+    if not os.access(ARGS.bpftool, os.X_OK):
+        ARGS.bpftool = None
+
+    if os.geteuid() != 0:
+        cannot_run("needs root (the agent loads BPF programs)")
+    if not os.access(ARGS.agent, os.X_OK):
+        cannot_run(f"no agent binary at {ARGS.agent}")
+    if not os.access(ARGS.storm, os.X_OK):
+        cannot_run(f"no netmon-storm binary at {ARGS.storm}")
+    if not os.path.exists("/sys/kernel/btf/vmlinux"):
+        cannot_run("the kernel has no BTF (/sys/kernel/btf/vmlinux is missing)")
+
+    if ARGS.warmup:
+        warm_up()
+    modes = ["baseline", "netmon"] + (["tcplife"] if ARGS.tcplife else [])
+    rows = []
+    if ARGS.keep:
+        os.makedirs(ARGS.keep, exist_ok=True)
+    with (contextlib.nullcontext(ARGS.keep) if ARGS.keep
+          else tempfile.TemporaryDirectory(prefix="netmon-storm-")) as tmp:
+        for rnd in range(1, ARGS.rounds + 1):
+            base = None
+            for mode in modes:
+                row = observe(mode, tmp, rnd)
+                row["round"] = rnd
+                if mode == "baseline":
+                    base = row["storm"]["conn_per_s"]
+                row["ratio"] = row["storm"]["conn_per_s"] / base if base else None
+                rows.append(row)
+                print(f"storm_runner: round {rnd} {mode}: "
+                      f"{row['storm']['connections']} connections, "
+                      f"{row['storm']['conn_per_s']:.0f}/s", file=sys.stderr)
+
+    print(f"{ARGS.rounds} round(s) x {ARGS.connections} connections (or {ARGS.seconds:g} s), "
+          f"{ARGS.workers} workers, {'IPv6 ::1' if ARGS.ipv6 else 'IPv4 127.0.0.x'}, "
+          f"{'1-byte exchange' if ARGS.exchange else 'no exchange'}, "
+          f"{ARGS.listeners} listener ports\n")
+    print("| round | mode | TIME_WAIT at start | connections | conn/s | ratio vs baseline "
+          "| CPU s / 100k conn | peak RSS MiB | events expected | written | lost (counted) "
+          "| duplicates |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        s = r["storm"]
+        cpu100k = (r["cpu"] / s["connections"] * 100_000
+                   if r.get("cpu") is not None and s["connections"] else None)
+        print(f"| {r['round']} | {r['mode']} | {fmt(r.get('tw'), 'd')} | {s['connections']} "
+              f"| {s['conn_per_s']:.0f} "
+              f"| {fmt(r['ratio'], '.3f')} | {fmt(cpu100k, '.3f')} | {fmt(r.get('rss'), '.1f')} "
+              f"| {r.get('expected', '-')} | {r.get('written', '-')} "
+              f"| {fmt(r.get('lost'), 'd') if r['mode'] != 'baseline' else '-'} "
+              f"| {fmt(r.get('dups'), 'd') if r['mode'] != 'baseline' else '-'} |")
+    print()
+    for mode in modes[1:]:
+        ratios = [r["ratio"] for r in rows if r["mode"] == mode and r["ratio"]]
+        if ratios:
+            print(f"- {mode}: median ratio vs baseline {statistics.median(ratios):.3f} "
+                  f"(min {min(ratios):.3f}, max {max(ratios):.3f})")
+    maps = next((r["maps"] for r in rows if r["mode"] == "netmon" and r.get("maps")), {})
+    if maps:
+        total = sum(maps.values())
+        detail = ", ".join(f"{k} {v / 1024:.0f} KiB" for k, v in sorted(maps.items()))
+        print(f"- netmon BPF map memory (bytes_memlock): {total / 1048576:.2f} MiB ({detail})")
+    for r in rows:
+        if r.get("lost_detail"):
+            print(f"- round {r['round']} netmon lost: {r['lost_detail']}")
+        if r.get("summary") and ARGS.verbose:
+            print(f"- round {r['round']} netmon stop summary (all host events): {r['summary']}")
+
+    if ARGS.check:
+        bad = []
+        for r in rows:
+            if r["mode"] != "netmon":
+                continue
+            if r["storm"].get("failed"):
+                bad.append(f"round {r['round']}: {r['storm']['failed']} connections failed")
+            missing = r["expected"] - r["written"]
+            lost = r.get("lost")
+            if lost is None:
+                bad.append(f"round {r['round']}: no loss count (no /metrics, no stop summary)")
+                lost = 0
+            if r["written"] > r["expected"]:
+                bad.append(f"round {r['round']}: written {r['written']} > expected "
+                           f"{r['expected']}")
+            if ARGS.strict and (missing or lost):
+                bad.append(f"round {r['round']}: --strict: written {r['written']} of "
+                           f"{r['expected']}, lost {lost} ({r.get('lost_detail')})")
+            elif missing > lost:
+                bad.append(f"round {r['round']}: {missing} events missing but only {lost} "
+                           f"counted lost ({r.get('lost_detail')})")
+            if r.get("exit") != 0:
+                bad.append(f"round {r['round']}: agent exited with {r.get('exit')}")
+        if bad:
+            print("storm_runner: CHECK FAILED:\n  " + "\n  ".join(bad), file=sys.stderr)
+            return 1
+        print("storm_runner: check passed: every storm event written exactly once, or missing "
+              "and counted lost", file=sys.stderr)
+    return 0
+
+
+ARGS = None
+
+if __name__ == "__main__":
+    sys.exit(main())
