@@ -73,13 +73,48 @@ struct {
 	__type(value, u64);
 } counters SEC(".maps");
 
-/* Scratch space for building a sock_state (too big for the 512-byte stack next to a record). */
+/* Scratch space for building a sock_state (too big for the 512-byte stack next to a record), one
+ * slot per program that may run nested in another on the same CPU: a softirq can interrupt the
+ * state program or the accept program in process context and run the state program again. */
+enum scratch_slot {
+	SLOT_STATE = 0,	       /* the state program, process or softirq context */
+	SLOT_STATE_NESTED = 1, /* the state program's nested copy (see below) */
+	SLOT_ACCEPT = 2,       /* the accept programs, process context */
+	SLOT__MAX = 3,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SLOT__MAX);
+	__type(key, u32);
+	__type(value, struct sock_state);
+} scratch SEC(".maps");
+
+/* Per CPU: state changes the main tp_btf program has taken, for its second copy (see below). */
+#define NM_CLAIMS 4
+struct state_claims {
+	u64 key[NM_CLAIMS];
+	u32 next;
+	u32 pad;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, u32);
-	__type(value, struct sock_state);
-} scratch SEC(".maps");
+	__type(value, struct state_claims);
+} state_claims SEC(".maps");
+
+/* One state change of one socket. Socket addresses are 8-byte aligned kernel addresses whose
+ * top byte is all ones, so shifting keeps them distinct; states fit in 4 bits each. */
+static __always_inline u64 state_key(const struct sock *sk, int oldstate, int newstate)
+{
+	u64 addr = 0;
+
+	/* A trusted BTF pointer cannot take part in arithmetic: copy its value as a scalar. */
+	bpf_probe_read_kernel(&addr, sizeof(addr), &sk);
+	return (addr << 8) ^ ((u64)(oldstate & 0xf) << 4) ^ (u64)(newstate & 0xf);
+}
 
 static __always_inline void count(u32 idx)
 {
@@ -236,11 +271,9 @@ static __always_inline void emit(const struct sock *sk, u64 cookie, u8 kind, u8 
 	submit(r);
 }
 
-static __always_inline struct sock_state *scratch_state(void)
+static __always_inline struct sock_state *scratch_state(u32 slot)
 {
-	u32 zero = 0;
-
-	return bpf_map_lookup_elem(&scratch, &zero);
+	return bpf_map_lookup_elem(&scratch, &slot);
 }
 
 static __always_inline void track(u64 key, const struct sock_state *st)
@@ -254,7 +287,7 @@ static __always_inline void track(u64 key, const struct sock_state *st)
  * socket cookie as the variant can obtain it.
  */
 static __always_inline void on_state_change(const struct sock *sk, int oldstate, int newstate,
-					    u64 cookie)
+					    u64 cookie, u32 slot)
 {
 	u64 key = (u64)sk;
 	struct sock_state *st;
@@ -262,7 +295,7 @@ static __always_inline void on_state_change(const struct sock *sk, int oldstate,
 
 	if (newstate == TCP_SYN_SENT) {
 		/* Inside connect(): current is the connecting thread. */
-		st = scratch_state();
+		st = scratch_state(slot);
 		if (!st)
 			return;
 		__builtin_memset(st, 0, sizeof(*st));
@@ -288,7 +321,7 @@ static __always_inline void on_state_change(const struct sock *sk, int oldstate,
 			/* connect() began before netmon attached: report it without a process, and
 			 * track it so that its Close is reported too. */
 			count(NM_CNT_OWNER_UNKNOWN);
-			st = scratch_state();
+			st = scratch_state(slot);
 			if (!st)
 				return;
 			__builtin_memset(st, 0, sizeof(*st));
@@ -329,23 +362,65 @@ static __always_inline void on_state_change(const struct sock *sk, int oldstate,
 
 /* Preferred variant: BTF-typed tracepoint (5.5+); bpf_get_socket_cookie() on a BTF socket
  * pointer needs 5.12. The cookie helper also assigns the cookie when the socket has none yet. */
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(handle_inet_sock_set_state_btf, const struct sock *sk, int oldstate, int newstate)
+static __always_inline void on_state_btf(const struct sock *sk, int oldstate, int newstate,
+					 u32 slot)
 {
 	u64 cookie;
 
 	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
-		return 0;
+		return;
 	/* Passive children are born LISTEN -> SYN_RECV in inet_csk_clone_lock(). Give them their
 	 * cookie now, so that the accept() hook, which can only read the field, finds it. */
 	if (newstate != TCP_SYN_SENT && newstate != TCP_CLOSE && newstate != TCP_SYN_RECV &&
 	    newstate != TCP_FIN_WAIT1 && newstate != TCP_CLOSE_WAIT &&
 	    !(oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED))
-		return 0;
+		return;
 	cookie = bpf_get_socket_cookie((void *)sk);
 	if (newstate == TCP_SYN_RECV)
+		return;
+	on_state_change(sk, oldstate, newstate, cookie, slot);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(handle_inet_sock_set_state_btf, const struct sock *sk, int oldstate, int newstate)
+{
+	u32 zero = 0;
+	struct state_claims *c = bpf_map_lookup_elem(&state_claims, &zero);
+
+	if (c) {
+		c->key[c->next & (NM_CLAIMS - 1)] = state_key(sk, oldstate, newstate);
+		c->next++;
+	}
+	on_state_btf(sk, oldstate, newstate, SLOT_STATE);
+	return 0;
+}
+
+/*
+ * The kernel runs a tracing program at most once per CPU at a time: when a softirq (or the
+ * softirq work done on an interrupt's exit) changes a TCP state while the program above runs in
+ * process context on the same CPU, that nested run is skipped and only counted as a recursion
+ * miss: under connection churn a few percent of the runs, each a lost event. This second copy,
+ * attached after the first so it runs after it, has its own recursion guard. The first copy
+ * claims every change it sees; the second handles exactly the changes nobody claimed (those the
+ * kernel skipped for the first copy) and consumes the claims of the others.
+ */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(handle_inet_sock_set_state_btf_nested, const struct sock *sk, int oldstate,
+	     int newstate)
+{
+	u32 zero = 0;
+	struct state_claims *c = bpf_map_lookup_elem(&state_claims, &zero);
+	u64 key = state_key(sk, oldstate, newstate);
+
+	if (!c)
 		return 0;
-	on_state_change(sk, oldstate, newstate, cookie);
+	for (int i = 0; i < NM_CLAIMS; i++) {
+		if (c->key[i] == key) {
+			c->key[i] = 0; /* the first copy handled it */
+			return 0;
+		}
+	}
+	on_state_btf(sk, oldstate, newstate, SLOT_STATE_NESTED);
 	return 0;
 }
 
@@ -365,7 +440,7 @@ int handle_inet_sock_set_state_tp(struct inet_sock_set_state_ctx *ctx)
 	    !(oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED))
 		return 0;
 	on_state_change(sk, oldstate, newstate,
-			(u64)BPF_CORE_READ(sk, __sk_common.skc_cookie.counter));
+			(u64)BPF_CORE_READ(sk, __sk_common.skc_cookie.counter), SLOT_STATE);
 	return 0;
 }
 
@@ -410,7 +485,7 @@ static __always_inline void on_accept_return(long fd)
 		return; /* accept() on a non-TCP socket (e.g. AF_UNIX): not ours */
 
 	key = (u64)sk;
-	st = scratch_state();
+	st = scratch_state(SLOT_ACCEPT);
 	if (!st)
 		return;
 	__builtin_memset(st, 0, sizeof(*st));

@@ -132,6 +132,7 @@ Result<std::unique_ptr<Probe::Impl>> start_variant(const ProbeOptions& options, 
 
   const bool btf = variant == HookVariant::kTpBtf;
   bpf_program__set_autoload(skel->progs.handle_inet_sock_set_state_btf, btf);
+  bpf_program__set_autoload(skel->progs.handle_inet_sock_set_state_btf_nested, btf);
   bpf_program__set_autoload(skel->progs.handle_inet_sock_set_state_tp, !btf);
   bpf_program__set_autoload(skel->progs.handle_sched_process_exec_btf, btf);
   bpf_program__set_autoload(skel->progs.handle_sched_process_exec_raw, !btf);
@@ -152,7 +153,10 @@ Result<std::unique_ptr<Probe::Impl>> start_variant(const ProbeOptions& options, 
     const char* hook;
     const char* variant;
   };
-  const Hook hooks[] = {
+  const Hook nested{skel->progs.handle_inet_sock_set_state_btf_nested,
+                    &skel->links.handle_inet_sock_set_state_btf_nested,
+                    "sock/inet_sock_set_state (nested runs)", "tp_btf"};
+  std::vector<Hook> hooks = {
       btf ? Hook{skel->progs.handle_inet_sock_set_state_btf,
                  &skel->links.handle_inet_sock_set_state_btf, "sock/inet_sock_set_state", "tp_btf"}
           : Hook{skel->progs.handle_inet_sock_set_state_tp,
@@ -175,6 +179,7 @@ Result<std::unique_ptr<Probe::Impl>> start_variant(const ProbeOptions& options, 
       {skel->progs.handle_sys_exit_accept, &skel->links.handle_sys_exit_accept,
        "syscalls/sys_exit_accept", "tracepoint"},
   };
+  if (btf) hooks.insert(hooks.begin() + 1, nested);
   for (const Hook& h : hooks) {
     bpf_link* link = bpf_program__attach(h.prog);
     if (!link) {
@@ -256,9 +261,13 @@ KernelCounters Probe::counters() const {
   c.owner_unknown = sum(NM_CNT_OWNER_UNKNOWN);
   c.accept_no_socket = sum(NM_CNT_ACCEPT_NO_SOCK);
   bpf_program* prog = nullptr;
+  const bool nested_copy =
+      bpf_program__fd(impl_->skel->progs.handle_inet_sock_set_state_btf_nested) >= 0;
   bpf_object__for_each_program(prog, impl_->skel->obj) {
     const int prog_fd = bpf_program__fd(prog);
     if (prog_fd < 0) continue;  // not loaded (the other variant)
+    // The main tp_btf state program's skipped runs are taken by its nested copy: not lost.
+    if (nested_copy && prog == impl_->skel->progs.handle_inet_sock_set_state_btf) continue;
     bpf_prog_info info{};
     uint32_t len = sizeof(info);
     if (bpf_obj_get_info_by_fd(prog_fd, &info, &len) == 0)
