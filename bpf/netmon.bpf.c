@@ -231,32 +231,39 @@ static __always_inline void fill_close_stats(struct nm_conn_record *r, const str
 		r->closed_by = NM_CLOSED_BY_LOCAL;
 }
 
-static __always_inline void submit(struct nm_conn_record *r)
+/* The ring buffer's wakeup policy, for every record: wake the reader once wakeup_bytes wait. */
+static __always_inline u64 wakeup_flags(void)
 {
-	u64 flags = 0;
+	if (!wakeup_bytes)
+		return 0;
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+									     : BPF_RB_NO_WAKEUP;
+}
 
-	if (wakeup_bytes) {
-		flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes
-			    ? BPF_RB_FORCE_WAKEUP
-			    : BPF_RB_NO_WAKEUP;
+/* Reserves a zeroed fixed-size record with its header filled in; counts a full ring buffer. */
+static __always_inline void *reserve_record(u64 size, u16 type)
+{
+	struct nm_header *hdr = bpf_ringbuf_reserve(&events, size, 0);
+
+	if (!hdr) {
+		count(NM_CNT_RINGBUF_FULL);
+		return NULL;
 	}
-	bpf_ringbuf_submit(r, flags);
+	__builtin_memset(hdr, 0, size);
+	hdr->type = type;
+	hdr->size = size;
+	hdr->ts_ns = bpf_ktime_get_boot_ns();
+	return hdr;
 }
 
 /* Emits one connection record. `owner` may be NULL (owner unknown). */
 static __always_inline void emit(const struct sock *sk, u64 cookie, u8 kind, u8 direction,
 				 const struct sock_state *st, s32 error)
 {
-	struct nm_conn_record *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	struct nm_conn_record *r = reserve_record(sizeof(*r), NM_REC_CONNECTION);
 
-	if (!r) {
-		count(NM_CNT_RINGBUF_FULL);
+	if (!r)
 		return;
-	}
-	__builtin_memset(r, 0, sizeof(*r));
-	r->hdr.type = NM_REC_CONNECTION;
-	r->hdr.size = sizeof(*r);
-	r->hdr.ts_ns = bpf_ktime_get_boot_ns();
 	if (st && (st->flags & NM_CONN_F_OWNER_KNOWN)) {
 		r->task = st->owner;
 		r->flags |= NM_CONN_F_OWNER_KNOWN;
@@ -268,7 +275,7 @@ static __always_inline void emit(const struct sock *sk, u64 cookie, u8 kind, u8 
 	fill_addresses(r, sk);
 	if (kind == NM_CONN_CLOSE && st)
 		fill_close_stats(r, sk, st);
-	submit(r);
+	bpf_ringbuf_submit(r, wakeup_flags());
 }
 
 static __always_inline struct sock_state *scratch_state(u32 slot)
@@ -619,14 +626,7 @@ done:
 
 static __always_inline void submit_output(void *data, u64 size)
 {
-	u64 flags = 0;
-
-	if (wakeup_bytes) {
-		flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes
-			    ? BPF_RB_FORCE_WAKEUP
-			    : BPF_RB_NO_WAKEUP;
-	}
-	if (bpf_ringbuf_output(&events, data, size, flags))
+	if (bpf_ringbuf_output(&events, data, size, wakeup_flags()))
 		count(NM_CNT_RINGBUF_FULL);
 }
 
@@ -723,18 +723,12 @@ static __always_inline void on_fork(struct task_struct *parent, struct task_stru
 
 	if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
 		return;
-	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
-	if (!r) {
-		count(NM_CNT_RINGBUF_FULL);
+	r = reserve_record(sizeof(*r), NM_REC_FORK);
+	if (!r)
 		return;
-	}
-	__builtin_memset(r, 0, sizeof(*r));
-	r->hdr.type = NM_REC_FORK;
-	r->hdr.size = sizeof(*r);
-	r->hdr.ts_ns = bpf_ktime_get_boot_ns();
 	fill_task(&r->child, child);
 	r->parent_start_ns = BPF_CORE_READ(parent, group_leader, start_boottime);
-	bpf_ringbuf_submit(r, 0);
+	bpf_ringbuf_submit(r, wakeup_flags());
 }
 
 SEC("tp_btf/sched_process_fork")
@@ -759,18 +753,12 @@ static __always_inline void on_exit(struct task_struct *task)
 
 	if (BPF_CORE_READ(task, signal, live.counter) != 0)
 		return;
-	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
-	if (!r) {
-		count(NM_CNT_RINGBUF_FULL);
+	r = reserve_record(sizeof(*r), NM_REC_EXIT);
+	if (!r)
 		return;
-	}
-	__builtin_memset(r, 0, sizeof(*r));
-	r->hdr.type = NM_REC_EXIT;
-	r->hdr.size = sizeof(*r);
-	r->hdr.ts_ns = bpf_ktime_get_boot_ns();
 	r->pid = BPF_CORE_READ(task, tgid);
 	r->start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
-	bpf_ringbuf_submit(r, 0);
+	bpf_ringbuf_submit(r, wakeup_flags());
 }
 
 SEC("tp_btf/sched_process_exit")
