@@ -24,6 +24,7 @@ test_pkgs=(
   prometheus                        # promtool and a real server for the metrics tests
   curl                              # HTTP checks in tests
   openssl                           # certificates for the stub kubelet
+  qemu-system-x86 busybox-static cpio kmod xz-utils zstd  # scripts/vm-run.sh: the kernel matrix
 )
 
 case "${1:-all}" in
