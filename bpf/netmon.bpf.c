@@ -40,6 +40,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Submit with a wakeup only once this much data waits in the ring buffer; the agent polls with a
  * timeout, which bounds the delivery delay of smaller batches. 0: wake up on every record. */
 const volatile __u64 wakeup_bytes = 0;
+/* The fexit accept program may call bpf_get_socket_cookie() (tracing programs: 5.12+). The agent
+ * sets it when the tp_btf state program, which needs the same helper, loaded. */
+const volatile bool accept_assigns_cookie = false;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -372,18 +375,27 @@ static __always_inline void on_state_change(const struct sock *sk, int oldstate,
 static __always_inline void on_state_btf(const struct sock *sk, int oldstate, int newstate,
 					 u32 slot)
 {
+	bool passive_child =
+	    newstate == TCP_SYN_RECV || (oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED);
 	u64 cookie;
 
 	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return;
-	/* Passive children are born LISTEN -> SYN_RECV in inet_csk_clone_lock(). Give them their
-	 * cookie now, so that the accept() hook, which can only read the field, finds it. */
-	if (newstate != TCP_SYN_SENT && newstate != TCP_CLOSE && newstate != TCP_SYN_RECV &&
-	    newstate != TCP_FIN_WAIT1 && newstate != TCP_CLOSE_WAIT &&
+	if (newstate != TCP_SYN_SENT && newstate != TCP_CLOSE && newstate != TCP_FIN_WAIT1 &&
+	    newstate != TCP_CLOSE_WAIT && !passive_child &&
 	    !(oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED))
 		return;
 	cookie = bpf_get_socket_cookie((void *)sk);
-	if (newstate == TCP_SYN_RECV)
+	/*
+	 * A passive child gets its cookie here, so that the accept() tracepoint, which can only
+	 * read the field, finds it. It is born LISTEN -> SYN_RECV in inet_csk_clone_lock(), which
+	 * up to at least 6.12 copies the request socket's cookie (usually 0) over sk_cookie *after*
+	 * that state change; the SYN_RECV -> ESTABLISHED change of tcp_child_process() comes after
+	 * the copy, and before accept() returns the child (inet_accept() locks the child, which the
+	 * softirq holds until then). Both assign: whichever runs last wins, and both give the same
+	 * value once one has (the helper keeps an existing cookie).
+	 */
+	if (passive_child)
 		return;
 	on_state_change(sk, oldstate, newstate, cookie, slot);
 }
@@ -452,44 +464,22 @@ int handle_inet_sock_set_state_tp(struct inet_sock_set_state_ctx *ctx)
 }
 
 /*
- * accept()/accept4() return in the accepting thread with the new descriptor. Resolve it through
- * the task's descriptor table (files->fdt->fd[fd]->private_data is the struct socket) to the
- * accepted connection's struct sock, so the event carries the connection's own addresses and
- * cookie and the accepting process. The table is RCU-protected; probe reads of a concurrently
- * replaced entry are safe, and the socket checks below reject anything that is not a TCP socket.
+ * An accepted connection, in the accepting thread: emit Accept with the connection's own
+ * addresses and cookie and the accepting process, and track the socket. Both accept variants end
+ * here, so their events are the same.
  */
-static __always_inline void on_accept_return(long fd)
+static __always_inline void on_accepted(struct sock *sk, u64 cookie)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt;
-	struct file **fds;
-	struct file *file;
-	struct socket *sock;
-	struct sock *sk;
 	struct sock_state *st;
 	u16 family;
-	u64 cookie;
 	u64 key;
 	u8 state;
 
-	if (fd < 0)
-		return;
-	fdt = BPF_CORE_READ(task, files, fdt);
-	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
-		goto no_sock;
-	fds = BPF_CORE_READ(fdt, fd);
-	if (bpf_core_read(&file, sizeof(file), &fds[fd]) || !file)
-		goto no_sock;
-	sock = BPF_CORE_READ(file, private_data);
-	if (!sock)
-		goto no_sock;
-	sk = BPF_CORE_READ(sock, sk);
-	if (!sk)
-		goto no_sock;
 	family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP ||
 	    (family != AF_INET && family != AF_INET6))
-		return; /* accept() on a non-TCP socket (e.g. AF_UNIX): not ours */
+		return; /* not a TCP socket (e.g. AF_UNIX, or DCCP through inet_csk_accept): not
+			   ours */
 
 	key = (u64)sk;
 	st = scratch_state(SLOT_ACCEPT);
@@ -501,7 +491,6 @@ static __always_inline void on_accept_return(long fd)
 	st->flags = NM_CONN_F_OWNER_KNOWN;
 	st->reported = 1;
 	st->open_ns = bpf_ktime_get_boot_ns();
-	cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 	emit(sk, cookie, NM_CONN_ACCEPT, NM_DIR_INBOUND, st, 0);
 	track((u64)sk, st);
 
@@ -520,10 +509,80 @@ static __always_inline void on_accept_return(long fd)
 		if (tracked && !tracked->first_fin)
 			tracked->first_fin = NM_CLOSED_BY_REMOTE;
 	}
+}
+
+/*
+ * Fallback accept variant: accept()/accept4() return in the accepting thread with the new
+ * descriptor. Resolve it through the task's descriptor table (files->fdt->fd[fd]->private_data is
+ * the struct socket) to the accepted connection's struct sock, so the event carries the
+ * connection's own addresses and cookie and the accepting process. The table is RCU-protected;
+ * probe reads of a concurrently replaced entry are safe, and the socket checks below reject
+ * anything that is not a TCP socket.
+ */
+static __always_inline void on_accept_return(long fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt;
+	struct file **fds;
+	struct file *file;
+	struct socket *sock;
+	struct sock *sk;
+
+	if (fd < 0)
+		return;
+	fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		goto no_sock;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_core_read(&file, sizeof(file), &fds[fd]) || !file)
+		goto no_sock;
+	sock = BPF_CORE_READ(file, private_data);
+	if (!sock)
+		goto no_sock;
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		goto no_sock;
+	on_accepted(sk, BPF_CORE_READ(sk, __sk_common.skc_cookie.counter));
 	return;
 
 no_sock:
 	count(NM_CNT_ACCEPT_NO_SOCK);
+}
+
+/*
+ * Preferred accept variant: fexit on inet_csk_accept(), the TCP accept of every caller (the
+ * accept syscalls, io_uring, in-kernel users), in the accepting task, with the new socket as its
+ * return value (NULL on failure). Needs BPF trampolines (5.5+) and a kernel that allows them
+ * (lockdown or an LSM may refuse fexit). The signature changed in 6.10; the agent loads the
+ * program matching the running kernel's BTF.
+ */
+static __always_inline void on_csk_accept(struct sock *newsk)
+{
+	if (!newsk)
+		return;
+	/* The child is complete and queued, its cookie copied from the request socket: assigning
+	 * one now is final. Without the helper (5.10, 5.11), read what the socket has. */
+	if (accept_assigns_cookie)
+		on_accepted(newsk, bpf_get_socket_cookie(newsk));
+	else
+		on_accepted(newsk, BPF_CORE_READ(newsk, __sk_common.skc_cookie.counter));
+}
+
+/* Up to 6.9: struct sock *inet_csk_accept(struct sock *sk, int flags, int *err, bool kern). */
+SEC("fexit/inet_csk_accept")
+int BPF_PROG(handle_inet_csk_accept_fexit, struct sock *sk, int flags, int *err, bool kern,
+	     struct sock *newsk)
+{
+	on_csk_accept(newsk);
+	return 0;
+}
+
+/* 6.10+: struct sock *inet_csk_accept(struct sock *sk, struct proto_accept_arg *arg). */
+SEC("fexit/inet_csk_accept")
+int BPF_PROG(handle_inet_csk_accept_fexit_arg, struct sock *sk, void *arg, struct sock *newsk)
+{
+	on_csk_accept(newsk);
+	return 0;
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept4")

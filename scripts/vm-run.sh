@@ -259,16 +259,19 @@ printf '%s\n' "$moddir" >"$run/cpio/moddir"
 (cd "$run/cpio" && printf '%s\n' run.sh moddir | cpio -o -H newc --quiet) >"$run/run.cpio"
 cat "$initrd" "$run/run.cpio" >"$run/initrd"
 
+# NETMON_VM_VERBOSE=1 shows the kernel's boot messages.
+kernel_log="quiet loglevel=3"
+[[ "${NETMON_VM_VERBOSE:-0}" == 1 ]] && kernel_log="loglevel=7"
 log "booting $kver (TCG, $cpus CPUs, $memory_mib MiB, limit $timeout_s s): $*"
 start=$(date +%s)
 set +e
 timeout -k 5 "$timeout_s" qemu-system-x86_64 \
   -accel tcg,thread=multi -cpu "${NETMON_VM_CPU:-max}" -smp "$cpus" -m "$memory_mib" \
   -kernel "$vmlinuz" -initrd "$run/initrd" \
-  -append "console=ttyS0 quiet loglevel=3 panic=-1 no_timer_check random.trust_cpu=on" \
+  -append "console=ttyS0 $kernel_log panic=-1 no_timer_check random.trust_cpu=on" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
   -device virtio-rng-pci -nic none -display none -monitor none -serial stdio -no-reboot \
-  </dev/null | tr -d '\r' | tee "$run/console"
+  </dev/null | sed -u 's/\r$//' | tee "$run/console"
 qemu_rc=${PIPESTATUS[0]}
 set -e
 log "guest ran $(($(date +%s) - start)) s"

@@ -201,6 +201,13 @@ int run_agent(const Options& options) {
     hook_variants.emplace_back(h.hook, h.variant);
   }
   metrics.set_hooks(std::move(hook_variants));
+  std::vector<std::pair<std::string, std::string>> chosen;
+  for (const ChosenVariant& v : (*probe)->variants()) {
+    log::info("hook variant: " + v.hook + " = " + v.variant +
+              (v.reason.empty() ? " (preferred)" : " (" + v.reason + ")"));
+    chosen.emplace_back(v.hook, v.variant);
+  }
+  metrics.set_hook_variants(std::move(chosen));
   // Seed after attaching: a process started in between is in /proc, in the ring buffer, or both.
   processes.seed();
   log::info("process table seeded from " + options.proc_root + " with " +

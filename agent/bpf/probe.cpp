@@ -1,10 +1,12 @@
 #include "bpf/probe.h"
 
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <linux/magic.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
@@ -24,6 +26,22 @@ namespace {
 
 bool path_exists(const char* path) { return ::access(path, F_OK) == 0; }
 
+// The verifier's last word on the last program it rejected, to say why a variant is
+// unavailable. Written and read on the starting thread only.
+std::string last_libbpf_warning;
+
+void note_libbpf_warning(const std::string& message) {
+  // A verifier log ends "...\nREASON\n-- END PROG LOAD LOG --".
+  std::string_view text = message;
+  const size_t end = text.find("-- END PROG LOAD LOG --");
+  if (end == std::string_view::npos) return;
+  text = text.substr(0, end);
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.remove_suffix(1);
+  const size_t nl = text.rfind('\n');
+  if (nl != std::string_view::npos) text = text.substr(nl + 1);
+  if (!text.empty()) last_libbpf_warning = std::string(text);
+}
+
 // libbpf's messages (verifier logs included) go to the debug log only: start-up failures are
 // reported as one clear line, and --log-level debug shows the detail.
 int libbpf_print(enum libbpf_print_level level, const char* format, va_list args) noexcept {
@@ -37,6 +55,7 @@ int libbpf_print(enum libbpf_print_level level, const char* format, va_list args
   std::string line(static_cast<size_t>(n) + 1, '\0');
   vsnprintf(line.data(), line.size(), format, args);
   line.resize(static_cast<size_t>(n));
+  if (level == LIBBPF_WARN) note_libbpf_warning(line);
   while (!line.empty() && line.back() == '\n') line.pop_back();
   log::debug("libbpf: " + line);
   return 0;
@@ -100,15 +119,9 @@ struct Probe::Impl {
   SkelPtr skel;
   std::unique_ptr<ring_buffer, RingBufferDeleter> ring;
   std::vector<AttachedHook> hooks;
+  std::vector<ChosenVariant> variants;
   int ncpus = 1;
 };
-
-std::optional<HookVariant> parse_hook_variant(std::string_view text) {
-  if (text == "auto") return HookVariant::kAuto;
-  if (text == "tp_btf") return HookVariant::kTpBtf;
-  if (text == "tracepoint") return HookVariant::kTracepoint;
-  return std::nullopt;
-}
 
 std::string_view hook_variant_name(HookVariant variant) {
   switch (variant) {
@@ -118,87 +131,274 @@ std::string_view hook_variant_name(HookVariant variant) {
       return "tp_btf";
     case HookVariant::kTracepoint:
       return "tracepoint";
+    case HookVariant::kFexit:
+      return "fexit";
+    case HookVariant::kRawTp:
+      return "raw_tp";
   }
   return "?";
 }
 
 namespace {
 
-// Opens, loads and attaches with one concrete variant of the state-change hook.
-Result<std::unique_ptr<Probe::Impl>> start_variant(const ProbeOptions& options, HookVariant variant,
-                                                   RecordSink& sink) {
+// The hooks with variants, each with its preferred variant first and its fallback second.
+struct HookSpec {
+  const char* name;
+  HookVariant HookVariants::*field;
+  HookVariant preferred;
+  HookVariant fallback;
+};
+constexpr HookSpec kHookSpecs[] = {
+    {"state", &HookVariants::state, HookVariant::kTpBtf, HookVariant::kTracepoint},
+    {"accept", &HookVariants::accept, HookVariant::kFexit, HookVariant::kTracepoint},
+    {"process", &HookVariants::process, HookVariant::kTpBtf, HookVariant::kRawTp},
+};
+
+std::string variant_list(const HookSpec& h) {
+  return std::string("auto, ") + std::string(hook_variant_name(h.preferred)) + ", " +
+         std::string(hook_variant_name(h.fallback));
+}
+
+}  // namespace
+
+Result<HookVariants> parse_hook_variants(std::string_view text) {
+  HookVariants v;
+  if (text == "auto") return v;
+  if (text == "tp_btf" || text == "tracepoint") {  // the state hook, as before per-hook choice
+    v.state = text == "tp_btf" ? HookVariant::kTpBtf : HookVariant::kTracepoint;
+    return v;
+  }
+  for (size_t pos = 0, comma = 0; comma != std::string_view::npos; pos = comma + 1) {
+    comma = text.find(',', pos);
+    const std::string_view item = text.substr(pos, comma == text.npos ? text.npos : comma - pos);
+    const size_t eq = item.find('=');
+    const std::string_view hook = item.substr(0, eq);
+    const HookSpec* spec = nullptr;
+    for (const HookSpec& h : kHookSpecs) {
+      if (hook == h.name) spec = &h;
+    }
+    if (eq == std::string_view::npos || !spec) {
+      return fail("'" + std::string(item) +
+                  "' is not one of auto, tp_btf, tracepoint or HOOK=VARIANT,... with HOOK one "
+                  "of state, accept, process");
+    }
+    const std::string_view name = item.substr(eq + 1);
+    HookVariant chosen;
+    if (name == "auto") {
+      chosen = HookVariant::kAuto;
+    } else if (name == hook_variant_name(spec->preferred)) {
+      chosen = spec->preferred;
+    } else if (name == hook_variant_name(spec->fallback)) {
+      chosen = spec->fallback;
+    } else {
+      return fail("'" + std::string(name) + "' is not a variant of the " + spec->name + " hook (" +
+                  variant_list(*spec) + ")");
+    }
+    v.*(spec->field) = chosen;
+  }
+  return v;
+}
+
+std::string hook_variants_text(const HookVariants& variants) {
+  std::string out;
+  for (const HookSpec& h : kHookSpecs) {
+    const HookVariant v = variants.*(h.field);
+    if (v == HookVariant::kAuto) continue;
+    if (!out.empty()) out += ',';
+    out += std::string(h.name) + "=" + std::string(hook_variant_name(v));
+  }
+  return out.empty() ? "auto" : out;
+}
+
+std::string unsupported_kernel_message(std::string_view release,
+                                       const std::vector<std::string>& missing) {
+  std::string text = "this kernel (" + std::string(release) + ") lacks what netmon needs: ";
+  for (size_t i = 0; i < missing.size(); ++i) text += (i ? "; " : "") + missing[i];
+  return text + ". netmon supports Linux 5.10 and newer, built with BTF";
+}
+
+namespace {
+
+// What this kernel gives a hook's variant, found before the load.
+struct KernelFacts {
+  bool accept_takes_arg = false;  // inet_csk_accept(sk, struct proto_accept_arg *) (6.10+)
+};
+
+// inet_csk_accept's parameters in the running kernel's BTF: 2 since 6.10, 4 before.
+KernelFacts read_kernel_facts() {
+  KernelFacts facts;
+  btf* vmlinux = btf__load_vmlinux_btf();
+  if (!vmlinux) return facts;
+  const int id = btf__find_by_name_kind(vmlinux, "inet_csk_accept", BTF_KIND_FUNC);
+  if (id > 0) {
+    const btf_type* func = btf__type_by_id(vmlinux, static_cast<uint32_t>(id));
+    const btf_type* proto = func ? btf__type_by_id(vmlinux, func->type) : nullptr;
+    facts.accept_takes_arg = proto && btf_is_func_proto(proto) && btf_vlen(proto) == 2;
+  }
+  btf__free(vmlinux);
+  return facts;
+}
+
+// One program of a hook variant and where its link goes.
+struct ProgramSlot {
+  bpf_program* prog;
+  bpf_link** link;
+  const char* hook;     // for logs and metrics
+  const char* variant;  // as attached
+};
+
+// The programs of `hook` in `variant`, in attach order (the nested state copy after the main).
+std::vector<ProgramSlot> programs_of(netmon_bpf* s, const HookSpec& hook, HookVariant variant,
+                                     const KernelFacts& facts) {
+  const std::string_view name = hook.name;
+  if (name == "state") {
+    if (variant == HookVariant::kTpBtf) {
+      return {{s->progs.handle_inet_sock_set_state_btf, &s->links.handle_inet_sock_set_state_btf,
+               "sock/inet_sock_set_state", "tp_btf"},
+              {s->progs.handle_inet_sock_set_state_btf_nested,
+               &s->links.handle_inet_sock_set_state_btf_nested,
+               "sock/inet_sock_set_state (nested runs)", "tp_btf"}};
+    }
+    return {{s->progs.handle_inet_sock_set_state_tp, &s->links.handle_inet_sock_set_state_tp,
+             "sock/inet_sock_set_state", "tracepoint"}};
+  }
+  if (name == "accept") {
+    if (variant == HookVariant::kFexit) {
+      if (facts.accept_takes_arg) {
+        return {{s->progs.handle_inet_csk_accept_fexit_arg,
+                 &s->links.handle_inet_csk_accept_fexit_arg, "inet_csk_accept", "fexit"}};
+      }
+      return {{s->progs.handle_inet_csk_accept_fexit, &s->links.handle_inet_csk_accept_fexit,
+               "inet_csk_accept", "fexit"}};
+    }
+    return {{s->progs.handle_sys_exit_accept4, &s->links.handle_sys_exit_accept4,
+             "syscalls/sys_exit_accept4", "tracepoint"},
+            {s->progs.handle_sys_exit_accept, &s->links.handle_sys_exit_accept,
+             "syscalls/sys_exit_accept", "tracepoint"}};
+  }
+  if (variant == HookVariant::kTpBtf) {
+    return {{s->progs.handle_sched_process_exec_btf, &s->links.handle_sched_process_exec_btf,
+             "sched/sched_process_exec", "tp_btf"},
+            {s->progs.handle_sched_process_fork_btf, &s->links.handle_sched_process_fork_btf,
+             "sched/sched_process_fork", "tp_btf"},
+            {s->progs.handle_sched_process_exit_btf, &s->links.handle_sched_process_exit_btf,
+             "sched/sched_process_exit", "tp_btf"}};
+  }
+  return {{s->progs.handle_sched_process_exec_raw, &s->links.handle_sched_process_exec_raw,
+           "sched/sched_process_exec", "raw_tp"},
+          {s->progs.handle_sched_process_fork_raw, &s->links.handle_sched_process_fork_raw,
+           "sched/sched_process_fork", "raw_tp"},
+          {s->progs.handle_sched_process_exit_raw, &s->links.handle_sched_process_exit_raw,
+           "sched/sched_process_exit", "raw_tp"}};
+}
+
+// A concrete variant for each hook (no kAuto), and which hooks to load at all.
+struct Plan {
+  HookVariants variants;
+  bool only_one = false;  // load the programs of `only` alone (probing one variant)
+  size_t only = 0;        // index into kHookSpecs
+};
+
+// Opens, loads and attaches the programs of `plan`. With plan.only_one the maps are minimal and
+// nothing reads them: the caller only wants to know whether the kernel accepts those programs.
+Result<std::unique_ptr<Probe::Impl>> load_plan(const ProbeOptions& options, const Plan& plan,
+                                               const KernelFacts& facts, RecordSink* sink) {
   SkelPtr skel(netmon_bpf__open());
   if (!skel) return fail("opening the BPF object failed: " + errno_text(errno));
 
-  const bool btf = variant == HookVariant::kTpBtf;
-  bpf_program__set_autoload(skel->progs.handle_inet_sock_set_state_btf, btf);
-  bpf_program__set_autoload(skel->progs.handle_inet_sock_set_state_btf_nested, btf);
-  bpf_program__set_autoload(skel->progs.handle_inet_sock_set_state_tp, !btf);
-  bpf_program__set_autoload(skel->progs.handle_sched_process_exec_btf, btf);
-  bpf_program__set_autoload(skel->progs.handle_sched_process_exec_raw, !btf);
-  bpf_program__set_autoload(skel->progs.handle_sched_process_fork_btf, btf);
-  bpf_program__set_autoload(skel->progs.handle_sched_process_fork_raw, !btf);
-  bpf_program__set_autoload(skel->progs.handle_sched_process_exit_btf, btf);
-  bpf_program__set_autoload(skel->progs.handle_sched_process_exit_raw, !btf);
-  bpf_map__set_max_entries(skel->maps.events, options.ring_buffer_bytes);
-  bpf_map__set_max_entries(skel->maps.sockets, options.max_connections);
-  skel->rodata->wakeup_bytes = options.wakeup_bytes;
-
-  if (int err = netmon_bpf__load(skel.get()); err != 0) return fail(load_failure(err), -err);
-
-  auto impl = std::make_unique<Probe::Impl>();
-  struct Hook {
-    bpf_program* prog;
-    bpf_link** link;
-    const char* hook;
-    const char* variant;
-  };
-  const Hook nested{skel->progs.handle_inet_sock_set_state_btf_nested,
-                    &skel->links.handle_inet_sock_set_state_btf_nested,
-                    "sock/inet_sock_set_state (nested runs)", "tp_btf"};
-  std::vector<Hook> hooks = {
-      btf ? Hook{skel->progs.handle_inet_sock_set_state_btf,
-                 &skel->links.handle_inet_sock_set_state_btf, "sock/inet_sock_set_state", "tp_btf"}
-          : Hook{skel->progs.handle_inet_sock_set_state_tp,
-                 &skel->links.handle_inet_sock_set_state_tp, "sock/inet_sock_set_state",
-                 "tracepoint"},
-      btf ? Hook{skel->progs.handle_sched_process_exec_btf,
-                 &skel->links.handle_sched_process_exec_btf, "sched/sched_process_exec", "tp_btf"}
-          : Hook{skel->progs.handle_sched_process_exec_raw,
-                 &skel->links.handle_sched_process_exec_raw, "sched/sched_process_exec", "raw_tp"},
-      btf ? Hook{skel->progs.handle_sched_process_fork_btf,
-                 &skel->links.handle_sched_process_fork_btf, "sched/sched_process_fork", "tp_btf"}
-          : Hook{skel->progs.handle_sched_process_fork_raw,
-                 &skel->links.handle_sched_process_fork_raw, "sched/sched_process_fork", "raw_tp"},
-      btf ? Hook{skel->progs.handle_sched_process_exit_btf,
-                 &skel->links.handle_sched_process_exit_btf, "sched/sched_process_exit", "tp_btf"}
-          : Hook{skel->progs.handle_sched_process_exit_raw,
-                 &skel->links.handle_sched_process_exit_raw, "sched/sched_process_exit", "raw_tp"},
-      {skel->progs.handle_sys_exit_accept4, &skel->links.handle_sys_exit_accept4,
-       "syscalls/sys_exit_accept4", "tracepoint"},
-      {skel->progs.handle_sys_exit_accept, &skel->links.handle_sys_exit_accept,
-       "syscalls/sys_exit_accept", "tracepoint"},
-  };
-  if (btf) hooks.insert(hooks.begin() + 1, nested);
-  for (const Hook& h : hooks) {
-    bpf_link* link = bpf_program__attach(h.prog);
-    if (!link) {
-      const int err = errno;
-      return fail(std::string("attaching to ") + h.variant + " " + h.hook +
-                  " failed: " + errno_text(err) +
-                  (err == ENOENT ? " (the kernel or tracefs lacks this tracepoint)" : ""));
+  bpf_program* prog = nullptr;
+  bpf_object__for_each_program(prog, skel->obj) { bpf_program__set_autoload(prog, false); }
+  std::vector<ProgramSlot> slots;
+  for (size_t i = 0; i < std::size(kHookSpecs); ++i) {
+    if (plan.only_one && i != plan.only) continue;
+    const HookSpec& h = kHookSpecs[i];
+    for (const ProgramSlot& slot : programs_of(skel.get(), h, plan.variants.*(h.field), facts)) {
+      bpf_program__set_autoload(slot.prog, true);
+      slots.push_back(slot);
     }
-    *h.link = link;
-    impl->hooks.push_back(AttachedHook{h.hook, h.variant});
+  }
+  bpf_map__set_max_entries(skel->maps.events, plan.only_one ? 4096 : options.ring_buffer_bytes);
+  bpf_map__set_max_entries(skel->maps.sockets, plan.only_one ? 1 : options.max_connections);
+  skel->rodata->wakeup_bytes = options.wakeup_bytes;
+  skel->rodata->accept_assigns_cookie = plan.variants.state == HookVariant::kTpBtf;
+
+  last_libbpf_warning.clear();
+  if (int err = netmon_bpf__load(skel.get()); err != 0) {
+    // A probe says why in a few words; the real load also says what to do about it.
+    std::string message = plan.only_one ? errno_text(err) : load_failure(err);
+    if (!last_libbpf_warning.empty())
+      message += ": the verifier says \"" + last_libbpf_warning + "\"";
+    return fail(message, -err);
   }
 
+  auto impl = std::make_unique<Probe::Impl>();
+  for (const ProgramSlot& slot : slots) {
+    bpf_link* link = bpf_program__attach(slot.prog);
+    if (!link) {
+      const int err = errno;
+      return fail(std::string("attaching to ") + slot.variant + " " + slot.hook +
+                      " failed: " + errno_text(err) +
+                      (err == ENOENT ? " (the kernel or tracefs lacks this hook)" : ""),
+                  err);
+    }
+    *slot.link = link;
+    impl->hooks.push_back(AttachedHook{slot.hook, slot.variant});
+  }
+  if (plan.only_one) return impl;
+
   impl->ring.reset(
-      ring_buffer__new(bpf_map__fd(skel->maps.events), on_ring_buffer_record, &sink, nullptr));
+      ring_buffer__new(bpf_map__fd(skel->maps.events), on_ring_buffer_record, sink, nullptr));
   if (!impl->ring) return fail("creating the ring buffer reader failed: " + errno_text(errno));
   const int ncpus = libbpf_num_possible_cpus();
   impl->ncpus = ncpus > 0 ? ncpus : 1;
   impl->skel = std::move(skel);
   return impl;
+}
+
+// What every variant needs, checked before anything loads, so that an old kernel gets one line
+// naming what it lacks instead of a verifier message. Checks that cannot run (no privileges)
+// are left to the load, which then reports the privilege problem.
+std::vector<std::string> missing_kernel_features() {
+  std::vector<std::string> missing;
+  if (libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, nullptr) == 0) {
+    missing.push_back("the BPF ring buffer (Linux 5.8)");
+  }
+  struct Helper {
+    bpf_func_id id;
+    const char* what;
+  };
+  for (const Helper& h :
+       {Helper{BPF_FUNC_ktime_get_boot_ns, "bpf_ktime_get_boot_ns() (Linux 5.8)"},
+        Helper{BPF_FUNC_probe_read_kernel, "bpf_probe_read_kernel() (Linux 5.5)"},
+        Helper{BPF_FUNC_get_current_cgroup_id, "bpf_get_current_cgroup_id() (Linux 4.18)"}}) {
+    if (libbpf_probe_bpf_helper(BPF_PROG_TYPE_TRACEPOINT, h.id, nullptr) == 0) {
+      missing.push_back(h.what);
+    }
+  }
+  if (libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_RAW_TRACEPOINT, nullptr) == 0) {
+    missing.push_back("raw tracepoint programs (Linux 4.17)");
+  }
+  const char* roots[] = {"/sys/kernel/debug/tracing/events", "/sys/kernel/tracing/events"};
+  for (const char* event : {"sock/inet_sock_set_state", "syscalls/sys_exit_accept4"}) {
+    bool found = false;
+    bool searchable = false;
+    for (const char* root : roots) {
+      searchable = searchable || path_exists(root);
+      found = found || path_exists((std::string(root) + "/" + event).c_str());
+    }
+    if (searchable && !found) {
+      missing.push_back(std::string("the tracepoint ") + event +
+                        (std::string_view(event).starts_with("syscalls")
+                             ? " (CONFIG_FTRACE_SYSCALLS)"
+                             : " (Linux 4.16)"));
+    }
+  }
+  return missing;
+}
+
+std::string kernel_release() {
+  utsname u{};
+  return ::uname(&u) == 0 ? u.release : "unknown";
 }
 
 }  // namespace
@@ -219,20 +419,56 @@ Result<std::unique_ptr<Probe>> Probe::start(const ProbeOptions& options, RecordS
         "CONFIG_DEBUG_INFO_BTF=y");
   }
   ensure_tracefs();
+  if (std::vector<std::string> missing = missing_kernel_features(); !missing.empty()) {
+    return fail(unsupported_kernel_message(kernel_release(), missing));
+  }
+  const KernelFacts facts = read_kernel_facts();
 
-  Result<std::unique_ptr<Impl>> impl = fail("no hook variant tried");
-  if (options.variant == HookVariant::kAuto || options.variant == HookVariant::kTpBtf) {
-    impl = start_variant(options, HookVariant::kTpBtf, sink);
-    if (!impl && impl.error().code == EPERM) return fail(impl.error().message);
-    if (!impl && options.variant == HookVariant::kAuto) {
-      log::info("tp_btf variant unavailable (" + impl.error().message +
-                "); trying the classic tracepoint");
+  // The preferred variant of every hook left to auto; forced ones as given.
+  Plan plan;
+  std::vector<std::string> reasons(std::size(kHookSpecs));
+  for (const HookSpec& h : kHookSpecs) {
+    const HookVariant wanted = options.variants.*(h.field);
+    plan.variants.*(h.field) = wanted == HookVariant::kAuto ? h.preferred : wanted;
+  }
+  auto impl = load_plan(options, plan, facts, &sink);
+  if (!impl) {
+    // Find which preferred variants this kernel refuses, one hook at a time, and fall back for
+    // those. The state hook goes first: the accept programs' cookie use depends on its choice.
+    bool changed = false;
+    for (size_t i = 0; i < std::size(kHookSpecs); ++i) {
+      const HookSpec& h = kHookSpecs[i];
+      if (options.variants.*(h.field) != HookVariant::kAuto) continue;
+      Plan alone = plan;
+      alone.only_one = true;
+      alone.only = i;
+      auto probe = load_plan(options, alone, facts, nullptr);
+      if (probe) continue;
+      reasons[i] = probe.error().message;
+      log::info(std::string(h.name) + " hook: the " + std::string(hook_variant_name(h.preferred)) +
+                " variant is unavailable here (" + reasons[i] + "); using " +
+                std::string(hook_variant_name(h.fallback)));
+      plan.variants.*(h.field) = h.fallback;
+      changed = true;
     }
+    if (changed) impl = load_plan(options, plan, facts, &sink);
   }
-  if (!impl && options.variant != HookVariant::kTpBtf) {
-    impl = start_variant(options, HookVariant::kTracepoint, sink);
+  if (!impl) {
+    if (options.variants != HookVariants{}) {
+      return fail(impl.error().message + " (with --hook-variant " +
+                  hook_variants_text(options.variants) + ")");
+    }
+    return fail(impl.error().message);
   }
-  if (!impl) return fail(impl.error().message);
+  for (size_t i = 0; i < std::size(kHookSpecs); ++i) {
+    const HookSpec& h = kHookSpecs[i];
+    std::string reason = reasons[i];
+    if (reason.empty() && options.variants.*(h.field) != HookVariant::kAuto) {
+      reason = "forced with --hook-variant";
+    }
+    (*impl)->variants.push_back(
+        ChosenVariant{h.name, std::string(hook_variant_name(plan.variants.*(h.field))), reason});
+  }
   return std::unique_ptr<Probe>(new Probe(std::move(*impl)));
 }
 
@@ -277,5 +513,7 @@ KernelCounters Probe::counters() const {
 }
 
 const std::vector<AttachedHook>& Probe::hooks() const { return impl_->hooks; }
+
+const std::vector<ChosenVariant>& Probe::variants() const { return impl_->variants; }
 
 }  // namespace netmon

@@ -16,17 +16,40 @@
 
 namespace netmon {
 
-// How the TCP state-change hook attaches.
+// How a kernel hook attaches. Each hook has a preferred variant and a fallback with the same
+// events (docs/kernels.md):
+//   state    sock/inet_sock_set_state   tp_btf (exact cookies; 5.12+) or tracepoint
+//   accept   inet_csk_accept / accept() fexit (also io_uring accepts) or tracepoint (syscalls)
+//   process  sched_process_exec/fork/exit  tp_btf or raw_tp
 enum class HookVariant {
-  kAuto,        // tp_btf when the kernel accepts it, else the classic tracepoint
-  kTpBtf,       // BTF-typed tracepoint: exact socket cookies (5.12+ for the cookie helper)
-  kTracepoint,  // classic tracepoint: cookies only when something else assigned them
+  kAuto,        // the preferred variant when the kernel accepts it, else the fallback
+  kTpBtf,       // BTF-typed tracepoint
+  kTracepoint,  // classic tracepoint
+  kFexit,       // fexit (BPF trampoline)
+  kRawTp,       // raw tracepoint
 };
-std::optional<HookVariant> parse_hook_variant(std::string_view text);
 std::string_view hook_variant_name(HookVariant variant);
 
+// The variant wanted for each hook (kAuto: probe the kernel).
+struct HookVariants {
+  HookVariant state = HookVariant::kAuto;
+  HookVariant accept = HookVariant::kAuto;
+  HookVariant process = HookVariant::kAuto;
+  bool operator==(const HookVariants&) const = default;
+};
+// "auto"; a bare "tp_btf" or "tracepoint" (the state hook, as before); or a comma-separated
+// list of HOOK=VARIANT with HOOK one of state, accept, process. The error names the bad part.
+Result<HookVariants> parse_hook_variants(std::string_view text);
+// The canonical text parse_hook_variants() reads back: "auto", or the forced hooks.
+std::string hook_variants_text(const HookVariants& variants);
+
+// The one-line error for a kernel that lacks what netmon needs: the release and each missing
+// feature (with the Linux version that brought it).
+std::string unsupported_kernel_message(std::string_view release,
+                                       const std::vector<std::string>& missing);
+
 struct ProbeOptions {
-  HookVariant variant = HookVariant::kAuto;
+  HookVariants variants;
   uint32_t ring_buffer_bytes = 8u << 20;  // a power of two, at least one page
   uint32_t max_connections = 262144;      // live connections tracked at once
   // The kernel wakes the reader once this much data waits; smaller batches are picked up by
@@ -49,6 +72,13 @@ struct AttachedHook {
   std::string variant;  // e.g. "tp_btf"
 };
 
+// The variant chosen for each hook, for logs and the netmon_hook_variant_info metric.
+struct ChosenVariant {
+  std::string hook;     // state, accept, process
+  std::string variant;  // e.g. "fexit"
+  std::string reason;   // why not the preferred one; empty when it is the preferred one
+};
+
 // Receives raw records on the polling thread. Must not throw.
 class RecordSink {
  public:
@@ -58,8 +88,10 @@ class RecordSink {
 
 class Probe {
  public:
-  // Mounts tracefs when it is missing, loads and attaches. `sink` must outlive the Probe.
-  // Fails with a one-line reason (missing BTF, missing privileges, missing tracepoint).
+  // Mounts tracefs when it is missing, checks the kernel, chooses each hook's variant (the
+  // preferred one unless it fails to load or attach here, or as forced), loads and attaches.
+  // `sink` must outlive the Probe. Fails with a one-line reason (what the kernel lacks, missing
+  // privileges, a forced variant the kernel refuses).
   static Result<std::unique_ptr<Probe>> start(const ProbeOptions& options, RecordSink& sink);
   ~Probe();  // detaches every program and frees every map
   Probe(const Probe&) = delete;
@@ -71,6 +103,7 @@ class Probe {
 
   KernelCounters counters() const;
   const std::vector<AttachedHook>& hooks() const;
+  const std::vector<ChosenVariant>& variants() const;
 
   struct Impl;
 

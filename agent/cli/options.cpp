@@ -187,15 +187,16 @@ const std::vector<Setting>& settings() {
        },
        [](const Options& o) { return std::string(level_name(o.log_level)); }},
       {"hook-variant", "NETMON_HOOK_VARIANT", "hook_variant", Type::kString, "VARIANT",
-       "how the TCP state hook attaches: auto, tp_btf or tracepoint",
+       "how kernel hooks attach: auto (probe the kernel), or HOOK=VARIANT,... with "
+       "state=tp_btf|tracepoint, accept=fexit|tracepoint, process=tp_btf|raw_tp; a bare "
+       "tp_btf or tracepoint sets the state hook",
        [](Options& o, std::string_view v) -> Result<void> {
-         auto variant = parse_hook_variant(v);
-         if (!variant)
-           return fail("'" + std::string(v) + "' is not one of auto, tp_btf, tracepoint");
-         o.probe.variant = *variant;
+         auto variants = parse_hook_variants(v);
+         if (!variants) return fail(variants.error().message);
+         o.probe.variants = *variants;
          return {};
        },
-       [](const Options& o) { return std::string(hook_variant_name(o.probe.variant)); }},
+       [](const Options& o) { return hook_variants_text(o.probe.variants); }},
       {"ring-buffer-bytes", "NETMON_RING_BUFFER_BYTES", "ring_buffer_bytes", Type::kNumber, "BYTES",
        "kernel ring buffer size, a power of two from 4096 to 1073741824",
        [](Options& o, std::string_view v) -> Result<void> {

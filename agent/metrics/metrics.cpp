@@ -80,6 +80,7 @@ struct Metrics::Impl {
   std::map<std::string, std::shared_ptr<ConnectionSeries>> series;
   HealthSnapshot health;
   std::vector<std::pair<std::string, std::string>> hooks;
+  std::vector<std::pair<std::string, std::string>> hook_variants;
 };
 
 Metrics::Metrics(std::vector<std::string> dropped_labels, std::string version)
@@ -181,6 +182,11 @@ void Metrics::set_hooks(std::vector<std::pair<std::string, std::string>> hook_va
   impl_->hooks = std::move(hook_variants);
 }
 
+void Metrics::set_hook_variants(std::vector<std::pair<std::string, std::string>> chosen) {
+  std::lock_guard lock(impl_->mutex);
+  impl_->hook_variants = std::move(chosen);
+}
+
 size_t Metrics::series_count() const {
   std::lock_guard lock(impl_->mutex);
   return impl_->series.size();
@@ -231,12 +237,14 @@ std::string Metrics::render() const {
   std::vector<std::shared_ptr<ConnectionSeries>> series;
   HealthSnapshot h;
   std::vector<std::pair<std::string, std::string>> hooks;
+  std::vector<std::pair<std::string, std::string>> hook_variants;
   {
     std::lock_guard lock(impl_->mutex);  // copy pointers and numbers, render unlocked
     series.reserve(impl_->series.size());
     for (const auto& [key, s] : impl_->series) series.push_back(s);
     h = impl_->health;
     hooks = impl_->hooks;
+    hook_variants = impl_->hook_variants;
   }
 
   std::vector<MetricFamily> out;
@@ -371,6 +379,13 @@ std::string Metrics::render() const {
     hook.metric.push_back(gauge(1, {{"hook", name}, {"variant", variant}}));
   }
   out.push_back(std::move(hook));
+  auto variant_info = family("netmon_hook_variant_info",
+                             "The variant chosen at start for each hook: state, accept, process.",
+                             MetricType::Gauge);
+  for (const auto& [name, variant] : hook_variants) {
+    variant_info.metric.push_back(gauge(1, {{"hook", name}, {"variant", variant}}));
+  }
+  out.push_back(std::move(variant_info));
   auto build = family("netmon_build_info", "The running agent's version.", MetricType::Gauge);
   build.metric.push_back(gauge(1, {{"version", impl_->version}}));
   out.push_back(std::move(build));

@@ -73,6 +73,8 @@ class Metrics {
   void publish_health(const HealthSnapshot& health);
   // Start-up: which hook variant each probe attached with, and readiness inputs.
   void set_hooks(std::vector<std::pair<std::string, std::string>> hook_variants);
+  // Start-up: the variant chosen for each hook (state, accept, process).
+  void set_hook_variants(std::vector<std::pair<std::string, std::string>> chosen);
 
   // Any thread: the text exposition of every metric.
   std::string render() const;

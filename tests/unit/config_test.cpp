@@ -131,7 +131,7 @@ TEST_F(ConfigTest, EveryKeyIsParsed) {
   const Options o = load_ok(kEveryKey);
   EXPECT_EQ(o.config_file, file_);
   EXPECT_EQ(o.log_level, log::Level::kDebug);
-  EXPECT_EQ(o.probe.variant, HookVariant::kTracepoint);
+  EXPECT_EQ(o.probe.variants.state, HookVariant::kTracepoint);
   EXPECT_EQ(o.probe.ring_buffer_bytes, 1048576u);
   EXPECT_EQ(o.probe.max_connections, 4096u);
   EXPECT_EQ(o.output_queue_bytes, 131072u);
@@ -598,7 +598,7 @@ TEST_F(ConfigTest, ReferenceExampleLoads) {
 void expect_same_configuration(const Options& a, const Options& b) {
   EXPECT_EQ(render_config(a), render_config(b));
   EXPECT_EQ(a.log_level, b.log_level);
-  EXPECT_EQ(a.probe.variant, b.probe.variant);
+  EXPECT_EQ(a.probe.variants, b.probe.variants);
   EXPECT_EQ(a.probe.ring_buffer_bytes, b.probe.ring_buffer_bytes);
   EXPECT_EQ(a.probe.max_connections, b.probe.max_connections);
   EXPECT_EQ(a.output_queue_bytes, b.output_queue_bytes);

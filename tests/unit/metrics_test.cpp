@@ -670,6 +670,7 @@ TEST(MetricsHealth, FamiliesCarryThePublishedNumbers) {
   Metrics m({}, "1.2.3");
   m.publish_health(numbered_health(false));
   m.set_hooks({{"sock/inet_sock_set_state", "tp_btf"}, {"syscalls/sys_exit_accept4", "raw_tp"}});
+  m.set_hook_variants({{"state", "tp_btf"}, {"accept", "tracepoint"}, {"process", "raw_tp"}});
   const Exposition x = parse_exposition(m.render());
   ASSERT_TRUE(x.errors.empty()) << x.errors.front();
 
@@ -699,6 +700,12 @@ TEST(MetricsHealth, FamiliesCarryThePublishedNumbers) {
                 (LabelMap{{"hook", "sock/inet_sock_set_state"}, {"variant", "tp_btf"}}), 1);
   EXPECT_SAMPLE(x, "netmon_hook_info",
                 (LabelMap{{"hook", "syscalls/sys_exit_accept4"}, {"variant", "raw_tp"}}), 1);
+  EXPECT_SAMPLE(x, "netmon_hook_variant_info", (LabelMap{{"hook", "state"}, {"variant", "tp_btf"}}),
+                1);
+  EXPECT_SAMPLE(x, "netmon_hook_variant_info",
+                (LabelMap{{"hook", "accept"}, {"variant", "tracepoint"}}), 1);
+  EXPECT_SAMPLE(x, "netmon_hook_variant_info",
+                (LabelMap{{"hook", "process"}, {"variant", "raw_tp"}}), 1);
   EXPECT_SAMPLE(x, "netmon_build_info", (LabelMap{{"version", "1.2.3"}}), 1);
 
   // Without a kubelet, no kubelet family at all.
@@ -876,6 +883,8 @@ netmon_process_table_evictions_total 13
 # TYPE netmon_hook_info gauge
 netmon_hook_info{hook="sock/inet_sock_set_state",variant="tp_btf"} 1
 netmon_hook_info{hook="syscalls/sys_exit_accept4",variant="tracepoint"} 1
+# HELP netmon_hook_variant_info The variant chosen at start for each hook: state, accept, process.
+# TYPE netmon_hook_variant_info gauge
 # HELP netmon_build_info The running agent's version.
 # TYPE netmon_build_info gauge
 netmon_build_info{version="9.9.9"} 1
@@ -931,6 +940,7 @@ TEST(MetricsRender, NamesTypesAndHelpFollowTheConventions) {
                                                    "netmon_kubelet_pods",
                                                    "netmon_kubelet_synced",
                                                    "netmon_hook_info",
+                                                   "netmon_hook_variant_info",
                                                    "netmon_build_info"};
   EXPECT_EQ(std::set<std::string>(x.family_order.begin(), x.family_order.end()), expected_families);
   EXPECT_EQ(x.family_order.size(), expected_families.size()) << "a family declared twice";

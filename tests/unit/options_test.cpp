@@ -44,7 +44,7 @@ TEST(OptionsParse, DefaultsWithoutFlagsOrEnvironment) {
   EXPECT_FALSE(r->show_help);
   EXPECT_FALSE(r->show_version);
   EXPECT_EQ(r->log_level, log::Level::kInfo);
-  EXPECT_EQ(r->probe.variant, HookVariant::kAuto);
+  EXPECT_EQ(r->probe.variants.state, HookVariant::kAuto);
   EXPECT_EQ(r->probe.ring_buffer_bytes, 8u << 20);
   EXPECT_EQ(r->probe.max_connections, 262144u);
   EXPECT_EQ(r->output_queue_bytes, size_t{64} << 20);
@@ -85,9 +85,9 @@ TEST(OptionsParse, HookVariantSeparateAndInlineValue) {
        {Args{"--hook-variant", "tracepoint"}, Args{"--hook-variant=tracepoint"}}) {
     const auto r = parse(args);
     ASSERT_TRUE(r) << r.error().message;
-    EXPECT_EQ(r->probe.variant, HookVariant::kTracepoint);
+    EXPECT_EQ(r->probe.variants.state, HookVariant::kTracepoint);
   }
-  EXPECT_EQ(parse({"--hook-variant=tp_btf"})->probe.variant, HookVariant::kTpBtf);
+  EXPECT_EQ(parse({"--hook-variant=tp_btf"})->probe.variants.state, HookVariant::kTpBtf);
 }
 
 TEST(OptionsParse, RingBufferBytesSeparateAndInlineValue) {
@@ -158,7 +158,7 @@ TEST(OptionsParse, SeveralFlagsTogether) {
   ASSERT_TRUE(r) << r.error().message;
   EXPECT_EQ(r->log_level, log::Level::kWarn);
   EXPECT_EQ(r->probe.max_connections, 2048u);
-  EXPECT_EQ(r->probe.variant, HookVariant::kTpBtf);
+  EXPECT_EQ(r->probe.variants.state, HookVariant::kTpBtf);
 }
 
 TEST(OptionsParse, EnvironmentUsedWithoutFlags) {
@@ -171,7 +171,7 @@ TEST(OptionsParse, EnvironmentUsedWithoutFlags) {
                             {"NETMON_MAX_PROCESSES", "9999"}});
   ASSERT_TRUE(r) << r.error().message;
   EXPECT_EQ(r->log_level, log::Level::kDebug);
-  EXPECT_EQ(r->probe.variant, HookVariant::kTracepoint);
+  EXPECT_EQ(r->probe.variants.state, HookVariant::kTracepoint);
   EXPECT_EQ(r->probe.ring_buffer_bytes, 1048576u);
   EXPECT_EQ(r->probe.max_connections, 4096u);
   EXPECT_EQ(r->output_queue_bytes, 131072u);
@@ -229,6 +229,49 @@ TEST(OptionsParse, BadLogLevelNamesTheFlag) {
 TEST(OptionsParse, EmptyInlineValueIsInvalid) {
   const std::string e = error_of({"--log-level="});
   EXPECT_TRUE(contains(e, "--log-level")) << e;
+}
+
+TEST(OptionsParse, HookVariantPerHook) {
+  const auto r = parse({"--hook-variant=state=tracepoint,accept=tracepoint,process=raw_tp"});
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->probe.variants.state, HookVariant::kTracepoint);
+  EXPECT_EQ(r->probe.variants.accept, HookVariant::kTracepoint);
+  EXPECT_EQ(r->probe.variants.process, HookVariant::kRawTp);
+  const auto f = parse({"--hook-variant", "accept=fexit"});
+  ASSERT_TRUE(f) << f.error().message;
+  EXPECT_EQ(f->probe.variants.state, HookVariant::kAuto);
+  EXPECT_EQ(f->probe.variants.accept, HookVariant::kFexit);
+  EXPECT_EQ(f->probe.variants.process, HookVariant::kAuto);
+  EXPECT_EQ(parse({"--hook-variant=state=auto"})->probe.variants, HookVariants{});
+}
+
+TEST(OptionsParse, HookVariantsTextRoundTrips) {
+  for (const char* text : {"auto", "state=tracepoint", "accept=fexit,process=raw_tp",
+                           "state=tp_btf,accept=tracepoint,process=tp_btf"}) {
+    const auto v = parse_hook_variants(text);
+    ASSERT_TRUE(v) << text;
+    EXPECT_EQ(hook_variants_text(*v), text);
+  }
+  EXPECT_EQ(hook_variants_text(*parse_hook_variants("tracepoint")), "state=tracepoint");
+}
+
+TEST(OptionsParse, BadPerHookVariantNamesHookAndChoices) {
+  std::string e = error_of({"--hook-variant=accept=tp_btf"});
+  EXPECT_TRUE(contains(e, "--hook-variant")) << e;
+  EXPECT_TRUE(contains(e, "'tp_btf' is not a variant of the accept hook (auto, fexit, tracepoint)"))
+      << e;
+  e = error_of({"--hook-variant=socket=tp_btf"});
+  EXPECT_TRUE(contains(e, "'socket=tp_btf'")) << e;
+  e = error_of({"--hook-variant=state=tp_btf,"});
+  EXPECT_TRUE(contains(e, "''")) << e;
+}
+
+TEST(KernelSupport, UnsupportedKernelMessageNamesEveryMissingFeature) {
+  EXPECT_EQ(unsupported_kernel_message("5.4.0-1-amd64", {"the BPF ring buffer (Linux 5.8)",
+                                                         "bpf_ktime_get_boot_ns() (Linux 5.8)"}),
+            "this kernel (5.4.0-1-amd64) lacks what netmon needs: the BPF ring buffer (Linux "
+            "5.8); bpf_ktime_get_boot_ns() (Linux 5.8). netmon supports Linux 5.10 and newer, "
+            "built with BTF");
 }
 
 TEST(OptionsParse, BadHookVariantNamesTheFlag) {
