@@ -573,3 +573,12 @@ def processes():
     group = ProcessGroup()
     yield group
     group.cleanup()
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "kernel_matrix: also runs in the virtual machines of the kernel matrix (scripts/vm-run.sh, "
+        "ctest -L kernel): the reference scenario, failed connects, process and pod attribution, "
+        "close statistics, hook variants",
+    )

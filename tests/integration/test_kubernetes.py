@@ -545,6 +545,7 @@ def nc_telnet_between_pods(cluster, agent, tools):
     return establish, accept, closes[0], closes[1], telnet, nc
 
 
+@pytest.mark.kernel_matrix
 def test_pods_of_nc_and_telnet(start_agent, fake_pods, kubelet, token_file, kubelet_certs,
                                real_tools):
     """telnet in the web pod (cgroupfs driver, BestEffort, Deployment via its ReplicaSet)

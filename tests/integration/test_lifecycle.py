@@ -172,6 +172,7 @@ def telnet_host(family):
     [(socket.AF_INET, 7878), (socket.AF_INET6, 7879)],
     ids=["ipv4-7878", "ipv6-7879"],
 )
+@pytest.mark.kernel_matrix
 def test_nc_telnet_reference_scenario(agent, real_tools, processes, family, preferred_port):
     """`nc -l PORT` + `telnet localhost PORT` (and `nc -6 -l` + `telnet -6`): telnet's
     Establish, nc's Accept, and one Close per side with the cookie, addresses and pid of its
@@ -239,6 +240,7 @@ def test_nc_telnet_reference_scenario(agent, real_tools, processes, family, pref
 
 
 @FAMILIES
+@pytest.mark.kernel_matrix
 def test_connect_to_closed_port_is_one_failed_event(agent, family):
     """A connect to a closed loopback port gives exactly one TcpConnectionFailed with
     error ECONNREFUSED, the connecting pid and thread, the ephemeral sport and dport = port."""
@@ -267,6 +269,7 @@ def test_connect_to_closed_port_is_one_failed_event(agent, family):
 
 
 @FAMILIES
+@pytest.mark.kernel_matrix
 def test_cookie_matches_ss(agent, family):
     """The cookie of a live connection is the kernel socket cookie that `ss -tnei` prints as
     sk:<hex>, for the client side (Establish) and the server side (Accept)."""
@@ -494,6 +497,7 @@ def test_version_prints_name_and_version(agent_binary):
 # The classic tracepoint fallback
 
 
+@pytest.mark.kernel_matrix
 def test_forced_tracepoint_variant_reports_lifecycle(start_agent):
     """`--hook-variant tracepoint` attaches the classic tracepoint ("as tracepoint") and still
     reports Establish, Accept and both Closes of a connection (cookies may be 0 there)."""
@@ -603,6 +607,7 @@ def test_connection_opened_before_start_has_no_events(start_agent):
     assert agent.events(ports={server.port}) == []
 
 
+@pytest.mark.kernel_matrix
 def test_reset_while_in_accept_queue_gives_accept_and_close(agent):
     """A connection reset by the client while it waits in the accept queue is still reported
     by accept(): one Accept and one Close for the server side (same cookie), besides the

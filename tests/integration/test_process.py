@@ -82,6 +82,7 @@ CONNECT = """
 """
 
 
+@pytest.mark.kernel_matrix
 def test_reference_scenario_process_objects(agent, real_tools, processes):
     """telnet's Establish names /usr/bin/inetutils-telnet with its arguments; nc's Accept names
     nc.openbsd; each `parent` is this test process, and parent_exec_id is the parent's exec_id."""
@@ -117,6 +118,7 @@ def test_reference_scenario_process_objects(agent, real_tools, processes):
     nc.terminate()
 
 
+@pytest.mark.kernel_matrix
 def test_process_started_before_agent(start_agent, processes):
     """A process that existed before the agent started and connects afterwards resolves fully
     from the /proc scan: path, arguments, its /proc start time in the exec_id."""
@@ -177,6 +179,7 @@ def test_forked_child_without_exec_is_cloned(agent, processes):
         listener.close()
 
 
+@pytest.mark.kernel_matrix
 def test_thread_connect_reports_thread_id(agent, processes):
     """A thread that connects: `tid` is that thread, `pid` its process."""
     listener = Listener(socket.AF_INET, "127.0.0.1", hold=True)

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs the kernel-matrix subset of the privileged integration tests (pytest -m kernel_matrix) in
+# a virtual machine on a Debian kernel (scripts/vm-run.sh), after printing the hook variants the
+# agent chooses there. The console goes to stdout and to LOG_DIR/<kernel>.log, from which
+# scripts/kernel-table.py prints the support table of docs/kernels.md.
+#
+#   scripts/kernel-matrix.sh <5.10|6.1|6.12> [--timeout SECONDS]
+#
+# NETMON_AGENT names the agent (default build/netmon-agent); NETMON_KERNEL_MATRIX_DIR the log
+# directory (default build/kernel-matrix). Exit status: pytest's in the guest, or vm-run's.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ "${1:-}" == --in-guest ]]; then
+  # Inside the guest: which variants the agent chooses here, then the tests.
+  agent="$NETMON_AGENT"
+  log=$(mktemp)
+  "$agent" --metrics-address 127.0.0.1:0 >/dev/null 2>"$log" &
+  pid=$!
+  for _ in $(seq 600); do  # 60 s at most
+    grep -q "netmon is running" "$log" && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" || true
+  echo "kernel-matrix: release $(uname -r)"
+  sed -n 's/.*netmon info: hook variant: \(.*\)$/kernel-matrix: variant \1/p' "$log"
+  grep -q "netmon is running" "$log" || { cat "$log"; echo "kernel-matrix: the agent did not start"; }
+  set +e
+  /usr/bin/python3 -m pytest -v -rs -p no:cacheprovider -m kernel_matrix --durations=10 \
+    tests/integration
+  rc=$?
+  echo "kernel-matrix: pytest exit $rc"
+  exit "$rc"
+fi
+
+kernel="${1:?usage: $0 <5.10|6.1|6.12> [--timeout SECONDS]}"
+shift
+export NETMON_AGENT="${NETMON_AGENT:-$PWD/build/netmon-agent}"
+export CI="${CI:-true}"
+dir="${NETMON_KERNEL_MATRIX_DIR:-$PWD/build/kernel-matrix}"
+mkdir -p "$dir"
+set +e
+scripts/vm-run.sh "$kernel" "$@" -- bash scripts/kernel-matrix.sh --in-guest 2>&1 |
+  tee "$dir/$kernel.log"
+exit "${PIPESTATUS[0]}"
