@@ -36,10 +36,17 @@ void note_libbpf_warning(const std::string& message) {
   const size_t end = text.find("-- END PROG LOAD LOG --");
   if (end == std::string_view::npos) return;
   text = text.substr(0, end);
-  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.remove_suffix(1);
-  const size_t nl = text.rfind('\n');
-  if (nl != std::string_view::npos) text = text.substr(nl + 1);
-  if (!text.empty()) last_libbpf_warning = std::string(text);
+  // The last line that is not one of the verifier's statistics.
+  while (!text.empty()) {
+    while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.remove_suffix(1);
+    const size_t nl = text.rfind('\n');
+    const std::string_view line = nl == std::string_view::npos ? text : text.substr(nl + 1);
+    if (!line.starts_with("processed ") && !line.starts_with("verification time")) {
+      last_libbpf_warning = std::string(line);
+      return;
+    }
+    text = nl == std::string_view::npos ? std::string_view{} : text.substr(0, nl);
+  }
 }
 
 // libbpf's messages (verifier logs included) go to the debug log only: start-up failures are

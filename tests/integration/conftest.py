@@ -249,6 +249,11 @@ class Agent:
 
     # -- queries
 
+    def variant(self, hook):
+        """The variant the agent chose for `hook` (state, accept, process), from its log."""
+        m = re.search(rf"netmon info: hook variant: {hook} = (\w+) ", self.stderr_text())
+        return m.group(1) if m else None
+
     def stderr_text(self):
         with self._lock:
             return "\n".join(self.stderr_lines)
@@ -313,6 +318,16 @@ class Agent:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
             pass
+
+
+def same_connection(opened):
+    """Filters that pick the events of the connection of the `opened` event: its cookie, or,
+    where the kernel gave it none (the classic-tracepoint state variant: 5.10 and 5.11, see
+    docs/kernels.md), its addresses and ports."""
+    ne = opened["network_event"]
+    if ne["cookie"]:
+        return {"cookie": ne["cookie"]}
+    return {k: ne[k] for k in ("saddr", "sport", "daddr", "dport")}
 
 
 def _matches(e, kind=None, pid=None, ports=None, **fields):

@@ -27,7 +27,7 @@ import uuid
 import pytest
 
 import kubelet_stub
-from conftest import ProcessGroup, skip_or_fail, wait_for
+from conftest import ProcessGroup, same_connection, skip_or_fail, wait_for
 from test_lifecycle import ACCEPT, CLOSE, ESTABLISH, Listener, only, settle
 
 NODE_NAME = f"netmon-test-node-{os.getpid()}"
@@ -536,12 +536,11 @@ def nc_telnet_between_pods(cluster, agent, tools):
     wait_exit(telnet)
     closes = []
     for opened in (establish, accept):
-        cookie = opened["network_event"]["cookie"]
-        agent.wait_events(kind=CLOSE, cookie=cookie, ports={SERVER_PORT})
+        agent.wait_events(kind=CLOSE, ports={SERVER_PORT}, **same_connection(opened))
     settle()
     for opened, what in ((establish, "Close of telnet"), (accept, "Close of nc")):
-        cookie = opened["network_event"]["cookie"]
-        closes.append(only(agent.events(kind=CLOSE, cookie=cookie, ports={SERVER_PORT}), what))
+        closes.append(only(agent.events(kind=CLOSE, ports={SERVER_PORT},
+                                        **same_connection(opened)), what))
     return establish, accept, closes[0], closes[1], telnet, nc
 
 
@@ -985,8 +984,8 @@ def test_deleted_pod_stays_for_the_grace_period(start_agent, fake_pods, kubelet,
     assert time.monotonic() - removed < grace, "the polls took longer than the grace period"
     telnet.kill()
     wait_exit(telnet)
-    cookie = establish["network_event"]["cookie"]
-    close = only(agent.wait_events(kind=CLOSE, cookie=cookie, ports={SERVER_PORT}), "Close")
+    close = only(agent.wait_events(kind=CLOSE, ports={SERVER_PORT}, **same_connection(establish)),
+                 "Close")
     assert close["process"]["pid"] == telnet.pid
     assert_pod(close, c)
 
