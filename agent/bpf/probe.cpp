@@ -367,6 +367,9 @@ Result<std::unique_ptr<Probe::Impl>> load_plan(const ProbeOptions& options, cons
 // are left to the load, which then reports the privilege problem.
 std::vector<std::string> missing_kernel_features() {
   std::vector<std::string> missing;
+  // libbpf's probes report "unsupported" for whatever fails, lack of privileges included: when
+  // not even a tracepoint program (Linux 4.7) loads, leave the diagnosis to the real load.
+  if (libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_TRACEPOINT, nullptr) != 1) return missing;
   if (libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, nullptr) == 0) {
     missing.push_back("the BPF ring buffer (Linux 5.8)");
   }
