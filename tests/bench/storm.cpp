@@ -20,16 +20,25 @@
 // 127.0.0.1..127.0.0.S (--sources), with IP_BIND_ADDRESS_NO_PORT so the port is picked per
 // 4-tuple. Nothing uses SO_LINGER 0: every connection closes with FIN, as real ones mostly do.
 //
+// Credentials: with --caps container (the runner's default) the storm first reduces its
+// capabilities to the set container runtimes (containerd, Docker) give a container by default,
+// executes itself again (so its exec carries those credentials), then forks and runs in the
+// child: the connecting process and its parent both look like a pod's processes.
+// --caps inherit keeps whatever it was started with.
+//
 // Every loop is bounded by --connections and --seconds; all traffic is on loopback.
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -55,6 +64,7 @@ struct Options {
   int listeners = 8;
   int port_base = 0;
   int sources = 32;
+  enum class Caps { kInherit, kContainer, kFork } caps = Caps::kInherit;
 };
 
 [[noreturn]] void usage(const char* why) {
@@ -62,7 +72,7 @@ struct Options {
                "netmon-storm: %s\n"
                "usage: netmon-storm [--workers N] [--connections N] [--seconds S] [--ipv6]\n"
                "                    [--exchange] [--listeners N] [--port-base P] [--sources N]\n"
-               "                    [--drain-seconds S]\n",
+               "                    [--drain-seconds S] [--caps container|inherit]\n",
                why);
   std::exit(2);
 }
@@ -91,7 +101,15 @@ Options parse(int argc, char** argv) {
       o.port_base = std::atoi(value());
     else if (a == "--sources")
       o.sources = std::atoi(value());
-    else if (a == "--drain-seconds")
+    else if (a == "--caps") {
+      const std::string v = value();
+      if (v == "container")
+        o.caps = Options::Caps::kContainer;
+      else if (v == "fork")  // internal: the second stage of "container"
+        o.caps = Options::Caps::kFork;
+      else if (v != "inherit")
+        usage("--caps must be container or inherit");
+    } else if (a == "--drain-seconds")
       o.drain_seconds = std::atof(value());
     else
       usage(("unknown argument " + a).c_str());
@@ -140,6 +158,43 @@ uint16_t port_of(int fd) {
   if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) die("getsockname");
   if (ss.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
   return ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+}
+
+// The capabilities containerd and Docker give a container by default.
+constexpr int kContainerCaps[] = {
+    CAP_CHOWN,      CAP_DAC_OVERRIDE, CAP_FOWNER,      CAP_FSETID,           CAP_KILL,
+    CAP_SETGID,     CAP_SETUID,       CAP_SETPCAP,     CAP_NET_BIND_SERVICE, CAP_NET_RAW,
+    CAP_SYS_CHROOT, CAP_MKNOD,        CAP_AUDIT_WRITE, CAP_SETFCAP};
+
+// Reduces the bounding set to kContainerCaps, as container runtimes do, and executes this
+// program again with `--caps fork` appended: the exec of a root process then gets exactly those
+// capabilities (those of them the caller had).
+[[noreturn]] void exec_with_container_caps(int argc, char** argv) {
+  uint64_t keep = 0;
+  for (int cap : kContainerCaps) keep |= uint64_t{1} << cap;
+  for (int cap = 0; cap < 64 && prctl(PR_CAPBSET_READ, cap) >= 0; ++cap) {
+    if (!(keep & (uint64_t{1} << cap)) && prctl(PR_CAPBSET_DROP, cap) != 0)
+      die("prctl(PR_CAPBSET_DROP)");
+  }
+  std::vector<char*> args(argv, argv + argc);
+  args.push_back(const_cast<char*>("--caps"));
+  args.push_back(const_cast<char*>("fork"));
+  args.push_back(nullptr);
+  execv("/proc/self/exe", args.data());
+  die("execv");
+}
+
+// Forks: the parent waits and passes on the child's exit status, the child returns and runs the
+// storm.
+void fork_and_wait() {
+  const pid_t child = fork();
+  if (child < 0) die("fork");
+  if (child == 0) return;
+  int status = 0;
+  while (waitpid(child, &status, 0) < 0) {
+    if (errno != EINTR) die("waitpid");
+  }
+  std::exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
 }
 
 std::atomic<uint64_t> g_claimed{0};   // connections handed to workers
@@ -232,6 +287,8 @@ void work(const Options& o, const std::vector<uint16_t>& ports) {
 
 int main(int argc, char** argv) {
   const Options o = parse(argc, argv);
+  if (o.caps == Options::Caps::kContainer) exec_with_container_caps(argc, argv);
+  if (o.caps == Options::Caps::kFork) fork_and_wait();
 
   rlimit rl{};
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {

@@ -182,7 +182,7 @@ def run_storm():
     base = free_port_base(ARGS.listeners)
     cmd = [ARGS.storm, "--workers", str(ARGS.workers), "--connections", str(ARGS.connections),
            "--seconds", str(ARGS.seconds), "--listeners", str(ARGS.listeners),
-           "--port-base", str(base)]
+           "--port-base", str(base), "--caps", "inherit" if ARGS.root_caps else "container"]
     if ARGS.ipv6:
         cmd.append("--ipv6")
     if ARGS.exchange:
@@ -387,6 +387,9 @@ def main():
                    help="measure without first filling the TIME_WAIT table")
     p.add_argument("--quick", action="store_true",
                    help="2000 connections, 1 round, no tcplife, no warm-up")
+    p.add_argument("--root-caps", action="store_true",
+                   help="run the storm with the runner's own credentials instead of a "
+                        "container's default capability set")
     p.add_argument("--output-dir", metavar="DIR", default=default_output_dir(),
                    help="where the observers write their outputs (default: /dev/shm when it "
                         "is a tmpfs, so the disk's write-back speed is not what is measured)")
@@ -447,7 +450,8 @@ def main():
     print(f"{ARGS.rounds} round(s) x {ARGS.connections} connections (or {ARGS.seconds:g} s), "
           f"{ARGS.workers} workers, {'IPv6 ::1' if ARGS.ipv6 else 'IPv4 127.0.0.x'}, "
           f"{'1-byte exchange' if ARGS.exchange else 'no exchange'}, "
-          f"{ARGS.listeners} listener ports\n")
+          f"{ARGS.listeners} listener ports, "
+          f"{'root capabilities' if ARGS.root_caps else 'container capabilities'}\n")
     print("| round | mode | TIME_WAIT at start | connections | conn/s | ratio vs baseline "
           "| CPU s / 100k conn | peak RSS MiB | events expected | written | lost (counted) "
           "| duplicates |")
