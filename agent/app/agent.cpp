@@ -46,8 +46,9 @@ std::string summary(const Pipeline& pipeline, const OutputStats& out, const Kern
          std::to_string(s.events_by_kind[3]) + ", written " + std::to_string(out.lines_written) +
          "; lost: ring_buffer " + std::to_string(k.ring_buffer_full) + ", sockets_map " +
          std::to_string(k.sockets_map_full) + ", recursion " + std::to_string(k.recursion_misses) +
-         ", decode " + std::to_string(s.decode_errors) + ", output_queue " +
-         std::to_string(out.lines_dropped_queue_full) + ", output_error " +
+         ", unobserved " + std::to_string(k.unobserved) + ", accept " +
+         std::to_string(k.accept_no_socket) + ", decode " + std::to_string(s.decode_errors) +
+         ", output_queue " + std::to_string(out.lines_dropped_queue_full) + ", output_error " +
          std::to_string(out.lines_dropped_write_error) + "; without process " +
          std::to_string(s.events_without_process) + "; process table: " + std::to_string(p.live) +
          " live, " + std::to_string(p.exited) + " exited, misses " + std::to_string(p.misses) +
@@ -129,6 +130,8 @@ HealthSnapshot health(const Pipeline& pipeline, const OutputStats& out, const Ke
   h.lost_ring_buffer = k.ring_buffer_full;
   h.lost_sockets_map = k.sockets_map_full;
   h.lost_recursion = k.recursion_misses;
+  h.lost_unobserved = k.unobserved;
+  h.lost_accept = k.accept_no_socket;
   h.lost_decode = s.decode_errors;
   h.lost_output_queue = out.lines_dropped_queue_full;
   h.lost_output_error = out.lines_dropped_write_error;

@@ -306,10 +306,14 @@ std::string Metrics::render() const {
 
   auto lost = family("netmon_events_lost_total", "Events lost, by the stage that lost them.",
                      MetricType::Counter);
-  const std::pair<const char*, uint64_t> stages[] = {
-      {"ring_buffer", h.lost_ring_buffer},   {"sockets_map", h.lost_sockets_map},
-      {"recursion", h.lost_recursion},       {"decode", h.lost_decode},
-      {"output_queue", h.lost_output_queue}, {"output_error", h.lost_output_error}};
+  const std::pair<const char*, uint64_t> stages[] = {{"ring_buffer", h.lost_ring_buffer},
+                                                     {"sockets_map", h.lost_sockets_map},
+                                                     {"recursion", h.lost_recursion},
+                                                     {"unobserved", h.lost_unobserved},
+                                                     {"accept", h.lost_accept},
+                                                     {"decode", h.lost_decode},
+                                                     {"output_queue", h.lost_output_queue},
+                                                     {"output_error", h.lost_output_error}};
   for (const auto& [stage, n] : stages) {
     lost.metric.push_back(counter(static_cast<double>(n), {{"stage", stage}}));
   }

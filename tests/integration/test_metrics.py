@@ -586,7 +586,8 @@ def test_host_series_equal_the_event_stream(agent, real_tools, processes):
     for labels, v in s2.find("netmon_events_lost_total"):
         assert v == 0, labels
     assert {labels["stage"] for labels, _ in s2.find("netmon_events_lost_total")} == {
-        "ring_buffer", "sockets_map", "recursion", "decode", "output_queue", "output_error"}
+        "ring_buffer", "sockets_map", "recursion", "unobserved", "accept", "decode",
+        "output_queue", "output_error"}
     assert s2.find("netmon_kubelet_synced") == []
 
 

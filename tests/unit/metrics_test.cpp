@@ -648,6 +648,8 @@ HealthSnapshot numbered_health(bool kubelet) {
   h.lost_ring_buffer = 1;
   h.lost_sockets_map = 2;
   h.lost_recursion = 3;
+  h.lost_unobserved = 31;
+  h.lost_accept = 32;
   h.lost_decode = 4;
   h.lost_output_queue = 5;
   h.lost_output_error = 6;
@@ -678,15 +680,15 @@ TEST(MetricsHealth, FamiliesCarryThePublishedNumbers) {
   EXPECT_SAMPLE(x, "netmon_events_total", (LabelMap{{"type", "TcpConnectionClose"}}), 103);
   EXPECT_SAMPLE(x, "netmon_events_total", (LabelMap{{"type", "TcpConnectionFailed"}}), 104);
 
-  const std::pair<const char*, int> stages[] = {{"ring_buffer", 1},  {"sockets_map", 2},
-                                                {"recursion", 3},    {"decode", 4},
-                                                {"output_queue", 5}, {"output_error", 6}};
+  const std::pair<const char*, int> stages[] = {
+      {"ring_buffer", 1}, {"sockets_map", 2}, {"recursion", 3},    {"unobserved", 31},
+      {"accept", 32},     {"decode", 4},      {"output_queue", 5}, {"output_error", 6}};
   for (const auto& [stage, n] : stages) {
     EXPECT_SAMPLE(x, "netmon_events_lost_total", (LabelMap{{"stage", stage}}), n);
   }
   size_t lost_samples = 0;
   for (const Sample& s : x.samples) lost_samples += s.name == "netmon_events_lost_total";
-  EXPECT_EQ(lost_samples, 6u);
+  EXPECT_EQ(lost_samples, 8u);
 
   EXPECT_SAMPLE(x, "netmon_events_without_process_total", LabelMap{}, 7);
   EXPECT_SAMPLE(x, "netmon_events_without_pod_total", LabelMap{}, 8);
@@ -769,6 +771,8 @@ TEST(MetricsRender, TheTextOutputForAFixedRegistry) {
   h.lost_ring_buffer = 1;
   h.lost_sockets_map = 2;
   h.lost_recursion = 3;
+  h.lost_unobserved = 31;
+  h.lost_accept = 32;
   h.lost_decode = 4;
   h.lost_output_queue = 5;
   h.lost_output_error = 6;
@@ -850,6 +854,8 @@ netmon_events_total{type="TcpConnectionFailed"} 1
 netmon_events_lost_total{stage="ring_buffer"} 1
 netmon_events_lost_total{stage="sockets_map"} 2
 netmon_events_lost_total{stage="recursion"} 3
+netmon_events_lost_total{stage="unobserved"} 31
+netmon_events_lost_total{stage="accept"} 32
 netmon_events_lost_total{stage="decode"} 4
 netmon_events_lost_total{stage="output_queue"} 5
 netmon_events_lost_total{stage="output_error"} 6
