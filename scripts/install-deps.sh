@@ -24,6 +24,7 @@ test_pkgs=(
   prometheus                        # promtool and a real server for the metrics tests
   curl                              # HTTP checks in tests
   openssl                           # certificates for the stub kubelet
+  podman runc debootstrap           # the image test: a local debian base, build, run
 )
 
 case "${1:-all}" in
