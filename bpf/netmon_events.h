@@ -84,7 +84,9 @@ enum nm_counter {
 	NM_CNT_ACCEPT_NO_SOCK = 3, /* accept() returned an fd whose socket could not be read */
 	NM_CNT_UNOBSERVED = 4,	   /* a tracked connection's last transition never reached the
 				    * hooks: found when its socket address was tracked again */
-	NM_CNT__MAX = 5,
+	NM_CNT_NESTED_SPARED =
+	    5, /* recursion misses of the nested state program that lost nothing */
+	NM_CNT__MAX = 6,
 };
 
 /* Common header of every record. */

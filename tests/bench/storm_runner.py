@@ -495,6 +495,8 @@ def main():
             if lost is None:
                 bad.append(f"round {r['round']}: no loss count (no /metrics, no stop summary)")
                 lost = 0
+            if r.get("dups"):
+                bad.append(f"round {r['round']}: {r['dups']} events written twice")
             if r["written"] > r["expected"]:
                 bad.append(f"round {r['round']}: written {r['written']} > expected "
                            f"{r['expected']}")
