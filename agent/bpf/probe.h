@@ -27,7 +27,7 @@ std::string_view hook_variant_name(HookVariant variant);
 
 struct ProbeOptions {
   HookVariant variant = HookVariant::kAuto;
-  uint32_t ring_buffer_bytes = 8u << 20;  // a power of two, at least one page
+  uint32_t ring_buffer_bytes = 4u << 20;  // a power of two, at least one page
   uint32_t max_connections = 262144;      // live connections tracked at once
   // The kernel wakes the reader once this much data waits; smaller batches are picked up by
   // poll()'s timeout. 0 wakes the reader on every record.
