@@ -204,6 +204,17 @@ int run_agent(const Options& options) {
     hook_variants.emplace_back(h.hook, h.variant);
   }
   metrics.set_hooks(std::move(hook_variants));
+  std::vector<std::pair<std::string, uint64_t>> map_memory;
+  uint64_t map_total = 0;
+  std::string map_detail;
+  for (const MapMemory& m : (*probe)->map_memory()) {
+    map_total += m.bytes;
+    map_detail += (map_detail.empty() ? "" : ", ") + m.name + " " + std::to_string(m.bytes >> 10);
+    map_memory.emplace_back(m.name, m.bytes);
+  }
+  log::info("BPF maps take " + std::to_string(map_total >> 10) +
+            " KiB of kernel memory (KiB: " + map_detail + ")");
+  metrics.set_map_memory(std::move(map_memory));
   // Seed after attaching: a process started in between is in /proc, in the ring buffer, or both.
   processes.seed();
   log::info("process table seeded from " + options.proc_root + " with " +

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstdarg>
 #include <cstring>
+#include <fstream>
 
 #include "common/log.h"
 #include "netmon.skel.h"
@@ -282,5 +283,22 @@ KernelCounters Probe::counters() const {
 }
 
 const std::vector<AttachedHook>& Probe::hooks() const { return impl_->hooks; }
+
+std::vector<MapMemory> Probe::map_memory() const {
+  std::vector<MapMemory> out;
+  const bpf_map* map = nullptr;
+  bpf_object__for_each_map(map, impl_->skel->obj) {
+    const int fd = bpf_map__fd(map);
+    if (fd < 0) continue;
+    std::ifstream fdinfo("/proc/self/fdinfo/" + std::to_string(fd));
+    for (std::string line; std::getline(fdinfo, line);) {
+      if (line.rfind("memlock:", 0) == 0) {
+        out.push_back(MapMemory{bpf_map__name(map), std::stoull(line.substr(8))});
+        break;
+      }
+    }
+  }
+  return out;
+}
 
 }  // namespace netmon

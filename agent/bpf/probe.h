@@ -50,6 +50,13 @@ struct AttachedHook {
   std::string variant;  // e.g. "tp_btf"
 };
 
+// Kernel memory of one BPF map (its "memlock" in /proc/self/fdinfo: the bytes charged for it;
+// for a hash map without preallocation, what its full capacity would take).
+struct MapMemory {
+  std::string name;  // e.g. "events"
+  uint64_t bytes = 0;
+};
+
 // Receives raw records on the polling thread. Must not throw.
 class RecordSink {
  public:
@@ -72,6 +79,7 @@ class Probe {
 
   KernelCounters counters() const;
   const std::vector<AttachedHook>& hooks() const;
+  std::vector<MapMemory> map_memory() const;
 
   struct Impl;
 

@@ -80,6 +80,7 @@ struct Metrics::Impl {
   std::map<std::string, std::shared_ptr<ConnectionSeries>> series;
   HealthSnapshot health;
   std::vector<std::pair<std::string, std::string>> hooks;
+  std::vector<std::pair<std::string, uint64_t>> map_memory;
 };
 
 Metrics::Metrics(std::vector<std::string> dropped_labels, std::string version)
@@ -181,6 +182,11 @@ void Metrics::set_hooks(std::vector<std::pair<std::string, std::string>> hook_va
   impl_->hooks = std::move(hook_variants);
 }
 
+void Metrics::set_map_memory(std::vector<std::pair<std::string, uint64_t>> bytes_by_map) {
+  std::lock_guard lock(impl_->mutex);
+  impl_->map_memory = std::move(bytes_by_map);
+}
+
 size_t Metrics::series_count() const {
   std::lock_guard lock(impl_->mutex);
   return impl_->series.size();
@@ -231,12 +237,14 @@ std::string Metrics::render() const {
   std::vector<std::shared_ptr<ConnectionSeries>> series;
   HealthSnapshot h;
   std::vector<std::pair<std::string, std::string>> hooks;
+  std::vector<std::pair<std::string, uint64_t>> map_memory;
   {
     std::lock_guard lock(impl_->mutex);  // copy pointers and numbers, render unlocked
     series.reserve(impl_->series.size());
     for (const auto& [key, s] : impl_->series) series.push_back(s);
     h = impl_->health;
     hooks = impl_->hooks;
+    map_memory = impl_->map_memory;
   }
 
   std::vector<MetricFamily> out;
@@ -375,6 +383,14 @@ std::string Metrics::render() const {
     hook.metric.push_back(gauge(1, {{"hook", name}, {"variant", variant}}));
   }
   out.push_back(std::move(hook));
+  auto maps = family("netmon_bpf_map_memory_bytes",
+                     "Kernel memory charged for each BPF map (memlock; a hash map without "
+                     "preallocation at its full capacity).",
+                     MetricType::Gauge);
+  for (const auto& [name, bytes] : map_memory) {
+    maps.metric.push_back(gauge(static_cast<double>(bytes), {{"map", name}}));
+  }
+  out.push_back(std::move(maps));
   auto build = family("netmon_build_info", "The running agent's version.", MetricType::Gauge);
   build.metric.push_back(gauge(1, {{"version", impl_->version}}));
   out.push_back(std::move(build));

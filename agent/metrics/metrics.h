@@ -75,6 +75,8 @@ class Metrics {
   void publish_health(const HealthSnapshot& health);
   // Start-up: which hook variant each probe attached with, and readiness inputs.
   void set_hooks(std::vector<std::pair<std::string, std::string>> hook_variants);
+  // Start-up: the kernel memory of each BPF map, in bytes.
+  void set_map_memory(std::vector<std::pair<std::string, uint64_t>> bytes_by_map);
 
   // Any thread: the text exposition of every metric.
   std::string render() const;

@@ -786,6 +786,7 @@ TEST(MetricsRender, TheTextOutputForAFixedRegistry) {
   m.publish_health(h);
   m.set_hooks(
       {{"sock/inet_sock_set_state", "tp_btf"}, {"syscalls/sys_exit_accept4", "tracepoint"}});
+  m.set_map_memory({{"events", 4206592}, {"sockets", 4195328}});
 
   const std::string expected =
       R"(# HELP netmon_connections_opened_total TCP connections established (outbound) or accepted (inbound).
@@ -882,6 +883,10 @@ netmon_process_table_evictions_total 13
 # TYPE netmon_hook_info gauge
 netmon_hook_info{hook="sock/inet_sock_set_state",variant="tp_btf"} 1
 netmon_hook_info{hook="syscalls/sys_exit_accept4",variant="tracepoint"} 1
+# HELP netmon_bpf_map_memory_bytes Kernel memory charged for each BPF map (memlock; a hash map without preallocation at its full capacity).
+# TYPE netmon_bpf_map_memory_bytes gauge
+netmon_bpf_map_memory_bytes{map="events"} 4206592
+netmon_bpf_map_memory_bytes{map="sockets"} 4195328
 # HELP netmon_build_info The running agent's version.
 # TYPE netmon_build_info gauge
 netmon_build_info{version="9.9.9"} 1
@@ -937,6 +942,7 @@ TEST(MetricsRender, NamesTypesAndHelpFollowTheConventions) {
                                                    "netmon_kubelet_pods",
                                                    "netmon_kubelet_synced",
                                                    "netmon_hook_info",
+                                                   "netmon_bpf_map_memory_bytes",
                                                    "netmon_build_info"};
   EXPECT_EQ(std::set<std::string>(x.family_order.begin(), x.family_order.end()), expected_families);
   EXPECT_EQ(x.family_order.size(), expected_families.size()) << "a family declared twice";
