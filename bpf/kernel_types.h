@@ -44,6 +44,7 @@ enum {
 
 #define ECONNRESET 104
 #define EPIPE	   32
+#define EEXIST	   17
 
 #define AF_INET	    2
 #define AF_INET6    10

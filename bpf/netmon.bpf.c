@@ -93,12 +93,13 @@ struct {
 	__type(value, struct sock_state);
 } scratch SEC(".maps");
 
-/* Per CPU: state changes the main tp_btf program has taken, for its second copy (see below). */
-#define NM_CLAIMS 4
+/* Per CPU: the state changes the main tp_btf program has taken and its second copy has not
+ * consumed yet, as a stack (see handle_inet_sock_set_state_btf_nested). */
+#define NM_CLAIMS 8
 struct state_claims {
 	u64 key[NM_CLAIMS];
-	u32 next;
-	u32 pad;
+	u32 depth;
+	u32 nested_active; /* the second copy is running on this CPU */
 };
 
 struct {
@@ -286,9 +287,22 @@ static __always_inline struct sock_state *scratch_state(u32 slot)
 	return bpf_map_lookup_elem(&scratch, &slot);
 }
 
+/*
+ * Starts tracking the connection of the socket at `key`. An entry already there belongs to an
+ * earlier connection whose struct sock was freed and reused without its final transition (CLOSE,
+ * or the ESTABLISHED of a connect) reaching the hooks: the kernel skipped the programs for that
+ * call without counting a recursion miss (seen under connection storms on 6.18). Its last event
+ * is lost; count it, then replace the entry.
+ */
 static __always_inline void track(u64 key, const struct sock_state *st)
 {
-	if (bpf_map_update_elem(&sockets, &key, st, BPF_ANY))
+	long err = bpf_map_update_elem(&sockets, &key, st, BPF_NOEXIST);
+
+	if (err == -EEXIST) {
+		count(NM_CNT_UNOBSERVED);
+		err = bpf_map_update_elem(&sockets, &key, st, BPF_ANY);
+	}
+	if (err)
 		count(NM_CNT_SOCKETS_FULL);
 }
 
@@ -406,9 +420,21 @@ int BPF_PROG(handle_inet_sock_set_state_btf, const struct sock *sk, int oldstate
 	u32 zero = 0;
 	struct state_claims *c = bpf_map_lookup_elem(&state_claims, &zero);
 
-	if (c) {
-		c->key[c->next & (NM_CLAIMS - 1)] = state_key(sk, oldstate, newstate);
-		c->next++;
+	if (c && c->nested_active) {
+		/* Interrupting the second copy: the kernel will skip that copy for this change, so
+		 * it needs no claim, and its recursion miss loses nothing. */
+		count(NM_CNT_NESTED_SPARED);
+	} else if (c) {
+		u32 depth = c->depth;
+
+		if (depth >= NM_CLAIMS) {
+			/* Only stale claims can fill the stack (see below): drop the oldest. */
+			for (int i = 0; i < NM_CLAIMS - 1; i++)
+				c->key[i] = c->key[i + 1];
+			depth = NM_CLAIMS - 1;
+		}
+		c->key[depth & (NM_CLAIMS - 1)] = state_key(sk, oldstate, newstate);
+		c->depth = depth + 1;
 	}
 	on_state_btf(sk, oldstate, newstate, SLOT_STATE);
 	return 0;
@@ -419,9 +445,17 @@ int BPF_PROG(handle_inet_sock_set_state_btf, const struct sock *sk, int oldstate
  * softirq work done on an interrupt's exit) changes a TCP state while the program above runs in
  * process context on the same CPU, that nested run is skipped and only counted as a recursion
  * miss: under connection churn a few percent of the runs, each a lost event. This second copy,
- * attached after the first so it runs after it, has its own recursion guard. The first copy
- * claims every change it sees; the second handles exactly the changes nobody claimed (those the
- * kernel skipped for the first copy) and consumes the claims of the others.
+ * attached after the first so it runs right after it for every change, has its own recursion
+ * guard and handles exactly the changes the first copy did not claim.
+ *
+ * The claims form a per-CPU stack: the first copy pushes each change it takes; this copy looks
+ * for its change from the top and, when found, pops it together with anything above it. An
+ * interrupt between the two copies' runs for change X pushes and pops its own claims above X's,
+ * so X's claim survives any number of them. When the first copy interrupts this one, the kernel
+ * will skip this one for that change: the first copy pushes no claim then and counts the spared
+ * miss (NM_CNT_NESTED_SPARED), which the agent subtracts from this copy's recursion misses. Only
+ * the few instructions between the kernel's recursion check and nested_active's update can still
+ * leave a stale claim (popped with the next claim found below it).
  */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_inet_sock_set_state_btf_nested, const struct sock *sk, int oldstate,
@@ -433,13 +467,16 @@ int BPF_PROG(handle_inet_sock_set_state_btf_nested, const struct sock *sk, int o
 
 	if (!c)
 		return 0;
-	for (int i = 0; i < NM_CLAIMS; i++) {
-		if (c->key[i] == key) {
-			c->key[i] = 0; /* the first copy handled it */
+	c->nested_active = 1;
+	for (int i = NM_CLAIMS - 1; i >= 0; i--) {
+		if ((u32)i < c->depth && c->key[i] == key) {
+			c->depth = i; /* the first copy handled it */
+			c->nested_active = 0;
 			return 0;
 		}
 	}
 	on_state_btf(sk, oldstate, newstate, SLOT_STATE_NESTED);
+	c->nested_active = 0;
 	return 0;
 }
 

@@ -82,7 +82,11 @@ enum nm_counter {
 	NM_CNT_SOCKETS_FULL = 1,   /* a connection could not be tracked: "sockets" map full */
 	NM_CNT_OWNER_UNKNOWN = 2,  /* connection reported without its process (opened pre-attach) */
 	NM_CNT_ACCEPT_NO_SOCK = 3, /* accept() returned an fd whose socket could not be read */
-	NM_CNT__MAX = 4,
+	NM_CNT_UNOBSERVED = 4,	   /* a tracked connection's last transition never reached the
+				    * hooks: found when its socket address was tracked again */
+	NM_CNT_NESTED_SPARED =
+	    5, /* recursion misses of the nested state program that lost nothing */
+	NM_CNT__MAX = 6,
 };
 
 /* Common header of every record. */

@@ -25,6 +25,7 @@ test_pkgs=(
   curl                              # HTTP checks in tests
   openssl                           # certificates for the stub kubelet
   qemu-system-x86 busybox-static cpio kmod xz-utils zstd  # scripts/vm-run.sh: the kernel matrix
+  podman runc debootstrap           # the image test: a local debian base, build, run
 )
 
 case "${1:-all}" in

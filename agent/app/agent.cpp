@@ -46,8 +46,9 @@ std::string summary(const Pipeline& pipeline, const OutputStats& out, const Kern
          std::to_string(s.events_by_kind[3]) + ", written " + std::to_string(out.lines_written) +
          "; lost: ring_buffer " + std::to_string(k.ring_buffer_full) + ", sockets_map " +
          std::to_string(k.sockets_map_full) + ", recursion " + std::to_string(k.recursion_misses) +
-         ", decode " + std::to_string(s.decode_errors) + ", output_queue " +
-         std::to_string(out.lines_dropped_queue_full) + ", output_error " +
+         ", unobserved " + std::to_string(k.unobserved) + ", accept " +
+         std::to_string(k.accept_no_socket) + ", decode " + std::to_string(s.decode_errors) +
+         ", output_queue " + std::to_string(out.lines_dropped_queue_full) + ", output_error " +
          std::to_string(out.lines_dropped_write_error) + "; without process " +
          std::to_string(s.events_without_process) + "; process table: " + std::to_string(p.live) +
          " live, " + std::to_string(p.exited) + " exited, misses " + std::to_string(p.misses) +
@@ -129,6 +130,8 @@ HealthSnapshot health(const Pipeline& pipeline, const OutputStats& out, const Ke
   h.lost_ring_buffer = k.ring_buffer_full;
   h.lost_sockets_map = k.sockets_map_full;
   h.lost_recursion = k.recursion_misses;
+  h.lost_unobserved = k.unobserved;
+  h.lost_accept = k.accept_no_socket;
   h.lost_decode = s.decode_errors;
   h.lost_output_queue = out.lines_dropped_queue_full;
   h.lost_output_error = out.lines_dropped_write_error;
@@ -208,6 +211,17 @@ int run_agent(const Options& options) {
     chosen.emplace_back(v.hook, v.variant);
   }
   metrics.set_hook_variants(std::move(chosen));
+  std::vector<std::pair<std::string, uint64_t>> map_memory;
+  uint64_t map_total = 0;
+  std::string map_detail;
+  for (const MapMemory& m : (*probe)->map_memory()) {
+    map_total += m.bytes;
+    map_detail += (map_detail.empty() ? "" : ", ") + m.name + " " + std::to_string(m.bytes >> 10);
+    map_memory.emplace_back(m.name, m.bytes);
+  }
+  log::info("BPF maps take " + std::to_string(map_total >> 10) +
+            " KiB of kernel memory (KiB: " + map_detail + ")");
+  metrics.set_map_memory(std::move(map_memory));
   // Seed after attaching: a process started in between is in /proc, in the ring buffer, or both.
   processes.seed();
   log::info("process table seeded from " + options.proc_root + " with " +

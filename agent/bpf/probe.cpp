@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstdarg>
 #include <cstring>
+#include <fstream>
 
 #include "common/log.h"
 #include "netmon.skel.h"
@@ -506,9 +507,11 @@ KernelCounters Probe::counters() const {
   c.sockets_map_full = sum(NM_CNT_SOCKETS_FULL);
   c.owner_unknown = sum(NM_CNT_OWNER_UNKNOWN);
   c.accept_no_socket = sum(NM_CNT_ACCEPT_NO_SOCK);
+  c.unobserved = sum(NM_CNT_UNOBSERVED);
   bpf_program* prog = nullptr;
   const bool nested_copy =
       bpf_program__fd(impl_->skel->progs.handle_inet_sock_set_state_btf_nested) >= 0;
+  uint64_t misses = 0;
   bpf_object__for_each_program(prog, impl_->skel->obj) {
     const int prog_fd = bpf_program__fd(prog);
     if (prog_fd < 0) continue;  // not loaded (the other variant)
@@ -516,14 +519,34 @@ KernelCounters Probe::counters() const {
     if (nested_copy && prog == impl_->skel->progs.handle_inet_sock_set_state_btf) continue;
     bpf_prog_info info{};
     uint32_t len = sizeof(info);
-    if (bpf_obj_get_info_by_fd(prog_fd, &info, &len) == 0)
-      c.recursion_misses += info.recursion_misses;
+    if (bpf_obj_get_info_by_fd(prog_fd, &info, &len) == 0) misses += info.recursion_misses;
   }
+  // Misses of the nested copy for changes the main program handled lose nothing. The two
+  // counts are read at slightly different moments: never report less than zero.
+  const uint64_t spared = sum(NM_CNT_NESTED_SPARED);
+  c.recursion_misses = misses > spared ? misses - spared : 0;
   return c;
 }
 
 const std::vector<AttachedHook>& Probe::hooks() const { return impl_->hooks; }
 
 const std::vector<ChosenVariant>& Probe::variants() const { return impl_->variants; }
+
+std::vector<MapMemory> Probe::map_memory() const {
+  std::vector<MapMemory> out;
+  const bpf_map* map = nullptr;
+  bpf_object__for_each_map(map, impl_->skel->obj) {
+    const int fd = bpf_map__fd(map);
+    if (fd < 0) continue;
+    std::ifstream fdinfo("/proc/self/fdinfo/" + std::to_string(fd));
+    for (std::string line; std::getline(fdinfo, line);) {
+      if (line.rfind("memlock:", 0) == 0) {
+        out.push_back(MapMemory{bpf_map__name(map), std::stoull(line.substr(8))});
+        break;
+      }
+    }
+  }
+  return out;
+}
 
 }  // namespace netmon

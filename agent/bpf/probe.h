@@ -50,7 +50,7 @@ std::string unsupported_kernel_message(std::string_view release,
 
 struct ProbeOptions {
   HookVariants variants;
-  uint32_t ring_buffer_bytes = 8u << 20;  // a power of two, at least one page
+  uint32_t ring_buffer_bytes = 4u << 20;  // a power of two, at least one page
   uint32_t max_connections = 262144;      // live connections tracked at once
   // The kernel wakes the reader once this much data waits; smaller batches are picked up by
   // poll()'s timeout. 0 wakes the reader on every record.
@@ -63,6 +63,7 @@ struct KernelCounters {
   uint64_t sockets_map_full = 0;
   uint64_t owner_unknown = 0;
   uint64_t accept_no_socket = 0;
+  uint64_t unobserved = 0;        // connections whose last transition never reached the hooks
   uint64_t recursion_misses = 0;  // program runs the kernel skipped (bpf_prog_info, 5.12+)
 };
 
@@ -77,6 +78,13 @@ struct ChosenVariant {
   std::string hook;     // state, accept, process
   std::string variant;  // e.g. "fexit"
   std::string reason;   // why not the preferred one; empty when it is the preferred one
+};
+
+// Kernel memory of one BPF map (its "memlock" in /proc/self/fdinfo: the bytes charged for it;
+// for a hash map without preallocation, what its full capacity would take).
+struct MapMemory {
+  std::string name;  // e.g. "events"
+  uint64_t bytes = 0;
 };
 
 // Receives raw records on the polling thread. Must not throw.
@@ -104,6 +112,7 @@ class Probe {
   KernelCounters counters() const;
   const std::vector<AttachedHook>& hooks() const;
   const std::vector<ChosenVariant>& variants() const;
+  std::vector<MapMemory> map_memory() const;
 
   struct Impl;
 

@@ -33,7 +33,7 @@ struct Options {
   std::string config_file;    // the YAML file the settings were read from; "" when none
   log::Level log_level = log::Level::kInfo;
   ProbeOptions probe;
-  size_t output_queue_bytes = 64u << 20;
+  size_t output_queue_bytes = 16u << 20;
   std::string proc_root = "/proc";
   size_t max_processes = 65536;
   // Kubernetes. An empty kubelet_url is resolved at start: in a cluster (service-account token

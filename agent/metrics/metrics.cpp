@@ -81,6 +81,7 @@ struct Metrics::Impl {
   HealthSnapshot health;
   std::vector<std::pair<std::string, std::string>> hooks;
   std::vector<std::pair<std::string, std::string>> hook_variants;
+  std::vector<std::pair<std::string, uint64_t>> map_memory;
 };
 
 Metrics::Metrics(std::vector<std::string> dropped_labels, std::string version)
@@ -187,6 +188,11 @@ void Metrics::set_hook_variants(std::vector<std::pair<std::string, std::string>>
   impl_->hook_variants = std::move(chosen);
 }
 
+void Metrics::set_map_memory(std::vector<std::pair<std::string, uint64_t>> bytes_by_map) {
+  std::lock_guard lock(impl_->mutex);
+  impl_->map_memory = std::move(bytes_by_map);
+}
+
 size_t Metrics::series_count() const {
   std::lock_guard lock(impl_->mutex);
   return impl_->series.size();
@@ -238,6 +244,7 @@ std::string Metrics::render() const {
   HealthSnapshot h;
   std::vector<std::pair<std::string, std::string>> hooks;
   std::vector<std::pair<std::string, std::string>> hook_variants;
+  std::vector<std::pair<std::string, uint64_t>> map_memory;
   {
     std::lock_guard lock(impl_->mutex);  // copy pointers and numbers, render unlocked
     series.reserve(impl_->series.size());
@@ -245,6 +252,7 @@ std::string Metrics::render() const {
     h = impl_->health;
     hooks = impl_->hooks;
     hook_variants = impl_->hook_variants;
+    map_memory = impl_->map_memory;
   }
 
   std::vector<MetricFamily> out;
@@ -314,10 +322,14 @@ std::string Metrics::render() const {
 
   auto lost = family("netmon_events_lost_total", "Events lost, by the stage that lost them.",
                      MetricType::Counter);
-  const std::pair<const char*, uint64_t> stages[] = {
-      {"ring_buffer", h.lost_ring_buffer},   {"sockets_map", h.lost_sockets_map},
-      {"recursion", h.lost_recursion},       {"decode", h.lost_decode},
-      {"output_queue", h.lost_output_queue}, {"output_error", h.lost_output_error}};
+  const std::pair<const char*, uint64_t> stages[] = {{"ring_buffer", h.lost_ring_buffer},
+                                                     {"sockets_map", h.lost_sockets_map},
+                                                     {"recursion", h.lost_recursion},
+                                                     {"unobserved", h.lost_unobserved},
+                                                     {"accept", h.lost_accept},
+                                                     {"decode", h.lost_decode},
+                                                     {"output_queue", h.lost_output_queue},
+                                                     {"output_error", h.lost_output_error}};
   for (const auto& [stage, n] : stages) {
     lost.metric.push_back(counter(static_cast<double>(n), {{"stage", stage}}));
   }
@@ -386,6 +398,14 @@ std::string Metrics::render() const {
     variant_info.metric.push_back(gauge(1, {{"hook", name}, {"variant", variant}}));
   }
   out.push_back(std::move(variant_info));
+  auto maps = family("netmon_bpf_map_memory_bytes",
+                     "Kernel memory charged for each BPF map (memlock; a hash map without "
+                     "preallocation at its full capacity).",
+                     MetricType::Gauge);
+  for (const auto& [name, bytes] : map_memory) {
+    maps.metric.push_back(gauge(static_cast<double>(bytes), {{"map", name}}));
+  }
+  out.push_back(std::move(maps));
   auto build = family("netmon_build_info", "The running agent's version.", MetricType::Gauge);
   build.metric.push_back(gauge(1, {{"version", impl_->version}}));
   out.push_back(std::move(build));

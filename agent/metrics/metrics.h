@@ -40,6 +40,8 @@ struct HealthSnapshot {
   uint64_t lost_ring_buffer = 0;             // kernel: no ring-buffer space
   uint64_t lost_sockets_map = 0;             // kernel: connection not tracked, map full
   uint64_t lost_recursion = 0;               // kernel: program runs skipped (recursion misses)
+  uint64_t lost_unobserved = 0;              // kernel: a connection's last transition unseen
+  uint64_t lost_accept = 0;                  // kernel: accepted socket not resolvable from fd
   uint64_t lost_decode = 0;                  // agent: malformed records
   uint64_t lost_output_queue = 0;            // agent: output queue full (slow stdout)
   uint64_t lost_output_error = 0;            // agent: stdout write failed
@@ -75,6 +77,8 @@ class Metrics {
   void set_hooks(std::vector<std::pair<std::string, std::string>> hook_variants);
   // Start-up: the variant chosen for each hook (state, accept, process).
   void set_hook_variants(std::vector<std::pair<std::string, std::string>> chosen);
+  // Start-up: the kernel memory of each BPF map, in bytes.
+  void set_map_memory(std::vector<std::pair<std::string, uint64_t>> bytes_by_map);
 
   // Any thread: the text exposition of every metric.
   std::string render() const;

@@ -1,10 +1,15 @@
 // netmon-storm: a loopback TCP connection storm, to measure what an observer (netmon, tcplife)
 // costs the connecting programs. One process: an epoll server thread accepting on --listeners
 // consecutive ports from --port-base (0: ephemeral ports), and --workers client threads that each
-// loop connect -> optional 1-byte exchange -> close. Stops after --connections N or --seconds S,
-// whichever comes first. Prints one JSON summary line on stdout:
-//   {"connections":N,"failed":N,"seconds":S,"conn_per_s":R,"ports":[min,max],
-//    "listen_ports":[...],"family":"ipv4"}
+// loop connect -> optional 1-byte exchange -> close. Clients stop after --connections N or
+// --seconds S, whichever comes first; then the storm waits (at most --drain-seconds) until the
+// server has accepted and closed every connection the clients completed, so a connection counts
+// only once both of its ends are done, and "seconds" runs until then. Prints one JSON summary
+// line on stdout:
+//   {"connections":N,"failed":N,"accepted":N,"served":N,"seconds":S,"conn_per_s":R,
+//    "ports":[min,max],"listen_ports":[...],"family":"ipv4",...}
+// "accepted" counts accept4() successes, "served" the server's closes; both equal "connections"
+// unless the drain timed out (the storm then exits 1).
 // "ports" is the range of the listener ports: every connection has one of them as its server
 // port, so an observer's events of this storm are those with sport or dport in that range.
 //
@@ -15,16 +20,25 @@
 // 127.0.0.1..127.0.0.S (--sources), with IP_BIND_ADDRESS_NO_PORT so the port is picked per
 // 4-tuple. Nothing uses SO_LINGER 0: every connection closes with FIN, as real ones mostly do.
 //
+// Credentials: with --caps container (the runner's default) the storm first reduces its
+// capabilities to the set container runtimes (containerd, Docker) give a container by default,
+// executes itself again (so its exec carries those credentials), then forks and runs in the
+// child: the connecting process and its parent both look like a pod's processes.
+// --caps inherit keeps whatever it was started with.
+//
 // Every loop is bounded by --connections and --seconds; all traffic is on loopback.
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -44,18 +58,21 @@ struct Options {
   int workers = 8;
   uint64_t connections = 100000;
   double seconds = 10.0;
+  double drain_seconds = 30.0;
   bool ipv6 = false;
   bool exchange = false;
   int listeners = 8;
   int port_base = 0;
   int sources = 32;
+  enum class Caps { kInherit, kContainer, kFork } caps = Caps::kInherit;
 };
 
 [[noreturn]] void usage(const char* why) {
   std::fprintf(stderr,
                "netmon-storm: %s\n"
                "usage: netmon-storm [--workers N] [--connections N] [--seconds S] [--ipv6]\n"
-               "                    [--exchange] [--listeners N] [--port-base P] [--sources N]\n",
+               "                    [--exchange] [--listeners N] [--port-base P] [--sources N]\n"
+               "                    [--drain-seconds S] [--caps container|inherit]\n",
                why);
   std::exit(2);
 }
@@ -84,6 +101,16 @@ Options parse(int argc, char** argv) {
       o.port_base = std::atoi(value());
     else if (a == "--sources")
       o.sources = std::atoi(value());
+    else if (a == "--caps") {
+      const std::string v = value();
+      if (v == "container")
+        o.caps = Options::Caps::kContainer;
+      else if (v == "fork")  // internal: the second stage of "container"
+        o.caps = Options::Caps::kFork;
+      else if (v != "inherit")
+        usage("--caps must be container or inherit");
+    } else if (a == "--drain-seconds")
+      o.drain_seconds = std::atof(value());
     else
       usage(("unknown argument " + a).c_str());
   }
@@ -91,6 +118,7 @@ Options parse(int argc, char** argv) {
   if (o.listeners < 1 || o.listeners > 64) usage("--listeners must be 1..64");
   if (o.sources < 1 || o.sources > 250) usage("--sources must be 1..250");
   if (o.seconds <= 0 || o.seconds > 3600) usage("--seconds must be in (0, 3600]");
+  if (o.drain_seconds <= 0 || o.drain_seconds > 600) usage("--drain-seconds must be in (0, 600]");
   if (o.connections < 1) usage("--connections must be >= 1");
   if (o.port_base < 0 || o.port_base + o.listeners > 65535) usage("bad --port-base");
   return o;
@@ -132,10 +160,49 @@ uint16_t port_of(int fd) {
   return ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
 }
 
-std::atomic<uint64_t> g_claimed{0};  // connections handed to workers
-std::atomic<uint64_t> g_done{0};     // connections completed by the client side
-std::atomic<uint64_t> g_failed{0};   // connect/exchange failures
-std::atomic<bool> g_stop{false};     // the time limit passed
+// The capabilities containerd and Docker give a container by default.
+constexpr int kContainerCaps[] = {
+    CAP_CHOWN,      CAP_DAC_OVERRIDE, CAP_FOWNER,      CAP_FSETID,           CAP_KILL,
+    CAP_SETGID,     CAP_SETUID,       CAP_SETPCAP,     CAP_NET_BIND_SERVICE, CAP_NET_RAW,
+    CAP_SYS_CHROOT, CAP_MKNOD,        CAP_AUDIT_WRITE, CAP_SETFCAP};
+
+// Reduces the bounding set to kContainerCaps, as container runtimes do, and executes this
+// program again with `--caps fork` appended: the exec of a root process then gets exactly those
+// capabilities (those of them the caller had).
+[[noreturn]] void exec_with_container_caps(int argc, char** argv) {
+  uint64_t keep = 0;
+  for (int cap : kContainerCaps) keep |= uint64_t{1} << cap;
+  for (int cap = 0; cap < 64 && prctl(PR_CAPBSET_READ, cap) >= 0; ++cap) {
+    if (!(keep & (uint64_t{1} << cap)) && prctl(PR_CAPBSET_DROP, cap) != 0)
+      die("prctl(PR_CAPBSET_DROP)");
+  }
+  std::vector<char*> args(argv, argv + argc);
+  args.push_back(const_cast<char*>("--caps"));
+  args.push_back(const_cast<char*>("fork"));
+  args.push_back(nullptr);
+  execv("/proc/self/exe", args.data());
+  die("execv");
+}
+
+// Forks: the parent waits and passes on the child's exit status, the child returns and runs the
+// storm.
+void fork_and_wait() {
+  const pid_t child = fork();
+  if (child < 0) die("fork");
+  if (child == 0) return;
+  int status = 0;
+  while (waitpid(child, &status, 0) < 0) {
+    if (errno != EINTR) die("waitpid");
+  }
+  std::exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
+}
+
+std::atomic<uint64_t> g_claimed{0};   // connections handed to workers
+std::atomic<uint64_t> g_done{0};      // connections completed by the client side
+std::atomic<uint64_t> g_failed{0};    // connect/exchange failures
+std::atomic<uint64_t> g_accepted{0};  // connections the server accepted
+std::atomic<uint64_t> g_served{0};    // connections the server closed
+std::atomic<bool> g_stop{false};      // the time limit passed
 std::atomic<bool> g_server_stop{false};
 
 // The server: accepts on every listener and closes each connection at its end-of-file,
@@ -162,6 +229,7 @@ void serve(const std::vector<int>& listeners, bool exchange) {
         for (int k = 0; k < 1024; ++k) {  // bounded drain of the accept queue
           int c = accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
           if (c < 0) break;
+          g_accepted.fetch_add(1, std::memory_order_relaxed);
           epoll_event ev{};
           ev.events = EPOLLIN | EPOLLRDHUP;
           ev.data.u64 = static_cast<uint32_t>(c);
@@ -178,6 +246,7 @@ void serve(const std::vector<int>& listeners, bool exchange) {
       }
       if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
         close(fd);  // also removes it from the epoll set
+        g_served.fetch_add(1, std::memory_order_relaxed);
       }
     }
   }
@@ -218,6 +287,8 @@ void work(const Options& o, const std::vector<uint16_t>& ports) {
 
 int main(int argc, char** argv) {
   const Options o = parse(argc, argv);
+  if (o.caps == Options::Caps::kContainer) exec_with_container_caps(argc, argv);
+  if (o.caps == Options::Caps::kFork) fork_and_wait();
 
   rlimit rl{};
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
@@ -251,11 +322,17 @@ int main(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   g_stop = true;
   for (auto& t : workers) t.join();
+
+  // The server may lag behind the clients (their connects complete from the accept backlog):
+  // the storm ends when it has accepted and closed every completed connection, or the drain
+  // time runs out.
+  const uint64_t completed = g_done.load();
+  const auto drain_limit =
+      std::chrono::steady_clock::now() + std::chrono::duration<double>(o.drain_seconds);
+  while (g_served.load() < completed && std::chrono::steady_clock::now() < drain_limit)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-
-  // Let the server see the last ends-of-file and close its side (200 ms; exit closes any left).
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
   g_server_stop = true;
   server.join();
   for (int fd : listeners) close(fd);
@@ -265,11 +342,18 @@ int main(int argc, char** argv) {
   std::string list;
   for (size_t i = 0; i < ports.size(); ++i) list += (i ? "," : "") + std::to_string(ports[i]);
   std::printf(
-      "{\"connections\":%llu,\"failed\":%llu,\"seconds\":%.3f,\"conn_per_s\":%.1f,"
+      "{\"connections\":%llu,\"failed\":%llu,\"accepted\":%llu,\"served\":%llu,"
+      "\"seconds\":%.3f,\"conn_per_s\":%.1f,"
       "\"ports\":[%u,%u],\"listen_ports\":[%s],\"family\":\"%s\",\"workers\":%d,"
       "\"exchange\":%s}\n",
       static_cast<unsigned long long>(done), static_cast<unsigned long long>(g_failed.load()),
-      seconds, seconds > 0 ? static_cast<double>(done) / seconds : 0.0, *lo, *hi, list.c_str(),
+      static_cast<unsigned long long>(g_accepted.load()),
+      static_cast<unsigned long long>(g_served.load()), seconds,
+      seconds > 0 ? static_cast<double>(done) / seconds : 0.0, *lo, *hi, list.c_str(),
       o.ipv6 ? "ipv6" : "ipv4", o.workers, o.exchange ? "true" : "false");
-  return g_failed.load() == 0 ? 0 : 1;
+  if (g_served.load() < done)
+    std::fprintf(stderr, "netmon-storm: the server served %llu of %llu connections in time\n",
+                 static_cast<unsigned long long>(g_served.load()),
+                 static_cast<unsigned long long>(done));
+  return g_failed.load() == 0 && g_served.load() >= done ? 0 : 1;
 }

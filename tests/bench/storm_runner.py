@@ -182,7 +182,7 @@ def run_storm():
     base = free_port_base(ARGS.listeners)
     cmd = [ARGS.storm, "--workers", str(ARGS.workers), "--connections", str(ARGS.connections),
            "--seconds", str(ARGS.seconds), "--listeners", str(ARGS.listeners),
-           "--port-base", str(base)]
+           "--port-base", str(base), "--caps", "inherit" if ARGS.root_caps else "container"]
     if ARGS.ipv6:
         cmd.append("--ipv6")
     if ARGS.exchange:
@@ -346,7 +346,20 @@ def observe(mode, tmp, rnd):
         row["dups"] = None
         lost = re.findall(r"[Ll]ost (\d+)", stderr)
         row["lost"] = sum(int(n) for n in lost) if lost else None
+    if not ARGS.keep:  # a round's output can take hundreds of MiB of a tmpfs
+        os.unlink(out_path)
     return row
+
+
+def default_output_dir():
+    """/dev/shm when it is a tmpfs, else the system's temporary directory."""
+    try:
+        with open("/proc/self/mounts", encoding="ascii", errors="replace") as f:
+            if any(line.split()[1:3] == ["/dev/shm", "tmpfs"] for line in f):
+                return "/dev/shm"
+    except OSError:
+        pass
+    return None
 
 
 def fmt(v, spec):
@@ -374,6 +387,12 @@ def main():
                    help="measure without first filling the TIME_WAIT table")
     p.add_argument("--quick", action="store_true",
                    help="2000 connections, 1 round, no tcplife, no warm-up")
+    p.add_argument("--root-caps", action="store_true",
+                   help="run the storm with the runner's own credentials instead of a "
+                        "container's default capability set")
+    p.add_argument("--output-dir", metavar="DIR", default=default_output_dir(),
+                   help="where the observers write their outputs (default: /dev/shm when it "
+                        "is a tmpfs, so the disk's write-back speed is not what is measured)")
     p.add_argument("--keep", metavar="DIR", help="write the observers' outputs to DIR and keep "
                    "them (default: a temporary directory, removed)")
     p.add_argument("--verbose", action="store_true", help="also print the agent's stop summaries")
@@ -414,7 +433,7 @@ def main():
     if ARGS.keep:
         os.makedirs(ARGS.keep, exist_ok=True)
     with (contextlib.nullcontext(ARGS.keep) if ARGS.keep
-          else tempfile.TemporaryDirectory(prefix="netmon-storm-")) as tmp:
+          else tempfile.TemporaryDirectory(prefix="netmon-storm-", dir=ARGS.output_dir)) as tmp:
         for rnd in range(1, ARGS.rounds + 1):
             base = None
             for mode in modes:
@@ -431,7 +450,8 @@ def main():
     print(f"{ARGS.rounds} round(s) x {ARGS.connections} connections (or {ARGS.seconds:g} s), "
           f"{ARGS.workers} workers, {'IPv6 ::1' if ARGS.ipv6 else 'IPv4 127.0.0.x'}, "
           f"{'1-byte exchange' if ARGS.exchange else 'no exchange'}, "
-          f"{ARGS.listeners} listener ports\n")
+          f"{ARGS.listeners} listener ports, "
+          f"{'root capabilities' if ARGS.root_caps else 'container capabilities'}\n")
     print("| round | mode | TIME_WAIT at start | connections | conn/s | ratio vs baseline "
           "| CPU s / 100k conn | peak RSS MiB | events expected | written | lost (counted) "
           "| duplicates |")
@@ -475,6 +495,8 @@ def main():
             if lost is None:
                 bad.append(f"round {r['round']}: no loss count (no /metrics, no stop summary)")
                 lost = 0
+            if r.get("dups"):
+                bad.append(f"round {r['round']}: {r['dups']} events written twice")
             if r["written"] > r["expected"]:
                 bad.append(f"round {r['round']}: written {r['written']} > expected "
                            f"{r['expected']}")

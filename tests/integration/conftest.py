@@ -180,11 +180,16 @@ def other_netmon_agents_running(own_pids):
 class Agent:
     """A running netmon-agent whose stdout events and stderr lines are collected by threads."""
 
-    def __init__(self, args=()):
-        # Tests never take a fixed metrics port: an ephemeral one unless the test chose.
-        if not any(str(a).startswith("--metrics-address") for a in args):
-            args = (*args, "--metrics-address", "127.0.0.1:0")
-        self.args = [AGENT, *args]
+    def __init__(self, args=(), command=None):
+        """Starts the agent binary with `args`; or, when `command` is given, runs that command
+        line as it is (e.g. `podman run IMAGE ...`, whose stdout and stderr are the agent's)."""
+        if command is not None:
+            self.args = list(command)
+        else:
+            # Tests never take a fixed metrics port: an ephemeral one unless the test chose.
+            if not any(str(a).startswith("--metrics-address") for a in args):
+                args = (*args, "--metrics-address", "127.0.0.1:0")
+            self.args = [AGENT, *args]
         self._lock = threading.Lock()
         self._events = []  # parsed JSON objects, in stdout order
         self.stdout_lines = []  # raw stdout lines (str)

@@ -586,7 +586,8 @@ def test_host_series_equal_the_event_stream(agent, real_tools, processes):
     for labels, v in s2.find("netmon_events_lost_total"):
         assert v == 0, labels
     assert {labels["stage"] for labels, _ in s2.find("netmon_events_lost_total")} == {
-        "ring_buffer", "sockets_map", "recursion", "decode", "output_queue", "output_error"}
+        "ring_buffer", "sockets_map", "recursion", "unobserved", "accept", "decode",
+        "output_queue", "output_error"}
     assert s2.find("netmon_kubelet_synced") == []
 
 
@@ -629,6 +630,26 @@ def test_promtool_check_metrics_passes(agent):
         assert name.endswith("_total") == (kind == "counter"), (name, kind)
         help_text = s.helps[name]
         assert help_text and help_text.isascii() and "\\" not in help_text, (name, help_text)
+
+
+def test_map_memory_is_reported_per_map(start_agent):
+    """The kernel memory of each BPF map is a gauge, as bpftool reports it, and the ring buffer's
+    follows --ring-buffer-bytes."""
+    agent = start_agent("--ring-buffer-bytes=1048576")
+    s = scrape(agent)
+    sizes = {labels["map"]: v for labels, v in s.find("netmon_bpf_map_memory_bytes")}
+    assert {"events", "sockets", "counters"} <= set(sizes), sizes
+    assert 1048576 <= sizes["events"] < 2 * 1048576, sizes
+    bpftool = subprocess.run(["bpftool", "-j", "map", "show"], capture_output=True, text=True,
+                             timeout=30, check=True)
+    ids = set()
+    for fd in os.listdir(f"/proc/{agent.proc.pid}/fdinfo"):
+        with open(f"/proc/{agent.proc.pid}/fdinfo/{fd}", encoding="ascii", errors="replace") as f:
+            ids.update(int(n) for n in re.findall(r"^map_id:\s*(\d+)", f.read(), re.M))
+    mine = {m["name"]: m["bytes_memlock"] for m in json.loads(bpftool.stdout)
+            if m.get("name") in ("events", "sockets") and m["id"] in ids}
+    assert mine and all(sizes[name] == v for name, v in mine.items()), (mine, sizes)
+    assert re.search(r"BPF maps take \d+ KiB of kernel memory", agent.stderr_text())
 
 
 class PrometheusServer:

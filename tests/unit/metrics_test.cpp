@@ -648,6 +648,8 @@ HealthSnapshot numbered_health(bool kubelet) {
   h.lost_ring_buffer = 1;
   h.lost_sockets_map = 2;
   h.lost_recursion = 3;
+  h.lost_unobserved = 31;
+  h.lost_accept = 32;
   h.lost_decode = 4;
   h.lost_output_queue = 5;
   h.lost_output_error = 6;
@@ -679,15 +681,15 @@ TEST(MetricsHealth, FamiliesCarryThePublishedNumbers) {
   EXPECT_SAMPLE(x, "netmon_events_total", (LabelMap{{"type", "TcpConnectionClose"}}), 103);
   EXPECT_SAMPLE(x, "netmon_events_total", (LabelMap{{"type", "TcpConnectionFailed"}}), 104);
 
-  const std::pair<const char*, int> stages[] = {{"ring_buffer", 1},  {"sockets_map", 2},
-                                                {"recursion", 3},    {"decode", 4},
-                                                {"output_queue", 5}, {"output_error", 6}};
+  const std::pair<const char*, int> stages[] = {
+      {"ring_buffer", 1}, {"sockets_map", 2}, {"recursion", 3},    {"unobserved", 31},
+      {"accept", 32},     {"decode", 4},      {"output_queue", 5}, {"output_error", 6}};
   for (const auto& [stage, n] : stages) {
     EXPECT_SAMPLE(x, "netmon_events_lost_total", (LabelMap{{"stage", stage}}), n);
   }
   size_t lost_samples = 0;
   for (const Sample& s : x.samples) lost_samples += s.name == "netmon_events_lost_total";
-  EXPECT_EQ(lost_samples, 6u);
+  EXPECT_EQ(lost_samples, 8u);
 
   EXPECT_SAMPLE(x, "netmon_events_without_process_total", LabelMap{}, 7);
   EXPECT_SAMPLE(x, "netmon_events_without_pod_total", LabelMap{}, 8);
@@ -776,6 +778,8 @@ TEST(MetricsRender, TheTextOutputForAFixedRegistry) {
   h.lost_ring_buffer = 1;
   h.lost_sockets_map = 2;
   h.lost_recursion = 3;
+  h.lost_unobserved = 31;
+  h.lost_accept = 32;
   h.lost_decode = 4;
   h.lost_output_queue = 5;
   h.lost_output_error = 6;
@@ -789,6 +793,7 @@ TEST(MetricsRender, TheTextOutputForAFixedRegistry) {
   m.publish_health(h);
   m.set_hooks(
       {{"sock/inet_sock_set_state", "tp_btf"}, {"syscalls/sys_exit_accept4", "tracepoint"}});
+  m.set_map_memory({{"events", 4206592}, {"sockets", 4195328}});
 
   const std::string expected =
       R"(# HELP netmon_connections_opened_total TCP connections established (outbound) or accepted (inbound).
@@ -857,6 +862,8 @@ netmon_events_total{type="TcpConnectionFailed"} 1
 netmon_events_lost_total{stage="ring_buffer"} 1
 netmon_events_lost_total{stage="sockets_map"} 2
 netmon_events_lost_total{stage="recursion"} 3
+netmon_events_lost_total{stage="unobserved"} 31
+netmon_events_lost_total{stage="accept"} 32
 netmon_events_lost_total{stage="decode"} 4
 netmon_events_lost_total{stage="output_queue"} 5
 netmon_events_lost_total{stage="output_error"} 6
@@ -885,6 +892,10 @@ netmon_hook_info{hook="sock/inet_sock_set_state",variant="tp_btf"} 1
 netmon_hook_info{hook="syscalls/sys_exit_accept4",variant="tracepoint"} 1
 # HELP netmon_hook_variant_info The variant chosen at start for each hook: state, accept, process.
 # TYPE netmon_hook_variant_info gauge
+# HELP netmon_bpf_map_memory_bytes Kernel memory charged for each BPF map (memlock; a hash map without preallocation at its full capacity).
+# TYPE netmon_bpf_map_memory_bytes gauge
+netmon_bpf_map_memory_bytes{map="events"} 4206592
+netmon_bpf_map_memory_bytes{map="sockets"} 4195328
 # HELP netmon_build_info The running agent's version.
 # TYPE netmon_build_info gauge
 netmon_build_info{version="9.9.9"} 1
@@ -941,6 +952,7 @@ TEST(MetricsRender, NamesTypesAndHelpFollowTheConventions) {
                                                    "netmon_kubelet_synced",
                                                    "netmon_hook_info",
                                                    "netmon_hook_variant_info",
+                                                   "netmon_bpf_map_memory_bytes",
                                                    "netmon_build_info"};
   EXPECT_EQ(std::set<std::string>(x.family_order.begin(), x.family_order.end()), expected_families);
   EXPECT_EQ(x.family_order.size(), expected_families.size()) << "a family declared twice";

@@ -45,9 +45,9 @@ TEST(OptionsParse, DefaultsWithoutFlagsOrEnvironment) {
   EXPECT_FALSE(r->show_version);
   EXPECT_EQ(r->log_level, log::Level::kInfo);
   EXPECT_EQ(r->probe.variants.state, HookVariant::kAuto);
-  EXPECT_EQ(r->probe.ring_buffer_bytes, 8u << 20);
+  EXPECT_EQ(r->probe.ring_buffer_bytes, 4u << 20);
   EXPECT_EQ(r->probe.max_connections, 262144u);
-  EXPECT_EQ(r->output_queue_bytes, size_t{64} << 20);
+  EXPECT_EQ(r->output_queue_bytes, size_t{16} << 20);
   EXPECT_EQ(r->proc_root, "/proc");
   EXPECT_EQ(r->max_processes, 65536u);
   EXPECT_FALSE(r->print_config);
@@ -430,8 +430,8 @@ TEST(OptionsUsage, NamesEveryConfigurationKeyAndDefault) {
     EXPECT_TRUE(contains(u, key)) << key;
   }
   for (const char* d :
-       {"(default info)", "(default auto)", "(default 8388608)", "(default 262144)",
-        "(default 67108864)", "(default /proc)", "(default 65536)", "(default 10)", "(default 60)",
+       {"(default info)", "(default auto)", "(default 4194304)", "(default 262144)",
+        "(default 16777216)", "(default /proc)", "(default 65536)", "(default 10)", "(default 60)",
         "(default 0.0.0.0:9477)", "(default false)", "(default true)"}) {
     EXPECT_TRUE(contains(u, d)) << d;
   }
