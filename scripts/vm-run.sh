@@ -9,7 +9,8 @@
 # so the build, the tests and every installed tool are there as on the host; it starts in the
 # current directory with CI, PATH, LANG and every NETMON_* variable of the caller (add names with
 # NETMON_VM_ENV="NAME ..."). Inside: proc, sys, devtmpfs, a pure cgroup2 at /sys/fs/cgroup, bpffs,
-# tracefs, debugfs, tmpfs on /tmp and /run, loopback up, and the kernel's own modules on demand.
+# tracefs, debugfs, tmpfs on /run (not /tmp: the checkout may live there), loopback up, and the
+# kernel's own modules on demand.
 # Nothing reaches a network: the guest has no network device.
 #
 # The kernel is the newest Debian package of the series (bullseye for 5.10, bookworm for 6.1 and
@@ -211,7 +212,7 @@ $bb mount -t devtmpfs devtmpfs /dev
 $bb mkdir -p /dev/pts /dev/shm
 $bb mount -t devpts devpts /dev/pts
 $bb mount -t tmpfs tmpfs /dev/shm
-$bb mount -t tmpfs -o mode=1777 tmpfs /tmp
+# No tmpfs on /tmp: the checkout may be there (CI clones anywhere); the overlay makes it writable.
 $bb mount -t tmpfs -o mode=0755 tmpfs /run
 $bb mount -t cgroup2 cgroup2 /sys/fs/cgroup
 $bb mount -t bpf bpf /sys/fs/bpf
