@@ -622,6 +622,23 @@ int BPF_PROG(handle_inet_csk_accept_fexit_arg, struct sock *sk, void *arg, struc
 	return 0;
 }
 
+/*
+ * Cookies where tracing programs cannot assign them (bpf_get_socket_cookie() in tracing programs
+ * arrived in 5.12): a sock_ops program on the cgroup v2 root sees every TCP socket of every
+ * cgroup, and may call the helper. It assigns the cookie when a connect() sends its SYN (before
+ * the SYN_SENT -> ESTABLISHED change reads it) and when a passive connection completes its
+ * handshake (before accept() returns it), so the classic-tracepoint variant reports the same
+ * cookies as the preferred one. Loaded only with that variant.
+ */
+SEC("sockops")
+int assign_cookies(struct bpf_sock_ops *skops)
+{
+	if (skops->op == BPF_SOCK_OPS_TCP_CONNECT_CB ||
+	    skops->op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
+		bpf_get_socket_cookie(skops);
+	return 1;
+}
+
 SEC("tracepoint/syscalls/sys_exit_accept4")
 int handle_sys_exit_accept4(struct syscall_exit_ctx *ctx)
 {
@@ -720,9 +737,12 @@ done:
 	return len;
 }
 
-static __always_inline void submit_output(void *data, u64 size)
+/* Exec records wake the reader at once: the agent resolves the new process's cgroup while it
+ * exists (a short-lived container's cgroup is removed right after its last process exits, before
+ * a batched wakeup would have delivered the record). Execs are rare next to connections. */
+static __always_inline void submit_exec(void *data, u64 size)
 {
-	if (bpf_ringbuf_output(&events, data, size, wakeup_flags()))
+	if (bpf_ringbuf_output(&events, data, size, wakeup_bytes ? BPF_RB_FORCE_WAKEUP : 0))
 		count(NM_CNT_RINGBUF_FULL);
 }
 
@@ -793,7 +813,7 @@ static __always_inline void on_exec(struct linux_binprm *bprm)
 	if (size > sizeof(*x))
 		return;
 	r->hdr.size = size;
-	submit_output(x, size);
+	submit_exec(x, size);
 }
 
 SEC("tp_btf/sched_process_exec")

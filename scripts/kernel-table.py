@@ -12,8 +12,8 @@ import re
 import sys
 
 DIFFERS = {
-    ("state", "tracepoint"): "cookies are 0 unless something else (e.g. `ss -e`) asked the "
-    "kernel for one: the classic tracepoint cannot assign them",
+    ("state", "tracepoint"): "the classic tracepoint, with the `sock_ops` cookie assigner on the "
+    "cgroup root (cookies as with `tp_btf`)",
     ("accept", "tracepoint"): "accepts made through io_uring are not reported",
     ("process", "raw_tp"): "none (same arguments, untyped)",
 }

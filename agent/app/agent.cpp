@@ -98,14 +98,17 @@ std::string node_name(const Options& o) {
   return "";
 }
 
+// --cgroup-root, or the cgroup v2 mount found in /proc/self/mountinfo ("" when none).
+std::string cgroup2_root(const Options& o) {
+  if (!o.cgroup_root.empty()) return o.cgroup_root;
+  std::ifstream in("/proc/self/mountinfo");
+  std::stringstream text;
+  text << in.rdbuf();
+  return find_cgroup2_mount(text.str()).value_or("");
+}
+
 std::optional<CgroupResolver> open_cgroups(const Options& o) {
-  std::string root = o.cgroup_root;
-  if (root.empty()) {
-    std::ifstream in("/proc/self/mountinfo");
-    std::stringstream text;
-    text << in.rdbuf();
-    if (auto mount = find_cgroup2_mount(text.str())) root = *mount;
-  }
+  const std::string root = cgroup2_root(o);
   if (root.empty()) {
     log::warn("no cgroup v2 hierarchy is mounted: events carry no container or pod");
     return std::nullopt;
@@ -192,7 +195,9 @@ int run_agent(const Options& options) {
               std::to_string(http->port()));
   }
 
-  auto probe = Probe::start(options.probe, pipeline);
+  ProbeOptions probe_options = options.probe;
+  probe_options.cgroup_root = cgroup2_root(options);
+  auto probe = Probe::start(probe_options, pipeline);
   if (!probe) {
     log::error(probe.error().message);
     writer.finish(std::chrono::milliseconds(0));

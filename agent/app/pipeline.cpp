@@ -31,6 +31,9 @@ void Pipeline::on_record(std::span<const std::byte> record) noexcept {
             handle(e);
           } else if constexpr (std::is_same_v<T, ExecEvent>) {
             processes_.on_exec(e);
+            // Resolve the cgroup now, while it exists: a short-lived container's is gone by
+            // the time its connections' records are read. The resolver keeps the identity.
+            if (attributor_) attributor_->resolve(e.task.cgroup_id);
           } else if constexpr (std::is_same_v<T, ForkEvent>) {
             processes_.on_fork(e);
           } else {

@@ -3,6 +3,7 @@
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
+#include <fcntl.h>
 #include <linux/magic.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -16,6 +17,7 @@
 #include <fstream>
 
 #include "common/log.h"
+#include "common/unique_fd.h"
 #include "netmon.skel.h"
 
 extern "C" {
@@ -307,6 +309,22 @@ struct Plan {
   size_t only = 0;        // index into kHookSpecs
 };
 
+// Attaches the sock_ops cookie assigner to the cgroup v2 root. Without it the events still flow,
+// with the cookies the kernel happens to have (often 0): a warning, not a failure.
+void attach_cookie_assigner(netmon_bpf* skel, const std::string& cgroup_root, Probe::Impl& impl) {
+  const UniqueFd cgroup(::open(cgroup_root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  bpf_link* link = cgroup.valid()
+                       ? bpf_program__attach_cgroup(skel->progs.assign_cookies, cgroup.get())
+                       : nullptr;
+  if (!link) {
+    log::warn("assigning socket cookies with a sock_ops program on " + cgroup_root + " failed (" +
+              errno_text(errno) + "): cookies may be 0");
+    return;
+  }
+  skel->links.assign_cookies = link;
+  impl.hooks.push_back(AttachedHook{"cgroup/sock_ops", "sock_ops"});
+}
+
 // Opens, loads and attaches the programs of `plan`. With plan.only_one the maps are minimal and
 // nothing reads them: the caller only wants to know whether the kernel accepts those programs.
 Result<std::unique_ptr<Probe::Impl>> load_plan(const ProbeOptions& options, const Plan& plan,
@@ -325,6 +343,11 @@ Result<std::unique_ptr<Probe::Impl>> load_plan(const ProbeOptions& options, cons
       slots.push_back(slot);
     }
   }
+  // Without the cookie helper in tracing programs, a sock_ops program assigns the cookies.
+  const bool cookies_by_sock_ops = !plan.only_one &&
+                                   plan.variants.state == HookVariant::kTracepoint &&
+                                   !options.cgroup_root.empty();
+  bpf_program__set_autoload(skel->progs.assign_cookies, cookies_by_sock_ops);
   bpf_map__set_max_entries(skel->maps.events, plan.only_one ? 4096 : options.ring_buffer_bytes);
   bpf_map__set_max_entries(skel->maps.sockets, plan.only_one ? 1 : options.max_connections);
   skel->rodata->wakeup_bytes = options.wakeup_bytes;
@@ -353,6 +376,7 @@ Result<std::unique_ptr<Probe::Impl>> load_plan(const ProbeOptions& options, cons
     impl->hooks.push_back(AttachedHook{slot.hook, slot.variant});
   }
   if (plan.only_one) return impl;
+  if (cookies_by_sock_ops) attach_cookie_assigner(skel.get(), options.cgroup_root, *impl);
 
   impl->ring.reset(
       ring_buffer__new(bpf_map__fd(skel->maps.events), on_ring_buffer_record, sink, nullptr));

@@ -27,7 +27,7 @@ import uuid
 import pytest
 
 import kubelet_stub
-from conftest import ProcessGroup, same_connection, skip_or_fail, wait_for
+from conftest import ProcessGroup, free_port, same_connection, skip_or_fail, wait_for
 from test_lifecycle import ACCEPT, CLOSE, ESTABLISH, Listener, only, settle
 
 NODE_NAME = f"netmon-test-node-{os.getpid()}"
@@ -686,6 +686,32 @@ def test_without_kubelet_container_ids_but_no_pod(start_agent, fake_pods, real_t
     by_pid = {establish["process"]["pid"]: c.container_id, nc.pid: s.container_id}
     for close in closes:
         assert_no_pod(close, by_pid[close["process"]["pid"]])
+
+
+def test_short_lived_container_keeps_its_id(start_agent, fake_pods):
+    """A container that execs, connects and exits at once, its cgroup removed right after (as
+    runtimes do), still has its id on the connection's event: the agent resolves a cgroup when
+    its first process execs, not only when a connection's record is read."""
+    agent = start_agent(*agent_flags(fake_pods))
+    container_id = random_container_id()
+    cgroup = os.path.join(os.path.dirname(fake_pods.client.cgroup), container_id)
+    os.mkdir(cgroup)
+    port = free_port()  # nothing listens: the connect is refused
+    try:
+        def join_cgroup():
+            with open(os.path.join(cgroup, "cgroup.procs"), "w", encoding="ascii") as f:
+                f.write(str(os.getpid()))
+
+        script = f"exec 3<>/dev/tcp/127.0.0.1/{port}"
+        proc = subprocess.run(["bash", "-c", script], preexec_fn=join_cgroup,
+                              capture_output=True, text=True, timeout=30, check=False)
+        assert proc.returncode != 0, "the connect was not refused"
+    finally:
+        assert remove_cgroup_tree(cgroup) == []
+    failed = agent.wait_events(kind="TcpConnectionFailed", dport=port)
+    assert len(failed) == 1, failed
+    assert failed[0]["process"]["binary_path"] == "/usr/bin/bash", json.dumps(failed[0])
+    assert_no_pod(failed[0], container_id)
 
 
 # ---------------------------------------------------------------------------------------------
