@@ -98,6 +98,7 @@ struct {
 #define NM_CLAIMS 8
 struct state_claims {
 	u64 key[NM_CLAIMS];
+	u64 ctx[NM_CLAIMS]; /* the invocation's argument block (see claim_ctx) */
 	u32 depth;
 	u32 nested_active; /* the second copy is running on this CPU */
 };
@@ -108,6 +109,18 @@ struct {
 	__type(key, u32);
 	__type(value, struct state_claims);
 } state_claims SEC(".maps");
+
+/* The address of the tracepoint's argument block. The kernel builds it on the stack for each
+ * program it calls, at the same depth for both copies of one tracepoint call, and at another
+ * depth for a call nested in it: a claim matches only its own call, never a stale claim of an
+ * earlier one at another depth. */
+static __always_inline u64 claim_ctx(const void *ctx)
+{
+	u64 addr = 0;
+
+	bpf_probe_read_kernel(&addr, sizeof(addr), &ctx);
+	return addr;
+}
 
 /* One state change of one socket. Socket addresses are 8-byte aligned kernel addresses whose
  * top byte is all ones, so shifting keeps them distinct; states fit in 4 bits each. */
@@ -430,10 +443,11 @@ int BPF_PROG(handle_inet_sock_set_state_btf, const struct sock *sk, int oldstate
 		if (depth >= NM_CLAIMS) {
 			/* Only stale claims can fill the stack (see below): drop the oldest. */
 			for (int i = 0; i < NM_CLAIMS - 1; i++)
-				c->key[i] = c->key[i + 1];
+				c->key[i] = c->key[i + 1], c->ctx[i] = c->ctx[i + 1];
 			depth = NM_CLAIMS - 1;
 		}
 		c->key[depth & (NM_CLAIMS - 1)] = state_key(sk, oldstate, newstate);
+		c->ctx[depth & (NM_CLAIMS - 1)] = claim_ctx(ctx);
 		c->depth = depth + 1;
 	}
 	on_state_btf(sk, oldstate, newstate, SLOT_STATE);
@@ -455,7 +469,9 @@ int BPF_PROG(handle_inet_sock_set_state_btf, const struct sock *sk, int oldstate
  * will skip this one for that change: the first copy pushes no claim then and counts the spared
  * miss (NM_CNT_NESTED_SPARED), which the agent subtracts from this copy's recursion misses. Only
  * the few instructions between the kernel's recursion check and nested_active's update can still
- * leave a stale claim (popped with the next claim found below it).
+ * leave a stale claim; a claim also names its tracepoint call's argument block (claim_ctx), so a
+ * stale one cannot be mistaken for a later change of a reused socket address in a call at another
+ * depth (which would hide that change, or pop a pending claim and repeat an event).
  */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_inet_sock_set_state_btf_nested, const struct sock *sk, int oldstate,
@@ -464,12 +480,13 @@ int BPF_PROG(handle_inet_sock_set_state_btf_nested, const struct sock *sk, int o
 	u32 zero = 0;
 	struct state_claims *c = bpf_map_lookup_elem(&state_claims, &zero);
 	u64 key = state_key(sk, oldstate, newstate);
+	u64 at = claim_ctx(ctx);
 
 	if (!c)
 		return 0;
 	c->nested_active = 1;
 	for (int i = NM_CLAIMS - 1; i >= 0; i--) {
-		if ((u32)i < c->depth && c->key[i] == key) {
+		if ((u32)i < c->depth && c->key[i] == key && c->ctx[i] == at) {
 			c->depth = i; /* the first copy handled it */
 			c->nested_active = 0;
 			return 0;
