@@ -369,6 +369,12 @@ static __always_inline void on_state_change(const struct sock *sk, int oldstate,
 			emit(sk, cookie, NM_CONN_ESTABLISH, NM_DIR_OUTBOUND, st, 0);
 			return;
 		}
+		if (st->reported) {
+			/* This change was handled already: the kernel ran the hooks for it twice,
+			 * or both copies of the state program took it. Report a connection once. */
+			count(NM_CNT_REPEATED);
+			return;
+		}
 		st->reported = 1;
 		st->open_ns = bpf_ktime_get_boot_ns();
 		emit(sk, cookie, NM_CONN_ESTABLISH, NM_DIR_OUTBOUND, st, 0);

@@ -85,8 +85,9 @@ enum nm_counter {
 	NM_CNT_UNOBSERVED = 4,	   /* a tracked connection's last transition never reached the
 				    * hooks: found when its socket address was tracked again */
 	NM_CNT_NESTED_SPARED =
-	    5, /* recursion misses of the nested state program that lost nothing */
-	NM_CNT__MAX = 6,
+	    5,		     /* recursion misses of the nested state program that lost nothing */
+	NM_CNT_REPEATED = 6, /* a connect's ESTABLISHED seen twice; reported once */
+	NM_CNT__MAX = 7,
 };
 
 /* Common header of every record. */

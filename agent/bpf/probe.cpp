@@ -532,6 +532,7 @@ KernelCounters Probe::counters() const {
   c.owner_unknown = sum(NM_CNT_OWNER_UNKNOWN);
   c.accept_no_socket = sum(NM_CNT_ACCEPT_NO_SOCK);
   c.unobserved = sum(NM_CNT_UNOBSERVED);
+  c.repeated = sum(NM_CNT_REPEATED);
   bpf_program* prog = nullptr;
   const bool nested_copy =
       bpf_program__fd(impl_->skel->progs.handle_inet_sock_set_state_btf_nested) >= 0;
