@@ -355,6 +355,17 @@ Result<std::unique_ptr<Probe::Impl>> load_plan(const ProbeOptions& options, cons
 
   last_libbpf_warning.clear();
   if (int err = netmon_bpf__load(skel.get()); err != 0) {
+    if (cookies_by_sock_ops) {
+      // The cookie assigner is optional (loading a sock_ops program needs CAP_NET_ADMIN).
+      ProbeOptions without = options;
+      without.cgroup_root.clear();
+      auto loaded = load_plan(without, plan, facts, sink);
+      if (loaded) {
+        log::warn("the sock_ops cookie assigner did not load (" + errno_text(-err) +
+                  "; it needs CAP_NET_ADMIN): cookies may be 0");
+      }
+      return loaded;
+    }
     // A probe says why in a few words; the real load also says what to do about it.
     std::string message = plan.only_one ? errno_text(err) : load_failure(err);
     if (!last_libbpf_warning.empty())

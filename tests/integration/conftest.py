@@ -327,8 +327,8 @@ class Agent:
 
 def same_connection(opened):
     """Filters that pick the events of the connection of the `opened` event: its cookie, or,
-    where the kernel gave it none (the classic-tracepoint state variant: 5.10 and 5.11, see
-    docs/kernels.md), its addresses and ports."""
+    where the kernel gave it none (the classic-tracepoint state variant without its sock_ops
+    cookie assigner, see docs/kernels.md), its addresses and ports."""
     ne = opened["network_event"]
     if ne["cookie"]:
         return {"cookie": ne["cookie"]}
