@@ -43,6 +43,10 @@ const volatile __u64 wakeup_bytes = 0;
 /* The fexit accept program may call bpf_get_socket_cookie() (tracing programs: 5.12+). The agent
  * sets it when the tp_btf state program, which needs the same helper, loaded. */
 const volatile bool accept_assigns_cookie = false;
+/* The tp_btf state program may call bpf_get_socket_cookie() (5.12+); on 5.5-5.11 it reads the
+ * cookie the socket has, which the sock_ops program assigns. Unset, the verifier never sees the
+ * call (dead code for a read-only constant). */
+const volatile bool state_assigns_cookie = true;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -53,6 +57,8 @@ struct {
 struct sock_state {
 	struct nm_task owner;
 	u64 open_ns;  /* when the Establish/Accept was emitted */
+	u64 cookie;   /* the socket's cookie when tracked (0: not known), tells this connection's
+		       * entry from a stale one of an earlier socket at the same address */
 	u8 direction; /* enum nm_direction */
 	u8 flags;     /* enum nm_conn_flags */
 	u8 reported;  /* an Establish/Accept went out: the Close must follow */
@@ -93,45 +99,19 @@ struct {
 	__type(value, struct sock_state);
 } scratch SEC(".maps");
 
-/* Per CPU: the state changes the main tp_btf program has taken and its second copy has not
- * consumed yet, as a stack (see handle_inet_sock_set_state_btf_nested). */
-#define NM_CLAIMS 8
-struct state_claims {
-	u64 key[NM_CLAIMS];
-	u64 ctx[NM_CLAIMS]; /* the invocation's argument block (see claim_ctx) */
-	u32 depth;
-	u32 nested_active; /* the second copy is running on this CPU */
+/* Per CPU: which copies of the tp_btf state program are running on this CPU (NM_COPY_FIRST,
+ * NM_COPY_SECOND), interrupted by the run in progress. See handle_inet_sock_set_state_btf. */
+enum nm_state_copy {
+	NM_COPY_FIRST = 1,
+	NM_COPY_SECOND = 2,
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, u32);
-	__type(value, struct state_claims);
-} state_claims SEC(".maps");
-
-/* The address of the tracepoint's argument block. The kernel builds it on the stack for each
- * program it calls, at the same depth for both copies of one tracepoint call, and at another
- * depth for a call nested in it: a claim matches only its own call, never a stale claim of an
- * earlier one at another depth. */
-static __always_inline u64 claim_ctx(const void *ctx)
-{
-	u64 addr = 0;
-
-	bpf_probe_read_kernel(&addr, sizeof(addr), &ctx);
-	return addr;
-}
-
-/* One state change of one socket. Socket addresses are 8-byte aligned kernel addresses whose
- * top byte is all ones, so shifting keeps them distinct; states fit in 4 bits each. */
-static __always_inline u64 state_key(const struct sock *sk, int oldstate, int newstate)
-{
-	u64 addr = 0;
-
-	/* A trusted BTF pointer cannot take part in arithmetic: copy its value as a scalar. */
-	bpf_probe_read_kernel(&addr, sizeof(addr), &sk);
-	return (addr << 8) ^ ((u64)(oldstate & 0xf) << 4) ^ (u64)(newstate & 0xf);
-}
+	__type(value, u32);
+} state_running SEC(".maps");
 
 static __always_inline void count(u32 idx)
 {
@@ -300,18 +280,31 @@ static __always_inline struct sock_state *scratch_state(u32 slot)
 	return bpf_map_lookup_elem(&scratch, &slot);
 }
 
+/* Whether the connection of socket `key` with cookie `cookie` is tracked already (by the other
+ * copy of the state program). Without a cookie there is no telling: false. */
+static __always_inline bool tracked_already(u64 key, u64 cookie)
+{
+	struct sock_state *st;
+
+	if (!cookie)
+		return false;
+	st = bpf_map_lookup_elem(&sockets, &key);
+	return st && st->cookie == cookie;
+}
+
 /*
- * Starts tracking the connection of the socket at `key`. An entry already there belongs to an
- * earlier connection whose struct sock was freed and reused without its final transition (CLOSE,
- * or the ESTABLISHED of a connect) reaching the hooks: the kernel skipped the programs for that
- * call without counting a recursion miss (seen under connection storms on 6.18). Its last event
- * is lost; count it, then replace the entry.
+ * Starts tracking the connection of the socket at `key`. An entry of another socket already
+ * there belongs to an earlier connection whose struct sock was freed and reused without its final
+ * transition reaching the hooks (both copies of the state program skipped, or the connection's
+ * CLOSE was never seen): its last event is lost. Count it, then replace the entry.
  */
 static __always_inline void track(u64 key, const struct sock_state *st)
 {
 	long err = bpf_map_update_elem(&sockets, &key, st, BPF_NOEXIST);
 
 	if (err == -EEXIST) {
+		if (tracked_already(key, st->cookie))
+			return;
 		count(NM_CNT_UNOBSERVED);
 		err = bpf_map_update_elem(&sockets, &key, st, BPF_ANY);
 	}
@@ -332,10 +325,13 @@ static __always_inline void on_state_change(const struct sock *sk, int oldstate,
 
 	if (newstate == TCP_SYN_SENT) {
 		/* Inside connect(): current is the connecting thread. */
+		if (tracked_already(key, cookie))
+			return;
 		st = scratch_state(slot);
 		if (!st)
 			return;
 		__builtin_memset(st, 0, sizeof(*st));
+		st->cookie = cookie;
 		fill_current_task(&st->owner);
 		st->direction = NM_DIR_OUTBOUND;
 		st->flags = NM_CONN_F_OWNER_KNOWN;
@@ -362,6 +358,7 @@ static __always_inline void on_state_change(const struct sock *sk, int oldstate,
 			if (!st)
 				return;
 			__builtin_memset(st, 0, sizeof(*st));
+			st->cookie = cookie;
 			st->direction = NM_DIR_OUTBOUND;
 			st->reported = 1;
 			st->open_ns = bpf_ktime_get_boot_ns();
@@ -369,12 +366,8 @@ static __always_inline void on_state_change(const struct sock *sk, int oldstate,
 			emit(sk, cookie, NM_CONN_ESTABLISH, NM_DIR_OUTBOUND, st, 0);
 			return;
 		}
-		if (st->reported) {
-			/* This change was handled already: the kernel ran the hooks for it twice,
-			 * or both copies of the state program took it. Report a connection once. */
-			count(NM_CNT_REPEATED);
-			return;
-		}
+		if (st->reported)
+			return; /* the other copy of the state program reported it */
 		st->reported = 1;
 		st->open_ns = bpf_ktime_get_boot_ns();
 		emit(sk, cookie, NM_CONN_ESTABLISH, NM_DIR_OUTBOUND, st, 0);
@@ -418,7 +411,10 @@ static __always_inline void on_state_btf(const struct sock *sk, int oldstate, in
 	    newstate != TCP_CLOSE_WAIT && !passive_child &&
 	    !(oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED))
 		return;
-	cookie = bpf_get_socket_cookie((void *)sk);
+	if (state_assigns_cookie)
+		cookie = bpf_get_socket_cookie((void *)sk);
+	else
+		cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 	/*
 	 * A passive child gets its cookie here, so that the accept() tracepoint, which can only
 	 * read the field, finds it. It is born LISTEN -> SYN_RECV in inet_csk_clone_lock(), which
@@ -433,73 +429,53 @@ static __always_inline void on_state_btf(const struct sock *sk, int oldstate, in
 	on_state_change(sk, oldstate, newstate, cookie, slot);
 }
 
+/*
+ * The kernel runs a tracing program at most once per CPU at a time: when a softirq (or the
+ * softirq work done on an interrupt's exit) changes a TCP state while the program runs in process
+ * context on the same CPU, that nested run is skipped and only counted as a recursion miss: under
+ * connection churn a few in ten thousand runs, each a lost event. So two copies of the program
+ * are attached, each with its own recursion guard, and both handle every change: whichever the
+ * kernel skips, the other takes the change. Handling a change twice changes nothing: the first
+ * copy tracks a connect (the second finds the entry, with this socket's cookie), reports an
+ * Establish once (the entry's `reported`), records the first FIN once, and reports a Close once
+ * (only one delete of the entry succeeds).
+ *
+ * A change is lost only when both copies are skipped. A copy that runs while the other is in
+ * progress on this CPU (interrupted, so the kernel skips it for this change) counts the other's
+ * miss as spared; the agent reports the two copies' misses minus the spared ones. (An interrupt
+ * in the few instructions between the kernel's recursion check and the flag's update counts a
+ * miss that lost nothing: the figure is an upper bound.)
+ */
+static __always_inline void state_copy(u32 self, u32 other, const struct sock *sk, int oldstate,
+				       int newstate, u32 slot)
+{
+	u32 zero = 0;
+	u32 *running = bpf_map_lookup_elem(&state_running, &zero);
+	u32 was;
+
+	if (!running)
+		return;
+	was = *running;
+	*running = was | self;
+	if (was & other)
+		count(NM_CNT_SPARED);
+	on_state_btf(sk, oldstate, newstate, slot);
+	*running = was;
+}
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_inet_sock_set_state_btf, const struct sock *sk, int oldstate, int newstate)
 {
-	u32 zero = 0;
-	struct state_claims *c = bpf_map_lookup_elem(&state_claims, &zero);
-
-	if (c && c->nested_active) {
-		/* Interrupting the second copy: the kernel will skip that copy for this change, so
-		 * it needs no claim, and its recursion miss loses nothing. */
-		count(NM_CNT_NESTED_SPARED);
-	} else if (c) {
-		u32 depth = c->depth;
-
-		if (depth >= NM_CLAIMS) {
-			/* Only stale claims can fill the stack (see below): drop the oldest. */
-			for (int i = 0; i < NM_CLAIMS - 1; i++)
-				c->key[i] = c->key[i + 1], c->ctx[i] = c->ctx[i + 1];
-			depth = NM_CLAIMS - 1;
-		}
-		c->key[depth & (NM_CLAIMS - 1)] = state_key(sk, oldstate, newstate);
-		c->ctx[depth & (NM_CLAIMS - 1)] = claim_ctx(ctx);
-		c->depth = depth + 1;
-	}
-	on_state_btf(sk, oldstate, newstate, SLOT_STATE);
+	state_copy(NM_COPY_FIRST, NM_COPY_SECOND, sk, oldstate, newstate, SLOT_STATE);
 	return 0;
 }
 
-/*
- * The kernel runs a tracing program at most once per CPU at a time: when a softirq (or the
- * softirq work done on an interrupt's exit) changes a TCP state while the program above runs in
- * process context on the same CPU, that nested run is skipped and only counted as a recursion
- * miss: under connection churn a few percent of the runs, each a lost event. This second copy,
- * attached after the first so it runs right after it for every change, has its own recursion
- * guard and handles exactly the changes the first copy did not claim.
- *
- * The claims form a per-CPU stack: the first copy pushes each change it takes; this copy looks
- * for its change from the top and, when found, pops it together with anything above it. An
- * interrupt between the two copies' runs for change X pushes and pops its own claims above X's,
- * so X's claim survives any number of them. When the first copy interrupts this one, the kernel
- * will skip this one for that change: the first copy pushes no claim then and counts the spared
- * miss (NM_CNT_NESTED_SPARED), which the agent subtracts from this copy's recursion misses. Only
- * the few instructions between the kernel's recursion check and nested_active's update can still
- * leave a stale claim; a claim also names its tracepoint call's argument block (claim_ctx), so a
- * stale one cannot be mistaken for a later change of a reused socket address in a call at another
- * depth (which would hide that change, or pop a pending claim and repeat an event).
- */
+/* The second copy (see above), attached after the first. */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_inet_sock_set_state_btf_nested, const struct sock *sk, int oldstate,
 	     int newstate)
 {
-	u32 zero = 0;
-	struct state_claims *c = bpf_map_lookup_elem(&state_claims, &zero);
-	u64 key = state_key(sk, oldstate, newstate);
-	u64 at = claim_ctx(ctx);
-
-	if (!c)
-		return 0;
-	c->nested_active = 1;
-	for (int i = NM_CLAIMS - 1; i >= 0; i--) {
-		if ((u32)i < c->depth && c->key[i] == key && c->ctx[i] == at) {
-			c->depth = i; /* the first copy handled it */
-			c->nested_active = 0;
-			return 0;
-		}
-	}
-	on_state_btf(sk, oldstate, newstate, SLOT_STATE_NESTED);
-	c->nested_active = 0;
+	state_copy(NM_COPY_SECOND, NM_COPY_FIRST, sk, oldstate, newstate, SLOT_STATE_NESTED);
 	return 0;
 }
 
@@ -546,6 +522,7 @@ static __always_inline void on_accepted(struct sock *sk, u64 cookie)
 	if (!st)
 		return;
 	__builtin_memset(st, 0, sizeof(*st));
+	st->cookie = cookie;
 	fill_current_task(&st->owner);
 	st->direction = NM_DIR_INBOUND;
 	st->flags = NM_CONN_F_OWNER_KNOWN;

@@ -84,9 +84,9 @@ enum nm_counter {
 	NM_CNT_ACCEPT_NO_SOCK = 3, /* accept() returned an fd whose socket could not be read */
 	NM_CNT_UNOBSERVED = 4,	   /* a tracked connection's last transition never reached the
 				    * hooks: found when its socket address was tracked again */
-	NM_CNT_NESTED_SPARED =
-	    5,		     /* recursion misses of the nested state program that lost nothing */
-	NM_CNT_REPEATED = 6, /* a connect's ESTABLISHED seen twice; reported once */
+	NM_CNT_SPARED = 5,	   /* recursion misses of one state-program copy that the other
+				    * copy made up for: they lost nothing */
+	NM_CNT_RESERVED_6 = 6,	   /* unused (was: ESTABLISHED seen twice) */
 	NM_CNT__MAX = 7,
 };
 

@@ -12,8 +12,7 @@ import re
 import sys
 
 DIFFERS = {
-    ("state", "tracepoint"): "the classic tracepoint, with the `sock_ops` cookie assigner on the "
-    "cgroup root (cookies as with `tp_btf`)",
+    ("state", "tracepoint"): "the classic tracepoint",
     ("accept", "tracepoint"): "accepts made through io_uring are not reported",
     ("process", "raw_tp"): "none (same arguments, untyped)",
 }
@@ -30,6 +29,7 @@ def parse(path):
         "kernel": os.path.basename(path).removesuffix(".log"),
         "release": release.group(1) if release else "?",
         "variants": variants,
+        "assigner": re.search(r"^kernel-matrix: cookie assigner attached", text, re.M) is not None,
         "tests": summary[-1] if summary else "did not finish",
         "seconds": ran.group(1) if ran else "?",
         "boot": boot.group(1) if boot else "?",
@@ -57,6 +57,9 @@ def main(paths):
     print()
     for r in rows:
         diffs = [DIFFERS[(h, v)] for h, v in sorted(r["variants"].items()) if (h, v) in DIFFERS]
+        if r["assigner"]:
+            diffs.append("cookies assigned by the `sock_ops` program on the cgroup root (no "
+                         "cookie helper in tracing programs; cookies as with it)")
         print(f"- {r['kernel']}: " + ("; ".join(diffs) if diffs else "nothing") + ".")
 
 

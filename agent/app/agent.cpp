@@ -288,9 +288,6 @@ int run_agent(const Options& options) {
     log::warn("stdout did not drain within 5 s; the remaining events are counted as lost");
   }
   std::string line = summary(pipeline, writer.stats(), counters, processes.stats());
-  if (counters.repeated > 0) {
-    line += "; repeated state changes reported once " + std::to_string(counters.repeated);
-  }
   if (kubelet_stats.synced || kubelet_stats.requests[0] > 0) {
     uint64_t failed = 0;
     for (size_t i = 1; i < kubelet_stats.requests.size(); ++i) failed += kubelet_stats.requests[i];

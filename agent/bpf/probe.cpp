@@ -232,9 +232,14 @@ namespace {
 // What this kernel gives a hook's variant, found before the load.
 struct KernelFacts {
   bool accept_takes_arg = false;  // inet_csk_accept(sk, struct proto_accept_arg *) (6.10+)
+  // Tracing programs may call bpf_get_socket_cookie() (5.12+): the kernel has the helper's
+  // tracing implementation. Without it the tp_btf state program reads the socket's cookie and
+  // a sock_ops program assigns cookies.
+  bool tracing_cookie_helper = false;
 };
 
-// inet_csk_accept's parameters in the running kernel's BTF: 2 since 6.10, 4 before.
+// inet_csk_accept's parameters in the running kernel's BTF (2 since 6.10, 4 before), and
+// whether it has bpf_get_socket_ptr_cookie (the helper's tracing-program version, 5.12+).
 KernelFacts read_kernel_facts() {
   KernelFacts facts;
   btf* vmlinux = btf__load_vmlinux_btf();
@@ -245,6 +250,8 @@ KernelFacts read_kernel_facts() {
     const btf_type* proto = func ? btf__type_by_id(vmlinux, func->type) : nullptr;
     facts.accept_takes_arg = proto && btf_is_func_proto(proto) && btf_vlen(proto) == 2;
   }
+  facts.tracing_cookie_helper =
+      btf__find_by_name_kind(vmlinux, "bpf_get_socket_ptr_cookie", BTF_KIND_FUNC) > 0;
   btf__free(vmlinux);
   return facts;
 }
@@ -344,14 +351,15 @@ Result<std::unique_ptr<Probe::Impl>> load_plan(const ProbeOptions& options, cons
     }
   }
   // Without the cookie helper in tracing programs, a sock_ops program assigns the cookies.
-  const bool cookies_by_sock_ops = !plan.only_one &&
-                                   plan.variants.state == HookVariant::kTracepoint &&
-                                   !options.cgroup_root.empty();
+  const bool state_helper =
+      plan.variants.state == HookVariant::kTpBtf && facts.tracing_cookie_helper;
+  const bool cookies_by_sock_ops = !plan.only_one && !state_helper && !options.cgroup_root.empty();
   bpf_program__set_autoload(skel->progs.assign_cookies, cookies_by_sock_ops);
   bpf_map__set_max_entries(skel->maps.events, plan.only_one ? 4096 : options.ring_buffer_bytes);
   bpf_map__set_max_entries(skel->maps.sockets, plan.only_one ? 1 : options.max_connections);
   skel->rodata->wakeup_bytes = options.wakeup_bytes;
-  skel->rodata->accept_assigns_cookie = plan.variants.state == HookVariant::kTpBtf;
+  skel->rodata->accept_assigns_cookie = state_helper;
+  skel->rodata->state_assigns_cookie = state_helper;
 
   last_libbpf_warning.clear();
   if (int err = netmon_bpf__load(skel.get()); err != 0) {
@@ -543,23 +551,19 @@ KernelCounters Probe::counters() const {
   c.owner_unknown = sum(NM_CNT_OWNER_UNKNOWN);
   c.accept_no_socket = sum(NM_CNT_ACCEPT_NO_SOCK);
   c.unobserved = sum(NM_CNT_UNOBSERVED);
-  c.repeated = sum(NM_CNT_REPEATED);
   bpf_program* prog = nullptr;
-  const bool nested_copy =
-      bpf_program__fd(impl_->skel->progs.handle_inet_sock_set_state_btf_nested) >= 0;
   uint64_t misses = 0;
   bpf_object__for_each_program(prog, impl_->skel->obj) {
     const int prog_fd = bpf_program__fd(prog);
     if (prog_fd < 0) continue;  // not loaded (the other variant)
-    // The main tp_btf state program's skipped runs are taken by its nested copy: not lost.
-    if (nested_copy && prog == impl_->skel->progs.handle_inet_sock_set_state_btf) continue;
     bpf_prog_info info{};
     uint32_t len = sizeof(info);
     if (bpf_obj_get_info_by_fd(prog_fd, &info, &len) == 0) misses += info.recursion_misses;
   }
-  // Misses of the nested copy for changes the main program handled lose nothing. The two
-  // counts are read at slightly different moments: never report less than zero.
-  const uint64_t spared = sum(NM_CNT_NESTED_SPARED);
+  // A miss of one copy of the tp_btf state program that the other copy made up for loses
+  // nothing (netmon.bpf.c). The counts are read at slightly different moments: never report
+  // less than zero.
+  const uint64_t spared = sum(NM_CNT_SPARED);
   c.recursion_misses = misses > spared ? misses - spared : 0;
   return c;
 }

@@ -67,7 +67,6 @@ struct KernelCounters {
   uint64_t owner_unknown = 0;
   uint64_t accept_no_socket = 0;
   uint64_t unobserved = 0;        // connections whose last transition never reached the hooks
-  uint64_t repeated = 0;          // state changes seen twice (reported once)
   uint64_t recursion_misses = 0;  // program runs the kernel skipped (bpf_prog_info, 5.12+)
 };
 

@@ -19,6 +19,7 @@ import struct
 import subprocess
 import threading
 import time
+import urllib.request
 
 import pytest
 
@@ -258,6 +259,13 @@ class Agent:
         """The variant the agent chose for `hook` (state, accept, process), from its log."""
         m = re.search(rf"netmon info: hook variant: {hook} = (\w+) ", self.stderr_text())
         return m.group(1) if m else None
+
+    def lost(self):
+        """The agent's netmon_events_lost_total by stage, read from its /metrics."""
+        with urllib.request.urlopen(self.metrics_url + "/metrics", timeout=10) as reply:
+            text = reply.read().decode("utf-8")
+        return {m.group(1): int(float(m.group(2))) for m in re.finditer(
+            r'^netmon_events_lost_total\{stage="(\w+)"\} (\S+)$', text, re.MULTILINE)}
 
     def stderr_text(self):
         with self._lock:

@@ -5,6 +5,7 @@ for the events it expects, waits a little longer (SETTLE) so that duplicates wou
 asserts exact field values.
 """
 
+import collections
 import datetime
 import json
 import os
@@ -348,12 +349,15 @@ def test_ipv4_mapped_connection_reported_once_as_ipv4(agent):
 PARALLEL_CONNECTIONS = 300  # in all, half IPv4 and half IPv6
 PARALLEL_THREADS = 8
 PARALLEL_TIMEOUT = 60.0  # seconds, for the whole run
+# Where the kernel side counts what it could not report (netmon_events_lost_total's stages).
+KERNEL_LOSS_STAGES = ("ring_buffer", "sockets_map", "recursion", "unobserved", "accept")
 
 
 def test_many_parallel_short_connections(agent):
     """300 short connections from 8 threads to two servers in this process (IPv4 and IPv6):
     each yields exactly one Establish, one Accept and two Closes (one per side), with this
-    process's pid and the right threads, matched by the client's ephemeral port."""
+    process's pid and the right threads, matched by the client's ephemeral port. Events may be
+    missing only as far as the agent counts them lost; none is ever written twice."""
     deadline = time.monotonic() + PARALLEL_TIMEOUT
     per_family = PARALLEL_CONNECTIONS // 2
     servers = {
@@ -391,11 +395,25 @@ def test_many_parallel_short_connections(agent):
     assert errors == []
     assert len(made) == PARALLEL_CONNECTIONS
 
-    for family, server in servers.items():
+    # Every event is expected, except losses the agent counts (issue 7's contract): at this rate
+    # the kernel rarely skips both copies of the state program for one change (a lost Close,
+    # counted as `recursion`, and as `unobserved` when the socket's address is tracked again).
+    expected = 4 * PARALLEL_CONNECTIONS
+    ports = {server.port for server in servers.values()}
+    for server in servers.values():
         assert len(server.accepted) == per_family
-        agent.wait_events(count=4 * per_family, ports={server.port},
-                          timeout=max(5.0, deadline - time.monotonic()))
+    try:
+        agent.wait_events(count=expected, ports=ports,
+                          timeout=max(5.0, min(15.0, deadline - time.monotonic())))
+    except AssertionError:
+        pass  # accounted for below
     settle()
+    missing_total = expected - len(agent.events(ports=ports))
+    lost = agent.lost()
+    kernel_lost = sum(lost.get(stage, 0) for stage in KERNEL_LOSS_STAGES)
+    assert missing_total <= kernel_lost, (
+        f"{missing_total} of {expected} events missing, losses counted: {lost}")
+    assert missing_total <= expected // 100, f"{missing_total} of {expected} events missing"
 
     pid = os.getpid()
     all_cookies = []
@@ -413,6 +431,9 @@ def test_many_parallel_short_connections(agent):
                     and e["network_event"]["sport"] == sport
                     and e["network_event"]["dport"] == dport]
 
+        def subset(have, want):
+            return not (collections.Counter(have) - collections.Counter(want))
+
         for cport, tids in by_port.items():
             n = len(tids)  # normally 1; a port can be reused after its TIME_WAIT is recycled
             est = pick(ESTABLISH, cport, sp)
@@ -420,27 +441,29 @@ def test_many_parallel_short_connections(agent):
             client_close = pick(CLOSE, cport, sp)
             server_close = pick(CLOSE, sp, cport)
             dump = "\n".join(map(json.dumps, est + acc + client_close + server_close))
-            assert (len(est), len(acc), len(client_close), len(server_close)) == (n, n, n, n), (
-                f"client port {cport} ({n} connection(s)):\n{dump}"
-            )
+            counts = (len(est), len(acc), len(client_close), len(server_close))
+            # Never more than once; fewer only within the counted losses checked above.
+            assert max(counts) <= n, f"client port {cport} ({n} connection(s)):\n{dump}"
+            if counts != (n, n, n, n):
+                print(f"client port {cport}: events {counts} of {n} each (counted loss)")
             for e in est + acc + client_close + server_close:
                 assert e["network_event"]["saddr"] == addr and e["network_event"]["daddr"] == addr
                 assert_process(e, pid)
-            assert sorted(e["process"]["tid"] for e in est) == sorted(tids), dump
-            assert sorted(e["process"]["tid"] for e in client_close) == sorted(tids), dump
+            assert subset([e["process"]["tid"] for e in est], tids), dump
+            assert subset([e["process"]["tid"] for e in client_close], tids), dump
             assert all(e["process"]["tid"] == server.tid for e in acc + server_close), dump
-            assert sorted(e["network_event"]["cookie"] for e in client_close) == sorted(
-                e["network_event"]["cookie"] for e in est), dump
-            assert sorted(e["network_event"]["cookie"] for e in server_close) == sorted(
-                e["network_event"]["cookie"] for e in acc), dump
+            assert subset([e["network_event"]["cookie"] for e in client_close],
+                          [e["network_event"]["cookie"] for e in est]), dump
+            assert subset([e["network_event"]["cookie"] for e in server_close],
+                          [e["network_event"]["cookie"] for e in acc]), dump
             all_cookies += [e["network_event"]["cookie"] for e in est + acc]
 
         unexpected = [e for e in events if e["network_event"]["type"] not in
                       (ESTABLISH, ACCEPT, CLOSE) or e["process"] is None
                       or e["process"]["pid"] != pid]
         assert unexpected == [], "\n".join(map(json.dumps, unexpected[:10]))
-        assert len(events) == 4 * per_family
-    assert len(set(all_cookies)) == len(all_cookies) == 2 * PARALLEL_CONNECTIONS, "cookie reused"
+    assert len(set(all_cookies)) == len(all_cookies), "cookie reused"
+    assert len(all_cookies) >= 2 * PARALLEL_CONNECTIONS - missing_total
 
 
 # ---------------------------------------------------------------------------------------------
