@@ -26,6 +26,7 @@ test_pkgs=(
   openssl                           # certificates for the stub kubelet
   qemu-system-x86 busybox-static cpio kmod xz-utils zstd  # scripts/vm-run.sh: the kernel matrix
   podman runc debootstrap           # the image test: a local debian base, build, run
+  liburing-dev                      # the io_uring accept helper of the integration tests
 )
 
 case "${1:-all}" in

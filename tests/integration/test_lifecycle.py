@@ -23,6 +23,7 @@ import pytest
 from conftest import (
     SETTLE,
     same_connection,
+    skip_or_fail,
     TESTS_DIR,
     established_sockets_of,
     free_port,
@@ -265,6 +266,61 @@ def test_connect_to_closed_port_is_one_failed_event(agent, family):
     assert addresses(failed) == (addr, sport, addr, port)
     assert_process(failed, os.getpid(), tid=threading.get_native_id())
     assert agent.events(ports={sport}) == [failed]
+
+
+# ---------------------------------------------------------------------------------------------
+# Accepts through io_uring
+
+URING_ACCEPT = os.path.join(TESTS_DIR, "..", "..", "build", "tests", "netmon-uring-accept")
+
+
+@pytest.mark.kernel_matrix
+def test_io_uring_accept(agent):
+    """An accept made through io_uring (no accept syscall): the fexit accept variant reports it
+    like any other, with the accepting process, and the Close of that side; the syscall-tracepoint
+    variant cannot see it, so that side of the connection has no events (docs/kernels.md)."""
+    if not os.access(URING_ACCEPT, os.X_OK):
+        skip_or_fail(f"{URING_ACCEPT} is not built (liburing-dev missing)")
+    helper = subprocess.Popen([URING_ACCEPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        line = helper.stdout.readline()
+        if not line.startswith("port "):
+            helper.wait(10)
+            if helper.returncode == 77:
+                skip_or_fail(f"io_uring is unavailable here: {helper.stderr.read().strip()}")
+            pytest.fail(f"the helper failed ({helper.returncode}): {helper.stderr.read()}")
+        port = int(line.split()[1])
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(("127.0.0.1", port))
+            cport = s.getsockname()[1]
+            assert helper.stdout.readline().startswith("accepted "), helper.stderr.read()
+        assert helper.wait(10) == 0, helper.stderr.read()
+    finally:
+        if helper.poll() is None:
+            helper.kill()
+            helper.wait(5)
+
+    agent.wait_events(kind=CLOSE, sport=cport, dport=port)
+    if agent.variant("accept") == "fexit":
+        agent.wait_events(kind=CLOSE, sport=port, dport=cport)
+        accept = agent.wait_events(kind=ACCEPT, sport=port, dport=cport)
+        settle()
+        events = agent.events(ports={port})
+        assert sorted(e["network_event"]["type"] for e in events) == sorted(
+            [ESTABLISH, ACCEPT, CLOSE, CLOSE]), events
+        assert_process(only(accept, "Accept"), helper.pid, filename="netmon-uring-accept")
+        server_close = [e for e in events if e["network_event"]["type"] == CLOSE
+                        and e["network_event"]["sport"] == port]
+        assert_process(only(server_close, "server-side Close"), helper.pid)
+        assert server_close[0]["network_event"]["cookie"] == accept[0]["network_event"]["cookie"]
+    else:
+        settle()
+        events = agent.events(ports={port})
+        assert sorted(e["network_event"]["type"] for e in events) == sorted(
+            [ESTABLISH, CLOSE]), events
+        assert all(e["network_event"]["sport"] == cport for e in events), events
 
 
 # ---------------------------------------------------------------------------------------------
