@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -24,6 +25,9 @@ namespace netmon {
 namespace {
 
 std::atomic<bool> g_stop{false};
+
+// How long a stop may take to write what was read from the kernel before it.
+constexpr std::chrono::seconds kStopDrain{5};
 
 void on_stop_signal(int) { g_stop.store(true); }
 
@@ -160,6 +164,7 @@ int run_agent(const Options& options) {
   LineWriter writer(STDOUT_FILENO, options.output_queue_bytes);
   ProcessTable processes(ProcReader(options.proc_root), options.max_processes);
   Pipeline pipeline(writer, processes, read_last_cap(options.proc_root));
+  pipeline.set_stop_flag(&g_stop, kStopDrain);
   Metrics metrics(options.metrics_drop_labels, NETMON_VERSION_STRING);
   pipeline.set_metrics(&metrics);
   const bool rules_configured = !options.rules.egress.rules.empty() ||
@@ -274,7 +279,10 @@ int run_agent(const Options& options) {
     }
   }
 
-  // Deliver what the kernel has already written, then detach before the output drains.
+  // Deliver what the kernel has already written, then detach before the output drains. The
+  // backlog may be larger than the output queue: since the stop signal the pipeline waits for
+  // room (kStopDrain at most) instead of dropping (set_stop_flag above).
+  const auto drain_deadline = writer.drain_until(std::chrono::steady_clock::now() + kStopDrain);
   (void)(*probe)->poll(0);
   pipeline.flush();
   const KernelCounters counters = (*probe)->counters();
@@ -284,7 +292,9 @@ int run_agent(const Options& options) {
   const KubeletStats kubelet_stats = kubelet ? kubelet->stats() : KubeletStats{};
   kubelet_for_ready.store(nullptr);
   kubelet.reset();  // aborts a request in flight; nothing is logged after the summary
-  if (!writer.finish(std::chrono::seconds(5))) {
+  const auto drain_left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      drain_deadline - std::chrono::steady_clock::now());
+  if (!writer.finish(std::max(drain_left, std::chrono::milliseconds(0)))) {
     log::warn("stdout did not drain within 5 s; the remaining events are counted as lost");
   }
   std::string line = summary(pipeline, writer.stats(), counters, processes.stats());

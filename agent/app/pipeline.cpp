@@ -168,6 +168,10 @@ void Pipeline::count(const ConnectionEvent& e, const Attribution* attribution) {
 
 void Pipeline::flush() {
   if (batch_lines_ == 0) return;
+  if (!draining_ && stop_ && stop_->load(std::memory_order_relaxed)) {
+    writer_.drain_until(std::chrono::steady_clock::now() + stop_drain_);
+    draining_ = true;
+  }
   writer_.submit(batch_, batch_lines_);
   batch_lines_ = 0;
 }

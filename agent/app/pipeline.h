@@ -3,6 +3,8 @@
 #pragma once
 
 #include <array>
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -57,6 +59,13 @@ class Pipeline final : public RecordSink {
 
   void on_record(std::span<const std::byte> record) noexcept override;
 
+  // Once `*stop` is set (by a signal handler), batches wait for room in the output queue, for
+  // `drain` at most from then, instead of being dropped: stopping writes the kernel's backlog.
+  void set_stop_flag(const std::atomic<bool>* stop, std::chrono::milliseconds drain) {
+    stop_ = stop;
+    stop_drain_ = drain;
+  }
+
   // Hands the pending lines to the writer; call after each poll round.
   void flush();
   // Re-reads the offset between the boot clock and the wall clock (it moves when NTP steps).
@@ -92,6 +101,9 @@ class Pipeline final : public RecordSink {
   uint64_t batch_lines_ = 0;
   PipelineStats stats_;
   uint64_t decode_errors_logged_ = 0;
+  const std::atomic<bool>* stop_ = nullptr;
+  std::chrono::milliseconds stop_drain_{0};
+  bool draining_ = false;
 };
 
 }  // namespace netmon

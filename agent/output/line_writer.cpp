@@ -42,12 +42,15 @@ struct LineWriter::State {
   std::mutex mutex;
   std::condition_variable wake_writer;
   std::condition_variable drained;
-  std::deque<Batch> queue;    // guarded by mutex
-  size_t queued_bytes = 0;    // of `queue`
-  uint64_t queued_lines = 0;  // of `queue`
-  bool writing = false;       // a batch popped from the queue is being written
+  std::condition_variable room;  // the writer took a batch from the queue
+  std::deque<Batch> queue;       // guarded by mutex
+  size_t queued_bytes = 0;       // of `queue`
+  uint64_t queued_lines = 0;     // of `queue`
+  bool writing = false;          // a batch popped from the queue is being written
   bool stopping = false;
   bool output_failed = false;
+  bool draining = false;  // submit() waits for room until drain_deadline
+  std::chrono::steady_clock::time_point drain_deadline;
   std::thread thread;
   std::atomic<uint64_t> lines_written{0};
   std::atomic<uint64_t> bytes_written{0};
@@ -67,12 +70,18 @@ bool LineWriter::submit(std::string& batch, uint64_t lines) {
   State& s = *state_;
   bool failed = false;
   {
-    std::lock_guard lock(s.mutex);
-    failed = s.output_failed;
+    std::unique_lock lock(s.mutex);
     // A batch bigger than the whole queue still goes when the queue is empty: the bound limits
     // what waits, and dropping it would lose everything a busy poll round produced.
-    if (!s.stopping && !failed &&
-        (s.queued_bytes == 0 || s.queued_bytes + batch.size() <= s.capacity_bytes)) {
+    auto fits = [&s, &batch] {
+      return s.queued_bytes == 0 || s.queued_bytes + batch.size() <= s.capacity_bytes;
+    };
+    if (s.draining && !fits()) {
+      s.room.wait_until(lock, s.drain_deadline,
+                        [&s, &fits] { return fits() || s.output_failed || s.stopping; });
+    }
+    failed = s.output_failed;
+    if (!s.stopping && !failed && fits()) {
       const size_t capacity = batch.capacity();
       s.queued_bytes += batch.size();
       s.queued_lines += lines;
@@ -88,6 +97,16 @@ bool LineWriter::submit(std::string& batch, uint64_t lines) {
   return false;
 }
 
+std::chrono::steady_clock::time_point LineWriter::drain_until(
+    std::chrono::steady_clock::time_point deadline) {
+  std::lock_guard lock(state_->mutex);
+  if (!state_->draining) {
+    state_->draining = true;
+    state_->drain_deadline = deadline;
+  }
+  return state_->drain_deadline;
+}
+
 void LineWriter::run(const std::shared_ptr<State>& state) {
   State& s = *state;
   std::unique_lock lock(s.mutex);
@@ -99,6 +118,7 @@ void LineWriter::run(const std::shared_ptr<State>& state) {
     s.queued_bytes -= batch.data.size();
     s.queued_lines -= batch.lines;
     s.writing = true;
+    s.room.notify_all();
     const bool failed = s.output_failed;
     lock.unlock();
     const bool ok = !failed && s.write_all(batch.data);
@@ -113,6 +133,7 @@ void LineWriter::run(const std::shared_ptr<State>& state) {
       }
       s.output_failed = true;
       s.dropped_error.fetch_add(batch.lines, std::memory_order_relaxed);
+      s.room.notify_all();
     }
     if (s.queue.empty()) s.drained.notify_all();
   }

@@ -1,6 +1,8 @@
 // LineWriter: hands batches of whole JSON lines from the pipeline thread to a writer thread that
-// owns the output descriptor (stdout). The pipeline never blocks on output: the queue between
-// them is bounded in bytes, and a batch that does not fit is dropped and counted.
+// owns the output descriptor (stdout). While the agent runs the pipeline never blocks on output:
+// the queue between them is bounded in bytes, and a batch that does not fit is dropped and
+// counted. When the agent stops, drain_until() lets submit() wait for room instead, up to a
+// deadline, so that the backlog read from the kernel at the end is written, not dropped.
 #pragma once
 
 #include <chrono>
@@ -31,6 +33,10 @@ class LineWriter {
   // in which case the batch is dropped and counted. Returns whether it was queued. Either way
   // `batch` is left empty and ready for reuse.
   bool submit(std::string& batch, uint64_t lines);
+
+  // Pipeline thread, when stopping: from now on submit() waits for room in the queue until
+  // `deadline` before it drops a batch. A later call keeps the first deadline, which it returns.
+  std::chrono::steady_clock::time_point drain_until(std::chrono::steady_clock::time_point deadline);
 
   // Waits up to `timeout` for everything queued to be written, then stops the writer thread.
   // Returns false when output was still pending (e.g. stdout blocked): the queued lines are

@@ -295,3 +295,34 @@ def test_blocked_stdout_drops_counts_and_recovers(blocked_agent):
     for line in agent.stdout_lines:
         assert isinstance(json.loads(line), dict), line
     assert_no_programs_left(agent)
+
+
+STOP_BACKLOG_CONNECTIONS = 1000
+
+
+def test_stop_writes_the_kernel_backlog(start_agent):
+    """SIGTERM with a backlog in the ring buffer much larger than the output queue (64 KiB):
+    the agent writes all of it before it exits (waiting for stdout, 5 s at most) instead of
+    dropping what does not fit the queue. The backlog is made while the agent is stopped
+    (SIGSTOP), so that it reads the burst only after the SIGTERM."""
+    agent = start_agent("--output-queue-bytes", str(QUEUE_BYTES))
+    port = free_port()
+    os.kill(agent.pid, signal.SIGSTOP)
+    try:
+        made = connect_burst(port, STOP_BACKLOG_CONNECTIONS, time.monotonic() + BURST_SECONDS)
+        time.sleep(0.5)  # the last connections' CLOSE transitions
+    finally:
+        os.kill(agent.pid, signal.SIGTERM)
+        os.kill(agent.pid, signal.SIGCONT)
+    assert made >= 500, f"only {made} connections in {BURST_SECONDS} s"
+    code = agent.stop()
+    assert code == 0, f"agent exited with {code}:\n{agent.stderr_text()}"
+    stopped = [line for line in agent.stderr_lines if "stopped: " in line]
+    assert stopped, agent.stderr_text()
+    lost = {k: int(v) for k, v in re.findall(r"(\w+) (\d+)", stopped[-1].split("lost: ")[1])}
+    assert lost["output_queue"] == 0, stopped[-1]
+    kernel_lost = sum(lost[s] for s in ("ring_buffer", "sockets_map", "recursion",
+                                        "unobserved", "accept"))
+    written = len(agent.events(ports={port}))
+    assert written <= 4 * made, stopped[-1]
+    assert 4 * made - written <= kernel_lost, f"{written} of {4 * made} events: {stopped[-1]}"

@@ -195,6 +195,55 @@ TEST_F(LineWriterTest, BatchLargerThanQueueIsDroppedCountedAndClearedWhenOthersW
   EXPECT_EQ(writer.stats().lines_dropped_write_error, 0u);
 }
 
+TEST_F(LineWriterTest, DrainingSubmitWaitsForRoomInsteadOfDropping) {
+  Pipe p = make_pipe();
+  fill_pipe(p.write_end.get());
+  LineWriter writer(p.write_end.get(), 8);
+  std::string batch = "first\n";  // taken by the writer thread, which blocks on the full pipe
+  ASSERT_TRUE(writer.submit(batch, 1));
+  ASSERT_TRUE(eventually([&] { return writer.stats().queued_bytes == 0; }));
+  batch = "wait\n";  // waits in the queue
+  ASSERT_TRUE(writer.submit(batch, 1));
+  writer.drain_until(std::chrono::steady_clock::now() + 10s);
+  // The reader starts late: the submit below must wait for it, not drop.
+  std::thread reader([&] {
+    std::this_thread::sleep_for(200ms);
+    (void)read_all(p.read_end.get());
+  });
+  batch = "one\ntwo\nthree\n";  // 5 + 14 > 8 while something waits
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(writer.submit(batch, 3));
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 100ms);
+  EXPECT_TRUE(writer.finish(5s));
+  p.write_end.reset();
+  reader.join();
+  EXPECT_EQ(writer.stats().lines_written, 5u);
+  EXPECT_EQ(writer.stats().lines_dropped_queue_full, 0u);
+}
+
+TEST_F(LineWriterTest, DrainingSubmitDropsAtTheDeadline) {
+  Pipe p = make_pipe();
+  fill_pipe(p.write_end.get());
+  LineWriter writer(p.write_end.get(), 8);
+  std::string batch = "first\n";
+  ASSERT_TRUE(writer.submit(batch, 1));
+  ASSERT_TRUE(eventually([&] { return writer.stats().queued_bytes == 0; }));
+  batch = "wait\n";
+  ASSERT_TRUE(writer.submit(batch, 1));
+  writer.drain_until(std::chrono::steady_clock::now() + 200ms);
+  batch = "one\ntwo\nthree\n";  // nobody reads: no room before the deadline
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_FALSE(writer.submit(batch, 3));
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 150ms);
+  EXPECT_TRUE(batch.empty());
+  EXPECT_EQ(writer.stats().lines_dropped_queue_full, 3u);
+  std::thread reader([&] { (void)read_all(p.read_end.get()); });
+  EXPECT_TRUE(writer.finish(5s));
+  p.write_end.reset();
+  reader.join();
+  EXPECT_EQ(writer.stats().lines_written, 2u);
+}
+
 TEST_F(LineWriterTest, PendingBytesCountAgainstCapacity) {
   Pipe p = make_pipe();
   const size_t prefill = fill_pipe(p.write_end.get());
