@@ -405,6 +405,7 @@ def test_ipv4_mapped_connection_reported_once_as_ipv4(agent):
 PARALLEL_CONNECTIONS = 300  # in all, half IPv4 and half IPv6
 PARALLEL_THREADS = 8
 PARALLEL_TIMEOUT = 60.0  # seconds, for the whole run
+EXTRA_CONNECTIONS = 200  # after a shortfall, so that stale socket addresses get reused
 # Where the kernel side counts what it could not report (netmon_events_lost_total's stages).
 KERNEL_LOSS_STAGES = ("ring_buffer", "sockets_map", "recursion", "unobserved", "accept")
 
@@ -465,6 +466,17 @@ def test_many_parallel_short_connections(agent):
         pass  # accounted for below
     settle()
     missing_total = expected - len(agent.events(ports=ports))
+    if missing_total > 0:
+        # `unobserved` is counted when the lost connection's socket address is used again: more
+        # connections (not checked) give the kernel the chance to reuse it.
+        extra = Listener(socket.AF_INET, LOOPBACK[socket.AF_INET], expected=EXTRA_CONNECTIONS,
+                         timeout=PARALLEL_TIMEOUT)
+        for _ in range(EXTRA_CONNECTIONS):
+            with socket.create_connection((LOOPBACK[socket.AF_INET], extra.port), timeout=10):
+                pass
+        extra.join()
+        extra.close()
+        settle()
     lost = agent.lost()
     kernel_lost = sum(lost.get(stage, 0) for stage in KERNEL_LOSS_STAGES)
     assert missing_total <= kernel_lost, (
