@@ -639,8 +639,8 @@ int BPF_PROG(handle_inet_csk_accept_fexit_arg, struct sock *sk, void *arg, struc
  * arrived in 5.12): a sock_ops program on the cgroup v2 root sees every TCP socket of every
  * cgroup, and may call the helper. It assigns the cookie when a connect() sends its SYN (before
  * the SYN_SENT -> ESTABLISHED change reads it) and when a passive connection completes its
- * handshake (before accept() returns it), so the classic-tracepoint variant reports the same
- * cookies as the preferred one. Loaded only with that variant.
+ * handshake (before accept() returns it), so a state hook without the helper (the classic
+ * tracepoint, or tp_btf before 5.12) reports the same cookies as one with it. Loaded only then.
  */
 SEC("sockops")
 int assign_cookies(struct bpf_sock_ops *skops)

@@ -86,8 +86,7 @@ enum nm_counter {
 				    * hooks: found when its socket address was tracked again */
 	NM_CNT_SPARED = 5,	   /* recursion misses of one state-program copy that the other
 				    * copy made up for: they lost nothing */
-	NM_CNT_RESERVED_6 = 6,	   /* unused (was: ESTABLISHED seen twice) */
-	NM_CNT__MAX = 7,
+	NM_CNT__MAX = 6,
 };
 
 /* Common header of every record. */

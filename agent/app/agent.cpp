@@ -295,7 +295,8 @@ int run_agent(const Options& options) {
   const auto drain_left = std::chrono::duration_cast<std::chrono::milliseconds>(
       drain_deadline - std::chrono::steady_clock::now());
   if (!writer.finish(std::max(drain_left, std::chrono::milliseconds(0)))) {
-    log::warn("stdout did not drain within 5 s; the remaining events are counted as lost");
+    log::warn("stdout did not drain within " + std::to_string(kStopDrain.count()) +
+              " s; the remaining events are counted as lost");
   }
   std::string line = summary(pipeline, writer.stats(), counters, processes.stats());
   if (kubelet_stats.synced || kubelet_stats.requests[0] > 0) {

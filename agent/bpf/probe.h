@@ -55,8 +55,9 @@ struct ProbeOptions {
   // The kernel wakes the reader once this much data waits; smaller batches are picked up by
   // poll()'s timeout. 0 wakes the reader on every record.
   uint64_t wakeup_bytes = 64u << 10;
-  // The cgroup v2 mount. With the classic-tracepoint state variant, a sock_ops program attached
-  // there assigns socket cookies (empty: cookies of that variant may be 0).
+  // The cgroup v2 mount. Where the state hook cannot assign socket cookies itself (the classic
+  // tracepoint, or tp_btf before 5.12), a sock_ops program attached there does (empty: such
+  // cookies may be 0).
   std::string cgroup_root;
 };
 

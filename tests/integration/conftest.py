@@ -44,6 +44,8 @@ STARTUP_TIMEOUT = 20.0  # seconds until "netmon is running"
 STOP_TIMEOUT = 15.0  # seconds from SIGTERM to exit (the agent drains stdout for up to 5 s)
 EVENT_TIMEOUT = 10.0  # seconds to wait for an event (they normally arrive within ~100 ms)
 SETTLE = 0.5  # seconds to wait after the expected events, before asserting "exactly once"
+# Where the agent's kernel side counts events it could not report (netmon_events_lost_total).
+KERNEL_LOSS_STAGES = ("ring_buffer", "sockets_map", "recursion", "unobserved", "accept")
 
 # bpf(2) syscall numbers, for the availability probe.
 BPF_SYSCALL = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "s390x": 351, "ppc64le": 361}

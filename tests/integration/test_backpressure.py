@@ -20,6 +20,7 @@ import urllib.request
 
 from conftest import (
     AGENT,
+    KERNEL_LOSS_STAGES,
     EVENT_TIMEOUT,
     STARTUP_TIMEOUT,
     STOP_TIMEOUT,
@@ -321,8 +322,7 @@ def test_stop_writes_the_kernel_backlog(start_agent):
     assert stopped, agent.stderr_text()
     lost = {k: int(v) for k, v in re.findall(r"(\w+) (\d+)", stopped[-1].split("lost: ")[1])}
     assert lost["output_queue"] == 0, stopped[-1]
-    kernel_lost = sum(lost[s] for s in ("ring_buffer", "sockets_map", "recursion",
-                                        "unobserved", "accept"))
+    kernel_lost = sum(lost[s] for s in KERNEL_LOSS_STAGES)
     written = len(agent.events(ports={port}))
     assert written <= 4 * made, stopped[-1]
     assert 4 * made - written <= kernel_lost, f"{written} of {4 * made} events: {stopped[-1]}"

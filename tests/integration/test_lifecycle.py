@@ -21,6 +21,7 @@ import time
 import pytest
 
 from conftest import (
+    KERNEL_LOSS_STAGES,
     SETTLE,
     same_connection,
     skip_or_fail,
@@ -406,8 +407,6 @@ PARALLEL_CONNECTIONS = 300  # in all, half IPv4 and half IPv6
 PARALLEL_THREADS = 8
 PARALLEL_TIMEOUT = 60.0  # seconds, for the whole run
 EXTRA_CONNECTIONS = 200  # after a shortfall, so that stale socket addresses get reused
-# Where the kernel side counts what it could not report (netmon_events_lost_total's stages).
-KERNEL_LOSS_STAGES = ("ring_buffer", "sockets_map", "recursion", "unobserved", "accept")
 
 
 def test_many_parallel_short_connections(agent):

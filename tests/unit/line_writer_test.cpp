@@ -90,6 +90,16 @@ bool eventually(F done) {
   return true;
 }
 
+// Blocks `writer` (capacity 8, writing into a full pipe): its thread takes "first\n" and blocks
+// writing it, and "wait\n" (5 bytes) waits in the queue behind it.
+void block_with_one_queued(LineWriter& writer) {
+  std::string batch = "first\n";
+  ASSERT_TRUE(writer.submit(batch, 1));
+  ASSERT_TRUE(eventually([&] { return writer.stats().queued_bytes == 0; }));
+  batch = "wait\n";
+  ASSERT_TRUE(writer.submit(batch, 1));
+}
+
 class LineWriterTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() { signal(SIGPIPE, SIG_IGN); }
@@ -178,12 +188,8 @@ TEST_F(LineWriterTest, BatchLargerThanQueueIsDroppedCountedAndClearedWhenOthersW
   Pipe p = make_pipe();
   fill_pipe(p.write_end.get());
   LineWriter writer(p.write_end.get(), 8);
-  std::string batch = "first\n";  // taken by the writer thread, which blocks on the full pipe
-  ASSERT_TRUE(writer.submit(batch, 1));
-  ASSERT_TRUE(eventually([&] { return writer.stats().queued_bytes == 0; }));
-  batch = "wait\n";  // waits in the queue
-  ASSERT_TRUE(writer.submit(batch, 1));
-  batch = "one\ntwo\nthree\n";  // 5 + 14 > 8 while something waits: dropped
+  ASSERT_NO_FATAL_FAILURE(block_with_one_queued(writer));
+  std::string batch = "one\ntwo\nthree\n";  // 5 + 14 > 8 while something waits: dropped
   EXPECT_FALSE(writer.submit(batch, 3));
   EXPECT_TRUE(batch.empty());
   EXPECT_EQ(writer.stats().lines_dropped_queue_full, 3u);
@@ -199,18 +205,14 @@ TEST_F(LineWriterTest, DrainingSubmitWaitsForRoomInsteadOfDropping) {
   Pipe p = make_pipe();
   fill_pipe(p.write_end.get());
   LineWriter writer(p.write_end.get(), 8);
-  std::string batch = "first\n";  // taken by the writer thread, which blocks on the full pipe
-  ASSERT_TRUE(writer.submit(batch, 1));
-  ASSERT_TRUE(eventually([&] { return writer.stats().queued_bytes == 0; }));
-  batch = "wait\n";  // waits in the queue
-  ASSERT_TRUE(writer.submit(batch, 1));
+  ASSERT_NO_FATAL_FAILURE(block_with_one_queued(writer));
   writer.drain_until(std::chrono::steady_clock::now() + 10s);
   // The reader starts late: the submit below must wait for it, not drop.
   std::thread reader([&] {
     std::this_thread::sleep_for(200ms);
     (void)read_all(p.read_end.get());
   });
-  batch = "one\ntwo\nthree\n";  // 5 + 14 > 8 while something waits
+  std::string batch = "one\ntwo\nthree\n";  // 5 + 14 > 8 while something waits
   const auto start = std::chrono::steady_clock::now();
   EXPECT_TRUE(writer.submit(batch, 3));
   EXPECT_GE(std::chrono::steady_clock::now() - start, 100ms);
@@ -225,13 +227,9 @@ TEST_F(LineWriterTest, DrainingSubmitDropsAtTheDeadline) {
   Pipe p = make_pipe();
   fill_pipe(p.write_end.get());
   LineWriter writer(p.write_end.get(), 8);
-  std::string batch = "first\n";
-  ASSERT_TRUE(writer.submit(batch, 1));
-  ASSERT_TRUE(eventually([&] { return writer.stats().queued_bytes == 0; }));
-  batch = "wait\n";
-  ASSERT_TRUE(writer.submit(batch, 1));
+  ASSERT_NO_FATAL_FAILURE(block_with_one_queued(writer));
   writer.drain_until(std::chrono::steady_clock::now() + 200ms);
-  batch = "one\ntwo\nthree\n";  // nobody reads: no room before the deadline
+  std::string batch = "one\ntwo\nthree\n";  // nobody reads: no room before the deadline
   const auto start = std::chrono::steady_clock::now();
   EXPECT_FALSE(writer.submit(batch, 3));
   EXPECT_GE(std::chrono::steady_clock::now() - start, 150ms);
