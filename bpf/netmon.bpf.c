@@ -100,17 +100,26 @@ struct {
 } scratch SEC(".maps");
 
 /* Per CPU: which copies of the tp_btf state program are running on this CPU (NM_COPY_FIRST,
- * NM_COPY_SECOND), interrupted by the run in progress. See handle_inet_sock_set_state_btf. */
+ * NM_COPY_SECOND), interrupted by the run in progress, and the change the first copy handled
+ * last. See state_copy(). */
 enum nm_state_copy {
 	NM_COPY_FIRST = 1,
 	NM_COPY_SECOND = 2,
+};
+
+struct state_cpu {
+	u32 running;	 /* enum nm_state_copy bits */
+	u32 handled_old; /* the change the first copy completed last, unless handled_sk is 0 */
+	u32 handled_new;
+	u32 pad;
+	u64 handled_sk;
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, u32);
-	__type(value, u32);
+	__type(value, struct state_cpu);
 } state_running SEC(".maps");
 
 static __always_inline void count(u32 idx)
@@ -446,11 +455,19 @@ static __always_inline void on_state_btf(const struct sock *sk, int oldstate, in
  * softirq work done on an interrupt's exit) changes a TCP state while the program runs in process
  * context on the same CPU, that nested run is skipped and only counted as a recursion miss: under
  * connection churn a few in ten thousand runs, each a lost event. So two copies of the program
- * are attached, each with its own recursion guard, and both handle every change: whichever the
- * kernel skips, the other takes the change. Handling a change twice changes nothing: the first
- * copy tracks a connect (the second finds the entry, with this socket's cookie), reports an
- * Establish once (the entry's `reported`), records the first FIN once, and reports a Close once
- * (only one delete of the entry succeeds).
+ * are attached, each with its own recursion guard; whichever the kernel skips, the other takes
+ * the change. Handling a change twice changes nothing: the first copy tracks a connect (the
+ * second finds the entry, with this socket's cookie), reports an Establish once (the entry's
+ * `reported`), records the first FIN once, and reports a Close once (only one delete of the entry
+ * succeeds).
+ *
+ * The second copy runs right after the first on the same CPU. It skips the work when the first
+ * copy completed this very change: the first copy clears the per-CPU `handled` mark when it
+ * starts and sets it to the change when it ends, and the second copy takes (and clears) the mark.
+ * A mark equal to the change can only come from the first copy's run of it: had the first copy
+ * been skipped, it was interrupted on this CPU, so its last start cleared the mark and no run of
+ * it ended since. Runs nested in between clear or replace the mark, and the second copy then does
+ * the work again, harmlessly.
  *
  * A change is lost only when both copies are skipped. A copy that runs while the other is in
  * progress on this CPU (interrupted, so the kernel skips it for this change) counts the other's
@@ -462,17 +479,32 @@ static __always_inline void state_copy(u32 self, u32 other, const struct sock *s
 				       int newstate, u32 slot)
 {
 	u32 zero = 0;
-	u32 *running = bpf_map_lookup_elem(&state_running, &zero);
+	struct state_cpu *cpu = bpf_map_lookup_elem(&state_running, &zero);
 	u32 was;
 
-	if (!running)
+	if (!cpu)
 		return;
-	was = *running;
-	*running = was | self;
+	if (self == NM_COPY_SECOND) {
+		bool done = cpu->handled_sk == (u64)sk && cpu->handled_old == (u32)oldstate &&
+			    cpu->handled_new == (u32)newstate;
+
+		cpu->handled_sk = 0;
+		if (done)
+			return;
+	} else {
+		cpu->handled_sk = 0;
+	}
+	was = cpu->running;
+	cpu->running = was | self;
 	if (was & other)
 		count(NM_CNT_SPARED);
 	on_state_btf(sk, oldstate, newstate, slot);
-	*running = was;
+	cpu->running = was;
+	if (self == NM_COPY_FIRST) {
+		cpu->handled_old = oldstate;
+		cpu->handled_new = newstate;
+		cpu->handled_sk = (u64)sk;
+	}
 }
 
 SEC("tp_btf/inet_sock_set_state")

@@ -1,5 +1,6 @@
 #include "app/agent.h"
 
+#include <malloc.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -236,6 +237,9 @@ int run_agent(const Options& options) {
   processes.seed();
   log::info("process table seeded from " + options.proc_root + " with " +
             std::to_string(processes.size()) + " processes");
+  // Loading the probes parses the kernel's BTF (several MiB, more than once while variants are
+  // probed); libbpf frees it, but the allocator keeps the freed heap resident. Hand it back.
+  ::malloc_trim(0);
   std::unique_ptr<KubeletWatcher> kubelet;
   if (KubeletOptions k = kubelet_options(options); !k.url.empty()) {
     auto watcher = KubeletWatcher::create(k);

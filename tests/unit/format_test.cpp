@@ -1,7 +1,10 @@
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
+#include <random>
 #include <string>
 
 #include "events/format.h"
@@ -56,6 +59,56 @@ TEST(FormatAddress, NearlyMappedIpv6StaysIpv6) {
   // ::fffe:a00:1 differs from the mapped prefix in one byte.
   EXPECT_EQ(format_address(v6({0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xfe, 10, 0, 0, 1})),
             "::fffe:a00:1");
+}
+
+// The formatter replaced glibc's inet_ntop for speed: its text must stay the same, byte for byte.
+std::string glibc_text(const std::array<uint8_t, 16>& bytes) {
+  char buf[INET6_ADDRSTRLEN];
+  return inet_ntop(AF_INET6, bytes.data(), buf, sizeof(buf)) ? buf : "(inet_ntop failed)";
+}
+
+bool is_v4_mapped(const std::array<uint8_t, 16>& b) {
+  static constexpr uint8_t kPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  return std::equal(std::begin(kPrefix), std::end(kPrefix), b.begin());
+}
+
+TEST(FormatAddress, Ipv6MatchesGlibcOnEveryZeroGroupPattern) {
+  // Every pattern of zero and non-zero groups (2^8), with small and large non-zero values, the
+  // IPv4-compatible forms included; mapped addresses are written as plain IPv4 (above).
+  std::mt19937 rng(7);
+  for (int pattern = 0; pattern < 256; ++pattern) {
+    for (int variant = 0; variant < 20; ++variant) {
+      std::array<uint8_t, 16> b{};
+      for (int g = 0; g < 8; ++g) {
+        if (!(pattern & (1 << g))) continue;
+        const uint16_t v = variant == 0   ? 1
+                           : variant == 1 ? 0xffff
+                           : variant == 2 ? 0x10
+                           : variant == 3 ? 0xf00
+                                          : static_cast<uint16_t>(rng() % 0xffff + 1);
+        b[2 * g] = static_cast<uint8_t>(v >> 8);
+        b[2 * g + 1] = static_cast<uint8_t>(v);
+      }
+      if (is_v4_mapped(b)) continue;
+      ASSERT_EQ(format_address(v6(b)), glibc_text(b)) << "pattern " << pattern;
+    }
+  }
+}
+
+TEST(FormatAddress, Ipv6MatchesGlibcOnRandomAddresses) {
+  std::mt19937 rng(11);
+  for (int i = 0; i < 100000; ++i) {
+    std::array<uint8_t, 16> b{};
+    for (auto& byte : b) byte = rng() % 4 == 0 ? static_cast<uint8_t>(rng()) : 0;
+    if (is_v4_mapped(b)) continue;
+    ASSERT_EQ(format_address(v6(b)), glibc_text(b));
+  }
+}
+
+TEST(FormatAddress, Ipv6CompatibleFormsEndInDottedQuad) {
+  EXPECT_EQ(format_address(v6({0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 1})), "::10.0.0.1");
+  EXPECT_EQ(format_address(v6({0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 10, 0, 0, 1})),
+            "::ffff:0:a00:1");
 }
 
 TEST(FormatAddress, Ipv4IgnoresTrailingBytes) {

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/clock.h"
+#include "k8s/attribution.h"
 #include "output/json.h"
 #include "process/process.h"
 
@@ -399,6 +400,71 @@ TEST(AppendEventLine, AppendsAfterExistingLines) {
   EXPECT_EQ(json::parse(out.substr(0, first)).at("network_event").at("type"),
             "TcpConnectionEstablish");
   EXPECT_EQ(json::parse(out.substr(first)).at("network_event").at("type"), "TcpConnectionClose");
+}
+
+// Texts are cached per thread (identity) and per attribution (pod): what changes must show.
+TEST(AppendEventLine, IdentityTextFollowsEveryField) {
+  ConnectionEvent e = make_event(ConnKind::kEstablish);
+  expect_task_ids(json::parse(line_for(e)).at("process"));
+  e.task.uid = 0;  // the same thread after setuid()
+  e.task.cap_effective = 0;
+  json p = json::parse(line_for(e)).at("process");
+  EXPECT_EQ(p.at("tid"), 84538);
+  EXPECT_EQ(p.at("uid"), 0);
+  EXPECT_EQ(p.at("cap_effective"), "");
+  // Many threads, more than the cache holds, several rounds: each line has its own ids.
+  for (int round = 0; round < 3; ++round) {
+    for (uint32_t tid = 1; tid <= 200; ++tid) {
+      e.task.tid = tid;
+      e.task.pid = tid / 4 + 1;
+      e.task.euid = tid * 7;
+      p = json::parse(line_for(e)).at("process");
+      ASSERT_EQ(p.at("tid"), tid);
+      ASSERT_EQ(p.at("pid"), tid / 4 + 1);
+      ASSERT_EQ(p.at("euid"), tid * 7);
+    }
+  }
+}
+
+TEST(AppendEventLine, PodObjectIsBuiltOnceAndFollowsTheLabelSetting) {
+  PodMeta pod;
+  pod.namespace_name = "shop";
+  pod.name = "web-7d4b9c-x2x7z";
+  pod.uid = "8b7c1c1e-uid";
+  pod.workload = "web";
+  pod.workload_kind = "Deployment";
+  pod.labels = {{"app", "web"}, {"tier", "front\"end"}};
+  pod.containers.push_back(
+      ContainerMeta{"abc123", "containerd", "nginx", "nginx:1.27", "sha256:1"});
+  Attribution a;
+  a.container_id = "abc123";
+  a.pod = &pod;
+  a.container = &pod.containers[0];
+  const ConnectionEvent e = make_event(ConnKind::kAccept);
+  for (int round = 0; round < 2; ++round) {
+    for (bool labels : {true, false}) {
+      SCOPED_TRACE(labels ? "with labels" : "without labels");
+      const std::string line = line_for(e, EventContext{.attribution = &a, .pod_labels = labels});
+      expect_one_line(line);
+      const json j = json::parse(line);
+      EXPECT_EQ(j.at("process").at("container_id"), "abc123");
+      const json& p = j.at("pod");
+      EXPECT_EQ(p.at("namespace"), "shop");
+      EXPECT_EQ(p.at("name"), "web-7d4b9c-x2x7z");
+      EXPECT_EQ(p.at("uid"), "8b7c1c1e-uid");
+      EXPECT_EQ(p.at("workload"), "web");
+      EXPECT_EQ(p.at("workload_kind"), "Deployment");
+      if (labels) {
+        EXPECT_EQ(p.at("labels"), json({{"app", "web"}, {"tier", "front\"end"}}));
+      } else {
+        EXPECT_EQ(p.at("labels"), json::object());
+      }
+      EXPECT_EQ(p.at("container"), json({{"id", "abc123"},
+                                         {"name", "nginx"},
+                                         {"image", "nginx:1.27"},
+                                         {"image_id", "sha256:1"}}));
+    }
+  }
 }
 
 }  // namespace
