@@ -480,20 +480,16 @@ static __always_inline void state_copy(u32 self, u32 other, const struct sock *s
 {
 	u32 zero = 0;
 	struct state_cpu *cpu = bpf_map_lookup_elem(&state_running, &zero);
+	bool done;
 	u32 was;
 
 	if (!cpu)
 		return;
-	if (self == NM_COPY_SECOND) {
-		bool done = cpu->handled_sk == (u64)sk && cpu->handled_old == (u32)oldstate &&
-			    cpu->handled_new == (u32)newstate;
-
-		cpu->handled_sk = 0;
-		if (done)
-			return;
-	} else {
-		cpu->handled_sk = 0;
-	}
+	done = self == NM_COPY_SECOND && cpu->handled_sk == (u64)sk &&
+	       cpu->handled_old == (u32)oldstate && cpu->handled_new == (u32)newstate;
+	cpu->handled_sk = 0; /* the first copy starts, or the second takes the mark */
+	if (done)
+		return;
 	was = cpu->running;
 	cpu->running = was | self;
 	if (was & other)

@@ -100,6 +100,15 @@ void block_with_one_queued(LineWriter& writer) {
   ASSERT_TRUE(writer.submit(batch, 1));
 }
 
+// Unblocks the filled pipe with a reader, then stops the writer: whether it drained in time.
+bool finish_with_reader(LineWriter& writer, Pipe& p) {
+  std::thread reader([&] { (void)read_all(p.read_end.get()); });
+  const bool drained = writer.finish(5s);
+  p.write_end.reset();
+  reader.join();
+  return drained;
+}
+
 class LineWriterTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() { signal(SIGPIPE, SIG_IGN); }
@@ -193,10 +202,7 @@ TEST_F(LineWriterTest, BatchLargerThanQueueIsDroppedCountedAndClearedWhenOthersW
   EXPECT_FALSE(writer.submit(batch, 3));
   EXPECT_TRUE(batch.empty());
   EXPECT_EQ(writer.stats().lines_dropped_queue_full, 3u);
-  std::thread reader([&] { (void)read_all(p.read_end.get()); });
-  EXPECT_TRUE(writer.finish(5s));
-  p.write_end.reset();
-  reader.join();
+  EXPECT_TRUE(finish_with_reader(writer, p));
   EXPECT_EQ(writer.stats().lines_written, 2u);
   EXPECT_EQ(writer.stats().lines_dropped_write_error, 0u);
 }
@@ -235,10 +241,7 @@ TEST_F(LineWriterTest, DrainingSubmitDropsAtTheDeadline) {
   EXPECT_GE(std::chrono::steady_clock::now() - start, 150ms);
   EXPECT_TRUE(batch.empty());
   EXPECT_EQ(writer.stats().lines_dropped_queue_full, 3u);
-  std::thread reader([&] { (void)read_all(p.read_end.get()); });
-  EXPECT_TRUE(writer.finish(5s));
-  p.write_end.reset();
-  reader.join();
+  EXPECT_TRUE(finish_with_reader(writer, p));
   EXPECT_EQ(writer.stats().lines_written, 2u);
 }
 
@@ -256,11 +259,8 @@ TEST_F(LineWriterTest, PendingBytesCountAgainstCapacity) {
   EXPECT_EQ(writer.stats().lines_dropped_queue_full, 1u);
   EXPECT_EQ(writer.stats().queued_bytes, 8u);
   // Unblock: read the prefill and the batches, then finish cleanly.
-  std::thread reader([&] { (void)read_all(p.read_end.get()); });
-  EXPECT_TRUE(writer.finish(5s));
+  EXPECT_TRUE(finish_with_reader(writer, p));
   EXPECT_EQ(writer.stats().lines_written, 2u);
-  p.write_end.reset();
-  reader.join();
   EXPECT_GT(prefill, 0u);
 }
 
