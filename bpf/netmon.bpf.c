@@ -19,6 +19,11 @@
  *   any -> CLOSE            for a socket netmon reported open: emit Close with the remembered
  *                           owner, forget the socket.
  *
+ * The TCP state observer (a sock_ops program on the cgroup v2 root, observe_tcp_states below)
+ * sees the same changes of connections opened after it attached, from TCP's own state callbacks,
+ * which the kernel never skips: it reports the Establish, records the first FIN and reports the
+ * Close or Failed whenever the tracepoint programs do not, each event once.
+ *
  * Owners are kept in a hash map keyed by the struct sock address, which is unique among live
  * sockets; entries are deleted at CLOSE, so the map holds one entry per live tracked connection
  * and its capacity (set by the agent before load) bounds memory, not correctness: a full map is
@@ -47,6 +52,10 @@ const volatile bool accept_assigns_cookie = false;
  * cookie the socket has, which the sock_ops program assigns. Unset, the verifier never sees the
  * call (dead code for a read-only constant). */
 const volatile bool state_assigns_cookie = true;
+/* Fault injection for tests (the agent's NETMON_FAULT_SKIP_STATE): the state tracepoint programs
+ * ignore these changes (enum nm_fault bits), as when the kernel skips them. 0 in production, and
+ * then dead code the verifier never sees. */
+const volatile __u32 fault_skip_state = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -296,6 +305,18 @@ static __always_inline void emit(const struct sock *sk, u64 cookie, u8 kind, u8 
 	bpf_ringbuf_submit(r, wakeup_flags(sizeof(*r)));
 }
 
+/* Whether fault injection has the state tracepoint programs ignore this change. */
+static __always_inline bool fault_skipped(int oldstate, int newstate)
+{
+	if (!fault_skip_state)
+		return false;
+	if (newstate == TCP_SYN_SENT || (oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED))
+		return fault_skip_state & NM_FAULT_OPEN;
+	if (newstate == TCP_FIN_WAIT1 || newstate == TCP_CLOSE_WAIT || newstate == TCP_CLOSE)
+		return fault_skip_state & NM_FAULT_END;
+	return false;
+}
+
 static __always_inline struct sock_state *scratch_state(u32 slot)
 {
 	return bpf_map_lookup_elem(&scratch, &slot);
@@ -333,79 +354,78 @@ static __always_inline void track(u64 key, const struct sock_state *st)
 		count(NM_CNT_SOCKETS_FULL);
 }
 
-/*
- * The state machine shared by both variants of the inet_sock_set_state hook. `cookie` is the
- * socket cookie as the variant can obtain it.
- */
-static __always_inline void on_state_change(const struct sock *sk, int oldstate, int newstate,
-					    u64 cookie, u32 slot)
+/* CLOSE -> SYN_SENT, inside connect(): current is the connecting thread. Track its owner. */
+static __always_inline void on_connect(const struct sock *sk, u64 cookie, u32 slot)
 {
 	u64 key = (u64)sk;
 	struct sock_state *st;
-	struct sock_state closing;
 
-	if (newstate == TCP_SYN_SENT) {
-		/* Inside connect(): current is the connecting thread. */
-		if (tracked_already(key, cookie))
-			return;
-		st = scratch_state(slot);
-		if (!st)
-			return;
-		__builtin_memset(st, 0, sizeof(*st));
-		st->cookie = cookie;
-		fill_current_task(&st->owner);
-		st->direction = NM_DIR_OUTBOUND;
-		st->flags = NM_CONN_F_OWNER_KNOWN;
-		track(key, st);
+	if (tracked_already(key, cookie))
 		return;
-	}
-
-	if (newstate == TCP_FIN_WAIT1 || newstate == TCP_CLOSE_WAIT) {
-		/* The first FIN: sent by this host (FIN_WAIT1) or received (CLOSE_WAIT). */
-		st = bpf_map_lookup_elem(&sockets, &key);
-		if (st && !st->first_fin)
-			st->first_fin =
-			    newstate == TCP_FIN_WAIT1 ? NM_CLOSED_BY_LOCAL : NM_CLOSED_BY_REMOTE;
+	st = scratch_state(slot);
+	if (!st)
 		return;
-	}
+	__builtin_memset(st, 0, sizeof(*st));
+	st->cookie = cookie;
+	fill_current_task(&st->owner);
+	st->direction = NM_DIR_OUTBOUND;
+	st->flags = NM_CONN_F_OWNER_KNOWN;
+	track(key, st);
+}
 
-	if (oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED) {
-		st = bpf_map_lookup_elem(&sockets, &key);
-		if (!st) {
-			/* connect() began before netmon attached: report it without a process, and
-			 * track it so that its Close is reported too. */
-			count(NM_CNT_OWNER_UNKNOWN);
-			st = scratch_state(slot);
-			if (!st)
-				return;
-			__builtin_memset(st, 0, sizeof(*st));
-			st->cookie = cookie;
-			st->direction = NM_DIR_OUTBOUND;
-			st->reported = 1;
-			st->open_ns = bpf_ktime_get_boot_ns();
-			track(key, st);
-			emit(sk, cookie, NM_CONN_ESTABLISH, NM_DIR_OUTBOUND, st, 0);
-			return;
-		}
+/* The first FIN: sent by this host (-> FIN_WAIT1) or received (-> CLOSE_WAIT). */
+static __always_inline void on_first_fin(const struct sock *sk, int newstate)
+{
+	u64 key = (u64)sk;
+	struct sock_state *st = bpf_map_lookup_elem(&sockets, &key);
+
+	if (st && !st->first_fin)
+		st->first_fin =
+		    newstate == TCP_FIN_WAIT1 ? NM_CLOSED_BY_LOCAL : NM_CLOSED_BY_REMOTE;
+}
+
+/* SYN_SENT -> ESTABLISHED: report the Establish once. `fresh` is room for an entry, used when
+ * the connect() was not seen (it began before netmon attached, or no program saw it). */
+static __always_inline void on_established(const struct sock *sk, u64 cookie,
+					   struct sock_state *fresh)
+{
+	u64 key = (u64)sk;
+	struct sock_state *st = bpf_map_lookup_elem(&sockets, &key);
+
+	if (st) {
 		if (st->reported)
-			return; /* the other copy of the state program reported it */
+			return; /* another program reported it */
 		st->reported = 1;
 		st->open_ns = bpf_ktime_get_boot_ns();
 		emit(sk, cookie, NM_CONN_ESTABLISH, NM_DIR_OUTBOUND, st, 0);
 		return;
 	}
+	/* Report it without a process, and track it so that its Close is reported too. */
+	count(NM_CNT_OWNER_UNKNOWN);
+	__builtin_memset(fresh, 0, sizeof(*fresh));
+	fresh->cookie = cookie;
+	fresh->direction = NM_DIR_OUTBOUND;
+	fresh->reported = 1;
+	fresh->open_ns = bpf_ktime_get_boot_ns();
+	track(key, fresh);
+	emit(sk, cookie, NM_CONN_ESTABLISH, NM_DIR_OUTBOUND, fresh, 0);
+}
 
-	if (newstate != TCP_CLOSE)
-		return;
+/* -> CLOSE: report the Failed (from SYN_SENT) or the Close of a connection reported open, once. */
+static __always_inline void on_close(const struct sock *sk, int oldstate, u64 cookie)
+{
+	u64 key = (u64)sk;
+	struct sock_state *st = bpf_map_lookup_elem(&sockets, &key);
+	struct sock_state closing;
 
-	st = bpf_map_lookup_elem(&sockets, &key);
 	if (!st)
 		return; /* never reported open: a listener, an unaccepted child, pre-attach */
 	closing = *st;
 	closing.abortive =
 	    oldstate == TCP_ESTABLISHED || oldstate == TCP_SYN_RECV || oldstate == TCP_CLOSE_WAIT;
 	/* The delete decides who reports the end of the connection when the accept() hook races
-	 * with this CLOSE on another CPU: only the side whose delete succeeds emits. */
+	 * with this CLOSE on another CPU, and between the programs that see the change: only the
+	 * one whose delete succeeds emits. */
 	if (bpf_map_delete_elem(&sockets, &key))
 		return;
 	if (oldstate == TCP_SYN_SENT) {
@@ -414,6 +434,28 @@ static __always_inline void on_state_change(const struct sock *sk, int oldstate,
 		     BPF_CORE_READ(sk, sk_err));
 	} else if (closing.reported) {
 		emit(sk, cookie, NM_CONN_CLOSE, closing.direction, &closing, 0);
+	}
+}
+
+/*
+ * The state machine shared by both variants of the inet_sock_set_state hook. `cookie` is the
+ * socket cookie as the variant can obtain it.
+ */
+static __always_inline void on_state_change(const struct sock *sk, int oldstate, int newstate,
+					    u64 cookie, u32 slot)
+{
+	struct sock_state *fresh;
+
+	if (newstate == TCP_SYN_SENT) {
+		on_connect(sk, cookie, slot);
+	} else if (newstate == TCP_FIN_WAIT1 || newstate == TCP_CLOSE_WAIT) {
+		on_first_fin(sk, newstate);
+	} else if (oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED) {
+		fresh = scratch_state(slot);
+		if (fresh)
+			on_established(sk, cookie, fresh);
+	} else if (newstate == TCP_CLOSE) {
+		on_close(sk, oldstate, cookie);
 	}
 }
 
@@ -430,7 +472,7 @@ static __always_inline void on_state_btf(const struct sock *sk, int oldstate, in
 	    newstate != TCP_CLOSE_WAIT && !passive_child &&
 	    !(oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED))
 		return; /* checked first: it costs no read of the socket */
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP || fault_skipped(oldstate, newstate))
 		return;
 	if (state_assigns_cookie)
 		cookie = bpf_get_socket_cookie((void *)sk);
@@ -469,11 +511,12 @@ static __always_inline void on_state_btf(const struct sock *sk, int oldstate, in
  * it ended since. Runs nested in between clear or replace the mark, and the second copy then does
  * the work again, harmlessly.
  *
- * A change is lost only when both copies are skipped. A copy that runs while the other is in
- * progress on this CPU (interrupted, so the kernel skips it for this change) counts the other's
- * miss as spared; the agent reports the two copies' misses minus the spared ones. (An interrupt
- * in the few instructions between the kernel's recursion check and the flag's update counts a
- * miss that lost nothing: the figure is an upper bound.)
+ * A change is lost only when both copies are skipped, and the TCP state observer, where
+ * attached, makes up for that too (it runs first, from tcp_set_state()). A copy that runs while
+ * the other is in progress on this CPU (interrupted, so the kernel skips it for this change)
+ * counts the other's miss as spared; the agent reports the two copies' misses minus the spared
+ * ones. (An interrupt in the few instructions between the kernel's recursion check and the
+ * flag's update counts a miss that lost nothing: the figure is an upper bound.)
  */
 static __always_inline void state_copy(u32 self, u32 other, const struct sock *sk, int oldstate,
 				       int newstate, u32 slot)
@@ -533,6 +576,8 @@ int handle_inet_sock_set_state_tp(struct inet_sock_set_state_ctx *ctx)
 	if (newstate != TCP_SYN_SENT && newstate != TCP_CLOSE && newstate != TCP_FIN_WAIT1 &&
 	    newstate != TCP_CLOSE_WAIT &&
 	    !(oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED))
+		return 0;
+	if (fault_skipped(oldstate, newstate))
 		return 0;
 	on_state_change(sk, oldstate, newstate,
 			(u64)BPF_CORE_READ(sk, __sk_common.skc_cookie.counter), SLOT_STATE);
@@ -676,6 +721,65 @@ int assign_cookies(struct bpf_sock_ops *skops)
 	if (skops->op == BPF_SOCK_OPS_TCP_CONNECT_CB ||
 	    skops->op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
 		bpf_get_socket_cookie(skops);
+	return 1;
+}
+
+/*
+ * The state observer: TCP's own state callbacks (BPF_SOCK_OPS_STATE_CB), for every socket that
+ * connects or completes a passive handshake while it is attached (a sock_ops program on the cgroup
+ * v2 root sees every TCP socket of every cgroup). The kernel runs them from tcp_set_state() itself,
+ * just before the inet_sock_set_state tracepoint, in whatever context the change happens, and it
+ * never skips a cgroup program: no recursion guard, no per-CPU "a BPF program is running" check.
+ * The tracepoint programs are skipped now and then (nested runs; and on some hosts every change
+ * made in a softirq over certain threads, which no tracing program sees at all), so this program
+ * makes the connection's end independent of them: it reports the Establish of an outbound
+ * connection, records the first FIN, and reports the Close or Failed, each exactly once with the
+ * tracepoint programs (the entry's `reported` and the entry's delete decide, as between the two
+ * copies). Connections opened before it was attached have no callbacks: the tracepoint programs
+ * alone see their end.
+ *
+ * It also assigns the socket's cookie when a connect() sends its SYN and when a passive handshake
+ * completes, as the cookie assigner does, for state hooks that cannot call the helper.
+ */
+SEC("sockops")
+int observe_tcp_states(struct bpf_sock_ops *skops)
+{
+	u32 op = skops->op;
+	struct bpf_sock *bsk;
+	const struct sock *sk;
+	int oldstate, newstate;
+	u64 cookie;
+
+	if (op == BPF_SOCK_OPS_TCP_CONNECT_CB || op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB) {
+		bpf_get_socket_cookie(skops);
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+						     BPF_SOCK_OPS_STATE_CB_FLAG);
+		return 1;
+	}
+	if (op != BPF_SOCK_OPS_STATE_CB)
+		return 1;
+	oldstate = skops->args[0];
+	newstate = skops->args[1];
+	if (newstate != TCP_CLOSE && newstate != TCP_FIN_WAIT1 && newstate != TCP_CLOSE_WAIT &&
+	    !(oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED))
+		return 1;
+	bsk = skops->sk;
+	if (!bsk)
+		return 1;
+	sk = (const struct sock *)bpf_skc_to_tcp_sock(bsk);
+	if (!sk)
+		return 1;
+	cookie = bpf_get_socket_cookie(skops);
+	if (newstate == TCP_ESTABLISHED) {
+		/* On the stack, not in a scratch slot: this program may run nested in itself. */
+		struct sock_state fresh;
+
+		on_established(sk, cookie, &fresh);
+	} else if (newstate == TCP_CLOSE) {
+		on_close(sk, oldstate, cookie);
+	} else {
+		on_first_fin(sk, newstate);
+	}
 	return 1;
 }
 

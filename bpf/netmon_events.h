@@ -76,6 +76,13 @@ enum nm_closed_by {
 #define NM_AF_INET  2
 #define NM_AF_INET6 10
 
+/* Changes the state tracepoint programs ignore under fault injection (tests only). */
+enum nm_fault {
+	NM_FAULT_OPEN =
+	    1,		  /* -> SYN_SENT, SYN_SENT -> ESTABLISHED: a connect() and its completion */
+	NM_FAULT_END = 2, /* -> FIN_WAIT1, -> CLOSE_WAIT, -> CLOSE: the first FIN and the end */
+};
+
 /* Indexes of the kernel-side counters (per-CPU array "counters"). Never renumber. */
 enum nm_counter {
 	NM_CNT_RINGBUF_FULL = 0,   /* a record was dropped: no ring buffer space */

@@ -26,7 +26,7 @@ if [[ "${1:-}" == --in-guest ]]; then
   wait "$pid" || true
   echo "kernel-matrix: release $(uname -r)"
   sed -n 's/.*netmon info: hook variant: \(.*\)$/kernel-matrix: variant \1/p' "$log"
-  sed -n 's/.*netmon info: attached cgroup\/sock_ops .*/kernel-matrix: cookie assigner attached/p' "$log"
+  sed -n 's/.*netmon info: attached cgroup\/sock_ops (\(.*\)) as sock_ops$/kernel-matrix: sock_ops \1 attached/p' "$log"
   grep -q "netmon is running" "$log" || { cat "$log"; echo "kernel-matrix: the agent did not start"; }
   set +e
   /usr/bin/python3 -m pytest -v -rs -p no:cacheprovider -m kernel_matrix --durations=10 \

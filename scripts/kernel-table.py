@@ -29,7 +29,10 @@ def parse(path):
         "kernel": os.path.basename(path).removesuffix(".log"),
         "release": release.group(1) if release else "?",
         "variants": variants,
-        "assigner": re.search(r"^kernel-matrix: cookie assigner attached", text, re.M) is not None,
+        "assigner": re.search(r"^kernel-matrix: sock_ops cookie assigner attached", text, re.M)
+        is not None,
+        "observer": re.search(r"^kernel-matrix: sock_ops state observer attached", text, re.M)
+        is not None,
         "tests": summary[-1] if summary else "did not finish",
         "seconds": ran.group(1) if ran else "?",
         "boot": boot.group(1) if boot else "?",
@@ -57,9 +60,12 @@ def main(paths):
     print()
     for r in rows:
         diffs = [DIFFERS[(h, v)] for h, v in sorted(r["variants"].items()) if (h, v) in DIFFERS]
+        if not r["observer"]:
+            diffs.append("no TCP state observer: connection ends from the tracepoint programs "
+                         "alone")
         if r["assigner"]:
-            diffs.append("cookies assigned by the `sock_ops` program on the cgroup root (no "
-                         "cookie helper in tracing programs; cookies as with it)")
+            diffs.append("cookies assigned by the `sock_ops` cookie assigner on the cgroup root "
+                         "(no cookie helper in tracing programs; cookies as with it)")
         print(f"- {r['kernel']}: " + ("; ".join(diffs) if diffs else "nothing") + ".")
 
 

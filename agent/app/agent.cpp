@@ -55,7 +55,8 @@ std::string summary(const Pipeline& pipeline, const OutputStats& out, const Kern
          std::to_string(k.accept_no_socket) + ", decode " + std::to_string(s.decode_errors) +
          ", output_queue " + std::to_string(out.lines_dropped_queue_full) + ", output_error " +
          std::to_string(out.lines_dropped_write_error) + "; without process " +
-         std::to_string(s.events_without_process) + "; process table: " + std::to_string(p.live) +
+         std::to_string(s.events_without_process) + "; state runs made up " +
+         std::to_string(k.state_runs_made_up) + "; process table: " + std::to_string(p.live) +
          " live, " + std::to_string(p.exited) + " exited, misses " + std::to_string(p.misses) +
          ", read from /proc " + std::to_string(p.resolved_from_proc) + ", evictions " +
          std::to_string(p.evictions);
@@ -146,6 +147,7 @@ HealthSnapshot health(const Pipeline& pipeline, const OutputStats& out, const Ke
   h.events_without_process = s.events_without_process;
   h.events_without_pod = attributor.stats().in_pod_without_metadata;
   h.owner_unknown = k.owner_unknown;
+  h.state_runs_made_up = k.state_runs_made_up;
   h.process_table_live = p.live;
   h.process_table_exited = p.exited;
   h.process_table_misses = p.misses;
@@ -203,6 +205,16 @@ int run_agent(const Options& options) {
 
   ProbeOptions probe_options = options.probe;
   probe_options.cgroup_root = cgroup2_root(options);
+  auto faults = parse_fault_skip_state(env_or_empty("NETMON_FAULT_SKIP_STATE"));
+  if (!faults) {
+    log::error(faults.error().message);
+    return 2;
+  }
+  probe_options.fault_skip_state = *faults;
+  if (*faults) {
+    log::warn("fault injection (NETMON_FAULT_SKIP_STATE): the state tracepoint programs ignore " +
+              env_or_empty("NETMON_FAULT_SKIP_STATE") + " changes; for tests only");
+  }
   auto probe = Probe::start(probe_options, pipeline);
   if (!probe) {
     log::error(probe.error().message);

@@ -11,6 +11,7 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdarg>
 #include <cstring>
@@ -131,6 +132,9 @@ struct Probe::Impl {
   std::vector<AttachedHook> hooks;
   std::vector<ChosenVariant> variants;
   int ncpus = 1;
+  // The TCP state observer is attached: the kernel never skips it, so a skipped run of a state
+  // tracepoint program loses no event of the connections it sees.
+  bool state_observed = false;
 };
 
 std::string_view hook_variant_name(HookVariant variant) {
@@ -218,6 +222,25 @@ std::string hook_variants_text(const HookVariants& variants) {
     out += std::string(h.name) + "=" + std::string(hook_variant_name(v));
   }
   return out.empty() ? "auto" : out;
+}
+
+Result<uint32_t> parse_fault_skip_state(std::string_view text) {
+  uint32_t bits = 0;
+  if (text.empty()) return bits;
+  for (size_t start = 0; start <= text.size();) {
+    const size_t comma = std::min(text.find(',', start), text.size());
+    const std::string_view word = text.substr(start, comma - start);
+    if (word == "open") {
+      bits |= NM_FAULT_OPEN;
+    } else if (word == "end") {
+      bits |= NM_FAULT_END;
+    } else {
+      return fail("NETMON_FAULT_SKIP_STATE: '" + std::string(word) +
+                  "' is not a change class (open, end)");
+    }
+    start = comma + 1;
+  }
+  return bits;
 }
 
 std::string unsupported_kernel_message(std::string_view release,
@@ -316,26 +339,36 @@ struct Plan {
   size_t only = 0;        // index into kHookSpecs
 };
 
-// Attaches the sock_ops cookie assigner to the cgroup v2 root. Without it the events still flow,
-// with the cookies the kernel happens to have (often 0): a warning, not a failure.
-void attach_cookie_assigner(netmon_bpf* skel, const std::string& cgroup_root, Probe::Impl& impl) {
+// The sock_ops program loaded with a plan, the most capable first: the TCP state observer (which
+// also assigns cookies), the cookie assigner alone, none. Each needs CAP_NET_ADMIN and a cgroup v2
+// mount; a kernel or a container that refuses one gets the next.
+enum class SockOps { kObserver, kCookieAssigner, kNone };
+
+// Attaches a sock_ops program to the cgroup v2 root. Without it the events still flow: a warning
+// (`consequence`), not a failure.
+bool attach_sock_ops(bpf_program* prog, bpf_link** link_slot, const std::string& cgroup_root,
+                     const char* what, const char* consequence, Probe::Impl& impl) {
   const UniqueFd cgroup(::open(cgroup_root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  bpf_link* link = cgroup.valid()
-                       ? bpf_program__attach_cgroup(skel->progs.assign_cookies, cgroup.get())
-                       : nullptr;
+  bpf_link* link = cgroup.valid() ? bpf_program__attach_cgroup(prog, cgroup.get()) : nullptr;
   if (!link) {
-    log::warn("assigning socket cookies with a sock_ops program on " + cgroup_root + " failed (" +
-              errno_text(errno) + "): cookies may be 0");
-    return;
+    log::warn(std::string("attaching ") + what + " to " + cgroup_root + " failed (" +
+              errno_text(errno) + "): " + consequence);
+    return false;
   }
-  skel->links.assign_cookies = link;
-  impl.hooks.push_back(AttachedHook{"cgroup/sock_ops", "sock_ops"});
+  *link_slot = link;
+  impl.hooks.push_back(AttachedHook{std::string("cgroup/sock_ops (") + what + ")", "sock_ops"});
+  return true;
 }
+
+constexpr const char* kObserverConsequence =
+    "connection ends rely on the tracepoint programs alone, which the kernel may skip";
+constexpr const char* kCookieConsequence = "cookies may be 0";
 
 // Opens, loads and attaches the programs of `plan`. With plan.only_one the maps are minimal and
 // nothing reads them: the caller only wants to know whether the kernel accepts those programs.
 Result<std::unique_ptr<Probe::Impl>> load_plan(const ProbeOptions& options, const Plan& plan,
-                                               const KernelFacts& facts, RecordSink* sink) {
+                                               const KernelFacts& facts, RecordSink* sink,
+                                               SockOps sock_ops) {
   SkelPtr skel(netmon_bpf__open());
   if (!skel) return fail("opening the BPF object failed: " + errno_text(errno));
 
@@ -350,27 +383,41 @@ Result<std::unique_ptr<Probe::Impl>> load_plan(const ProbeOptions& options, cons
       slots.push_back(slot);
     }
   }
-  // Without the cookie helper in tracing programs, a sock_ops program assigns the cookies.
+  // Without the cookie helper in tracing programs, a sock_ops program assigns the cookies: the
+  // observer does, else the cookie assigner.
   const bool state_helper =
       plan.variants.state == HookVariant::kTpBtf && facts.tracing_cookie_helper;
-  const bool cookies_by_sock_ops = !plan.only_one && !state_helper && !options.cgroup_root.empty();
-  bpf_program__set_autoload(skel->progs.assign_cookies, cookies_by_sock_ops);
+  if (plan.only_one || options.cgroup_root.empty()) sock_ops = SockOps::kNone;
+  if (sock_ops == SockOps::kCookieAssigner && state_helper) sock_ops = SockOps::kNone;
+  bpf_program__set_autoload(skel->progs.observe_tcp_states, sock_ops == SockOps::kObserver);
+  bpf_program__set_autoload(skel->progs.assign_cookies, sock_ops == SockOps::kCookieAssigner);
   bpf_map__set_max_entries(skel->maps.events, plan.only_one ? 4096 : options.ring_buffer_bytes);
   bpf_map__set_max_entries(skel->maps.sockets, plan.only_one ? 1 : options.max_connections);
   skel->rodata->wakeup_bytes = options.wakeup_bytes;
   skel->rodata->accept_assigns_cookie = state_helper;
   skel->rodata->state_assigns_cookie = state_helper;
+  skel->rodata->fault_skip_state = options.fault_skip_state;
 
   last_libbpf_warning.clear();
   if (int err = netmon_bpf__load(skel.get()); err != 0) {
-    if (cookies_by_sock_ops) {
-      // The cookie assigner is optional (loading a sock_ops program needs CAP_NET_ADMIN).
-      ProbeOptions without = options;
-      without.cgroup_root.clear();
-      auto loaded = load_plan(without, plan, facts, sink);
+    if (sock_ops != SockOps::kNone) {
+      // The sock_ops programs are optional (loading one needs CAP_NET_ADMIN; the observer's
+      // helpers are not in every kernel's sock_ops programs): try the next.
+      std::string why = errno_text(-err);
+      if (-err == EPERM || -err == EACCES) {
+        why += "; loading it needs CAP_NET_ADMIN";
+      } else if (!last_libbpf_warning.empty()) {
+        why += ": the verifier says \"" + last_libbpf_warning + "\"";
+      }
+      const SockOps next =
+          sock_ops == SockOps::kObserver ? SockOps::kCookieAssigner : SockOps::kNone;
+      auto loaded = load_plan(options, plan, facts, sink, next);
       if (loaded) {
-        log::warn("the sock_ops cookie assigner did not load (" + errno_text(-err) +
-                  "; it needs CAP_NET_ADMIN): cookies may be 0");
+        log::warn(sock_ops == SockOps::kObserver
+                      ? "the TCP state observer (sock_ops) did not load (" + why +
+                            "): " + kObserverConsequence
+                      : "the sock_ops cookie assigner did not load (" + why +
+                            "): " + kCookieConsequence);
       }
       return loaded;
     }
@@ -395,7 +442,14 @@ Result<std::unique_ptr<Probe::Impl>> load_plan(const ProbeOptions& options, cons
     impl->hooks.push_back(AttachedHook{slot.hook, slot.variant});
   }
   if (plan.only_one) return impl;
-  if (cookies_by_sock_ops) attach_cookie_assigner(skel.get(), options.cgroup_root, *impl);
+  if (sock_ops == SockOps::kObserver) {
+    impl->state_observed =
+        attach_sock_ops(skel->progs.observe_tcp_states, &skel->links.observe_tcp_states,
+                        options.cgroup_root, "state observer", kObserverConsequence, *impl);
+  } else if (sock_ops == SockOps::kCookieAssigner) {
+    attach_sock_ops(skel->progs.assign_cookies, &skel->links.assign_cookies, options.cgroup_root,
+                    "cookie assigner", kCookieConsequence, *impl);
+  }
 
   impl->ring.reset(
       ring_buffer__new(bpf_map__fd(skel->maps.events), on_ring_buffer_record, sink, nullptr));
@@ -485,7 +539,7 @@ Result<std::unique_ptr<Probe>> Probe::start(const ProbeOptions& options, RecordS
     const HookVariant wanted = options.variants.*(h.field);
     plan.variants.*(h.field) = wanted == HookVariant::kAuto ? h.preferred : wanted;
   }
-  auto impl = load_plan(options, plan, facts, &sink);
+  auto impl = load_plan(options, plan, facts, &sink, SockOps::kObserver);
   if (!impl) {
     // Find which preferred variants this kernel refuses, one hook at a time, and fall back for
     // those. The state hook goes first: the accept programs' cookie use depends on its choice.
@@ -496,7 +550,7 @@ Result<std::unique_ptr<Probe>> Probe::start(const ProbeOptions& options, RecordS
       Plan alone = plan;
       alone.only_one = true;
       alone.only = i;
-      auto probe = load_plan(options, alone, facts, nullptr);
+      auto probe = load_plan(options, alone, facts, nullptr, SockOps::kNone);
       if (probe) continue;
       reasons[i] = probe.error().message;
       log::info(std::string(h.name) + " hook: the " + std::string(hook_variant_name(h.preferred)) +
@@ -505,7 +559,7 @@ Result<std::unique_ptr<Probe>> Probe::start(const ProbeOptions& options, RecordS
       plan.variants.*(h.field) = h.fallback;
       changed = true;
     }
-    if (changed) impl = load_plan(options, plan, facts, &sink);
+    if (changed) impl = load_plan(options, plan, facts, &sink, SockOps::kObserver);
   }
   if (!impl) {
     if (options.variants != HookVariants{}) {
@@ -551,20 +605,35 @@ KernelCounters Probe::counters() const {
   c.owner_unknown = sum(NM_CNT_OWNER_UNKNOWN);
   c.accept_no_socket = sum(NM_CNT_ACCEPT_NO_SOCK);
   c.unobserved = sum(NM_CNT_UNOBSERVED);
+  const auto& progs = impl_->skel->progs;
+  const bpf_program* state_programs[] = {progs.handle_inet_sock_set_state_btf,
+                                         progs.handle_inet_sock_set_state_btf_nested,
+                                         progs.handle_inet_sock_set_state_tp};
   bpf_program* prog = nullptr;
   uint64_t misses = 0;
+  uint64_t state_misses = 0;
   bpf_object__for_each_program(prog, impl_->skel->obj) {
     const int prog_fd = bpf_program__fd(prog);
     if (prog_fd < 0) continue;  // not loaded (the other variant)
     bpf_prog_info info{};
     uint32_t len = sizeof(info);
-    if (bpf_obj_get_info_by_fd(prog_fd, &info, &len) == 0) misses += info.recursion_misses;
+    if (bpf_obj_get_info_by_fd(prog_fd, &info, &len) != 0) continue;
+    const bool state = std::ranges::find(state_programs, prog) != std::end(state_programs);
+    (state ? state_misses : misses) += info.recursion_misses;
   }
   // A miss of one copy of the tp_btf state program that the other copy made up for loses
   // nothing (netmon.bpf.c). The counts are read at slightly different moments: never report
   // less than zero.
   const uint64_t spared = sum(NM_CNT_SPARED);
-  c.recursion_misses = misses > spared ? misses - spared : 0;
+  state_misses = state_misses > spared ? state_misses - spared : 0;
+  // With the TCP state observer attached, the observer made up for the rest: they are reported,
+  // but not as lost events.
+  if (impl_->state_observed) {
+    c.state_runs_made_up = state_misses;
+  } else {
+    misses += state_misses;
+  }
+  c.recursion_misses = misses;
   return c;
 }
 

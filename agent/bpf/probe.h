@@ -48,6 +48,11 @@ std::string hook_variants_text(const HookVariants& variants);
 std::string unsupported_kernel_message(std::string_view release,
                                        const std::vector<std::string>& missing);
 
+// The value of NETMON_FAULT_SKIP_STATE (fault injection, for tests): "", or a comma-separated
+// list of change classes the state tracepoint programs then ignore: "open" (a connect() and its
+// completion), "end" (the first FIN and the close). The error names the bad word.
+Result<uint32_t> parse_fault_skip_state(std::string_view text);
+
 struct ProbeOptions {
   HookVariants variants;
   uint32_t ring_buffer_bytes = 4u << 20;  // a power of two, at least one page
@@ -55,10 +60,15 @@ struct ProbeOptions {
   // The kernel wakes the reader once this much data waits; smaller batches are picked up by
   // poll()'s timeout. 0 wakes the reader on every record.
   uint64_t wakeup_bytes = 64u << 10;
-  // The cgroup v2 mount. Where the state hook cannot assign socket cookies itself (the classic
-  // tracepoint, or tp_btf before 5.12), a sock_ops program attached there does (empty: such
-  // cookies may be 0).
+  // The cgroup v2 mount, where the TCP state observer (a sock_ops program that sees every state
+  // change of connections opened after it attached, and assigns their cookies) attaches; or, where
+  // the observer cannot load and the state hook cannot assign socket cookies itself (the classic
+  // tracepoint, or tp_btf before 5.12), the sock_ops cookie assigner. Empty: neither, so
+  // connection ends rely on the tracepoint programs alone and such cookies may be 0.
   std::string cgroup_root;
+  // Fault injection for tests: the state tracepoint programs ignore these changes (enum nm_fault
+  // bits of netmon_events.h), as when the kernel skips them. 0 in production.
+  uint32_t fault_skip_state = 0;
 };
 
 // Counters kept by the kernel side, summed over CPUs (see enum nm_counter).
@@ -69,6 +79,9 @@ struct KernelCounters {
   uint64_t accept_no_socket = 0;
   uint64_t unobserved = 0;        // connections whose last transition never reached the hooks
   uint64_t recursion_misses = 0;  // program runs the kernel skipped (bpf_prog_info, 5.12+)
+  // Skipped runs of the state tracepoint programs whose changes the TCP state observer (sock_ops)
+  // handled instead: not lost.
+  uint64_t state_runs_made_up = 0;
 };
 
 // Which hook a program attached to and how, for logs and metrics.

@@ -346,9 +346,16 @@ std::string Metrics::render() const {
   out.push_back(std::move(no_pod));
   auto unknown_owner =
       family("netmon_connections_owner_unknown_total",
-             "Connections reported without a process: opened before attach.", MetricType::Counter);
+             "Connections reported without a process: opened before attach, or connect() unseen.",
+             MetricType::Counter);
   unknown_owner.metric.push_back(counter(static_cast<double>(h.owner_unknown)));
   out.push_back(std::move(unknown_owner));
+  auto made_up = family("netmon_bpf_state_runs_made_up_total",
+                        "Runs of the state tracepoint programs the kernel skipped, whose changes "
+                        "the TCP state observer (sock_ops) handled: no event lost.",
+                        MetricType::Counter);
+  made_up.metric.push_back(counter(static_cast<double>(h.state_runs_made_up)));
+  out.push_back(std::move(made_up));
 
   auto table =
       family("netmon_process_table_entries", "Processes in the process table.", MetricType::Gauge);

@@ -183,9 +183,10 @@ def other_netmon_agents_running(own_pids):
 class Agent:
     """A running netmon-agent whose stdout events and stderr lines are collected by threads."""
 
-    def __init__(self, args=(), command=None):
+    def __init__(self, args=(), command=None, env=None):
         """Starts the agent binary with `args`; or, when `command` is given, runs that command
-        line as it is (e.g. `podman run IMAGE ...`, whose stdout and stderr are the agent's)."""
+        line as it is (e.g. `podman run IMAGE ...`, whose stdout and stderr are the agent's).
+        `env`: variables added to its environment."""
         if command is not None:
             self.args = list(command)
         else:
@@ -206,7 +207,7 @@ class Agent:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=clean_env(),
+            env={**clean_env(), **(env or {})},
         )
         self._threads = [
             threading.Thread(target=self._read_stdout, name="agent-stdout", daemon=True),
@@ -405,13 +406,13 @@ def require_privileges():
 
 @pytest.fixture
 def start_agent():
-    """A factory: start_agent(*flags) starts an agent and waits until it runs. Every agent it
+    """A factory: start_agent(*flags, env=None) starts an agent and waits until it runs. Every agent it
     started is stopped with SIGTERM at teardown and checked (exit 0, JSON only, no programs)."""
     require_privileges()
     agents = []
 
-    def start(*args):
-        agent = Agent(args)
+    def start(*args, env=None):
+        agent = Agent(args, env=env)
         agents.append(agent)
         failure = agent.wait_running()
         if failure is None:

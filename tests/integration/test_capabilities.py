@@ -1,5 +1,5 @@
 """The agent with exactly the Helm chart's capabilities (BPF, PERFMON, SYS_RESOURCE, SYS_PTRACE,
-DAC_READ_SEARCH), on this host and in the kernel-matrix VMs.
+DAC_READ_SEARCH, NET_ADMIN), on this host and in the kernel-matrix VMs.
 
 The chart's default must start on every supported kernel: the preferred hooks are BPF-native
 (tp_btf, fexit, raw_tp) and need no perf event. The classic tracepoints do (perf_event_open), and
@@ -16,8 +16,10 @@ from conftest import AGENT, Agent, free_port
 pytestmark = pytest.mark.kernel_matrix
 
 SETPRIV = "/usr/bin/setpriv"
-CHART_CAPS = "-all,+bpf,+perfmon,+sys_resource,+sys_ptrace,+dac_read_search"
-COOKIE_WARNING = "sock_ops cookie assigner did not load"
+CHART_CAPS = "-all,+bpf,+perfmon,+sys_resource,+sys_ptrace,+dac_read_search,+net_admin"
+OBSERVER = "attached cgroup/sock_ops (state observer) as sock_ops"
+OBSERVER_WARNING = "the TCP state observer (sock_ops) did not load"
+COOKIE_WARNING = "the sock_ops cookie assigner did not load"
 
 
 def with_chart_caps(*args):
@@ -42,24 +44,24 @@ def assert_failed_connect_reported(agent):
 
 def test_chart_capabilities_start_the_preferred_state_hook():
     """With the chart's capabilities the agent starts and reports, with the BPF-native state hook
-    on every kernel. Only the sock_ops cookie assigner (CAP_NET_ADMIN) may be missing, with one
-    warning, and only where tracing programs cannot assign cookies (before 5.12)."""
+    and the TCP state observer (a sock_ops program: CAP_NET_ADMIN) on every kernel, and no
+    warning."""
     agent = with_chart_caps()
     try:
         failure = agent.wait_running()
         assert failure is None, failure
         assert agent.variant("state") == "tp_btf", agent.stderr_text()
         warnings = [line for line in agent.stderr_text().splitlines() if " netmon warn: " in line]
-        assert len(warnings) <= 1, agent.stderr_text()
-        assert all(COOKIE_WARNING in w for w in warnings), warnings
+        assert warnings == [], agent.stderr_text()
+        assert OBSERVER in agent.stderr_text(), agent.stderr_text()
         assert_failed_connect_reported(agent)
     finally:
         assert agent.stop() == 0
 
 
 def test_classic_tracepoint_with_chart_capabilities():
-    """The classic-tracepoint state variant with the chart's capabilities: it runs (without the
-    cookie assigner, one warning) where perf events are allowed with CAP_PERFMON; where
+    """The classic-tracepoint state variant with the chart's capabilities: it runs (with the
+    observer, which assigns the cookies) where perf events are allowed with CAP_PERFMON; where
     perf_event_paranoid is above 2 (Debian) the kernel refuses the attach, and the agent exits 1
     with one error line saying so."""
     agent = with_chart_caps("--hook-variant", "state=tracepoint")
@@ -74,9 +76,28 @@ def test_classic_tracepoint_with_chart_capabilities():
             return
         assert failure is None, failure
         warnings = [line for line in agent.stderr_text().splitlines() if " netmon warn: " in line]
-        assert len(warnings) == 1 and COOKIE_WARNING in warnings[0], agent.stderr_text()
+        assert warnings == [] and OBSERVER in agent.stderr_text(), agent.stderr_text()
         assert agent.variant("state") == "tracepoint"
         assert_failed_connect_reported(agent)
     finally:
         if agent.proc.poll() is None:
             assert agent.stop() == 0
+
+
+def test_without_net_admin_the_observer_is_left_out_with_a_warning():
+    """Without CAP_NET_ADMIN no sock_ops program loads: the agent says so in one warning (two
+    before 5.12, where the cookie assigner is missing too) and still reports, from the tracepoint
+    programs alone."""
+    agent = Agent(command=[SETPRIV, f"--bounding-set={CHART_CAPS.replace(',+net_admin', '')}",
+                           "--", AGENT, "--metrics-address", "127.0.0.1:0"])
+    try:
+        failure = agent.wait_running()
+        assert failure is None, failure
+        assert OBSERVER not in agent.stderr_text()
+        warnings = [line for line in agent.stderr_text().splitlines() if " netmon warn: " in line]
+        assert any(OBSERVER_WARNING in w for w in warnings), agent.stderr_text()
+        assert all(OBSERVER_WARNING in w or COOKIE_WARNING in w for w in warnings), warnings
+        assert len(warnings) <= 2, warnings
+        assert_failed_connect_reported(agent)
+    finally:
+        assert agent.stop() == 0

@@ -28,7 +28,7 @@ AGENT = os.path.abspath(
 IN_CI = os.environ.get("CI", "").strip().lower() == "true"
 NAMESPACE = "netmon"
 
-CAPABILITIES = ["BPF", "PERFMON", "SYS_RESOURCE", "SYS_PTRACE", "DAC_READ_SEARCH"]
+CAPABILITIES = ["BPF", "PERFMON", "SYS_RESOURCE", "SYS_PTRACE", "DAC_READ_SEARCH", "NET_ADMIN"]
 HOST_MOUNTS = {  # container path -> host path
     "/host/proc": "/proc",
     "/host/sys/fs/cgroup": "/sys/fs/cgroup",

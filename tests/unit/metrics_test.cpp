@@ -656,6 +656,7 @@ HealthSnapshot numbered_health(bool kubelet) {
   h.events_without_process = 7;
   h.events_without_pod = 8;
   h.owner_unknown = 9;
+  h.state_runs_made_up = 91;
   h.process_table_live = 10;
   h.process_table_exited = 11;
   h.process_table_misses = 12;
@@ -694,6 +695,7 @@ TEST(MetricsHealth, FamiliesCarryThePublishedNumbers) {
   EXPECT_SAMPLE(x, "netmon_events_without_process_total", LabelMap{}, 7);
   EXPECT_SAMPLE(x, "netmon_events_without_pod_total", LabelMap{}, 8);
   EXPECT_SAMPLE(x, "netmon_connections_owner_unknown_total", LabelMap{}, 9);
+  EXPECT_SAMPLE(x, "netmon_bpf_state_runs_made_up_total", LabelMap{}, 91);
   EXPECT_SAMPLE(x, "netmon_process_table_entries", (LabelMap{{"state", "live"}}), 10);
   EXPECT_SAMPLE(x, "netmon_process_table_entries", (LabelMap{{"state", "exited"}}), 11);
   EXPECT_SAMPLE(x, "netmon_process_table_misses_total", LabelMap{}, 12);
@@ -786,6 +788,7 @@ TEST(MetricsRender, TheTextOutputForAFixedRegistry) {
   h.events_without_process = 7;
   h.events_without_pod = 8;
   h.owner_unknown = 9;
+  h.state_runs_made_up = 91;
   h.process_table_live = 10;
   h.process_table_exited = 11;
   h.process_table_misses = 12;
@@ -873,9 +876,12 @@ netmon_events_without_process_total 7
 # HELP netmon_events_without_pod_total Events from a pod cgroup whose pod metadata was unknown.
 # TYPE netmon_events_without_pod_total counter
 netmon_events_without_pod_total 8
-# HELP netmon_connections_owner_unknown_total Connections reported without a process: opened before attach.
+# HELP netmon_connections_owner_unknown_total Connections reported without a process: opened before attach, or connect() unseen.
 # TYPE netmon_connections_owner_unknown_total counter
 netmon_connections_owner_unknown_total 9
+# HELP netmon_bpf_state_runs_made_up_total Runs of the state tracepoint programs the kernel skipped, whose changes the TCP state observer (sock_ops) handled: no event lost.
+# TYPE netmon_bpf_state_runs_made_up_total counter
+netmon_bpf_state_runs_made_up_total 91
 # HELP netmon_process_table_entries Processes in the process table.
 # TYPE netmon_process_table_entries gauge
 netmon_process_table_entries{state="live"} 10
@@ -944,6 +950,7 @@ TEST(MetricsRender, NamesTypesAndHelpFollowTheConventions) {
                                                    "netmon_events_without_process_total",
                                                    "netmon_events_without_pod_total",
                                                    "netmon_connections_owner_unknown_total",
+                                                   "netmon_bpf_state_runs_made_up_total",
                                                    "netmon_process_table_entries",
                                                    "netmon_process_table_misses_total",
                                                    "netmon_process_table_evictions_total",

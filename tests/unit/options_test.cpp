@@ -5,7 +5,9 @@
 #include <string>
 #include <vector>
 
+#include "bpf/probe.h"
 #include "cli/options.h"
+#include "netmon_events.h"
 
 namespace netmon {
 namespace {
@@ -253,6 +255,19 @@ TEST(OptionsParse, HookVariantsTextRoundTrips) {
     EXPECT_EQ(hook_variants_text(*v), text);
   }
   EXPECT_EQ(hook_variants_text(*parse_hook_variants("tracepoint")), "state=tracepoint");
+}
+
+TEST(OptionsParse, FaultInjectionClassesMapToTheKernelBits) {
+  EXPECT_EQ(*parse_fault_skip_state(""), 0u);
+  EXPECT_EQ(*parse_fault_skip_state("open"), uint32_t{NM_FAULT_OPEN});
+  EXPECT_EQ(*parse_fault_skip_state("end"), uint32_t{NM_FAULT_END});
+  EXPECT_EQ(*parse_fault_skip_state("end,open"), uint32_t{NM_FAULT_OPEN | NM_FAULT_END});
+  for (const char* bad : {"close", "open,", ",end", "open,,end"}) {
+    const auto v = parse_fault_skip_state(bad);
+    ASSERT_FALSE(v) << bad;
+    EXPECT_TRUE(contains(v.error().message, "NETMON_FAULT_SKIP_STATE")) << v.error().message;
+  }
+  EXPECT_TRUE(contains(parse_fault_skip_state("open,close").error().message, "'close'"));
 }
 
 TEST(OptionsParse, BadPerHookVariantNamesHookAndChoices) {

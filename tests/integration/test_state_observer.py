@@ -1,0 +1,225 @@
+"""The TCP state observer (a sock_ops program on the cgroup v2 root) and the state tracepoint
+programs each report connection ends on their own, and together report each event once.
+
+Faults injected: NETMON_FAULT_SKIP_STATE has the state tracepoint programs ignore classes of
+changes, the way the kernel itself skips them now and then (docs/performance.md, "Loss
+accounting"); `bpftool link detach` takes the observer's cgroup link away from the running agent
+(the kernel cannot detach tracepoint links). The connections end in the ways that matter: this
+end sends the first FIN, the peer does, this end aborts with a reset."""
+
+import json
+import os
+import re
+import socket
+import struct
+import subprocess
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from conftest import SETTLE, skip_or_fail
+
+pytestmark = pytest.mark.kernel_matrix
+
+ESTABLISH = "TcpConnectionEstablish"
+ACCEPT = "TcpConnectionAccept"
+CLOSE = "TcpConnectionClose"
+LOOPBACK = {socket.AF_INET: "127.0.0.1", socket.AF_INET6: "::1"}
+FAMILIES = pytest.mark.parametrize(
+    "family", [socket.AF_INET, socket.AF_INET6], ids=["ipv4", "ipv6"]
+)
+OBSERVER_HOOK = "attached cgroup/sock_ops (state observer) as sock_ops"
+# How each connection ends, and what its two Close events then say: (closed_by, reset) of the
+# client's end and of the server's end.
+ENDINGS = {
+    "client_fin": (("local", False), ("remote", False)),
+    "server_fin": (("remote", False), ("local", False)),
+    "client_reset": (("local", True), ("remote", True)),
+}
+
+
+def agent_links(pid):
+    """{link id: program name} of the BPF links the process `pid` holds open."""
+    links = {}
+    fd_dir = f"/proc/{pid}/fdinfo"
+    for fd in os.listdir(fd_dir):
+        try:
+            with open(os.path.join(fd_dir, fd), encoding="ascii") as f:
+                info = dict(line.split(":", 1) for line in f if ":" in line)
+        except OSError:
+            continue
+        if "link_id" in info and "prog_id" in info:
+            prog = json.loads(subprocess.run(
+                ["bpftool", "-j", "prog", "show", "id", info["prog_id"].strip()],
+                check=True, capture_output=True, text=True).stdout)
+            links[int(info["link_id"])] = prog["name"]
+    return links
+
+
+def detach(agent, wanted):
+    """Detaches the agent's links whose program name `wanted(name)` accepts; returns the names."""
+    names = []
+    for link_id, name in agent_links(agent.proc.pid).items():
+        if wanted(name):
+            subprocess.run(["bpftool", "link", "detach", "id", str(link_id)], check=True)
+            names.append(name)
+    return sorted(names)
+
+
+def metric(agent, name):
+    """The value of the unlabelled metric `name` on the agent's /metrics."""
+    with urllib.request.urlopen(agent.metrics_url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    m = re.search(rf"^{name} (\S+)$", text, re.M)
+    assert m, (name, text)
+    return float(m.group(1))
+
+
+def assert_nothing_lost(agent):
+    """The agent's loss counters are all zero."""
+    with urllib.request.urlopen(agent.metrics_url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    lost = re.findall(r'^netmon_events_lost_total\{stage="(\w+)"\} (\S+)$', text, re.M)
+    assert lost and all(float(v) == 0 for _, v in lost), lost
+
+
+def require_observer(agent):
+    if OBSERVER_HOOK not in agent.stderr_text():
+        skip_or_fail("the TCP state observer did not attach here:\n" + agent.stderr_text())
+
+
+class Connections:
+    """One listener of `family` and a connection per ending (of `endings`), opened and accepted,
+    kept open."""
+
+    def __init__(self, family, endings=tuple(ENDINGS)):
+        self.family = family
+        self.server = socket.socket(family, socket.SOCK_STREAM)
+        self.server.bind((LOOPBACK[family], 0))
+        self.server.listen(8)
+        self.server.settimeout(10)
+        self.port = self.server.getsockname()[1]
+        self.pairs = {}
+        for ending in endings:
+            client = socket.create_connection((LOOPBACK[family], self.port), timeout=10)
+            accepted, _ = self.server.accept()
+            self.pairs[ending] = (client, accepted, client.getsockname()[1])
+
+    def end(self):
+        """Ends each connection its way, and waits until both ends are closed."""
+        for ending, (client, accepted, _) in self.pairs.items():
+            if ending == "client_fin":
+                client.close()
+                accepted.recv(1)  # the FIN
+                accepted.close()
+            elif ending == "server_fin":
+                accepted.close()
+                client.recv(1)
+                client.close()
+            else:
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                client.close()  # RST
+                accepted.settimeout(10)
+                with pytest.raises(ConnectionResetError):
+                    accepted.recv(1)
+                accepted.close()
+        self.server.close()
+
+
+def closes_by_end(agent, conns):
+    """{(sport, dport): [Close events]} for the connections of `conns`."""
+    out = {}
+    for e in agent.events(kind=CLOSE, ports={conns.port}):
+        ne = e["network_event"]
+        out.setdefault((ne["sport"], ne["dport"]), []).append(e)
+    return out
+
+
+def assert_ended(agent, conns, owner_tids):
+    """Every connection of `conns` has one Close per end, with the ending's closed_by and reset,
+    and the thread that opened (or accepted) that end (owner_tids: client's, server's; None: no
+    process known)."""
+    sp = conns.port
+    agent.wait_events(count=2 * len(conns.pairs), kind=CLOSE, ports={sp})
+    time.sleep(SETTLE)
+    closes = closes_by_end(agent, conns)
+    for ending, (_, _, cp) in conns.pairs.items():
+        for (sport, dport), (closed_by, reset), tid in zip(
+                [(cp, sp), (sp, cp)], ENDINGS[ending], owner_tids):
+            found = closes.get((sport, dport), [])
+            assert len(found) == 1, (ending, sport, dport, found)
+            ne = found[0]["network_event"]
+            assert (ne["closed_by"], ne["reset"]) == (closed_by, reset), (ending, ne)
+            if tid is None:
+                assert found[0]["process"] is None, found[0]
+            else:
+                assert found[0]["process"]["pid"] == os.getpid(), found[0]
+                assert found[0]["process"]["tid"] == tid, found[0]
+    assert sum(map(len, closes.values())) == 2 * len(conns.pairs), closes
+
+
+@FAMILIES
+def test_observer_reports_connection_ends_the_tracepoints_miss(start_agent, family):
+    """With the state tracepoint programs ignoring every connection end (fault injection), the
+    observer alone reports every Close once, with who closed, resets, and the owners the
+    tracepoint programs recorded at the open; nothing counts as lost."""
+    agent = start_agent(env={"NETMON_FAULT_SKIP_STATE": "end"})
+    require_observer(agent)
+    tid = threading.get_native_id()
+    conns = Connections(family)
+    agent.wait_events(count=2 * len(ENDINGS), ports={conns.port})
+    conns.end()
+    assert_ended(agent, conns, (tid, tid))
+    assert_nothing_lost(agent)
+
+
+@FAMILIES
+def test_observer_reports_connections_the_tracepoints_never_see(start_agent, family):
+    """With the state tracepoint programs ignoring every change the observer also sees (fault
+    injection), a connection is still reported: its Establish without a process (the connect()
+    itself went unseen; counted as owner unknown), its Accept from the accept hook, and both
+    Closes, the server's with its owner."""
+    agent = start_agent(env={"NETMON_FAULT_SKIP_STATE": "open,end"})
+    require_observer(agent)
+    tid = threading.get_native_id()
+    conns = Connections(family, endings=("client_fin", "client_reset"))
+    for _, _, cp in conns.pairs.values():
+        agent.wait_events(kind=ACCEPT, sport=conns.port, dport=cp)
+    conns.end()
+    assert_ended(agent, conns, (None, tid))
+    for _, _, cp in conns.pairs.values():
+        establish = agent.events(kind=ESTABLISH, sport=cp, dport=conns.port)
+        assert len(establish) == 1 and establish[0]["process"] is None, establish
+        accept = agent.events(kind=ACCEPT, sport=conns.port, dport=cp)
+        assert len(accept) == 1 and accept[0]["process"]["tid"] == tid, accept
+    assert metric(agent, "netmon_connections_owner_unknown_total") == len(conns.pairs)
+    assert_nothing_lost(agent)
+
+
+@FAMILIES
+def test_state_tracepoints_alone_report_connection_ends(agent, family):
+    """With the observer's cgroup link detached before any connection opened, the state
+    tracepoint programs alone report every connection once, with its owners."""
+    require_observer(agent)
+    detached = detach(agent, lambda name: name == "observe_tcp_states")
+    assert detached == ["observe_tcp_states"], detached
+    tid = threading.get_native_id()
+    conns = Connections(family)
+    agent.wait_events(count=2 * len(ENDINGS), ports={conns.port})
+    conns.end()
+    assert_ended(agent, conns, (tid, tid))
+    establish = agent.events(kind=ESTABLISH, ports={conns.port})
+    assert len(establish) == len(ENDINGS), establish
+    assert all(e["process"]["tid"] == tid for e in establish), establish
+    assert_nothing_lost(agent)
+
+
+def test_fault_injection_is_refused_when_unknown(agent_binary):
+    """A misspelt NETMON_FAULT_SKIP_STATE is a configuration error: exit 2, naming it."""
+    proc = subprocess.run([agent_binary, "--metrics-address", "127.0.0.1:0"],
+                          env={**os.environ, "NETMON_FAULT_SKIP_STATE": "close"},
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "NETMON_FAULT_SKIP_STATE: 'close' is not a change class" in proc.stderr, proc.stderr
