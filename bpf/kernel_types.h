@@ -126,6 +126,7 @@ struct tcp_sock {
 	u64 bytes_sent;	    /* payload bytes transmitted, retransmissions included */
 	u32 srtt_us;	    /* smoothed round-trip time, in 1/8 microseconds */
 	u32 total_retrans;  /* segments retransmitted over the connection's life */
+	u8 bpf_sock_ops_cb_flags; /* BPF_SOCK_OPS_*_CB_FLAG: the sock_ops callbacks turned on */
 };
 
 struct socket {

@@ -52,6 +52,8 @@ const volatile bool accept_assigns_cookie = false;
  * cookie the socket has, which the sock_ops program assigns. Unset, the verifier never sees the
  * call (dead code for a read-only constant). */
 const volatile bool state_assigns_cookie = true;
+/* Set by the agent once the TCP state observer is attached (see observe_tcp_states). */
+volatile bool observer_attached = false;
 /* Fault injection for tests (the agent's NETMON_FAULT_SKIP_STATE): the state tracepoint programs
  * ignore these changes (enum nm_fault bits), as when the kernel skips them. 0 in production, and
  * then dead code the verifier never sees. */
@@ -459,6 +461,23 @@ static __always_inline void on_state_change(const struct sock *sk, int oldstate,
 	}
 }
 
+/*
+ * Whether the TCP state observer handles this change of `sk`, so the state tracepoint programs
+ * need not: it is attached and turned on the socket's state callbacks when the socket connected
+ * or completed its passive handshake. tcp_set_state() then runs it before the tracepoint for
+ * every change (all changes of such a socket go through tcp_set_state()), and the kernel never
+ * skips it. The connect()'s own -> SYN_SENT change comes before the callbacks are on, and only a
+ * tracing program can record the connecting task: that one is never left to the observer.
+ */
+static __always_inline bool observed(const struct sock *sk, int newstate)
+{
+	if (!observer_attached || newstate == TCP_SYN_SENT ||
+	    !bpf_core_field_exists(((struct tcp_sock *)0)->bpf_sock_ops_cb_flags))
+		return false;
+	return BPF_CORE_READ((const struct tcp_sock *)sk, bpf_sock_ops_cb_flags) &
+	       BPF_SOCK_OPS_STATE_CB_FLAG;
+}
+
 /* Preferred variant: BTF-typed tracepoint (5.5+); bpf_get_socket_cookie() on a BTF socket
  * pointer needs 5.12. The cookie helper also assigns the cookie when the socket has none yet. */
 static __always_inline void on_state_btf(const struct sock *sk, int oldstate, int newstate,
@@ -472,7 +491,8 @@ static __always_inline void on_state_btf(const struct sock *sk, int oldstate, in
 	    newstate != TCP_CLOSE_WAIT && !passive_child &&
 	    !(oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED))
 		return; /* checked first: it costs no read of the socket */
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP || fault_skipped(oldstate, newstate))
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP || fault_skipped(oldstate, newstate) ||
+	    observed(sk, newstate))
 		return;
 	if (state_assigns_cookie)
 		cookie = bpf_get_socket_cookie((void *)sk);
@@ -577,7 +597,7 @@ int handle_inet_sock_set_state_tp(struct inet_sock_set_state_ctx *ctx)
 	    newstate != TCP_CLOSE_WAIT &&
 	    !(oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED))
 		return 0;
-	if (fault_skipped(oldstate, newstate))
+	if (fault_skipped(oldstate, newstate) || observed(sk, newstate))
 		return 0;
 	on_state_change(sk, oldstate, newstate,
 			(u64)BPF_CORE_READ(sk, __sk_common.skc_cookie.counter), SLOT_STATE);

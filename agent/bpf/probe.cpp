@@ -446,6 +446,8 @@ Result<std::unique_ptr<Probe::Impl>> load_plan(const ProbeOptions& options, cons
     impl->state_observed =
         attach_sock_ops(skel->progs.observe_tcp_states, &skel->links.observe_tcp_states,
                         options.cgroup_root, "state observer", kObserverConsequence, *impl);
+    // From now on the state tracepoint programs leave the sockets it watches to it.
+    skel->bss->observer_attached = impl->state_observed;
   } else if (sock_ops == SockOps::kCookieAssigner) {
     attach_sock_ops(skel->progs.assign_cookies, &skel->links.assign_cookies, options.cgroup_root,
                     "cookie assigner", kCookieConsequence, *impl);
