@@ -105,6 +105,7 @@ class Connections:
         for ending in endings:
             client = socket.create_connection((LOOPBACK[family], self.port), timeout=10)
             accepted, _ = self.server.accept()
+            accepted.settimeout(10)
             self.pairs[ending] = (client, accepted, client.getsockname()[1])
 
     def end(self):
@@ -121,7 +122,6 @@ class Connections:
             else:
                 client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 client.close()  # RST
-                accepted.settimeout(10)
                 with pytest.raises(ConnectionResetError):
                     accepted.recv(1)
                 accepted.close()
@@ -194,7 +194,8 @@ def test_observer_reports_connections_the_tracepoints_never_see(start_agent, fam
         assert len(establish) == 1 and establish[0]["process"] is None, establish
         accept = agent.events(kind=ACCEPT, sport=conns.port, dport=cp)
         assert len(accept) == 1 and accept[0]["process"]["tid"] == tid, accept
-    assert metric(agent, "netmon_connections_owner_unknown_total") == len(conns.pairs)
+    # Other connections the host makes meanwhile count too: at least ours.
+    assert metric(agent, "netmon_connections_owner_unknown_total") >= len(conns.pairs)
     assert_nothing_lost(agent)
 
 
