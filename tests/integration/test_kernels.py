@@ -100,9 +100,10 @@ def run_scenario(agent):
                             text=True, timeout=60)
     assert client.returncode == 0, client.stderr
     t.join(30)
+    # Picked while the server still listens, so that it cannot be the server's port.
+    closed_port = free_port()
     server.close()
 
-    closed_port = free_port()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(10)
         assert s.connect_ex(("127.0.0.1", closed_port)) != 0
