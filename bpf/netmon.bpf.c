@@ -307,6 +307,14 @@ static __always_inline void emit(const struct sock *sk, u64 cookie, u8 kind, u8 
 	bpf_ringbuf_submit(r, wakeup_flags(sizeof(*r)));
 }
 
+/* The changes the state machine acts on (on_state_change). */
+static __always_inline bool lifecycle_change(int oldstate, int newstate)
+{
+	return newstate == TCP_SYN_SENT || newstate == TCP_FIN_WAIT1 ||
+	       newstate == TCP_CLOSE_WAIT || newstate == TCP_CLOSE ||
+	       (oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED);
+}
+
 /* Whether fault injection has the state tracepoint programs ignore this change. */
 static __always_inline bool fault_skipped(int oldstate, int newstate)
 {
@@ -478,6 +486,13 @@ static __always_inline bool observed(const struct sock *sk, int newstate)
 	       BPF_SOCK_OPS_STATE_CB_FLAG;
 }
 
+/* Whether the state tracepoint programs leave this change alone: the observer handles it, or
+ * fault injection has them ignore it. */
+static __always_inline bool left_to_observer(const struct sock *sk, int oldstate, int newstate)
+{
+	return fault_skipped(oldstate, newstate) || observed(sk, newstate);
+}
+
 /* Preferred variant: BTF-typed tracepoint (5.5+); bpf_get_socket_cookie() on a BTF socket
  * pointer needs 5.12. The cookie helper also assigns the cookie when the socket has none yet. */
 static __always_inline void on_state_btf(const struct sock *sk, int oldstate, int newstate,
@@ -487,12 +502,10 @@ static __always_inline void on_state_btf(const struct sock *sk, int oldstate, in
 	    newstate == TCP_SYN_RECV || (oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED);
 	u64 cookie;
 
-	if (newstate != TCP_SYN_SENT && newstate != TCP_CLOSE && newstate != TCP_FIN_WAIT1 &&
-	    newstate != TCP_CLOSE_WAIT && !passive_child &&
-	    !(oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED))
+	if (!lifecycle_change(oldstate, newstate) && !passive_child)
 		return; /* checked first: it costs no read of the socket */
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP || fault_skipped(oldstate, newstate) ||
-	    observed(sk, newstate))
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP ||
+	    left_to_observer(sk, oldstate, newstate))
 		return;
 	if (state_assigns_cookie)
 		cookie = bpf_get_socket_cookie((void *)sk);
@@ -593,11 +606,7 @@ int handle_inet_sock_set_state_tp(struct inet_sock_set_state_ctx *ctx)
 
 	if (ctx->protocol != IPPROTO_TCP)
 		return 0;
-	if (newstate != TCP_SYN_SENT && newstate != TCP_CLOSE && newstate != TCP_FIN_WAIT1 &&
-	    newstate != TCP_CLOSE_WAIT &&
-	    !(oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED))
-		return 0;
-	if (fault_skipped(oldstate, newstate) || observed(sk, newstate))
+	if (!lifecycle_change(oldstate, newstate) || left_to_observer(sk, oldstate, newstate))
 		return 0;
 	on_state_change(sk, oldstate, newstate,
 			(u64)BPF_CORE_READ(sk, __sk_common.skc_cookie.counter), SLOT_STATE);
@@ -768,7 +777,6 @@ int observe_tcp_states(struct bpf_sock_ops *skops)
 	struct bpf_sock *bsk;
 	const struct sock *sk;
 	int oldstate, newstate;
-	u64 cookie;
 
 	if (op == BPF_SOCK_OPS_TCP_CONNECT_CB || op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB) {
 		bpf_get_socket_cookie(skops);
@@ -780,8 +788,8 @@ int observe_tcp_states(struct bpf_sock_ops *skops)
 		return 1;
 	oldstate = skops->args[0];
 	newstate = skops->args[1];
-	if (newstate != TCP_CLOSE && newstate != TCP_FIN_WAIT1 && newstate != TCP_CLOSE_WAIT &&
-	    !(oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED))
+	/* -> SYN_SENT again (a reconnect after tcp_disconnect()): left to the tracepoint. */
+	if (newstate == TCP_SYN_SENT || !lifecycle_change(oldstate, newstate))
 		return 1;
 	bsk = skops->sk;
 	if (!bsk)
@@ -789,14 +797,13 @@ int observe_tcp_states(struct bpf_sock_ops *skops)
 	sk = (const struct sock *)bpf_skc_to_tcp_sock(bsk);
 	if (!sk)
 		return 1;
-	cookie = bpf_get_socket_cookie(skops);
 	if (newstate == TCP_ESTABLISHED) {
 		/* On the stack, not in a scratch slot: this program may run nested in itself. */
 		struct sock_state fresh;
 
-		on_established(sk, cookie, &fresh);
+		on_established(sk, bpf_get_socket_cookie(skops), &fresh);
 	} else if (newstate == TCP_CLOSE) {
-		on_close(sk, oldstate, cookie);
+		on_close(sk, oldstate, bpf_get_socket_cookie(skops));
 	} else {
 		on_first_fin(sk, newstate);
 	}

@@ -132,9 +132,6 @@ struct Probe::Impl {
   std::vector<AttachedHook> hooks;
   std::vector<ChosenVariant> variants;
   int ncpus = 1;
-  // The TCP state observer is attached: the kernel never skips it, so a skipped run of a state
-  // tracepoint program loses no event of the connections it sees.
-  bool state_observed = false;
 };
 
 std::string_view hook_variant_name(HookVariant variant) {
@@ -443,11 +440,10 @@ Result<std::unique_ptr<Probe::Impl>> load_plan(const ProbeOptions& options, cons
   }
   if (plan.only_one) return impl;
   if (sock_ops == SockOps::kObserver) {
-    impl->state_observed =
+    // Once set, the state tracepoint programs leave the sockets it watches to it.
+    skel->bss->observer_attached =
         attach_sock_ops(skel->progs.observe_tcp_states, &skel->links.observe_tcp_states,
                         options.cgroup_root, "state observer", kObserverConsequence, *impl);
-    // From now on the state tracepoint programs leave the sockets it watches to it.
-    skel->bss->observer_attached = impl->state_observed;
   } else if (sock_ops == SockOps::kCookieAssigner) {
     attach_sock_ops(skel->progs.assign_cookies, &skel->links.assign_cookies, options.cgroup_root,
                     "cookie assigner", kCookieConsequence, *impl);
@@ -628,9 +624,9 @@ KernelCounters Probe::counters() const {
   // less than zero.
   const uint64_t spared = sum(NM_CNT_SPARED);
   state_misses = state_misses > spared ? state_misses - spared : 0;
-  // With the TCP state observer attached, the observer made up for the rest: they are reported,
-  // but not as lost events.
-  if (impl_->state_observed) {
+  // With the TCP state observer attached (the kernel never skips it), the observer made up for
+  // the rest: they are reported, but not as lost events.
+  if (impl_->skel->bss->observer_attached) {
     c.state_runs_made_up = state_misses;
   } else {
     misses += state_misses;

@@ -29,6 +29,8 @@ AGENT = os.path.abspath(
 )
 IN_CI = os.environ.get("CI", "").strip().lower() == "true"
 BPFTOOL = "/usr/sbin/bpftool"
+# The agent's log line when the TCP state observer (sock_ops) attached.
+OBSERVER_ATTACHED = "attached cgroup/sock_ops (state observer) as sock_ops"
 
 # How netmon's BPF programs are named (handle_inet_sock_set_state_btf/_tp,
 # handle_sys_exit_accept4, handle_sys_exit_accept, handle_sched_process_{exec,fork,exit}_*).
@@ -263,12 +265,16 @@ class Agent:
         m = re.search(rf"netmon info: hook variant: {hook} = (\w+) ", self.stderr_text())
         return m.group(1) if m else None
 
+    def metrics_text(self):
+        """The agent's /metrics, as text."""
+        with urllib.request.urlopen(self.metrics_url + "/metrics", timeout=10) as reply:
+            return reply.read().decode("utf-8")
+
     def lost(self):
         """The agent's netmon_events_lost_total by stage, read from its /metrics."""
-        with urllib.request.urlopen(self.metrics_url + "/metrics", timeout=10) as reply:
-            text = reply.read().decode("utf-8")
         return {m.group(1): int(float(m.group(2))) for m in re.finditer(
-            r'^netmon_events_lost_total\{stage="(\w+)"\} (\S+)$', text, re.MULTILINE)}
+            r'^netmon_events_lost_total\{stage="(\w+)"\} (\S+)$', self.metrics_text(),
+            re.MULTILINE)}
 
     def stderr_text(self):
         with self._lock:

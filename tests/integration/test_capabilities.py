@@ -11,13 +11,12 @@ import socket
 
 import pytest
 
-from conftest import AGENT, Agent, free_port
+from conftest import AGENT, OBSERVER_ATTACHED as OBSERVER, Agent, free_port
 
 pytestmark = pytest.mark.kernel_matrix
 
 SETPRIV = "/usr/bin/setpriv"
 CHART_CAPS = "-all,+bpf,+perfmon,+sys_resource,+sys_ptrace,+dac_read_search,+net_admin"
-OBSERVER = "attached cgroup/sock_ops (state observer) as sock_ops"
 OBSERVER_WARNING = "the TCP state observer (sock_ops) did not load"
 COOKIE_WARNING = "the sock_ops cookie assigner did not load"
 

@@ -15,11 +15,10 @@ import struct
 import subprocess
 import threading
 import time
-import urllib.request
 
 import pytest
 
-from conftest import SETTLE, skip_or_fail
+from conftest import BPFTOOL, OBSERVER_ATTACHED, SETTLE, bpf_objects_of, skip_or_fail
 
 pytestmark = pytest.mark.kernel_matrix
 
@@ -30,7 +29,6 @@ LOOPBACK = {socket.AF_INET: "127.0.0.1", socket.AF_INET6: "::1"}
 FAMILIES = pytest.mark.parametrize(
     "family", [socket.AF_INET, socket.AF_INET6], ids=["ipv4", "ipv6"]
 )
-OBSERVER_HOOK = "attached cgroup/sock_ops (state observer) as sock_ops"
 # How each connection ends, and what its two Close events then say: (closed_by, reset) of the
 # client's end and of the server's end.
 ENDINGS = {
@@ -42,20 +40,14 @@ ENDINGS = {
 
 def agent_links(pid):
     """{link id: program name} of the BPF links the process `pid` holds open."""
-    links = {}
-    fd_dir = f"/proc/{pid}/fdinfo"
-    for fd in os.listdir(fd_dir):
-        try:
-            with open(os.path.join(fd_dir, fd), encoding="ascii") as f:
-                info = dict(line.split(":", 1) for line in f if ":" in line)
-        except OSError:
-            continue
-        if "link_id" in info and "prog_id" in info:
-            prog = json.loads(subprocess.run(
-                ["bpftool", "-j", "prog", "show", "id", info["prog_id"].strip()],
-                check=True, capture_output=True, text=True).stdout)
-            links[int(info["link_id"])] = prog["name"]
-    return links
+    held = bpf_objects_of(pid)["link"]
+
+    def show(kind):
+        return json.loads(subprocess.run([BPFTOOL, "-j", kind, "show"], check=True,
+                                         capture_output=True, text=True, timeout=30).stdout)
+
+    names = {p["id"]: p["name"] for p in show("prog")}
+    return {link["id"]: names[link["prog_id"]] for link in show("link") if link["id"] in held}
 
 
 def detach(agent, wanted):
@@ -63,15 +55,15 @@ def detach(agent, wanted):
     names = []
     for link_id, name in agent_links(agent.proc.pid).items():
         if wanted(name):
-            subprocess.run(["bpftool", "link", "detach", "id", str(link_id)], check=True)
+            subprocess.run([BPFTOOL, "link", "detach", "id", str(link_id)], check=True,
+                           timeout=30)
             names.append(name)
     return sorted(names)
 
 
 def metric(agent, name):
     """The value of the unlabelled metric `name` on the agent's /metrics."""
-    with urllib.request.urlopen(agent.metrics_url + "/metrics", timeout=10) as r:
-        text = r.read().decode()
+    text = agent.metrics_text()
     m = re.search(rf"^{name} (\S+)$", text, re.M)
     assert m, (name, text)
     return float(m.group(1))
@@ -79,14 +71,12 @@ def metric(agent, name):
 
 def assert_nothing_lost(agent):
     """The agent's loss counters are all zero."""
-    with urllib.request.urlopen(agent.metrics_url + "/metrics", timeout=10) as r:
-        text = r.read().decode()
-    lost = re.findall(r'^netmon_events_lost_total\{stage="(\w+)"\} (\S+)$', text, re.M)
-    assert lost and all(float(v) == 0 for _, v in lost), lost
+    lost = agent.lost()
+    assert lost and not any(lost.values()), lost
 
 
 def require_observer(agent):
-    if OBSERVER_HOOK not in agent.stderr_text():
+    if OBSERVER_ATTACHED not in agent.stderr_text():
         skip_or_fail("the TCP state observer did not attach here:\n" + agent.stderr_text())
 
 
