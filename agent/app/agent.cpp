@@ -13,6 +13,7 @@
 #include <string>
 
 #include "app/pipeline.h"
+#include "app/reader_pause.h"
 #include "bpf/probe.h"
 #include "common/log.h"
 #include "k8s/attribution.h"
@@ -29,6 +30,9 @@ std::atomic<bool> g_stop{false};
 
 // How long a stop may take to write what was read from the kernel before it.
 constexpr std::chrono::seconds kStopDrain{5};
+// While the output queue is full, how long the reader waits for room before it looks again at
+// the ring buffer's fill level and the pause's time bound (ReaderPause).
+constexpr std::chrono::milliseconds kPauseStep{10};
 
 void on_stop_signal(int) { g_stop.store(true); }
 
@@ -43,7 +47,7 @@ void install_signal_handlers() {
 }
 
 std::string summary(const Pipeline& pipeline, const OutputStats& out, const KernelCounters& k,
-                    const ProcessTableStats& p) {
+                    const ProcessTableStats& p, const ReaderPause& pause) {
   const PipelineStats& s = pipeline.stats();
   return "stopped: records " + std::to_string(s.records) + ", establish " +
          std::to_string(s.events_by_kind[0]) + ", accept " + std::to_string(s.events_by_kind[1]) +
@@ -56,7 +60,12 @@ std::string summary(const Pipeline& pipeline, const OutputStats& out, const Kern
          ", output_queue " + std::to_string(out.lines_dropped_queue_full) + ", output_error " +
          std::to_string(out.lines_dropped_write_error) + "; without process " +
          std::to_string(s.events_without_process) + "; state runs made up " +
-         std::to_string(k.state_runs_made_up) + "; process table: " + std::to_string(p.live) +
+         std::to_string(k.state_runs_made_up) + "; output waits " +
+         std::to_string(pause.episodes()) + " (" +
+         std::to_string(
+             std::chrono::duration_cast<std::chrono::milliseconds>(pause.waited()).count()) +
+         " ms), sheds " + std::to_string(pause.sheds()) +
+         "; process table: " + std::to_string(p.live) +
          " live, " + std::to_string(p.exited) + " exited, misses " + std::to_string(p.misses) +
          ", read from /proc " + std::to_string(p.resolved_from_proc) + ", evictions " +
          std::to_string(p.evictions);
@@ -131,10 +140,12 @@ std::optional<CgroupResolver> open_cgroups(const Options& o) {
 }  // namespace
 
 HealthSnapshot health(const Pipeline& pipeline, const OutputStats& out, const KernelCounters& k,
-                      const ProcessTableStats& p, const Attributor& attributor,
-                      const KubeletWatcher* kubelet) {
+                      const ProcessTableStats& p, const ReaderPause& pause,
+                      const Attributor& attributor, const KubeletWatcher* kubelet) {
   const PipelineStats& s = pipeline.stats();
   HealthSnapshot h;
+  h.output_waits = pause.episodes();
+  h.output_wait_seconds = std::chrono::duration<double>(pause.waited()).count();
   h.events_by_type = s.events_by_kind;
   h.lost_ring_buffer = k.ring_buffer_full;
   h.lost_sockets_map = k.sockets_map_full;
@@ -275,18 +286,31 @@ int run_agent(const Options& options) {
   auto last_refresh = std::chrono::steady_clock::now();
   auto last_health = last_refresh - std::chrono::seconds(1);
   int exit_code = 0;
+  ReaderPause pause(std::chrono::milliseconds(options.output_max_pause_ms));
   while (!g_stop.load()) {
-    auto polled = (*probe)->poll(100);
-    if (!polled) {
-      log::error(polled.error().message);
-      exit_code = 1;
-      break;
+    if (!pipeline.held()) {
+      auto polled = (*probe)->poll(100);
+      if (!polled) {
+        log::error(polled.error().message);
+        exit_code = 1;
+        break;
+      }
+      pipeline.flush();
+    } else if (const auto begin = std::chrono::steady_clock::now();
+               pause.may_wait(begin, (*probe)->ring_fill())) {
+      // The output queue is full: leave the records in the ring buffer a little longer.
+      writer.wait_for_room(pipeline.held_bytes(), kPauseStep);
+      pause.waited(std::chrono::steady_clock::now() - begin);
+      pipeline.flush();
+      if (!pipeline.held()) pause.end(false);
+    } else {
+      pipeline.shed();
+      pause.end(true);
     }
-    pipeline.flush();
     const auto now = std::chrono::steady_clock::now();
     if (now - last_health >= std::chrono::milliseconds(500)) {
       metrics.publish_health(health(pipeline, writer.stats(), (*probe)->counters(),
-                                    processes.stats(), attributor, kubelet.get()));
+                                    processes.stats(), pause, attributor, kubelet.get()));
       last_health = now;
     }
     if (now - last_refresh >= std::chrono::seconds(1)) {
@@ -299,6 +323,7 @@ int run_agent(const Options& options) {
   // backlog may be larger than the output queue: since the stop signal the pipeline waits for
   // room (kStopDrain at most) instead of dropping (set_stop_flag above).
   const auto drain_deadline = writer.drain_until(std::chrono::steady_clock::now() + kStopDrain);
+  pipeline.flush();  // a held batch first: from now on batches wait for room, none is held
   (void)(*probe)->poll(0);
   pipeline.flush();
   const KernelCounters counters = (*probe)->counters();
@@ -314,7 +339,7 @@ int run_agent(const Options& options) {
     log::warn("stdout did not drain within " + std::to_string(kStopDrain.count()) +
               " s; the remaining events are counted as lost");
   }
-  std::string line = summary(pipeline, writer.stats(), counters, processes.stats());
+  std::string line = summary(pipeline, writer.stats(), counters, processes.stats(), pause);
   if (kubelet_stats.synced || kubelet_stats.requests[0] > 0) {
     uint64_t failed = 0;
     for (size_t i = 1; i < kubelet_stats.requests.size(); ++i) failed += kubelet_stats.requests[i];

@@ -11,7 +11,7 @@ Pipeline::Pipeline(LineWriter& writer, ProcessTable& processes, int last_cap, si
   batch_.reserve(batch_bytes_ + 4096);
 }
 
-void Pipeline::on_record(std::span<const std::byte> record) noexcept {
+bool Pipeline::on_record(std::span<const std::byte> record) noexcept {
   ++stats_.records;
   try {
     Result<KernelEvent> event = decode(record);
@@ -22,7 +22,7 @@ void Pipeline::on_record(std::span<const std::byte> record) noexcept {
         ++decode_errors_logged_;
         log::error("dropping a malformed kernel record: " + event.error().message);
       }
-      return;
+      return !held_;
     }
     std::visit(
         [this](const auto& e) {
@@ -45,6 +45,7 @@ void Pipeline::on_record(std::span<const std::byte> record) noexcept {
     // Only allocation can throw here; losing one record beats losing the agent.
     ++stats_.decode_errors;
   }
+  return !held_;
 }
 
 void Pipeline::set_attribution(Attributor* attributor, std::string node_name, bool pod_labels) {
@@ -143,7 +144,7 @@ void Pipeline::handle(const ConnectionEvent& e) {
   ++stats_.events_by_kind[static_cast<size_t>(e.kind)];
   append_event_line(batch_, e, context, clock_);
   ++batch_lines_;
-  if (batch_.size() >= batch_bytes_) flush();
+  if (batch_.size() >= batch_bytes_ && !held_) flush();
 }
 
 void Pipeline::count(const ConnectionEvent& e, const Attribution* attribution) {
@@ -172,8 +173,24 @@ void Pipeline::flush() {
     writer_.drain_until(std::chrono::steady_clock::now() + stop_drain_);
     draining_ = true;
   }
-  writer_.submit(batch_, batch_lines_);
+  if (draining_ || shedding_) {
+    // Stopping: submit() waits for room until the drain deadline. Shedding: it drops at once.
+    if (writer_.submit(batch_, batch_lines_)) shedding_ = false;
+  } else if (!writer_.offer(batch_, batch_lines_)) {
+    held_ = true;
+    return;
+  }
+  held_ = false;
   batch_lines_ = 0;
+}
+
+void Pipeline::shed() {
+  if (held_) {
+    writer_.drop(batch_, batch_lines_);
+    batch_lines_ = 0;
+    held_ = false;
+  }
+  shedding_ = true;
 }
 
 }  // namespace netmon

@@ -1,5 +1,11 @@
 // Pipeline: runs on the ring-buffer polling thread, without locks. Turns each kernel record into
 // one JSON line (decode -> process -> JSON) and hands batches of lines to the LineWriter.
+//
+// When the output queue has no room for a batch, the pipeline holds it (held()) and asks the
+// ring-buffer reader to stop, so that the records not read yet wait in the kernel's ring buffer,
+// which holds them in a tenth of the memory their JSON takes. The caller then either waits for
+// room and flushes again, or gives up (shed()): the held batch is dropped and counted, and until
+// the queue takes a batch again, batches that do not fit are dropped at once instead of held.
 #pragma once
 
 #include <array>
@@ -57,7 +63,8 @@ class Pipeline final : public RecordSink {
   // their Close at once.
   void set_rules(const CompiledRules* rules, EventSwitches switches, size_t max_tracked);
 
-  void on_record(std::span<const std::byte> record) noexcept override;
+  // Returns false once a batch is held: read no more records until flush() hands it over.
+  bool on_record(std::span<const std::byte> record) noexcept override;
 
   // Once `*stop` is set (by a signal handler), batches wait for room in the output queue, for
   // `drain` at most from then, instead of being dropped: stopping writes the kernel's backlog.
@@ -66,8 +73,16 @@ class Pipeline final : public RecordSink {
     stop_drain_ = drain;
   }
 
-  // Hands the pending lines to the writer; call after each poll round.
+  // Hands the pending lines to the writer; call after each poll round. When the queue has no room
+  // they are held (unless shedding or stopping, where they are dropped and counted).
   void flush();
+  // Whether a batch waits for room in the output queue.
+  bool held() const { return held_; }
+  // Its size in bytes (0 when none is held).
+  size_t held_bytes() const { return held_ ? batch_.size() : 0; }
+  // Drops the held batch, counted as lost at the output queue, and sheds from now on: batches
+  // that do not fit are dropped, not held, until the queue takes one again.
+  void shed();
   // Re-reads the offset between the boot clock and the wall clock (it moves when NTP steps).
   void refresh_clock() { clock_.refresh(); }
 
@@ -104,6 +119,8 @@ class Pipeline final : public RecordSink {
   const std::atomic<bool>* stop_ = nullptr;
   std::chrono::milliseconds stop_drain_{0};
   bool draining_ = false;
+  bool held_ = false;      // batch_ waits for room in the output queue
+  bool shedding_ = false;  // the reader gave up waiting: drop what does not fit
 };
 
 }  // namespace netmon

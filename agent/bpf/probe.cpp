@@ -5,6 +5,7 @@
 #include <bpf/libbpf.h>
 #include <fcntl.h>
 #include <linux/magic.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
@@ -118,17 +119,66 @@ struct RingBufferDeleter {
   void operator()(ring_buffer* rb) const { ring_buffer__free(rb); }
 };
 
+// What a ring-buffer callback returns when the sink asked to stop: libbpf then marks the record
+// read, stops, and returns this from ring_buffer__poll() or ring_buffer__consume().
+constexpr int kSinkStopped = -ECANCELED;
+
+// The ring buffer's reader: the sink, and what one poll delivered.
+struct RingReader {
+  RecordSink* sink = nullptr;
+  int delivered = 0;
+};
+
 int on_ring_buffer_record(void* ctx, void* data, size_t size) noexcept {
-  static_cast<RecordSink*>(ctx)->on_record(
+  auto* reader = static_cast<RingReader*>(ctx);
+  ++reader->delivered;
+  const bool more = reader->sink->on_record(
       std::span<const std::byte>(static_cast<const std::byte*>(data), size));
-  return 0;
+  return more ? 0 : kSinkStopped;
 }
+
+// The ring buffer's consumer and producer positions: the first two pages of the map's memory,
+// mapped read-only (libbpf maps the same pages for its reader) to tell how full the buffer is.
+class RingPositions {
+ public:
+  RingPositions() = default;
+  RingPositions(int map_fd, uint64_t size) : size_(size) {
+    page_ = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+    void* p = ::mmap(nullptr, 2 * page_, PROT_READ, MAP_SHARED, map_fd, 0);
+    if (p != MAP_FAILED) base_ = p;
+  }
+  ~RingPositions() {
+    if (base_) ::munmap(base_, 2 * page_);
+  }
+  RingPositions(const RingPositions&) = delete;
+  RingPositions& operator=(const RingPositions&) = delete;
+
+  bool mapped() const { return base_ != nullptr; }
+
+  RingFill fill() const {
+    if (!base_) return {};
+    const auto* consumer = static_cast<const unsigned long*>(base_);
+    const auto* producer =
+        reinterpret_cast<const unsigned long*>(static_cast<const char*>(base_) + page_);
+    // The producer first: the consumer never passes it, so the difference cannot go negative.
+    const uint64_t produced = __atomic_load_n(producer, __ATOMIC_ACQUIRE);
+    const uint64_t consumed = __atomic_load_n(consumer, __ATOMIC_ACQUIRE);
+    return RingFill{produced > consumed ? produced - consumed : 0, size_};
+  }
+
+ private:
+  void* base_ = nullptr;
+  size_t page_ = 4096;
+  uint64_t size_ = 0;
+};
 
 }  // namespace
 
 struct Probe::Impl {
   SkelPtr skel;
+  RingReader reader;
   std::unique_ptr<ring_buffer, RingBufferDeleter> ring;
+  std::unique_ptr<RingPositions> positions;
   std::vector<AttachedHook> hooks;
   std::vector<ChosenVariant> variants;
   int ncpus = 1;
@@ -449,9 +499,15 @@ Result<std::unique_ptr<Probe::Impl>> load_plan(const ProbeOptions& options, cons
                     "cookie assigner", kCookieConsequence, *impl);
   }
 
-  impl->ring.reset(
-      ring_buffer__new(bpf_map__fd(skel->maps.events), on_ring_buffer_record, sink, nullptr));
+  impl->reader.sink = sink;
+  const int ring_fd = bpf_map__fd(skel->maps.events);
+  impl->ring.reset(ring_buffer__new(ring_fd, on_ring_buffer_record, &impl->reader, nullptr));
   if (!impl->ring) return fail("creating the ring buffer reader failed: " + errno_text(errno));
+  impl->positions =
+      std::make_unique<RingPositions>(ring_fd, bpf_map__max_entries(skel->maps.events));
+  if (!impl->positions->mapped()) {
+    return fail("mapping the ring buffer's positions failed: " + errno_text(errno));
+  }
   const int ncpus = libbpf_num_possible_cpus();
   impl->ncpus = ncpus > 0 ? ncpus : 1;
   impl->skel = std::move(skel);
@@ -579,13 +635,19 @@ Result<std::unique_ptr<Probe>> Probe::start(const ProbeOptions& options, RecordS
 }
 
 Result<int> Probe::poll(int timeout_ms) {
-  int n = ring_buffer__poll(impl_->ring.get(), timeout_ms);
+  impl_->reader.delivered = 0;
+  const int n = ring_buffer__poll(impl_->ring.get(), timeout_ms);
+  if (n == kSinkStopped) return impl_->reader.delivered;
   if (n < 0 && n != -EINTR) return fail("polling the ring buffer failed: " + errno_text(n));
   // Records submitted without a wakeup do not end the wait: consume whatever is there.
   const int more = ring_buffer__consume(impl_->ring.get());
-  if (more < 0) return fail("reading the ring buffer failed: " + errno_text(more));
-  return (n > 0 ? n : 0) + more;
+  if (more < 0 && more != kSinkStopped) {
+    return fail("reading the ring buffer failed: " + errno_text(more));
+  }
+  return impl_->reader.delivered;
 }
+
+RingFill Probe::ring_fill() const { return impl_->positions->fill(); }
 
 KernelCounters Probe::counters() const {
   KernelCounters c;

@@ -104,11 +104,18 @@ struct MapMemory {
   uint64_t bytes = 0;
 };
 
-// Receives raw records on the polling thread. Must not throw.
+// Receives raw records on the polling thread. Must not throw. Returns false to stop reading for
+// now (the record itself was taken): the rest stays in the ring buffer for the next poll.
 class RecordSink {
  public:
   virtual ~RecordSink() = default;
-  virtual void on_record(std::span<const std::byte> record) noexcept = 0;
+  virtual bool on_record(std::span<const std::byte> record) noexcept = 0;
+};
+
+// How much of the kernel ring buffer holds records not read yet.
+struct RingFill {
+  uint64_t used = 0;  // bytes
+  uint64_t size = 0;  // bytes; 0 when unknown
 };
 
 class Probe {
@@ -122,9 +129,12 @@ class Probe {
   Probe(const Probe&) = delete;
   Probe& operator=(const Probe&) = delete;
 
-  // Waits up to `timeout_ms` for a wakeup, then delivers every record available to the sink.
-  // Returns the number of records delivered.
+  // Waits up to `timeout_ms` for a wakeup, then delivers every record available to the sink, or
+  // those up to the one after which the sink asked to stop. Returns the number delivered.
   Result<int> poll(int timeout_ms);
+
+  // The ring buffer's fill level, read from its producer and consumer positions.
+  RingFill ring_fill() const;
 
   KernelCounters counters() const;
   const std::vector<AttachedHook>& hooks() const;

@@ -216,6 +216,12 @@ const std::vector<Setting>& settings() {
           "events buffered for a slow stdout before they are dropped and counted, 65536 to "
           "4294967296",
           65536, 1ull << 32, [](auto& o) -> auto& { return o.output_queue_bytes; }),
+      number(
+          "output-max-pause-ms", "NETMON_OUTPUT_MAX_PAUSE_MS", "output.max_pause_ms", "MS",
+          "when the output queue is full, how long the kernel reader may pause, leaving records "
+          "in the ring buffer, before it drops events and counts them; it never waits once the "
+          "ring buffer is half full. 0 to 60000; 0: drop at once",
+          0, 60000, [](auto& o) -> auto& { return o.output_max_pause_ms; }),
       {"proc-root", "NETMON_PROC_ROOT", "process_table.proc_root", Type::kString, "DIR",
        "where the host's proc filesystem is mounted (/host/proc in a container)",
        [](Options& o, std::string_view v) -> Result<void> {

@@ -33,7 +33,8 @@ struct Options {
   std::string config_file;    // the YAML file the settings were read from; "" when none
   log::Level log_level = log::Level::kInfo;
   ProbeOptions probe;
-  size_t output_queue_bytes = 16u << 20;
+  size_t output_queue_bytes = 8u << 20;
+  uint32_t output_max_pause_ms = 1000;  // the kernel reader's longest wait for a slow stdout
   std::string proc_root = "/proc";
   size_t max_processes = 65536;
   // Kubernetes. An empty kubelet_url is resolved at start: in a cluster (service-account token

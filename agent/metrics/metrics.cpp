@@ -356,6 +356,17 @@ std::string Metrics::render() const {
                         MetricType::Counter);
   made_up.metric.push_back(counter(static_cast<double>(h.state_runs_made_up)));
   out.push_back(std::move(made_up));
+  auto waits = family("netmon_output_waits_total",
+                      "Times the output queue had no room for a batch of events, so that the "
+                      "kernel reader paused (bounded) to let stdout catch up.",
+                      MetricType::Counter);
+  waits.metric.push_back(counter(static_cast<double>(h.output_waits)));
+  out.push_back(std::move(waits));
+  auto waited = family("netmon_output_wait_seconds_total",
+                       "Time the kernel reader waited for room in the output queue.",
+                       MetricType::Counter);
+  waited.metric.push_back(counter(h.output_wait_seconds));
+  out.push_back(std::move(waited));
 
   auto table =
       family("netmon_process_table_entries", "Processes in the process table.", MetricType::Gauge);

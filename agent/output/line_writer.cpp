@@ -22,6 +22,23 @@ struct LineWriter::State {
 
   State(int fd_in, size_t capacity) : fd(fd_in), capacity_bytes(capacity) {}
 
+  // With `mutex` held. A batch bigger than the whole queue still goes when the queue is empty:
+  // the bound limits what waits, and dropping it would lose everything a busy poll round made.
+  bool fits(size_t bytes) const {
+    return queued_bytes == 0 || queued_bytes + bytes <= capacity_bytes;
+  }
+
+  // With `mutex` held: queues `batch` and leaves it empty, with its capacity, for reuse.
+  void push(std::string& batch, uint64_t lines) {
+    const size_t capacity = batch.capacity();
+    queued_bytes += batch.size();
+    queued_lines += lines;
+    queue.push_back(Batch{std::move(batch), lines});
+    wake_writer.notify_one();
+    batch = std::string();
+    batch.reserve(capacity);
+  }
+
   bool write_all(const std::string& data) const {
     const char* p = data.data();
     size_t left = data.size();
@@ -71,30 +88,50 @@ bool LineWriter::submit(std::string& batch, uint64_t lines) {
   bool failed = false;
   {
     std::unique_lock lock(s.mutex);
-    // A batch bigger than the whole queue still goes when the queue is empty: the bound limits
-    // what waits, and dropping it would lose everything a busy poll round produced.
-    auto fits = [&s, &batch] {
-      return s.queued_bytes == 0 || s.queued_bytes + batch.size() <= s.capacity_bytes;
-    };
-    if (s.draining && !fits()) {
-      s.room.wait_until(lock, s.drain_deadline,
-                        [&s, &fits] { return fits() || s.output_failed || s.stopping; });
+    if (s.draining && !s.fits(batch.size())) {
+      s.room.wait_until(lock, s.drain_deadline, [&s, &batch] {
+        return s.fits(batch.size()) || s.output_failed || s.stopping;
+      });
     }
     failed = s.output_failed;
-    if (!s.stopping && !failed && fits()) {
-      const size_t capacity = batch.capacity();
-      s.queued_bytes += batch.size();
-      s.queued_lines += lines;
-      s.queue.push_back(State::Batch{std::move(batch), lines});
-      s.wake_writer.notify_one();
-      batch = std::string();
-      batch.reserve(capacity);
+    if (!s.stopping && !failed && s.fits(batch.size())) {
+      s.push(batch, lines);
       return true;
     }
   }
   (failed ? s.dropped_error : s.dropped_full).fetch_add(lines, std::memory_order_relaxed);
   batch.clear();
   return false;
+}
+
+bool LineWriter::offer(std::string& batch, uint64_t lines) {
+  if (batch.empty()) return true;
+  State& s = *state_;
+  bool failed = false;
+  {
+    std::lock_guard lock(s.mutex);
+    failed = s.output_failed;
+    if (!failed && !s.stopping) {
+      if (!s.fits(batch.size())) return false;
+      s.push(batch, lines);
+      return true;
+    }
+  }
+  (failed ? s.dropped_error : s.dropped_full).fetch_add(lines, std::memory_order_relaxed);
+  batch.clear();
+  return true;
+}
+
+void LineWriter::drop(std::string& batch, uint64_t lines) {
+  state_->dropped_full.fetch_add(lines, std::memory_order_relaxed);
+  batch.clear();
+}
+
+bool LineWriter::wait_for_room(size_t bytes, std::chrono::milliseconds timeout) {
+  State& s = *state_;
+  std::unique_lock lock(s.mutex);
+  return s.room.wait_for(lock, timeout,
+                         [&s, bytes] { return s.fits(bytes) || s.output_failed || s.stopping; });
 }
 
 std::chrono::steady_clock::time_point LineWriter::drain_until(

@@ -1,8 +1,10 @@
 // LineWriter: hands batches of whole JSON lines from the pipeline thread to a writer thread that
 // owns the output descriptor (stdout). While the agent runs the pipeline never blocks on output:
-// the queue between them is bounded in bytes, and a batch that does not fit is dropped and
-// counted. When the agent stops, drain_until() lets submit() wait for room instead, up to a
-// deadline, so that the backlog read from the kernel at the end is written, not dropped.
+// the queue between them is bounded in bytes. A batch that does not fit is either dropped and
+// counted (submit) or handed back (offer), so that the caller may wait a bounded time for room
+// (wait_for_room) and offer it again. When the agent stops, drain_until() lets submit() wait for
+// room instead, up to a deadline, so that the backlog read from the kernel at the end is written,
+// not dropped.
 #pragma once
 
 #include <chrono>
@@ -33,6 +35,19 @@ class LineWriter {
   // in which case the batch is dropped and counted. Returns whether it was queued. Either way
   // `batch` is left empty and ready for reuse.
   bool submit(std::string& batch, uint64_t lines);
+
+  // Pipeline thread. Queues `batch` like submit() when it fits and returns true, leaving it
+  // empty. When the output has failed for good the batch is dropped, counted as a write error,
+  // and true is returned too. Only when the queue is full is false returned, with `batch` left
+  // as it is, neither queued nor counted: the caller offers it again or drops it (drop()).
+  bool offer(std::string& batch, uint64_t lines);
+
+  // Pipeline thread. Counts `lines` as dropped because the queue was full and empties `batch`.
+  void drop(std::string& batch, uint64_t lines);
+
+  // Waits until a batch of `bytes` would fit, the output has failed, or `timeout` has passed.
+  // Returns whether offer() would now take such a batch.
+  bool wait_for_room(size_t bytes, std::chrono::milliseconds timeout);
 
   // Pipeline thread, when stopping: from now on submit() waits for room in the queue until
   // `deadline` before it drops a batch. A later call keeps the first deadline, which it returns.

@@ -347,6 +347,9 @@ def observe(mode, tmp, rnd):
             if "stopped:" in line:
                 m = LOST_RE.search(line)
                 row["summary"] = line.split("stopped:", 1)[1].split("; without")[0].strip()
+                waits = re.search(r"output waits \d+ \(\d+ ms\), sheds \d+", line)
+                if waits:
+                    row["summary"] += "; " + waits.group(0)
         if metrics_lost is not None:  # /metrics: every stage, recursion included
             row["lost"] = sum(metrics_lost.values())
             row["lost_detail"] = "/metrics: " + ", ".join(

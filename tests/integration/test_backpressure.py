@@ -1,9 +1,12 @@
 """Backpressure: the agent's stdout is a pipe nobody reads during a burst of connections.
 
-The agent must keep reading the kernel (its connection metrics keep counting, the ring buffer
-loses nothing), drop and count what does not fit its output queue (--output-queue-bytes at its
-minimum, 64 KiB, so that happens fast), and recover once the reader resumes: later events reach
-stdout again. On SIGTERM it exits 0 and its "stopped:" summary reports the output-queue loss.
+When the output queue (--output-queue-bytes at its minimum, 64 KiB, so that it fills fast) has no
+room, the kernel reader pauses and leaves the records in the ring buffer, for at most
+--output-max-pause-ms and only while the ring buffer is less than half full. So a stdout that
+stalls briefly loses nothing; one that stays blocked makes the agent read the kernel again (its
+connection metrics keep counting, the ring buffer loses nothing), drop and count what does not
+fit, and recover once the reader resumes: later events reach stdout again. On SIGTERM it exits 0
+and its "stopped:" summary reports the output-queue loss.
 
 The conftest Agent reads stdout continuously, so this test starts the agent itself.
 """
@@ -40,13 +43,15 @@ QUEUE_BYTES = 65536  # the minimum --output-queue-bytes
 BURST_CONNECTIONS = 2000
 BURST_SECONDS = 20.0  # the burst stops at this bound even if it is not complete
 RECOVERY_CONNECTIONS = 5
+STALL_CONNECTIONS = 300  # ~1200 events: megabytes of JSON, ~250 KB of kernel records
+PATIENT_RING_BYTES = 1 << 20
 METRICS_RE = re.compile(r"serving /metrics, /healthz and /readyz on (http://\S+)")
 
 
 class BlockedAgent:
     """netmon-agent whose stdout is a pipe the test reads only once drain() is called."""
 
-    def __init__(self):
+    def __init__(self, *extra_args):
         self.read_fd, write_fd = os.pipe()
         self._lock = threading.Lock()
         self.stderr_lines = []
@@ -59,7 +64,7 @@ class BlockedAgent:
         try:
             self.proc = subprocess.Popen(
                 [AGENT, "--metrics-address", "127.0.0.1:0", "--output-queue-bytes",
-                 str(QUEUE_BYTES)],
+                 str(QUEUE_BYTES), *extra_args],
                 stdin=subprocess.DEVNULL,
                 stdout=write_fd,
                 stderr=subprocess.PIPE,
@@ -216,10 +221,9 @@ def connect_burst(port, count, deadline):
     return made
 
 
-@pytest.fixture
-def blocked_agent():
+def start_blocked_agent(*extra_args):
     require_privileges()
-    agent = BlockedAgent()
+    agent = BlockedAgent(*extra_args)
     failure = agent.wait_running()
     if failure is not None:
         agent.close()
@@ -227,6 +231,24 @@ def blocked_agent():
         if agent.proc.returncode == 1 and unavailable:
             skip_or_fail(f"BPF is unavailable ({unavailable}): the agent {failure}")
         pytest.fail(f"the agent did not start although BPF works here: {failure}", pytrace=False)
+    return agent
+
+
+@pytest.fixture
+def blocked_agent():
+    """An agent with the default pause bound (1 s)."""
+    agent = start_blocked_agent()
+    try:
+        yield agent
+    finally:
+        agent.close()
+
+
+@pytest.fixture
+def patient_agent():
+    """An agent that may pause up to 60 s: only the ring buffer's fill level ends a pause."""
+    agent = start_blocked_agent("--output-max-pause-ms", "60000", "--ring-buffer-bytes",
+                                str(PATIENT_RING_BYTES))
     try:
         yield agent
     finally:
@@ -295,6 +317,72 @@ def test_blocked_stdout_drops_counts_and_recovers(blocked_agent):
     assert m and int(m.group(1)) >= lost_queue > 0, stopped[-1]
     for line in agent.stdout_lines:
         assert isinstance(json.loads(line), dict), line
+    assert_no_programs_left(agent)
+
+
+def test_stalled_stdout_loses_nothing_the_ring_buffer_can_hold(patient_agent):
+    """stdout stalls during a burst whose JSON is 30 times the queue and the pipe together, but
+    whose records fill less than half the ring buffer: the reader waits, and once stdout is read
+    again every event arrives, none dropped."""
+    agent = patient_agent
+    url = wait_for(lambda: agent.metrics_url, timeout=EVENT_TIMEOUT, what="the metrics URL")
+    port = free_port()
+    made = connect_burst(port, STALL_CONNECTIONS, time.monotonic() + BURST_SECONDS)
+    assert made == STALL_CONNECTIONS, f"only {made} connections in {BURST_SECONDS} s"
+    # The reader is waiting: it says so in its metrics, and has dropped nothing.
+    text = wait_for(
+        lambda: (t := scrape(url)) and metric_sum(t, "netmon_output_waits_total") >= 1 and t,
+        timeout=EVENT_TIMEOUT,
+        interval=0.2,
+        what="netmon_output_waits_total >= 1",
+    )
+    assert metric_sum(text, "netmon_events_lost_total") == 0, text
+    assert agent.stdout_bytes == 0
+
+    agent.drain()
+    expected = 4 * made
+    events = wait_for(
+        lambda: (e := agent.events_with_port(port)) and len(e) >= expected and e,
+        timeout=EVENT_TIMEOUT,
+        what=lambda: f"{expected} events on port {port}; have {len(agent.events_with_port(port))}",
+    )
+    assert len(events) == expected
+    assert len({(e["type"], e["cookie"]) for e in events}) == expected  # each exactly once
+    text = scrape(url)
+    assert metric_sum(text, "netmon_events_lost_total") == 0, text
+    assert metric_sum(text, "netmon_output_wait_seconds_total") > 0, text
+
+    code = agent.stop()
+    assert code == 0, f"agent exited with {code}:\n{agent.stderr_text()}"
+    stopped = [line for line in agent.stderr_lines if "stopped: " in line]
+    assert stopped and "output_queue 0," in stopped[-1], agent.stderr_text()
+    m = re.search(r"output waits (\d+) \((\d+) ms\), sheds (\d+)", stopped[-1])
+    assert m and int(m.group(1)) >= 1 and int(m.group(3)) == 0, stopped[-1]
+    assert_no_programs_left(agent)
+
+
+def test_blocked_stdout_stops_the_wait_when_the_ring_buffer_is_half_full(patient_agent):
+    """stdout stays blocked and the burst's records exceed half the ring buffer (1 MiB): the
+    reader stops waiting long before its 60 s bound, reads the kernel again and drops what does
+    not fit, counted; the ring buffer itself loses nothing."""
+    agent = patient_agent
+    url = wait_for(lambda: agent.metrics_url, timeout=EVENT_TIMEOUT, what="the metrics URL")
+    port = free_port()
+    started = time.monotonic()
+    made = connect_burst(port, BURST_CONNECTIONS, started + BURST_SECONDS)
+    assert made >= 1000, f"only {made} connections in {BURST_SECONDS} s"  # > 800 KB of records
+
+    def shedding():
+        text = scrape(url)
+        return text if metric_sum(text, "netmon_events_lost_total", stage="output_queue") else None
+
+    text = wait_for(shedding, timeout=EVENT_TIMEOUT, interval=0.2, what="output_queue losses")
+    assert time.monotonic() - started < 50, "the wait ended by its time bound, not the ring's fill"
+    assert metric_sum(text, "netmon_events_lost_total", stage="ring_buffer") == 0, text
+    assert metric_sum(text, "netmon_output_waits_total") >= 1, text
+    assert agent.stdout_bytes == 0
+    code = agent.stop()
+    assert code == 0, f"agent exited with {code}:\n{agent.stderr_text()}"
     assert_no_programs_left(agent)
 
 

@@ -227,7 +227,7 @@ TEST_F(ConfigTest, FlagBeatsEnvironmentBeatsFile) {
   EXPECT_EQ(o.log_level, log::Level::kDebug);         // flag over environment and file
   EXPECT_EQ(o.probe.max_connections, 6000u);          // environment over file
   EXPECT_EQ(o.max_processes, 3000u);                  // file over default
-  EXPECT_EQ(o.output_queue_bytes, size_t{16} << 20);  // default
+  EXPECT_EQ(o.output_queue_bytes, size_t{8} << 20);   // default
 }
 
 TEST_F(ConfigTest, ConfigFileFromEnvironmentAndFlagOverIt) {
@@ -646,7 +646,7 @@ TEST_F(ConfigTest, PrintedDefaultsNameEveryKeyAndLoadBack) {
   const std::string printed = render_config(defaults);
   for (const char* line :
        {"log_level: info\n", "hook_variant: auto\n", "ring_buffer_bytes: 4194304\n",
-        "max_connections: 262144\n", "output:\n  queue_bytes: 16777216\n",
+        "max_connections: 262144\n", "output:\n  queue_bytes: 8388608\n  max_pause_ms: 1000\n",
         "process_table:\n  proc_root: /proc\n  max_processes: 65536\n",
         "kubernetes:\n  kubelet_url: \"\"\n  token_file: \"\"\n  ca_file: \"\"\n"
         "  insecure_skip_verify: false\n  poll_interval_seconds: 10\n"

@@ -207,6 +207,62 @@ TEST_F(LineWriterTest, BatchLargerThanQueueIsDroppedCountedAndClearedWhenOthersW
   EXPECT_EQ(writer.stats().lines_dropped_write_error, 0u);
 }
 
+TEST_F(LineWriterTest, OfferHandsBackWhatDoesNotFitWithoutCounting) {
+  Pipe p = make_pipe();
+  fill_pipe(p.write_end.get());
+  LineWriter writer(p.write_end.get(), 8);
+  ASSERT_NO_FATAL_FAILURE(block_with_one_queued(writer));
+  std::string batch = "one\ntwo\nthree\n";  // 5 + 14 > 8 while something waits
+  EXPECT_FALSE(writer.offer(batch, 3));
+  EXPECT_EQ(batch, "one\ntwo\nthree\n");  // left to the caller, neither queued nor counted
+  EXPECT_EQ(writer.stats().lines_dropped_queue_full, 0u);
+  EXPECT_EQ(writer.stats().queued_bytes, 5u);
+  std::string small = "ok\n";  // 5 + 3 <= 8: taken
+  EXPECT_TRUE(writer.offer(small, 1));
+  EXPECT_TRUE(small.empty());
+  writer.drop(batch, 3);  // the caller gives up on it: counted as a full queue's loss
+  EXPECT_TRUE(batch.empty());
+  EXPECT_EQ(writer.stats().lines_dropped_queue_full, 3u);
+  EXPECT_TRUE(finish_with_reader(writer, p));
+  EXPECT_EQ(writer.stats().lines_written, 3u);
+}
+
+TEST_F(LineWriterTest, WaitForRoomReturnsOnceTheWriterTakesTheQueue) {
+  Pipe p = make_pipe();
+  fill_pipe(p.write_end.get());
+  LineWriter writer(p.write_end.get(), 8);
+  ASSERT_NO_FATAL_FAILURE(block_with_one_queued(writer));
+  // Nobody reads: no room for 14 bytes within the timeout.
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_FALSE(writer.wait_for_room(14, 100ms));
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 80ms);
+  // A reader unblocks the writer, which takes the waiting batch: the queue is empty, and an
+  // empty queue takes any batch.
+  std::thread reader([&] { (void)read_all(p.read_end.get()); });
+  EXPECT_TRUE(writer.wait_for_room(14, 5s));
+  std::string batch = "one\ntwo\nthree\n";
+  EXPECT_TRUE(writer.offer(batch, 3));
+  EXPECT_TRUE(writer.finish(5s));
+  p.write_end.reset();
+  reader.join();
+  EXPECT_EQ(writer.stats().lines_written, 5u);
+  EXPECT_EQ(writer.stats().lines_dropped_queue_full, 0u);
+}
+
+TEST_F(LineWriterTest, OfferAfterAWriteErrorDropsAndCountsIt) {
+  Pipe p = make_pipe();
+  LineWriter writer(p.write_end.get(), 1 << 20);
+  p.read_end.reset();  // EPIPE from now on
+  std::string batch = "a\n";
+  EXPECT_TRUE(writer.offer(batch, 1));
+  ASSERT_TRUE(eventually([&] { return writer.stats().lines_dropped_write_error == 1; }));
+  batch = "b\nc\n";
+  EXPECT_TRUE(writer.offer(batch, 2));  // taken, never held: the output is gone for good
+  EXPECT_TRUE(batch.empty());
+  EXPECT_EQ(writer.stats().lines_dropped_write_error, 3u);
+  EXPECT_TRUE(writer.wait_for_room(1 << 30, 0ms));
+}
+
 TEST_F(LineWriterTest, DrainingSubmitWaitsForRoomInsteadOfDropping) {
   Pipe p = make_pipe();
   fill_pipe(p.write_end.get());

@@ -657,6 +657,8 @@ HealthSnapshot numbered_health(bool kubelet) {
   h.events_without_pod = 8;
   h.owner_unknown = 9;
   h.state_runs_made_up = 91;
+  h.output_waits = 92;
+  h.output_wait_seconds = 1.5;
   h.process_table_live = 10;
   h.process_table_exited = 11;
   h.process_table_misses = 12;
@@ -696,6 +698,8 @@ TEST(MetricsHealth, FamiliesCarryThePublishedNumbers) {
   EXPECT_SAMPLE(x, "netmon_events_without_pod_total", LabelMap{}, 8);
   EXPECT_SAMPLE(x, "netmon_connections_owner_unknown_total", LabelMap{}, 9);
   EXPECT_SAMPLE(x, "netmon_bpf_state_runs_made_up_total", LabelMap{}, 91);
+  EXPECT_SAMPLE(x, "netmon_output_waits_total", LabelMap{}, 92);
+  EXPECT_SAMPLE(x, "netmon_output_wait_seconds_total", LabelMap{}, 1.5);
   EXPECT_SAMPLE(x, "netmon_process_table_entries", (LabelMap{{"state", "live"}}), 10);
   EXPECT_SAMPLE(x, "netmon_process_table_entries", (LabelMap{{"state", "exited"}}), 11);
   EXPECT_SAMPLE(x, "netmon_process_table_misses_total", LabelMap{}, 12);
@@ -789,6 +793,8 @@ TEST(MetricsRender, TheTextOutputForAFixedRegistry) {
   h.events_without_pod = 8;
   h.owner_unknown = 9;
   h.state_runs_made_up = 91;
+  h.output_waits = 92;
+  h.output_wait_seconds = 1.5;
   h.process_table_live = 10;
   h.process_table_exited = 11;
   h.process_table_misses = 12;
@@ -882,6 +888,12 @@ netmon_connections_owner_unknown_total 9
 # HELP netmon_bpf_state_runs_made_up_total Runs of the state tracepoint programs the kernel skipped, whose changes the TCP state observer (sock_ops) handled: no event lost.
 # TYPE netmon_bpf_state_runs_made_up_total counter
 netmon_bpf_state_runs_made_up_total 91
+# HELP netmon_output_waits_total Times the output queue had no room for a batch of events, so that the kernel reader paused (bounded) to let stdout catch up.
+# TYPE netmon_output_waits_total counter
+netmon_output_waits_total 92
+# HELP netmon_output_wait_seconds_total Time the kernel reader waited for room in the output queue.
+# TYPE netmon_output_wait_seconds_total counter
+netmon_output_wait_seconds_total 1.5
 # HELP netmon_process_table_entries Processes in the process table.
 # TYPE netmon_process_table_entries gauge
 netmon_process_table_entries{state="live"} 10
@@ -951,6 +963,8 @@ TEST(MetricsRender, NamesTypesAndHelpFollowTheConventions) {
                                                    "netmon_events_without_pod_total",
                                                    "netmon_connections_owner_unknown_total",
                                                    "netmon_bpf_state_runs_made_up_total",
+                                                   "netmon_output_waits_total",
+                                                   "netmon_output_wait_seconds_total",
                                                    "netmon_process_table_entries",
                                                    "netmon_process_table_misses_total",
                                                    "netmon_process_table_evictions_total",

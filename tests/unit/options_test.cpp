@@ -49,7 +49,8 @@ TEST(OptionsParse, DefaultsWithoutFlagsOrEnvironment) {
   EXPECT_EQ(r->probe.variants.state, HookVariant::kAuto);
   EXPECT_EQ(r->probe.ring_buffer_bytes, 4u << 20);
   EXPECT_EQ(r->probe.max_connections, 262144u);
-  EXPECT_EQ(r->output_queue_bytes, size_t{16} << 20);
+  EXPECT_EQ(r->output_queue_bytes, size_t{8} << 20);
+  EXPECT_EQ(r->output_max_pause_ms, 1000u);
   EXPECT_EQ(r->proc_root, "/proc");
   EXPECT_EQ(r->max_processes, 65536u);
   EXPECT_FALSE(r->print_config);
@@ -441,12 +442,13 @@ TEST(OptionsUsage, NamesEveryConfigurationKeyAndDefault) {
                           "key events.establish",
                           "key events.accept",
                           "key events.close",
-                          "key events.failed"}) {
+                          "key events.failed",
+                          "key output.max_pause_ms"}) {
     EXPECT_TRUE(contains(u, key)) << key;
   }
   for (const char* d :
        {"(default info)", "(default auto)", "(default 4194304)", "(default 262144)",
-        "(default 16777216)", "(default /proc)", "(default 65536)", "(default 10)", "(default 60)",
+        "(default 8388608)", "(default 1000)", "(default /proc)", "(default 65536)", "(default 10)", "(default 60)",
         "(default 0.0.0.0:9477)", "(default false)", "(default true)"}) {
     EXPECT_TRUE(contains(u, d)) << d;
   }
