@@ -65,10 +65,9 @@ std::string summary(const Pipeline& pipeline, const OutputStats& out, const Kern
          std::to_string(
              std::chrono::duration_cast<std::chrono::milliseconds>(pause.waited()).count()) +
          " ms), sheds " + std::to_string(pause.sheds()) +
-         "; process table: " + std::to_string(p.live) +
-         " live, " + std::to_string(p.exited) + " exited, misses " + std::to_string(p.misses) +
-         ", read from /proc " + std::to_string(p.resolved_from_proc) + ", evictions " +
-         std::to_string(p.evictions);
+         "; process table: " + std::to_string(p.live) + " live, " + std::to_string(p.exited) +
+         " exited, misses " + std::to_string(p.misses) + ", read from /proc " +
+         std::to_string(p.resolved_from_proc) + ", evictions " + std::to_string(p.evictions);
 }
 
 constexpr const char* kServiceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount";

@@ -362,9 +362,9 @@ std::string Metrics::render() const {
                       MetricType::Counter);
   waits.metric.push_back(counter(static_cast<double>(h.output_waits)));
   out.push_back(std::move(waits));
-  auto waited = family("netmon_output_wait_seconds_total",
-                       "Time the kernel reader waited for room in the output queue.",
-                       MetricType::Counter);
+  auto waited =
+      family("netmon_output_wait_seconds_total",
+             "Time the kernel reader waited for room in the output queue.", MetricType::Counter);
   waited.metric.push_back(counter(h.output_wait_seconds));
   out.push_back(std::move(waited));
 

@@ -49,8 +49,8 @@ struct HealthSnapshot {
   uint64_t events_without_pod = 0;           // owner in a pod cgroup, pod metadata unknown
   uint64_t owner_unknown = 0;                // kernel: connection opened before attach
   uint64_t state_runs_made_up = 0;           // kernel: state program runs skipped, not lost
-  uint64_t output_waits = 0;         // times the output queue refused a batch and the reader paused
-  double output_wait_seconds = 0;    // time the reader waited for room in the output queue
+  uint64_t output_waits = 0;       // times the output queue refused a batch and the reader paused
+  double output_wait_seconds = 0;  // time the reader waited for room in the output queue
   uint64_t process_table_live = 0;
   uint64_t process_table_exited = 0;
   uint64_t process_table_misses = 0;

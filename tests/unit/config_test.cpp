@@ -224,10 +224,10 @@ TEST_F(ConfigTest, FlagBeatsEnvironmentBeatsFile) {
   const Options o = load_ok(
       "log_level: error\nmax_connections: 5000\nprocess_table:\n  max_processes: 3000\n",
       {"--log-level=debug"}, {{"NETMON_LOG_LEVEL", "warn"}, {"NETMON_MAX_CONNECTIONS", "6000"}});
-  EXPECT_EQ(o.log_level, log::Level::kDebug);         // flag over environment and file
-  EXPECT_EQ(o.probe.max_connections, 6000u);          // environment over file
-  EXPECT_EQ(o.max_processes, 3000u);                  // file over default
-  EXPECT_EQ(o.output_queue_bytes, size_t{8} << 20);   // default
+  EXPECT_EQ(o.log_level, log::Level::kDebug);        // flag over environment and file
+  EXPECT_EQ(o.probe.max_connections, 6000u);         // environment over file
+  EXPECT_EQ(o.max_processes, 3000u);                 // file over default
+  EXPECT_EQ(o.output_queue_bytes, size_t{8} << 20);  // default
 }
 
 TEST_F(ConfigTest, ConfigFileFromEnvironmentAndFlagOverIt) {

@@ -448,8 +448,8 @@ TEST(OptionsUsage, NamesEveryConfigurationKeyAndDefault) {
   }
   for (const char* d :
        {"(default info)", "(default auto)", "(default 4194304)", "(default 262144)",
-        "(default 8388608)", "(default 1000)", "(default /proc)", "(default 65536)", "(default 10)", "(default 60)",
-        "(default 0.0.0.0:9477)", "(default false)", "(default true)"}) {
+        "(default 8388608)", "(default 1000)", "(default /proc)", "(default 65536)", "(default 10)",
+        "(default 60)", "(default 0.0.0.0:9477)", "(default false)", "(default true)"}) {
     EXPECT_TRUE(contains(u, d)) << d;
   }
   EXPECT_TRUE(contains(u, "Flags override variables, which override the file")) << u;
