@@ -764,8 +764,9 @@ int assign_cookies(struct bpf_sock_ops *skops)
  * makes the connection's end independent of them: it reports the Establish of an outbound
  * connection, records the first FIN, and reports the Close or Failed, each exactly once with the
  * tracepoint programs (the entry's `reported` and the entry's delete decide, as between the two
- * copies). Connections opened before it was attached have no callbacks: the tracepoint programs
- * alone see their end.
+ * copies). A connect() whose SYN went out before it was attached gets its callbacks when the
+ * handshake completes (ACTIVE_ESTABLISHED); connections established before it was attached have
+ * none: the tracepoint programs alone see their end.
  *
  * It also assigns the socket's cookie when a connect() sends its SYN and when a passive handshake
  * completes, as the cookie assigner does, for state hooks that cannot call the helper.
@@ -782,6 +783,14 @@ int observe_tcp_states(struct bpf_sock_ops *skops)
 		bpf_get_socket_cookie(skops);
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
 						     BPF_SOCK_OPS_STATE_CB_FLAG);
+		return 1;
+	}
+	if (op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB) {
+		/* A connect() that sent its SYN before this program was attached has just completed
+		 * (the tracepoint programs saw SYN_SENT -> ESTABLISHED): watch the rest of it too. */
+		if (!(skops->bpf_sock_ops_cb_flags & BPF_SOCK_OPS_STATE_CB_FLAG))
+			bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+							     BPF_SOCK_OPS_STATE_CB_FLAG);
 		return 1;
 	}
 	if (op != BPF_SOCK_OPS_STATE_CB)

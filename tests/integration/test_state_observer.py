@@ -7,9 +7,11 @@ accounting"); `bpftool link detach` takes the observer's cgroup link away from t
 (the kernel cannot detach tracepoint links). The connections end in the ways that matter: this
 end sends the first FIN, the peer does, this end aborts with a reset."""
 
+import errno
 import json
 import os
 import re
+import select
 import socket
 import struct
 import subprocess
@@ -187,6 +189,69 @@ def test_observer_reports_connections_the_tracepoints_never_see(start_agent, fam
     # Other connections the host makes meanwhile count too: at least ours.
     assert metric(agent, "netmon_connections_owner_unknown_total") >= len(conns.pairs)
     assert_nothing_lost(agent)
+
+
+class StraddlingConnection(Connections):
+    """A connect() in progress across the agent's start: the listener's accept queue (backlog 0)
+    is full with a `filler` connection, so the client's SYN is dropped and retried (after 1, 3,
+    7, 15 s) until complete() makes room. Made before the agent starts."""
+
+    def __init__(self, family):  # pylint: disable=super-init-not-called
+        self.family = family
+        self.server = socket.socket(family, socket.SOCK_STREAM)
+        self.server.bind((LOOPBACK[family], 0))
+        self.server.listen(0)
+        self.server.settimeout(10)
+        self.port = self.server.getsockname()[1]
+        self.filler = socket.create_connection((LOOPBACK[family], self.port), timeout=10)
+        self.client = socket.socket(family, socket.SOCK_STREAM)
+        self.client.setblocking(False)
+        assert self.client.connect_ex((LOOPBACK[family], self.port)) == errno.EINPROGRESS
+        self.pairs = {}
+
+    def complete(self):
+        """Accepts the filler (keeping it open); the client's next SYN then goes through."""
+        self.filler_accepted, _ = self.server.accept()
+        _, writable, _ = select.select([], [self.client], [], 20)
+        assert writable, "the straddling connect() did not complete within 20 s"
+        err = self.client.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        assert err == 0, os.strerror(err)
+        self.client.setblocking(True)
+        self.client.settimeout(10)
+        accepted, _ = self.server.accept()
+        accepted.settimeout(10)
+        self.pairs["client_fin"] = (self.client, accepted, self.client.getsockname()[1])
+
+    def close_filler(self):
+        self.filler.close()
+        self.filler_accepted.close()
+
+
+@FAMILIES
+def test_observer_takes_over_a_connect_that_straddles_the_start(start_agent, family):
+    """A connect() whose SYN went out before the agent started and whose handshake completes
+    after: the observer turns on the socket's state callbacks when the handshake completes, so
+    its end is reported although the state tracepoint programs ignore every connection end
+    (fault injection). Its owner is unknown (the connect() itself was not seen)."""
+    conn = StraddlingConnection(family)
+    try:
+        agent = start_agent(env={"NETMON_FAULT_SKIP_STATE": "end"})
+        require_observer(agent)
+        tid = threading.get_native_id()
+        conn.complete()
+        cp = conn.pairs["client_fin"][2]
+        agent.wait_events(kind=ACCEPT, sport=conn.port, dport=cp)
+        conn.end()
+        assert_ended(agent, conn, (None, tid))
+        establish = agent.events(kind=ESTABLISH, sport=cp, dport=conn.port)
+        assert len(establish) == 1 and establish[0]["process"] is None, establish
+        assert_nothing_lost(agent)
+    finally:
+        if hasattr(conn, "filler_accepted"):
+            conn.close_filler()
+        conn.filler.close()
+        conn.client.close()
+        conn.server.close()
 
 
 @FAMILIES
