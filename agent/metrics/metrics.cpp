@@ -222,6 +222,13 @@ ClientMetric gauge(double value, std::vector<ClientMetric::Label> labels = {}) {
   return m;
 }
 
+// A counter family with one unlabelled sample.
+MetricFamily single_counter(std::string name, std::string help, double value) {
+  MetricFamily f = family(std::move(name), std::move(help), MetricType::Counter);
+  f.metric.push_back(counter(value));
+  return f;
+}
+
 std::vector<ClientMetric::Label> series_labels(const ConnectionSeries& s) {
   std::vector<ClientMetric::Label> out;
   for (size_t i = 0; i < kConnectionLabels.size(); ++i) {
@@ -335,53 +342,39 @@ std::string Metrics::render() const {
   }
   out.push_back(std::move(lost));
 
-  auto no_process = family("netmon_events_without_process_total",
-                           "Events whose owner was not in the process table.", MetricType::Counter);
-  no_process.metric.push_back(counter(static_cast<double>(h.events_without_process)));
-  out.push_back(std::move(no_process));
-  auto no_pod =
-      family("netmon_events_without_pod_total",
-             "Events from a pod cgroup whose pod metadata was unknown.", MetricType::Counter);
-  no_pod.metric.push_back(counter(static_cast<double>(h.events_without_pod)));
-  out.push_back(std::move(no_pod));
-  auto unknown_owner =
-      family("netmon_connections_owner_unknown_total",
-             "Connections reported without a process: opened before attach, or connect() unseen.",
-             MetricType::Counter);
-  unknown_owner.metric.push_back(counter(static_cast<double>(h.owner_unknown)));
-  out.push_back(std::move(unknown_owner));
-  auto made_up = family("netmon_bpf_state_runs_made_up_total",
-                        "Runs of the state tracepoint programs the kernel skipped, whose changes "
-                        "the TCP state observer (sock_ops) handled: no event lost.",
-                        MetricType::Counter);
-  made_up.metric.push_back(counter(static_cast<double>(h.state_runs_made_up)));
-  out.push_back(std::move(made_up));
-  auto waits = family("netmon_output_waits_total",
-                      "Times the output queue had no room for a batch of events, so that the "
-                      "kernel reader paused (bounded) to let stdout catch up.",
-                      MetricType::Counter);
-  waits.metric.push_back(counter(static_cast<double>(h.output_waits)));
-  out.push_back(std::move(waits));
-  auto waited =
-      family("netmon_output_wait_seconds_total",
-             "Time the kernel reader waited for room in the output queue.", MetricType::Counter);
-  waited.metric.push_back(counter(h.output_wait_seconds));
-  out.push_back(std::move(waited));
+  const auto n = [](uint64_t v) { return static_cast<double>(v); };
+  out.push_back(single_counter("netmon_events_without_process_total",
+                               "Events whose owner was not in the process table.",
+                               n(h.events_without_process)));
+  out.push_back(single_counter("netmon_events_without_pod_total",
+                               "Events from a pod cgroup whose pod metadata was unknown.",
+                               n(h.events_without_pod)));
+  out.push_back(single_counter(
+      "netmon_connections_owner_unknown_total",
+      "Connections reported without a process: opened before attach, or connect() unseen.",
+      n(h.owner_unknown)));
+  out.push_back(single_counter("netmon_bpf_state_runs_made_up_total",
+                               "Runs of the state tracepoint programs the kernel skipped, whose "
+                               "changes the TCP state observer (sock_ops) handled: no event lost.",
+                               n(h.state_runs_made_up)));
+  out.push_back(single_counter("netmon_output_waits_total",
+                               "Times the output queue had no room for a batch of events, so that "
+                               "the kernel reader paused (bounded) to let stdout catch up.",
+                               n(h.output_waits)));
+  out.push_back(single_counter("netmon_output_wait_seconds_total",
+                               "Time the kernel reader waited for room in the output queue.",
+                               h.output_wait_seconds));
 
   auto table =
       family("netmon_process_table_entries", "Processes in the process table.", MetricType::Gauge);
   table.metric.push_back(gauge(static_cast<double>(h.process_table_live), {{"state", "live"}}));
   table.metric.push_back(gauge(static_cast<double>(h.process_table_exited), {{"state", "exited"}}));
   out.push_back(std::move(table));
-  auto misses = family("netmon_process_table_misses_total", "Owner lookups that found no process.",
-                       MetricType::Counter);
-  misses.metric.push_back(counter(static_cast<double>(h.process_table_misses)));
-  out.push_back(std::move(misses));
-  auto evictions = family("netmon_process_table_evictions_total",
-                          "Exited processes dropped to keep the table within its capacity.",
-                          MetricType::Counter);
-  evictions.metric.push_back(counter(static_cast<double>(h.process_table_evictions)));
-  out.push_back(std::move(evictions));
+  out.push_back(single_counter("netmon_process_table_misses_total",
+                               "Owner lookups that found no process.", n(h.process_table_misses)));
+  out.push_back(single_counter("netmon_process_table_evictions_total",
+                               "Exited processes dropped to keep the table within its capacity.",
+                               n(h.process_table_evictions)));
 
   if (h.kubelet_enabled) {
     auto requests =
