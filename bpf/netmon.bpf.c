@@ -787,7 +787,7 @@ int observe_tcp_states(struct bpf_sock_ops *skops)
 	}
 	if (op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB) {
 		/* A connect() that sent its SYN before this program was attached has just completed
-		 * (the tracepoint programs saw SYN_SENT -> ESTABLISHED): watch the rest of it too. */
+		 * (the tracepoint programs saw SYN_SENT -> ESTABLISHED): watch the rest of it. */
 		if (!(skops->bpf_sock_ops_cb_flags & BPF_SOCK_OPS_STATE_CB_FLAG))
 			bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
 							     BPF_SOCK_OPS_STATE_CB_FLAG);
