@@ -259,8 +259,9 @@ int run_agent(const Options& options) {
   processes.seed();
   log::info("process table seeded from " + options.proc_root + " with " +
             std::to_string(processes.size()) + " processes");
-  // Loading the probes parses the kernel's BTF (several MiB, more than once while variants are
-  // probed); libbpf frees it, but the allocator keeps the freed heap resident. Hand it back.
+  // The allocator keeps freed heap resident: hand back what the start-up (the probes' attach,
+  // the /proc scan) freed. The probe already trimmed the kernel BTF's megabytes before it mapped
+  // the ring buffer.
   ::malloc_trim(0);
   std::unique_ptr<KubeletWatcher> kubelet;
   if (KubeletOptions k = kubelet_options(options); !k.url.empty()) {

@@ -5,6 +5,7 @@
 #include <bpf/libbpf.h>
 #include <fcntl.h>
 #include <linux/magic.h>
+#include <malloc.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -499,6 +500,10 @@ Result<std::unique_ptr<Probe::Impl>> load_plan(const ProbeOptions& options, cons
                     "cookie assigner", kCookieConsequence, *impl);
   }
 
+  // Loading parsed the kernel's BTF (megabytes, more than once when variants were probed) and
+  // freed it, but the allocator keeps freed heap resident: hand it back before the ring buffer
+  // (mapped twice, 8 MiB of RSS by default) is mapped on top, or the start-up peak adds both.
+  ::malloc_trim(0);
   impl->reader.sink = sink;
   const int ring_fd = bpf_map__fd(skel->maps.events);
   impl->ring.reset(ring_buffer__new(ring_fd, on_ring_buffer_record, &impl->reader, nullptr));
