@@ -771,6 +771,15 @@ int assign_cookies(struct bpf_sock_ops *skops)
  * It also assigns the socket's cookie when a connect() sends its SYN and when a passive handshake
  * completes, as the cookie assigner does, for state hooks that cannot call the helper.
  */
+/* Turns on the socket's state callbacks (BPF_SOCK_OPS_STATE_CB), unless they are on already. */
+static __always_inline void watch_states(struct bpf_sock_ops *skops)
+{
+	u32 flags = skops->bpf_sock_ops_cb_flags;
+
+	if (!(flags & BPF_SOCK_OPS_STATE_CB_FLAG))
+		bpf_sock_ops_cb_flags_set(skops, flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
 SEC("sockops")
 int observe_tcp_states(struct bpf_sock_ops *skops)
 {
@@ -781,16 +790,13 @@ int observe_tcp_states(struct bpf_sock_ops *skops)
 
 	if (op == BPF_SOCK_OPS_TCP_CONNECT_CB || op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB) {
 		bpf_get_socket_cookie(skops);
-		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
-						     BPF_SOCK_OPS_STATE_CB_FLAG);
+		watch_states(skops);
 		return 1;
 	}
 	if (op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB) {
 		/* A connect() that sent its SYN before this program was attached has just completed
 		 * (the tracepoint programs saw SYN_SENT -> ESTABLISHED): watch the rest of it. */
-		if (!(skops->bpf_sock_ops_cb_flags & BPF_SOCK_OPS_STATE_CB_FLAG))
-			bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
-							     BPF_SOCK_OPS_STATE_CB_FLAG);
+		watch_states(skops);
 		return 1;
 	}
 	if (op != BPF_SOCK_OPS_STATE_CB)

@@ -142,11 +142,14 @@ int on_ring_buffer_record(void* ctx, void* data, size_t size) noexcept {
 // mapped read-only (libbpf maps the same pages for its reader) to tell how full the buffer is.
 class RingPositions {
  public:
-  RingPositions() = default;
   RingPositions(int map_fd, uint64_t size) : size_(size) {
     page_ = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
     void* p = ::mmap(nullptr, 2 * page_, PROT_READ, MAP_SHARED, map_fd, 0);
-    if (p != MAP_FAILED) base_ = p;
+    if (p != MAP_FAILED) {
+      base_ = p;
+    } else {
+      error_ = errno;
+    }
   }
   ~RingPositions() {
     if (base_) ::munmap(base_, 2 * page_);
@@ -155,9 +158,9 @@ class RingPositions {
   RingPositions& operator=(const RingPositions&) = delete;
 
   bool mapped() const { return base_ != nullptr; }
+  int error() const { return error_; }  // the mmap's errno when not mapped
 
-  RingFill fill() const {
-    if (!base_) return {};
+  RingFill fill() const {  // only once mapped
     const auto* consumer = static_cast<const unsigned long*>(base_);
     const auto* producer =
         reinterpret_cast<const unsigned long*>(static_cast<const char*>(base_) + page_);
@@ -169,6 +172,7 @@ class RingPositions {
 
  private:
   void* base_ = nullptr;
+  int error_ = 0;
   size_t page_ = 4096;
   uint64_t size_ = 0;
 };
@@ -511,7 +515,8 @@ Result<std::unique_ptr<Probe::Impl>> load_plan(const ProbeOptions& options, cons
   impl->positions =
       std::make_unique<RingPositions>(ring_fd, bpf_map__max_entries(skel->maps.events));
   if (!impl->positions->mapped()) {
-    return fail("mapping the ring buffer's positions failed: " + errno_text(errno));
+    return fail("mapping the ring buffer's positions failed: " +
+                errno_text(impl->positions->error()));
   }
   const int ncpus = libbpf_num_possible_cpus();
   impl->ncpus = ncpus > 0 ? ncpus : 1;

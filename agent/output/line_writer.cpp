@@ -28,8 +28,15 @@ struct LineWriter::State {
     return queued_bytes == 0 || queued_bytes + bytes <= capacity_bytes;
   }
 
-  // With `mutex` held: queues `batch` and leaves it empty, with its capacity, for reuse.
-  void push(std::string& batch, uint64_t lines) {
+  // What became of a batch offered to the queue.
+  enum class Push { kQueued, kFull, kFailed, kStopped };
+
+  // With `mutex` held: queues `batch` when the output works and it fits, leaving it empty, with
+  // its capacity, for reuse. Otherwise leaves it as it is and says why not.
+  Push try_push(std::string& batch, uint64_t lines) {
+    if (output_failed) return Push::kFailed;
+    if (stopping) return Push::kStopped;
+    if (!fits(batch.size())) return Push::kFull;
     const size_t capacity = batch.capacity();
     queued_bytes += batch.size();
     queued_lines += lines;
@@ -37,6 +44,15 @@ struct LineWriter::State {
     wake_writer.notify_one();
     batch = std::string();
     batch.reserve(capacity);
+    return Push::kQueued;
+  }
+
+  // Counts a batch of `lines` that was not queued for `why` as dropped, and empties it: a write
+  // error once the output failed, else a full queue.
+  void drop(Push why, std::string& batch, uint64_t lines) {
+    (why == Push::kFailed ? dropped_error : dropped_full)
+        .fetch_add(lines, std::memory_order_relaxed);
+    batch.clear();
   }
 
   bool write_all(const std::string& data) const {
@@ -85,7 +101,7 @@ LineWriter::~LineWriter() { finish(std::chrono::milliseconds(0)); }
 bool LineWriter::submit(std::string& batch, uint64_t lines) {
   if (batch.empty()) return true;
   State& s = *state_;
-  bool failed = false;
+  State::Push result;
   {
     std::unique_lock lock(s.mutex);
     if (s.draining && !s.fits(batch.size())) {
@@ -93,38 +109,28 @@ bool LineWriter::submit(std::string& batch, uint64_t lines) {
         return s.fits(batch.size()) || s.output_failed || s.stopping;
       });
     }
-    failed = s.output_failed;
-    if (!s.stopping && !failed && s.fits(batch.size())) {
-      s.push(batch, lines);
-      return true;
-    }
+    result = s.try_push(batch, lines);
   }
-  (failed ? s.dropped_error : s.dropped_full).fetch_add(lines, std::memory_order_relaxed);
-  batch.clear();
+  if (result == State::Push::kQueued) return true;
+  s.drop(result, batch, lines);
   return false;
 }
 
 bool LineWriter::offer(std::string& batch, uint64_t lines) {
   if (batch.empty()) return true;
   State& s = *state_;
-  bool failed = false;
+  State::Push result;
   {
     std::lock_guard lock(s.mutex);
-    failed = s.output_failed;
-    if (!failed && !s.stopping) {
-      if (!s.fits(batch.size())) return false;
-      s.push(batch, lines);
-      return true;
-    }
+    result = s.try_push(batch, lines);
   }
-  (failed ? s.dropped_error : s.dropped_full).fetch_add(lines, std::memory_order_relaxed);
-  batch.clear();
+  if (result == State::Push::kFull) return false;
+  if (result != State::Push::kQueued) s.drop(result, batch, lines);
   return true;
 }
 
 void LineWriter::drop(std::string& batch, uint64_t lines) {
-  state_->dropped_full.fetch_add(lines, std::memory_order_relaxed);
-  batch.clear();
+  state_->drop(State::Push::kFull, batch, lines);
 }
 
 bool LineWriter::wait_for_room(size_t bytes, std::chrono::milliseconds timeout) {

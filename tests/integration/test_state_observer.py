@@ -82,17 +82,22 @@ def require_observer(agent):
         skip_or_fail("the TCP state observer did not attach here:\n" + agent.stderr_text())
 
 
+def listen_on_loopback(family, backlog):
+    """A listener on `family`'s loopback address and a free port, and that port."""
+    server = socket.socket(family, socket.SOCK_STREAM)
+    server.bind((LOOPBACK[family], 0))
+    server.listen(backlog)
+    server.settimeout(10)
+    return server, server.getsockname()[1]
+
+
 class Connections:
     """One listener of `family` and a connection per ending (of `endings`), opened and accepted,
     kept open."""
 
     def __init__(self, family, endings=tuple(ENDINGS)):
         self.family = family
-        self.server = socket.socket(family, socket.SOCK_STREAM)
-        self.server.bind((LOOPBACK[family], 0))
-        self.server.listen(8)
-        self.server.settimeout(10)
-        self.port = self.server.getsockname()[1]
+        self.server, self.port = listen_on_loopback(family, 8)
         self.pairs = {}
         for ending in endings:
             client = socket.create_connection((LOOPBACK[family], self.port), timeout=10)
@@ -198,11 +203,7 @@ class StraddlingConnection(Connections):
 
     def __init__(self, family):  # pylint: disable=super-init-not-called
         self.family = family
-        self.server = socket.socket(family, socket.SOCK_STREAM)
-        self.server.bind((LOOPBACK[family], 0))
-        self.server.listen(0)
-        self.server.settimeout(10)
-        self.port = self.server.getsockname()[1]
+        self.server, self.port = listen_on_loopback(family, 0)
         self.filler = socket.create_connection((LOOPBACK[family], self.port), timeout=10)
         self.client = socket.socket(family, socket.SOCK_STREAM)
         self.client.setblocking(False)

@@ -100,13 +100,19 @@ void block_with_one_queued(LineWriter& writer) {
   ASSERT_TRUE(writer.submit(batch, 1));
 }
 
-// Unblocks the filled pipe with a reader, then stops the writer: whether it drained in time.
-bool finish_with_reader(LineWriter& writer, Pipe& p) {
-  std::thread reader([&] { (void)read_all(p.read_end.get()); });
+// Stops the writer once `reader`, a thread reading the pipe, has taken everything, then closes
+// the pipe so that the reader ends: whether the writer drained in time.
+bool finish_read_by(LineWriter& writer, Pipe& p, std::thread& reader) {
   const bool drained = writer.finish(5s);
   p.write_end.reset();
   reader.join();
   return drained;
+}
+
+// Unblocks the filled pipe with a reader, then stops the writer: whether it drained in time.
+bool finish_with_reader(LineWriter& writer, Pipe& p) {
+  std::thread reader([&] { (void)read_all(p.read_end.get()); });
+  return finish_read_by(writer, p, reader);
 }
 
 class LineWriterTest : public ::testing::Test {
@@ -242,9 +248,7 @@ TEST_F(LineWriterTest, WaitForRoomReturnsOnceTheWriterTakesTheQueue) {
   EXPECT_TRUE(writer.wait_for_room(14, 5s));
   std::string batch = "one\ntwo\nthree\n";
   EXPECT_TRUE(writer.offer(batch, 3));
-  EXPECT_TRUE(writer.finish(5s));
-  p.write_end.reset();
-  reader.join();
+  EXPECT_TRUE(finish_read_by(writer, p, reader));
   EXPECT_EQ(writer.stats().lines_written, 5u);
   EXPECT_EQ(writer.stats().lines_dropped_queue_full, 0u);
 }
@@ -278,9 +282,7 @@ TEST_F(LineWriterTest, DrainingSubmitWaitsForRoomInsteadOfDropping) {
   const auto start = std::chrono::steady_clock::now();
   EXPECT_TRUE(writer.submit(batch, 3));
   EXPECT_GE(std::chrono::steady_clock::now() - start, 100ms);
-  EXPECT_TRUE(writer.finish(5s));
-  p.write_end.reset();
-  reader.join();
+  EXPECT_TRUE(finish_read_by(writer, p, reader));
   EXPECT_EQ(writer.stats().lines_written, 5u);
   EXPECT_EQ(writer.stats().lines_dropped_queue_full, 0u);
 }

@@ -17,38 +17,18 @@
 #include "app/pipeline.h"
 #include "app/reader_pause.h"
 #include "common/unique_fd.h"
-
-extern "C" {
-#include "netmon_events.h"
-}
+#include "records.h"
 
 namespace netmon {
 namespace {
 
 using namespace std::chrono_literals;
 
+// The Close of a connection `cookie` (an outbound IPv4 one, owner not in the process table).
 std::vector<std::byte> close_record(uint64_t cookie) {
-  nm_conn_record r{};
-  r.hdr.type = NM_REC_CONNECTION;
-  r.hdr.size = sizeof(nm_conn_record);
-  r.hdr.ts_ns = 1'000'000'000ull;
-  r.task.pid = 4242;
-  r.task.tid = 4242;
-  r.task.start_ns = 1;
-  std::memcpy(r.task.comm, "client", 7);
+  nm_conn_record r = test::make_record(NM_CONN_CLOSE, NM_AF_INET);
   r.cookie = cookie;
-  const uint8_t lo[4] = {127, 0, 0, 1};
-  std::memcpy(r.saddr, lo, 4);
-  std::memcpy(r.daddr, lo, 4);
-  r.sport = 40000;
-  r.dport = 8080;
-  r.family = NM_AF_INET;
-  r.kind = NM_CONN_CLOSE;
-  r.direction = NM_DIR_OUTBOUND;
-  r.flags = NM_CONN_F_OWNER_KNOWN;
-  std::vector<std::byte> out(sizeof(r));
-  std::memcpy(out.data(), &r, sizeof(r));
-  return out;
+  return test::to_bytes(r);
 }
 
 size_t count_lines(const std::string& s) {
@@ -78,13 +58,18 @@ class PipelineBackpressureTest : public ::testing::Test {
 
   void TearDown() override {
     pipeline_.reset();
-    if (reader_.joinable()) {
-      writer_->finish(5s);
-      write_end_.reset();
-      reader_.join();
-    }
+    if (reader_.joinable()) (void)finish_reading();
     writer_.reset();
     rmdir(proc_dir_.c_str());
+  }
+
+  // Once read_everything() runs: stops the writer when it has written everything, closes the
+  // pipe and waits for the reader. Whether the writer drained in time.
+  bool finish_reading() {
+    const bool drained = writer_->finish(5s);
+    write_end_.reset();
+    reader_.join();
+    return drained;
   }
 
   // Feeds records until the pipeline asks to stop; returns how many it took.
@@ -145,9 +130,7 @@ TEST_F(PipelineBackpressureTest, HoldsTheBatchTheQueueRefusesAndStopsTheReader) 
   pipeline_->flush();
   EXPECT_FALSE(pipeline_->held());
   pipeline_->flush();
-  ASSERT_TRUE(writer_->finish(5s));
-  write_end_.reset();
-  reader_.join();
+  ASSERT_TRUE(finish_reading());
   EXPECT_EQ(count_lines(received_), fed);
   EXPECT_EQ(writer_->stats().lines_dropped_queue_full, 0u);
 }
@@ -176,9 +159,7 @@ TEST_F(PipelineBackpressureTest, ShedDropsAndCountsUntilTheQueueTakesABatchAgain
   EXPECT_EQ(after, 40u);
   pipeline_->flush();
   EXPECT_FALSE(pipeline_->held());
-  ASSERT_TRUE(writer_->finish(5s));
-  write_end_.reset();
-  reader_.join();
+  ASSERT_TRUE(finish_reading());
   EXPECT_EQ(writer_->stats().lines_dropped_queue_full, dropped);  // nothing more dropped
   EXPECT_EQ(count_lines(received_) + dropped, fed + more + after);
 }
@@ -196,9 +177,7 @@ TEST_F(PipelineBackpressureTest, StoppingWaitsForRoomInsteadOfHolding) {
   pipeline_->flush();  // draining: waits for the reader instead of holding or dropping
   EXPECT_FALSE(pipeline_->held());
   late_reader.join();
-  ASSERT_TRUE(writer_->finish(5s));
-  write_end_.reset();
-  reader_.join();
+  ASSERT_TRUE(finish_reading());
   EXPECT_EQ(count_lines(received_), fed);
   EXPECT_EQ(writer_->stats().lines_dropped_queue_full, 0u);
 }
