@@ -38,7 +38,11 @@ size_t count_lines(const std::string& s) {
 }
 
 // A pipeline writing into a pipe that nobody reads until read_everything(), through an output
-// queue of 64 KiB, with batches of 16 KiB (a line is ~600 bytes here).
+// queue of 64 KiB, with batches of 16 KiB (a line is ~600 bytes here). Before any record, the
+// writer thread is stalled for good: it holds a filler bigger than the pipe (no newline, so it
+// counts as no line) and is blocked writing it. The queue then changes only once the test reads,
+// never by the writer thread taking batches late (as it did on a loaded machine, where it started
+// writing only after a test had filled the queue).
 class PipelineBackpressureTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() { signal(SIGPIPE, SIG_IGN); }
@@ -54,6 +58,7 @@ class PipelineBackpressureTest : public ::testing::Test {
     writer_ = std::make_unique<LineWriter>(write_end_.get(), 64u << 10);
     processes_ = std::make_unique<ProcessTable>(ProcReader(proc_dir_), 1024);
     pipeline_ = std::make_unique<Pipeline>(*writer_, *processes_, 40, 16u << 10);
+    stall_writer();
   }
 
   void TearDown() override {
@@ -70,6 +75,16 @@ class PipelineBackpressureTest : public ::testing::Test {
     write_end_.reset();
     reader_.join();
     return drained;
+  }
+
+  // Hands the writer a filler of twice the pipe's size and waits until it has taken it from the
+  // queue: it is then blocked in write(2) until read_everything().
+  void stall_writer() {
+    const int pipe_size = fcntl(write_end_.get(), F_GETPIPE_SZ);
+    ASSERT_GT(pipe_size, 0);
+    std::string filler(2 * static_cast<size_t>(pipe_size), 'x');
+    ASSERT_TRUE(writer_->submit(filler, 0));
+    ASSERT_TRUE(queue_empties());
   }
 
   // Feeds records until the pipeline asks to stop; returns how many it took.
@@ -115,7 +130,7 @@ class PipelineBackpressureTest : public ::testing::Test {
 };
 
 TEST_F(PipelineBackpressureTest, HoldsTheBatchTheQueueRefusesAndStopsTheReader) {
-  // The pipe (64 KiB) and the queue (64 KiB) take a few hundred lines; then a batch is held.
+  // The queue (64 KiB) takes about a hundred lines; then a batch is held.
   const size_t fed = feed_until_held(100000);
   ASSERT_LT(fed, 100000u);
   EXPECT_TRUE(pipeline_->held());
