@@ -12,11 +12,15 @@
 
 #include "common/unique_fd.h"
 #include "output/line_writer.h"
+#include "stalled_output.h"
 
 namespace netmon {
 namespace {
 
 using namespace std::chrono_literals;
+using test::eventually;
+using test::fill_pipe;
+using test::queue_empties;
 
 struct Pipe {
   UniqueFd read_end;
@@ -42,21 +46,6 @@ std::string read_all(int fd) {
   return out;
 }
 
-// Fills the pipe so that the next blocking write blocks; returns the bytes written.
-size_t fill_pipe(int fd) {
-  const int flags = fcntl(fd, F_GETFL);
-  fcntl(fd, F_SETFL, flags | O_NONBLOCK);
-  const std::string chunk(4096, 'f');
-  size_t total = 0;
-  for (;;) {
-    const ssize_t n = ::write(fd, chunk.data(), chunk.size());
-    if (n <= 0) break;
-    total += static_cast<size_t>(n);
-  }
-  fcntl(fd, F_SETFL, flags);
-  return total;
-}
-
 // How many bytes fill_pipe() writes into a fresh pipe.
 size_t fill_pipe_size() {
   int fds[2];
@@ -79,23 +68,12 @@ std::string read_exactly(int fd, size_t n) {
   return out;
 }
 
-// Polls `done` for up to five seconds.
-template <typename F>
-bool eventually(F done) {
-  const auto deadline = std::chrono::steady_clock::now() + 5s;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
-}
-
 // Blocks `writer` (capacity 8, writing into a full pipe): its thread takes "first\n" and blocks
 // writing it, and "wait\n" (5 bytes) waits in the queue behind it.
 void block_with_one_queued(LineWriter& writer) {
   std::string batch = "first\n";
   ASSERT_TRUE(writer.submit(batch, 1));
-  ASSERT_TRUE(eventually([&] { return writer.stats().queued_bytes == 0; }));
+  ASSERT_TRUE(queue_empties(writer));
   batch = "wait\n";
   ASSERT_TRUE(writer.submit(batch, 1));
 }
@@ -309,7 +287,7 @@ TEST_F(LineWriterTest, PendingBytesCountAgainstCapacity) {
   LineWriter writer(p.write_end.get(), 10);
   std::string batch = "in-flight\n";  // taken by the thread, blocked on the full pipe
   ASSERT_TRUE(writer.submit(batch, 1));
-  ASSERT_TRUE(eventually([&] { return writer.stats().queued_bytes == 0; }));
+  ASSERT_TRUE(queue_empties(writer));
   batch = "1234567\n";  // 8 bytes: waits in the queue
   ASSERT_TRUE(writer.submit(batch, 1));
   batch = "abc\n";  // 8 + 4 > 10

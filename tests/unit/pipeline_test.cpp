@@ -18,6 +18,7 @@
 #include "app/reader_pause.h"
 #include "common/unique_fd.h"
 #include "records.h"
+#include "stalled_output.h"
 
 namespace netmon {
 namespace {
@@ -39,10 +40,9 @@ size_t count_lines(const std::string& s) {
 
 // A pipeline writing into a pipe that nobody reads until read_everything(), through an output
 // queue of 64 KiB, with batches of 16 KiB (a line is ~600 bytes here). Before any record, the
-// writer thread is stalled for good: it holds a filler bigger than the pipe (no newline, so it
-// counts as no line) and is blocked writing it. The queue then changes only once the test reads,
-// never by the writer thread taking batches late (as it did on a loaded machine, where it started
-// writing only after a test had filled the queue).
+// writer thread is stalled (stalled_output.h) on a filled pipe and a filler with no newline, so
+// the queue changes only once the test reads, never by the writer thread taking batches late (as
+// it did on a loaded machine, where it started writing only after a test had filled the queue).
 class PipelineBackpressureTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() { signal(SIGPIPE, SIG_IGN); }
@@ -77,14 +77,13 @@ class PipelineBackpressureTest : public ::testing::Test {
     return drained;
   }
 
-  // Hands the writer a filler of twice the pipe's size and waits until it has taken it from the
-  // queue: it is then blocked in write(2) until read_everything().
+  // Blocks the writer's thread in write(2) until read_everything(); what it writes there
+  // counts as no line.
   void stall_writer() {
-    const int pipe_size = fcntl(write_end_.get(), F_GETPIPE_SZ);
-    ASSERT_GT(pipe_size, 0);
-    std::string filler(2 * static_cast<size_t>(pipe_size), 'x');
+    ASSERT_GT(test::fill_pipe(write_end_.get()), 0u);
+    std::string filler = "in-flight";
     ASSERT_TRUE(writer_->submit(filler, 0));
-    ASSERT_TRUE(queue_empties());
+    ASSERT_TRUE(test::queue_empties(*writer_));
   }
 
   // Feeds records until the pipeline asks to stop; returns how many it took.
@@ -96,16 +95,6 @@ class PipelineBackpressureTest : public ::testing::Test {
       if (!pipeline_->on_record(std::span<const std::byte>(r.data(), r.size()))) break;
     }
     return n;
-  }
-
-  // Waits up to five seconds for the writer to take everything queued.
-  bool queue_empties() {
-    const auto deadline = std::chrono::steady_clock::now() + 5s;
-    while (writer_->stats().queued_bytes != 0) {
-      if (std::chrono::steady_clock::now() > deadline) return false;
-      std::this_thread::sleep_for(1ms);
-    }
-    return true;
   }
 
   void read_everything() {
@@ -169,7 +158,7 @@ TEST_F(PipelineBackpressureTest, ShedDropsAndCountsUntilTheQueueTakesABatchAgain
   // The reader resumes: the queue takes a batch, shedding ends, and everything not dropped
   // arrives; dropped + received = fed.
   read_everything();
-  ASSERT_TRUE(queue_empties());
+  ASSERT_TRUE(test::queue_empties(*writer_));
   const size_t after = feed_until_held(40);
   EXPECT_EQ(after, 40u);
   pipeline_->flush();
