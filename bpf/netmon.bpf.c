@@ -1,12 +1,26 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
- * netmon's kernel side: TCP connection lifecycle from tracepoints.
+ * netmon's kernel side: the lifecycle of TCP connections and of processes, recorded into one ring
+ * buffer ("events", records of netmon_events.h) for the agent.
  *
- * Why tracepoints: kprobes on tcp_v4_connect/inet_csk_accept break whenever those functions are
- * renamed or inlined, are not compiled into every kernel (the development machines have none),
- * and fentry/fexit may be refused by lockdown or LSM policy. sock:inet_sock_set_state is a stable
- * tracepoint that sees every TCP state change together with its struct sock, and the syscall exit
- * tracepoints see accept() return in the accepting process.
+ * The hooks. Each of the first three has a preferred variant and a fallback that reports the same
+ * events; the agent loads the preferred one where the kernel accepts it (docs/kernels.md):
+ *   state    sock:inet_sock_set_state, every TCP state change with its struct sock: tp_btf, two
+ *            copies (see state_copy()), or the classic tracepoint.
+ *   accept   an accepted connection, in the accepting task: fexit on inet_csk_accept (also accepts
+ *            made through io_uring or inside the kernel; the program matching the kernel's
+ *            prototype), or the syscalls:sys_exit_accept{,4} tracepoints.
+ *   process  sched:sched_process_exec/fork/exit, for the agent's process table: tp_btf or raw_tp.
+ *   sock_ops on the cgroup v2 root: the TCP state observer (observe_tcp_states), which sees the
+ *            state changes of connections opened after it attached from TCP's own state callbacks,
+ *            which the kernel never skips, and assigns their cookies; or, where the observer
+ *            cannot load and the state hook cannot assign cookies, the cookie assigner
+ *            (assign_cookies). Both need CAP_NET_ADMIN; the agent runs without them.
+ *
+ * Why these: kprobes on tcp_v4_connect/inet_csk_accept break whenever those functions are renamed
+ * or inlined and are not compiled into every kernel (the development machines have none); the
+ * tracepoints are stable, present where kprobes are not, and need no trampoline, which lockdown or
+ * an LSM may refuse (hence the syscall tracepoints behind the fexit accept program).
  *
  * The lifecycle, per socket:
  *   CLOSE -> SYN_SENT       runs inside connect(), in the connecting thread: remember the owner.
@@ -14,21 +28,22 @@
  *                           remembered owner; "current" there is whatever task was interrupted.
  *   SYN_SENT -> CLOSE       the connect failed (RST: ECONNREFUSED; retries exhausted: ETIMEDOUT;
  *                           closed by the caller first: error 0): emit Failed, forget the socket.
- *   accept() returns fd     in the accepting thread: emit Accept for the accepted socket (not the
- *                           listener), remember the owner.
+ *   accept completes        in the accepting thread (inet_csk_accept() or accept() returns):
+ *                           emit Accept for the accepted socket (not the listener), remember the
+ *                           owner.
  *   any -> CLOSE            for a socket netmon reported open: emit Close with the remembered
  *                           owner, forget the socket.
- *
- * The TCP state observer (a sock_ops program on the cgroup v2 root, observe_tcp_states below)
- * sees the same changes of connections opened after it attached, from TCP's own state callbacks,
- * which the kernel never skips: it reports the Establish, records the first FIN and reports the
- * Close or Failed whenever the tracepoint programs do not, each event once.
+ * The observer, where attached, takes over the Establish, the first FIN and the Close or Failed
+ * of the sockets whose state callbacks it turned on; the state tracepoint programs still record
+ * the owner at connect(), which only a tracing program can. Each event is reported once whoever
+ * runs.
  *
  * Owners are kept in a hash map keyed by the struct sock address, which is unique among live
  * sockets; entries are deleted at CLOSE, so the map holds one entry per live tracked connection
  * and its capacity (set by the agent before load) bounds memory, not correctness: a full map is
- * counted, never silent. The key is the address rather than the cookie because the accept path
- * runs in a classic tracepoint, which cannot call bpf_get_socket_cookie().
+ * counted, never silent. The key is the address rather than the cookie because the classic
+ * tracepoints (the fallback variants) cannot call bpf_get_socket_cookie(): a socket nothing has
+ * asked for its cookie yet reads 0 there.
  */
 #include "kernel_types.h"
 
@@ -285,7 +300,8 @@ static __always_inline void *reserve_record(u64 size, u16 type)
 	return hdr;
 }
 
-/* Emits one connection record. `owner` may be NULL (owner unknown). */
+/* Emits one connection record. `st` may be NULL, or hold no owner (NM_CONN_F_OWNER_KNOWN unset):
+ * the record then says the owner is unknown. Close records also take their statistics from it. */
 static __always_inline void emit(const struct sock *sk, u64 cookie, u8 kind, u8 direction,
 				 const struct sock_state *st, s32 error)
 {

@@ -5,7 +5,9 @@
 
 namespace netmon {
 
-// Returns the process exit code: 0 after a signal-initiated stop, 1 for a start-up failure.
+// Returns the process exit code: 0 after a signal-initiated stop, 2 for a configuration error
+// (the rules, the kubelet URL, NETMON_FAULT_SKIP_STATE), 1 for any other start-up failure or when
+// reading the ring buffer fails.
 int run_agent(const Options& options);
 
 }  // namespace netmon

@@ -1,5 +1,8 @@
-// Pipeline: runs on the ring-buffer polling thread, without locks. Turns each kernel record into
-// one JSON line (decode -> process -> JSON) and hands batches of lines to the LineWriter.
+// Pipeline: runs on the ring-buffer polling thread, without locks. Decodes each kernel record:
+// exec, fork and exit records update the process table; a connection record goes through the
+// owner's pod attribution, the process table (owner and parent), the connection metrics and the
+// rules, and becomes at most one JSON line (none when the rules or the event switches leave it
+// out). Batches of lines go to the LineWriter.
 //
 // When the output queue has no room for a batch, the pipeline holds it (held()) and asks the
 // ring-buffer reader to stop, so that the records not read yet wait in the kernel's ring buffer,

@@ -18,9 +18,11 @@ namespace netmon {
 
 // How a kernel hook attaches. Each hook has a preferred variant and a fallback with the same
 // events (docs/kernels.md):
-//   state    sock/inet_sock_set_state   tp_btf (exact cookies; 5.12+) or tracepoint
+//   state    sock/inet_sock_set_state   tp_btf (assigns cookies itself on 5.12+) or tracepoint
 //   accept   inet_csk_accept / accept() fexit (also io_uring accepts) or tracepoint (syscalls)
 //   process  sched_process_exec/fork/exit  tp_btf or raw_tp
+// The sock_ops programs on the cgroup v2 root (the TCP state observer, or the cookie assigner;
+// ProbeOptions::cgroup_root) have no variants: each is attached or left out.
 enum class HookVariant {
   kAuto,        // the preferred variant when the kernel accepts it, else the fallback
   kTpBtf,       // BTF-typed tracepoint
@@ -77,8 +79,11 @@ struct KernelCounters {
   uint64_t sockets_map_full = 0;
   uint64_t owner_unknown = 0;
   uint64_t accept_no_socket = 0;
-  uint64_t unobserved = 0;        // connections whose last transition never reached the hooks
-  uint64_t recursion_misses = 0;  // program runs the kernel skipped (bpf_prog_info, 5.12+)
+  uint64_t unobserved = 0;  // connections whose last transition never reached the hooks
+  // Program runs the kernel skipped that may have lost an event (bpf_prog_info, 5.12+): the
+  // accept and process programs' misses, and the state tracepoint programs' misses that the
+  // other tp_btf copy did not make up for, unless the observer made up for those.
+  uint64_t recursion_misses = 0;
   // Skipped runs of the state tracepoint programs whose changes the TCP state observer (sock_ops)
   // handled instead: not lost.
   uint64_t state_runs_made_up = 0;

@@ -8,7 +8,7 @@
 //   kubernetes:
 //     kubelet_url: https://10.0.0.5:10250/pods
 //
-// The top-level keys `egress`, `ingress`, `lists` and `macros` hold the rules (see REFERENCE.md).
+// The top-level keys `egress`, `ingress`, `lists` and `macros` hold the rules (docs/rules.md).
 // Everything else is an error that names the file, line, column and key: an unknown key at any
 // level, a key given twice, a value of the wrong type, malformed YAML, more than one document.
 #pragma once

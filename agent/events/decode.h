@@ -1,4 +1,6 @@
-// Decoding of ring-buffer records. Pure functions; no allocation.
+// Decoding of ring-buffer records. Pure functions (no state, no I/O). A record that decodes
+// allocates nothing: the events are plain values, and an ExecEvent's views point into the record.
+// A rejected record allocates its error message (Error::message, a std::string).
 #pragma once
 
 #include <cstddef>
