@@ -12,9 +12,9 @@ build_pkgs=(
   libbpf-dev libelf-dev zlib1g-dev
   libexpected-dev nlohmann-json3-dev libcpp-httplib-dev libssl-dev
   prometheus-cpp-dev libyaml-cpp-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
 )
 test_pkgs=(
+  libgtest-dev libgmock-dev libbenchmark-dev  # unit tests and the pipeline microbenchmark
   python3 python3-pytest python3-jsonschema  # integration test runner, event schema checks
   python3-yaml unzip                # the Helm chart tests
   netcat-openbsd inetutils-telnet   # the reference's scenario

@@ -6,6 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh all
-cmake -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+cmake -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNETMON_BUILD_TESTS=ON -DNETMON_WERROR=ON
 cmake --build build -j"$(nproc)"
 ctest --test-dir build --output-on-failure "$@"

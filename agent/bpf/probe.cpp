@@ -20,6 +20,7 @@
 #include <fstream>
 
 #include "common/log.h"
+#include "common/text.h"
 #include "common/unique_fd.h"
 #include "netmon.skel.h"
 
@@ -244,8 +245,8 @@ Result<HookVariants> parse_hook_variants(std::string_view text) {
       if (hook == h.name) spec = &h;
     }
     if (eq == std::string_view::npos || !spec) {
-      return fail("'" + std::string(item) +
-                  "' is not one of auto, tp_btf, tracepoint or HOOK=VARIANT,... with HOOK one "
+      return fail(quoted(item) +
+                  " is not one of auto, tp_btf, tracepoint or HOOK=VARIANT,... with HOOK one "
                   "of state, accept, process");
     }
     const std::string_view name = item.substr(eq + 1);
@@ -257,7 +258,7 @@ Result<HookVariants> parse_hook_variants(std::string_view text) {
     } else if (name == hook_variant_name(spec->fallback)) {
       chosen = spec->fallback;
     } else {
-      return fail("'" + std::string(name) + "' is not a variant of the " + spec->name + " hook (" +
+      return fail(quoted(name) + " is not a variant of the " + spec->name + " hook (" +
                   variant_list(*spec) + ")");
     }
     v.*(spec->field) = chosen;

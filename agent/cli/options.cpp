@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <type_traits>
 
+#include "common/text.h"
 #include "config/config.h"
 #include "metrics/http_server.h"
 #include "metrics/metrics.h"
@@ -39,7 +40,7 @@ Result<uint64_t> parse_size(std::string_view text, uint64_t min, uint64_t max) {
   uint64_t value = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (ec != std::errc() || end != text.data() + text.size()) {
-    return fail("'" + std::string(text) + "' is not a non-negative integer");
+    return fail(quoted(text) + " is not a non-negative integer");
   }
   if (value < min || value > max) {
     return fail(std::to_string(value) + " is out of range [" + std::to_string(min) + ", " +
@@ -51,7 +52,7 @@ Result<uint64_t> parse_size(std::string_view text, uint64_t min, uint64_t max) {
 Result<bool> parse_bool(std::string_view text) {
   if (text == "true" || text == "1" || text == "yes") return true;
   if (text == "false" || text == "0" || text == "no") return false;
-  return fail("'" + std::string(text) + "' is not true or false");
+  return fail(quoted(text) + " is not true or false");
 }
 
 std::string_view level_name(log::Level level) {
@@ -80,7 +81,7 @@ Result<void> check_listen_host(std::string_view text, const ListenAddress& addre
     return {};
   }
   if (host.find(':') != std::string::npos) {
-    return fail("'" + std::string(text) + "': an IPv6 address needs brackets, e.g. [::]:9477");
+    return fail(quoted(text) + ": an IPv6 address needs brackets, e.g. [::]:9477");
   }
   if (host.find_first_not_of("0123456789.") == std::string::npos) {
     in_addr v4{};
@@ -181,7 +182,7 @@ const std::vector<Setting>& settings() {
        "debug, info, warn or error",
        [](Options& o, std::string_view v) -> Result<void> {
          auto level = log::parse_level(v);
-         if (!level) return fail("'" + std::string(v) + "' is not one of debug, info, warn, error");
+         if (!level) return fail(quoted(v) + " is not one of debug, info, warn, error");
          o.log_level = *level;
          return {};
        },
@@ -225,8 +226,7 @@ const std::vector<Setting>& settings() {
       {"proc-root", "NETMON_PROC_ROOT", "process_table.proc_root", Type::kString, "DIR",
        "where the host's proc filesystem is mounted (/host/proc in a container)",
        [](Options& o, std::string_view v) -> Result<void> {
-         if (v.empty() || v.front() != '/')
-           return fail("'" + std::string(v) + "' is not an absolute path");
+         if (v.empty() || v.front() != '/') return fail(quoted(v) + " is not an absolute path");
          o.proc_root = std::string(v);
          while (o.proc_root.size() > 1 && o.proc_root.back() == '/') o.proc_root.pop_back();
          return {};
@@ -246,10 +246,10 @@ const std::vector<Setting>& settings() {
          } else if (rest.starts_with("http://")) {
            rest.remove_prefix(7);
          } else if (!v.empty()) {
-           return fail("'" + std::string(v) + "' is not an http(s) URL");
+           return fail(quoted(v) + " is not an http(s) URL");
          }
          if (!v.empty() && (rest.empty() || rest.front() == '/')) {
-           return fail("'" + std::string(v) + "' has no host");
+           return fail(quoted(v) + " has no host");
          }
          o.kubelet_url = std::string(v);
          return {};
@@ -294,7 +294,7 @@ const std::vector<Setting>& settings() {
        "/proc/self/mountinfo",
        [](Options& o, std::string_view v) -> Result<void> {
          if (!v.empty() && v.front() != '/') {
-           return fail("'" + std::string(v) + "' is not an absolute path");
+           return fail(quoted(v) + " is not an absolute path");
          }
          o.cgroup_root = std::string(v);
          return {};

@@ -8,6 +8,7 @@
 #include <httplib.h>
 
 #include "common/log.h"
+#include "common/text.h"
 
 namespace netmon {
 
@@ -39,7 +40,7 @@ std::string_view kubelet_result_name(KubeletResult result) {
 
 Result<KubeletUrl> parse_kubelet_url(std::string_view url) {
   const size_t scheme_end = url.find("://");
-  if (scheme_end == std::string_view::npos) return fail("'" + std::string(url) + "' has no scheme");
+  if (scheme_end == std::string_view::npos) return fail(quoted(url) + " has no scheme");
   const std::string_view scheme = url.substr(0, scheme_end);
   if (scheme != "https" && scheme != "http") {
     return fail("scheme '" + std::string(scheme) + "' is not https or http");
@@ -49,7 +50,7 @@ Result<KubeletUrl> parse_kubelet_url(std::string_view url) {
   out.scheme_host_port = std::string(url.substr(0, path_start));
   out.path = path_start == std::string_view::npos ? "/pods" : std::string(url.substr(path_start));
   if (out.scheme_host_port.size() <= scheme_end + 3) {
-    return fail("'" + std::string(url) + "' has no host");
+    return fail(quoted(url) + " has no host");
   }
   return out;
 }

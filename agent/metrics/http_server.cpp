@@ -6,6 +6,8 @@
 #include <chrono>
 #include <thread>
 
+#include "common/text.h"
+
 namespace netmon {
 
 Result<ListenAddress> parse_listen_address(std::string_view text) {
@@ -15,14 +17,14 @@ Result<ListenAddress> parse_listen_address(std::string_view text) {
   if (!text.empty() && text.front() == '[') {
     const size_t close = text.find(']');
     if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
-      return fail("'" + std::string(text) + "' is not [IPV6]:PORT");
+      return fail(quoted(text) + " is not [IPV6]:PORT");
     }
     host = text.substr(1, close - 1);
     port = text.substr(close + 2);
   } else {
     const size_t colon = text.rfind(':');
     if (colon == std::string_view::npos) {
-      return fail("'" + std::string(text) + "' is not HOST:PORT");
+      return fail(quoted(text) + " is not HOST:PORT");
     }
     host = text.substr(0, colon);
     port = text.substr(colon + 1);
@@ -30,7 +32,7 @@ Result<ListenAddress> parse_listen_address(std::string_view text) {
   int p = -1;
   auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
   if (ec != std::errc() || end != port.data() + port.size() || p < 0 || p > 65535) {
-    return fail("'" + std::string(port) + "' is not a port number");
+    return fail(quoted(port) + " is not a port number");
   }
   a.host = host.empty() ? "0.0.0.0" : std::string(host);
   a.port = p;

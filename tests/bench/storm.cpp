@@ -340,7 +340,10 @@ int main(int argc, char** argv) {
   const uint64_t done = g_done.load();
   const auto [lo, hi] = std::minmax_element(ports.begin(), ports.end());
   std::string list;
-  for (size_t i = 0; i < ports.size(); ++i) list += (i ? "," : "") + std::to_string(ports[i]);
+  for (size_t i = 0; i < ports.size(); ++i) {
+    if (i) list += ',';
+    list += std::to_string(ports[i]);  // appended: GCC 12 -O3 false -Wrestrict on "," + string
+  }
   std::printf(
       "{\"connections\":%llu,\"failed\":%llu,\"accepted\":%llu,\"served\":%llu,"
       "\"seconds\":%.3f,\"conn_per_s\":%.1f,"
