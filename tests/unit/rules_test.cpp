@@ -720,9 +720,12 @@ TEST(RulesListsMacros, MacroDependingOnUseIsCheckedPerUse) {
 TEST(RulesListsMacros, DeepSharingIsBoundedAfterExpansion) {
   // m0 = port_dst == 1, m(k) = m(k-1) OR m(k-1): the expansion doubles with each level.
   Macros macros = {{"m0", "port_dst == 1"}};
-  for (int k = 1; k <= 30; ++k) {
-    macros["m" + std::to_string(k)] = "m" + std::to_string(k - 1) + " OR m" + std::to_string(k - 1);
-  }
+  const auto name = [](int k) {
+    std::string m = "m";  // appended: GCC 12 -O3 false -Wrestrict on "m" + std::string
+    m += std::to_string(k);
+    return m;
+  };
+  for (int k = 1; k <= 30; ++k) macros[name(k)] = name(k - 1) + " OR " + name(k - 1);
   EXPECT_NE(event_error("m30", {}, macros).find("expression too large after macro expansion"),
             std::string::npos);
   Conn c;
@@ -993,10 +996,10 @@ TEST(RulesReferenceExample, Ingress) {
 
 // ---- allocation ------------------------------------------------------------------------------
 
+// Only in the plain binary: the sanitizers replace operator new themselves, so the ASan binary
+// has no counting operator new and leaves this test out (a skip would fail under CI=true).
+#if NETMON_RULES_COUNT_NEW
 TEST(RulesAllocation, MatchDoesNotAllocate) {
-#if !NETMON_RULES_COUNT_NEW
-  GTEST_SKIP() << "operator new is not replaced under the sanitizers (the plain binary checks)";
-#else
   RulesSpec spec = reference_example();
   spec.lists = {{"private", {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"}},
                 {"private6", {"fd00::/8"}}};
@@ -1034,8 +1037,8 @@ TEST(RulesAllocation, MatchDoesNotAllocate) {
   auto* p = new std::string(100, 'x');
   EXPECT_GT(g_new_calls, probe);
   delete p;
-#endif
 }
+#endif
 
 }  // namespace
 }  // namespace netmon
