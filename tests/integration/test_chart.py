@@ -11,6 +11,8 @@ import subprocess
 
 import pytest
 
+from conftest import skip_or_fail
+
 try:
     import yaml
 except ImportError:  # pragma: no cover - python3-yaml is a test dependency
@@ -25,7 +27,6 @@ RENDER = os.path.join(ROOT, "scripts", "render-manifests.sh")
 AGENT = os.path.abspath(
     os.environ.get("NETMON_AGENT") or os.path.join(TESTS_DIR, "..", "..", "build", "netmon-agent")
 )
-IN_CI = os.environ.get("CI", "").strip().lower() == "true"
 NAMESPACE = "netmon"
 
 CAPABILITIES = ["BPF", "PERFMON", "SYS_RESOURCE", "SYS_PTRACE", "DAC_READ_SEARCH", "NET_ADMIN"]
@@ -77,12 +78,6 @@ CUSTOM_VALUES = {
         "lists": {"private_ranges": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]},
     },
 }
-
-
-def skip_or_fail(reason):
-    if IN_CI:
-        pytest.fail(f"CI=true, and this test cannot run: {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
@@ -425,7 +420,7 @@ def test_render_script_matches(helm):
 
 def test_namespace_manifest():
     with open(os.path.join(ROOT, "manifests", "namespace.yaml"), encoding="utf-8") as f:
-        ns = yaml.safe_load(f) if yaml else pytest.skip("PyYAML is missing")
+        ns = yaml.safe_load(f) if yaml else skip_or_fail("PyYAML is missing (Debian: python3-yaml)")
     assert ns["kind"] == "Namespace"
     assert ns["metadata"]["name"] == NAMESPACE
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
