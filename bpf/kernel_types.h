@@ -109,6 +109,7 @@ struct sock {
 	struct sock_common __sk_common;
 	unsigned long sk_flags; /* before the move into sock_common */
 	int sk_err;
+	int sk_err_soft; /* an ICMP error kept while the connection may still succeed */
 	u16 sk_protocol;
 	u16 sk_type;
 };
@@ -191,9 +192,14 @@ struct signal_struct {
 };
 
 struct linux_binprm {
+	/* Set by cap_bprm_creds_from_file() (and LSMs) for a privilege-gaining exec, the AT_SECURE
+	 * of the auxv: set-id files, and file capabilities that raise the permitted set of a
+	 * process whose real uid is not root. A bitfield since 5.9: read with
+	 * BPF_CORE_READ_BITFIELD_PROBED, which takes its position from the kernel's BTF. */
+	unsigned int secureexec : 1;
 	/* Personality flags cleared because the exec gained privilege: set by bprm_fill_uid() for
 	 * set-id files and by cap_bprm_creds_from_file() when file capabilities add permitted
-	 * capabilities. */
+	 * capabilities (seen 0 for those on 6.18.44, where only secureexec shows them). */
 	unsigned int per_clear;
 };
 

@@ -26,8 +26,9 @@
  *   CLOSE -> SYN_SENT       runs inside connect(), in the connecting thread: remember the owner.
  *   SYN_SENT -> ESTABLISHED usually in softirq (the SYN-ACK arrived): emit Establish with the
  *                           remembered owner; "current" there is whatever task was interrupted.
- *   SYN_SENT -> CLOSE       the connect failed (RST: ECONNREFUSED; retries exhausted: ETIMEDOUT;
- *                           closed by the caller first: error 0): emit Failed, forget the socket.
+ *   SYN_SENT -> CLOSE       the connect failed (RST: ECONNREFUSED; ICMP error: its errno;
+ *                           retries exhausted: ETIMEDOUT; closed by the caller first: error 0,
+ *                           or the ICMP error it saw): emit Failed, forget the socket.
  *   accept completes        in the accepting thread (inet_csk_accept() or accept() returns):
  *                           emit Accept for the accepted socket (not the listener), remember the
  *                           owner.
@@ -455,9 +456,16 @@ static __always_inline void on_close(const struct sock *sk, int oldstate, u64 co
 	if (bpf_map_delete_elem(&sockets, &key))
 		return;
 	if (oldstate == TCP_SYN_SENT) {
-		/* tcp_done_with_error()/tcp_reset() store sk_err before moving to CLOSE. */
-		emit(sk, cookie, NM_CONN_FAILED, NM_DIR_OUTBOUND, &closing,
-		     BPF_CORE_READ(sk, sk_err));
+		/* tcp_done_with_error()/tcp_reset() store sk_err before moving to CLOSE. When the
+		 * caller closes the socket instead, sk_err is 0, or was taken by its SO_ERROR read,
+		 * unless an ICMP error arrived: the kernel keeps that as the soft error, which the
+		 * connect saw (an IPv4 ICMP error that arrives while connect() holds the socket
+		 * fails a non-blocking connect at once, and leaves the socket in SYN_SENT). */
+		int err = BPF_CORE_READ(sk, sk_err);
+
+		if (!err)
+			err = BPF_CORE_READ(sk, sk_err_soft);
+		emit(sk, cookie, NM_CONN_FAILED, NM_DIR_OUTBOUND, &closing, err);
 	} else if (closing.reported) {
 		emit(sk, cookie, NM_CONN_CLOSE, closing.direction, &closing, 0);
 	}
@@ -904,17 +912,23 @@ static __always_inline u32 read_file_path(struct file *f, u8 *out, bool *truncat
 	for (int i = 0; i < NM_PATH_COMPONENTS; i++) {
 		struct dentry *mnt_root = BPF_CORE_READ(vfsmnt, mnt_root);
 		struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
+		bool pseudo;
 
-		if (dentry == mnt_root || dentry == parent) {
+		if (dentry == mnt_root) {
 			struct mount *mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
 
-			if (dentry != mnt_root || mnt == mnt_parent)
+			if (mnt == mnt_parent)
 				goto done; /* the root of the tree */
 			dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
 			mnt = mnt_parent;
 			vfsmnt = &mnt->mnt;
 			continue;
 		}
+		/* A dentry that is its own parent without being its mount's root belongs to no
+		 * directory: the file of memfd_create() and other pseudo files. d_path() names it
+		 * by itself, "/memfd:NAME (deleted)"; the walk does the same without the suffix, as
+		 * the /proc scan does. */
+		pseudo = dentry == parent;
 		len = BPF_CORE_READ(dentry, d_name.len) & NM_NAME_MASK;
 		if (len + 1 > off) {
 			*truncated = true;
@@ -924,6 +938,8 @@ static __always_inline u32 read_file_path(struct file *f, u8 *out, bool *truncat
 		off &= NM_PATH_MAX - 1;
 		buf[off] = '/';
 		bpf_probe_read_kernel(&buf[off + 1], len, BPF_CORE_READ(dentry, d_name.name));
+		if (pseudo)
+			goto done;
 		dentry = parent;
 	}
 	*truncated = true;
@@ -980,9 +996,12 @@ static __always_inline void on_exec(struct linux_binprm *bprm)
 		r->secureexec |= NM_SECUREEXEC_SETUID;
 	if (r->task.egid != r->task.gid)
 		r->secureexec |= NM_SECUREEXEC_SETGID;
-	/* Privilege gained (per_clear) while the process stays unprivileged by id: it can only come
-	 * from file capabilities. */
-	if (BPF_CORE_READ(bprm, per_clear) && r->task.euid != 0 && r->task.cap_permitted != 0)
+	/* Privilege gained (per_clear or secureexec) while the process stays unprivileged by id and
+	 * holds permitted capabilities: they can only come from file capabilities. Either signal
+	 * counts: on 6.18.44 an exec that gains file capabilities leaves per_clear 0 and sets only
+	 * secureexec (tests/integration/test_process.py, test_exec_flags). */
+	if ((BPF_CORE_READ(bprm, per_clear) || BPF_CORE_READ_BITFIELD_PROBED(bprm, secureexec)) &&
+	    r->task.euid != 0 && r->task.cap_permitted != 0)
 		r->secureexec |= NM_SECUREEXEC_FILE_CAPS;
 
 	if (exe) {
