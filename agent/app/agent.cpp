@@ -287,6 +287,7 @@ int run_agent(const Options& options) {
   auto last_health = last_refresh - std::chrono::seconds(1);
   int exit_code = 0;
   ReaderPause pause(std::chrono::milliseconds(options.output_max_pause_ms));
+  bool observer = (*probe)->check_observer();
   while (!g_stop.load()) {
     if (!pipeline.held()) {
       auto polled = (*probe)->poll(100);
@@ -309,6 +310,12 @@ int run_agent(const Options& options) {
     }
     const auto now = std::chrono::steady_clock::now();
     if (now - last_health >= std::chrono::milliseconds(500)) {
+      if (observer && !(*probe)->check_observer()) {
+        observer = false;
+        log::warn(
+            "the TCP state observer's cgroup link was detached: connection ends rely on the "
+            "tracepoint programs alone, which the kernel may skip");
+      }
       metrics.publish_health(health(pipeline, writer.stats(), (*probe)->counters(),
                                     processes.stats(), pause, attributor, kubelet.get()));
       last_health = now;

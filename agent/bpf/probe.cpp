@@ -708,6 +708,19 @@ KernelCounters Probe::counters() const {
   return c;
 }
 
+bool Probe::check_observer() {
+  auto* bss = impl_->skel->bss;
+  bpf_link* link = impl_->skel->links.observe_tcp_states;
+  if (!bss->observer_attached || !link) return false;
+  bpf_link_info info{};
+  uint32_t len = sizeof(info);
+  // A detached cgroup link keeps its fd but reports cgroup id 0.
+  if (bpf_obj_get_info_by_fd(bpf_link__fd(link), &info, &len) != 0 || info.cgroup.cgroup_id != 0)
+    return true;
+  bss->observer_attached = false;
+  return false;
+}
+
 const std::vector<AttachedHook>& Probe::hooks() const { return impl_->hooks; }
 
 const std::vector<ChosenVariant>& Probe::variants() const { return impl_->variants; }

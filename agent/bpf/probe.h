@@ -142,6 +142,13 @@ class Probe {
   RingFill ring_fill() const;
 
   KernelCounters counters() const;
+
+  // Whether the TCP state observer is attached to its cgroup. Once its link has been detached
+  // from outside (bpftool link detach), this turns the programs' flag off: the state tracepoint
+  // programs then stop leaving connections to an observer that no longer runs (they would leave
+  // every socket whose state callbacks another sock_ops program turned on, e.g. a second
+  // agent's), and their skipped runs count as lost again. False from then on.
+  bool check_observer();
   const std::vector<AttachedHook>& hooks() const;
   const std::vector<ChosenVariant>& variants() const;
   std::vector<MapMemory> map_memory() const;
