@@ -12,7 +12,10 @@ every storm event at most once (no duplicate (type, cookie)), never more than 4 
 and every missing event is covered by what the agent counted lost (netmon_events_lost_total,
 all stages, from /metrics just before SIGTERM, and the stop summary): no silent loss. A kernel
 program run skipped for recursion loses at most one event, so that bound is sound.
---check --strict: also nothing missing and nothing lost (written == 4 x connections, lost 0).
+--check --strict: exact, connection by connection: every connection the storm made and served
+has a complete client end (one Establish and one Close with its cookie) and a complete server
+end (one Accept and one Close), the two ends' addresses and ports match, nothing else is written
+on the storm's ports, nothing is written twice, and every loss counter is 0.
 Exit 77 when it cannot run here (not root, no agent, no BTF), except under CI=true: then 1.
 
 Stdlib only. All traffic is on loopback; every wait is bounded.
@@ -261,10 +264,22 @@ def stop(proc, sig=signal.SIGTERM):
         raise RuntimeError("observer did not exit within the stop timeout")
 
 
+OPEN_OF = {"client": "TcpConnectionEstablish", "server": "TcpConnectionAccept"}
+
+
 def count_netmon(path, lo, hi):
-    """(written, duplicates) of the storm's events in netmon's output: events with sport or
-    dport in [lo, hi]; a duplicate is a second event with the same (type, cookie)."""
+    """The storm's events in netmon's output (events with sport or dport in [lo, hi], the
+    storm's listener ports) checked connection by connection. Returns a dict:
+    written: events; dups: second events with the same (type, cookie);
+    client, server: connection ends complete and consistent: one open event (Establish for the
+      client's end, which has the listener port as dport; Accept for the server's, sport) and
+      one Close, with that end's cookie (not 0) and addresses;
+    incomplete: ends with anything else (an event missing, repeated or of the wrong kind);
+    unmatched: complete ends whose other end is not complete (by the connection's addresses
+      and ports; the same 4-tuple may serve several connections over a storm);
+    examples: a few incomplete or unmatched ends."""
     seen = collections.Counter()
+    ends = collections.defaultdict(list)  # (side, cookie) -> [(type, addresses)]
     written = 0
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
@@ -272,14 +287,44 @@ def count_netmon(path, lo, hi):
                 ne = json.loads(line).get("network_event") or {}
             except ValueError:
                 continue
-            if lo <= (ne.get("sport") or 0) <= hi or lo <= (ne.get("dport") or 0) <= hi:
-                written += 1
-                seen[(ne.get("type"), ne.get("cookie"))] += 1
+            sport, dport = ne.get("sport") or 0, ne.get("dport") or 0
+            if lo <= sport <= hi:
+                side = "server"
+            elif lo <= dport <= hi:
+                side = "client"
+            else:
+                continue
+            written += 1
+            seen[(ne.get("type"), ne.get("cookie"))] += 1
+            ends[(side, ne.get("cookie"))].append(
+                (ne.get("type"), (ne.get("saddr"), sport, ne.get("daddr"), dport)))
     dups = {k: n for k, n in seen.items() if n > 1}
     if dups:
         print(f"storm_runner: duplicate (type, cookie) examples: {list(dups.items())[:5]}",
               file=sys.stderr)
-    return written, sum(n - 1 for n in dups.values())
+    complete = {"client": collections.Counter(), "server": collections.Counter()}
+    bad = []
+    for (side, cookie), events in ends.items():
+        kinds = sorted(kind for kind, _ in events)
+        addresses = {a for _, a in events}
+        if (not cookie or kinds != sorted([OPEN_OF[side], "TcpConnectionClose"])
+                or len(addresses) != 1):
+            bad.append((side, cookie, events))
+            continue
+        saddr, sport, daddr, dport = addresses.pop()
+        # The connection as (client address, client port, server address, server port).
+        conn = (saddr, sport, daddr, dport) if side == "client" else (daddr, dport, saddr, sport)
+        complete[side][conn] += 1
+    unmatched = ((complete["client"] - complete["server"])
+                 + (complete["server"] - complete["client"]))
+    examples = bad[:3] + list(unmatched.items())[:3]
+    if examples:
+        print(f"storm_runner: incomplete or unmatched connection examples: {examples}",
+              file=sys.stderr)
+    return {"written": written, "dups": sum(n - 1 for n in dups.values()),
+            "client": sum(complete["client"].values()),
+            "server": sum(complete["server"].values()),
+            "incomplete": len(bad), "unmatched": sum(unmatched.values())}
 
 
 def count_tcplife(path, lo, hi):
@@ -341,7 +386,8 @@ def observe(mode, tmp, rnd):
         row["cpu"] = cpu1 - cpu0
     if mode == "netmon":
         row["expected"] = 4 * storm["connections"]
-        row["written"], row["dups"] = count_netmon(out_path, lo, hi)
+        row["connections"] = count_netmon(out_path, lo, hi)
+        row["written"], row["dups"] = row["connections"]["written"], row["connections"]["dups"]
         m = None
         for line in stderr.splitlines():
             if "stopped:" in line:
@@ -524,9 +570,16 @@ def main():
             if r["written"] > r["expected"]:
                 bad.append(f"round {r['round']}: written {r['written']} > expected "
                            f"{r['expected']}")
-            if ARGS.strict and (missing or lost):
-                bad.append(f"round {r['round']}: --strict: written {r['written']} of "
-                           f"{r['expected']}, lost {lost} ({r.get('lost_detail')})")
+            conns = r["connections"]
+            n = r["storm"]["connections"]
+            if ARGS.strict and (missing or lost or r["storm"].get("served") != n
+                                or conns["client"] != n or conns["server"] != n
+                                or conns["incomplete"] or conns["unmatched"]):
+                bad.append(f"round {r['round']}: --strict: {n} connections "
+                           f"({r['storm'].get('served')} served): written {r['written']} of {r['expected']} events, "
+                           f"complete client ends {conns['client']}, server ends "
+                           f"{conns['server']}, incomplete {conns['incomplete']}, unmatched "
+                           f"{conns['unmatched']}; lost {lost} ({r.get('lost_detail')})")
             elif missing > lost:
                 bad.append(f"round {r['round']}: {missing} events missing but only {lost} "
                            f"counted lost ({r.get('lost_detail')})")
@@ -535,8 +588,11 @@ def main():
         if bad:
             print("storm_runner: CHECK FAILED:\n  " + "\n  ".join(bad), file=sys.stderr)
             return 1
-        print("storm_runner: check passed: every storm event written exactly once, or missing "
-              "and counted lost", file=sys.stderr)
+        print("storm_runner: check passed: " + (
+            "every storm connection complete on both ends, every event written exactly once, "
+            "nothing lost" if ARGS.strict else
+            "every storm event written exactly once, or missing and counted lost"),
+            file=sys.stderr)
     return 0
 
 

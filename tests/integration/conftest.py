@@ -2,7 +2,11 @@
 
 The tests run the real agent (root, real eBPF programs) and real programs (nc, telnet, Python
 sockets) on loopback only. They skip with the reason when they cannot run here (not root, no
-agent binary, BPF unavailable, nc/telnet missing), except under CI=true, where that fails.
+agent binary, BPF unavailable, nc/telnet missing), except under CI=true (or CI=1), where every
+skip, however it was raised, is turned into a failure by pytest_runtest_makereport below.
+
+Every stdout line of every agent a test starts is validated against docs/event.schema.json as it
+is read; the agent's teardown check fails the test on any line that does not pass.
 
 Events of every TCP connection on the host reach the agent's stdout, so tests always pick their
 own events by ports and pids.
@@ -21,13 +25,15 @@ import threading
 import time
 import urllib.request
 
+import jsonschema
 import pytest
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 AGENT = os.path.abspath(
     os.environ.get("NETMON_AGENT") or os.path.join(TESTS_DIR, "..", "..", "build", "netmon-agent")
 )
-IN_CI = os.environ.get("CI", "").strip().lower() == "true"
+IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1")
+SCHEMA_PATH = os.path.join(TESTS_DIR, "..", "..", "docs", "event.schema.json")
 BPFTOOL = "/usr/sbin/bpftool"
 # The agent's log line when the TCP state observer (sock_ops) attached.
 OBSERVER_ATTACHED = "attached cgroup/sock_ops (state observer) as sock_ops"
@@ -45,12 +51,38 @@ KERNEL_NAME_LEN = 15
 STARTUP_TIMEOUT = 20.0  # seconds until "netmon is running"
 STOP_TIMEOUT = 15.0  # seconds from SIGTERM to exit (the agent drains stdout for up to 5 s)
 EVENT_TIMEOUT = 10.0  # seconds to wait for an event (they normally arrive within ~100 ms)
-SETTLE = 0.5  # seconds to wait after the expected events, before asserting "exactly once"
+# A fixed wait after the expected events, before asserting "exactly once". Superseded by the
+# barrier Agent.sync(), which waits for an observable condition; still used by test_process.py,
+# test_failures.py and test_soak.py (and test_lifecycle's settle()) until they move to it.
+SETTLE = 0.5
 # Where the agent's kernel side counts events it could not report (netmon_events_lost_total).
 KERNEL_LOSS_STAGES = ("ring_buffer", "sockets_map", "recursion", "unobserved", "accept")
 
 # bpf(2) syscall numbers, for the availability probe.
 BPF_SYSCALL = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "s390x": 351, "ppc64le": 361}
+
+
+def event_validator():
+    """The docs/event.schema.json validator (JSON Schema 2020-12), compiled once."""
+    global _EVENT_VALIDATOR
+    if _EVENT_VALIDATOR is None:
+        with open(SCHEMA_PATH, encoding="utf-8") as f:
+            _EVENT_VALIDATOR = jsonschema.Draft202012Validator(json.load(f))
+    return _EVENT_VALIDATOR
+
+
+_EVENT_VALIDATOR = None
+
+
+def schema_problems(event):
+    """Why `event` fails docs/event.schema.json, one string per problem ([] when it passes)."""
+    problems = []
+    for error in event_validator().iter_errors(event):
+        where = "/".join(map(str, error.absolute_path)) or "(top level)"
+        # For oneOf (process or null), the reasons of the object branch, not the instance.
+        reasons = sorted({sub.message for sub in error.context or () if sub.validator != "type"})
+        problems.append(f"{where}: {'; '.join(reasons) or error.message}")
+    return problems
 
 
 def skip_or_fail(reason):
@@ -183,7 +215,12 @@ def other_netmon_agents_running(own_pids):
 
 
 class Agent:
-    """A running netmon-agent whose stdout events and stderr lines are collected by threads."""
+    """A running netmon-agent whose stdout events and stderr lines are collected by threads.
+
+    Every Agent is registered in `Agent.started`; the autouse fixture `every_event_is_valid`
+    checks each one's stdout against the schema after the test, however it was stopped."""
+
+    started = []
 
     def __init__(self, args=(), command=None, env=None):
         """Starts the agent binary with `args`; or, when `command` is given, runs that command
@@ -200,6 +237,7 @@ class Agent:
         self._events = []  # parsed JSON objects, in stdout order
         self.stdout_lines = []  # raw stdout lines (str)
         self.invalid_lines = []  # stdout lines that are not a JSON object
+        self.schema_failures = []  # (line, problems) of events that fail docs/event.schema.json
         self.stderr_lines = []
         self._running = threading.Event()
         self.bpf_objects = {}  # {"prog"/"link"/"map": IDs} this agent held once running
@@ -211,6 +249,7 @@ class Agent:
             stderr=subprocess.PIPE,
             env={**clean_env(), **(env or {})},
         )
+        Agent.started.append(self)
         self._threads = [
             threading.Thread(target=self._read_stdout, name="agent-stdout", daemon=True),
             threading.Thread(target=self._read_stderr, name="agent-stderr", daemon=True),
@@ -243,12 +282,15 @@ class Agent:
                 ok = isinstance(obj, dict)
             except ValueError:
                 ok = False
+            problems = schema_problems(obj) if ok else []
             with self._lock:
                 self.stdout_lines.append(line)
                 if ok:
                     self._events.append(obj)
                 else:
                     self.invalid_lines.append(line)
+                if problems:
+                    self.schema_failures.append((line, problems))
 
     def _read_stderr(self):
         for raw in self.proc.stderr:
@@ -270,10 +312,33 @@ class Agent:
         with urllib.request.urlopen(self.metrics_url + "/metrics", timeout=10) as reply:
             return reply.read().decode("utf-8")
 
+    def published_metrics_text(self, timeout=EVENT_TIMEOUT):
+        """The agent's /metrics once its health numbers (loss counters, netmon_events_total, the
+        kubelet's state, ...; the pipeline thread publishes them twice a second) were published
+        after every event read from its stdout so far: once netmon_events_total (the events its
+        pipeline made) reaches their number. Bounded. After sync(), it covers every earlier
+        state change."""
+        with self._lock:
+            read = len(self._events)
+        texts = []
+
+        def caught_up():
+            text = self.metrics_text()
+            texts[:] = [text]
+            made = sum(float(v) for v in re.findall(
+                r'^netmon_events_total\{type="\w+"\} (\S+)$', text, re.MULTILINE))
+            return text if made >= read else None
+
+        return wait_for(caught_up, timeout=timeout, interval=0.05,
+                        what=lambda: f"netmon_events_total >= {read} (events read):\n"
+                        + "\n".join(line for line in texts[0].splitlines()
+                                     if line.startswith("netmon_events_total")))
+
     def lost(self):
-        """The agent's netmon_events_lost_total by stage, read from its /metrics."""
+        """The agent's netmon_events_lost_total by stage, from a /metrics publication that
+        counts every event read so far (published_metrics_text)."""
         return {m.group(1): int(float(m.group(2))) for m in re.finditer(
-            r'^netmon_events_lost_total\{stage="(\w+)"\} (\S+)$', self.metrics_text(),
+            r'^netmon_events_lost_total\{stage="(\w+)"\} (\S+)$', self.published_metrics_text(),
             re.MULTILINE)}
 
     def stderr_text(self):
@@ -302,6 +367,69 @@ class Agent:
             what=lambda: f"{count} event(s) matching {filters}; have "
             f"{len(self.events(**filters))}",
         )
+
+    def sync(self, timeout=EVENT_TIMEOUT, closed_ports=(), marker_port=None,
+             sides=("client", "server")):
+        """A barrier: returns once every event of the TCP state changes made before the call
+        has been written by the agent and read here (raises AssertionError after `timeout`).
+
+        It makes a marker connection on 127.0.0.1 (a fresh port: the kernel picks one), closes
+        both ends, and waits until the marker's Close of each of `sides` is on stdout. That is
+        enough because the order holds end to end: the BPF programs write every record into one
+        ring buffer, whose reader gets records in the order room was reserved for them (it stops
+        at a record still being written, never passes it); the agent reads that ring buffer from
+        one thread (the main loop in agent/app/agent.cpp, Probe::poll), turns each record into its
+        JSON line in that order (Pipeline::on_record/handle append to one batch; a batch the
+        output queue cannot take is held, and nothing more is read, until it is queued or
+        dropped and counted), and one writer thread writes the FIFO queue of batches to stdout
+        (LineWriter). So an event whose state change happened before the marker's comes before
+        the marker's Close on stdout, or it was counted lost (netmon_events_lost_total).
+
+        `closed_ports`: ports whose connections the test has closed: first wait (within the same
+        timeout) until this network namespace's socket table holds none of their sockets but
+        listeners and TIME_WAIT ones, i.e. until the kernel has made every CLOSE transition of
+        them (a peer's FIN is processed in softirq, which a loaded machine may defer past the
+        close() that sent it). Without it, the barrier covers the changes that are already done.
+        `marker_port`: listen on that port (SO_REUSEADDR) instead, for an agent whose rules
+        report only some ports; `sides`: the marker's Closes it reports ("client", "server").
+
+        The marker's events stay in the stream (tests pick theirs by port); its port is returned.
+        """
+        deadline = time.monotonic() + timeout
+        if closed_ports:
+            closed_ports = set(closed_ports)
+            wait_for(lambda: not sockets_closing(closed_ports), timeout=timeout,
+                     what=lambda: f"the kernel to close every socket on ports {closed_ports}: "
+                     f"{sockets_closing(closed_ports)}")
+        with self._lock:
+            start = len(self._events)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+            if marker_port is not None:
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", marker_port or 0))
+            listener.listen(1)
+            listener.settimeout(timeout)
+            port = listener.getsockname()[1]
+            client = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+            cport = client.getsockname()[1]
+            server, _ = listener.accept()
+            with server:
+                server.settimeout(timeout)
+                client.close()
+                assert server.recv(1) == b""  # the client's FIN: this end closes second
+        wanted = {"client": (cport, port), "server": (port, cport)}
+
+        def marker_closed():
+            with self._lock:
+                events = self._events[start:]
+            seen = {(e["network_event"]["sport"], e["network_event"]["dport"]) for e in events
+                    if (e.get("network_event") or {}).get("type") == "TcpConnectionClose"}
+            return all(wanted[side] in seen for side in sides)
+
+        wait_for(marker_closed, timeout=max(0.0, deadline - time.monotonic()),
+                 what=f"the Close events ({', '.join(sides)}) of the barrier's marker connection "
+                 f"127.0.0.1:{cport} -> 127.0.0.1:{port}")
+        return port
 
     # -- lifecycle
 
@@ -364,12 +492,22 @@ def _matches(e, kind=None, pid=None, ports=None, **fields):
 
 
 def check_stopped_cleanly(agent):
-    """SIGTERM: exit 0, a "stopped:" summary, only JSON on stdout, no program left behind."""
+    """SIGTERM: exit 0, a "stopped:" summary, only JSON on stdout, every event valid against
+    docs/event.schema.json, no program left behind."""
     code = agent.stop(signal.SIGTERM)
     assert code == 0, f"agent exited with {code} after SIGTERM:\n{agent.stderr_text()}"
     assert any("stopped: " in line for line in agent.stderr_lines), agent.stderr_text()
-    assert agent.invalid_lines == [], f"stdout lines that are not JSON: {agent.invalid_lines[:5]}"
+    assert_valid_output(agent)
     assert_no_programs_left(agent)
+
+
+def assert_valid_output(agent):
+    """Every stdout line the agent wrote is a JSON object that passes docs/event.schema.json."""
+    assert agent.invalid_lines == [], f"stdout lines that are not JSON: {agent.invalid_lines[:5]}"
+    assert agent.schema_failures == [], (
+        f"{len(agent.schema_failures)} event(s) fail docs/event.schema.json; the first:\n"
+        + "\n".join(f"{line}\n  -> {problems}" for line, problems in agent.schema_failures[:3])
+    )
 
 
 def assert_no_programs_left(agent):
@@ -408,6 +546,20 @@ def require_privileges():
         skip_or_fail(f"agent binary not found at {AGENT} (set NETMON_AGENT)")
     if not os.access(BPFTOOL, os.X_OK):
         skip_or_fail(f"{BPFTOOL} not found (apt-get install bpftool)")
+
+
+@pytest.fixture(autouse=True)
+def every_event_is_valid():
+    """After every test (and after its own fixtures stopped its agents): every stdout line of
+    every agent the test started is a JSON object valid against docs/event.schema.json."""
+    Agent.started.clear()
+    yield
+    agents, Agent.started[:] = list(Agent.started), []
+    for agent in agents:
+        if agent.proc.poll() is not None:
+            for t in agent._threads:
+                t.join(5)  # the rest of its stdout, up to EOF
+        assert_valid_output(agent)
 
 
 @pytest.fixture
@@ -532,6 +684,15 @@ def listening_ports():
     return {r["lport"] for r in _proc_net_tcp() if r["state"] == "0A"}
 
 
+def sockets_closing(ports):
+    """(local port, remote port, state) of this network namespace's TCP sockets with one of
+    `ports` at either end that have not made their CLOSE transition yet: all but listeners
+    (0A) and TIME_WAIT (06), whose full socket is gone. A socket leaves the table in that
+    transition, after the BPF programs ran for it."""
+    return [(r["lport"], r["rport"], r["state"]) for r in _proc_net_tcp()
+            if (r["lport"] in ports or r["rport"] in ports) and r["state"] not in ("0A", "06")]
+
+
 def listening(port, v6=None):
     """True when a TCP socket listens on `port` (of the family, when v6 is given)."""
     return any(
@@ -610,6 +771,30 @@ def processes():
     group = ProcessGroup()
     yield group
     group.cleanup()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI=true every skipped test is a failure, whatever raised the skip (pytest.skip,
+    importorskip, a skip marker, a fixture): CI has every tool, privilege and fixture, so a skip
+    there means a test did not run."""
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"CI=true, and this test was skipped: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """The same for a whole module skipped at import (pytest.importorskip at module level)."""
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"CI=true, and this module was skipped: {reason}"
 
 
 def pytest_configure(config):

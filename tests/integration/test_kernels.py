@@ -15,12 +15,11 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 
 import pytest
 
-from conftest import AGENT, SETTLE, clean_env, free_port, wait_for
+from conftest import AGENT, clean_env, free_port
 
 pytestmark = pytest.mark.kernel_matrix
 
@@ -110,7 +109,7 @@ def run_scenario(agent):
 
     agent.wait_events(count=4, ports={port})
     agent.wait_events(count=1, kind="TcpConnectionFailed", ports={closed_port})
-    time.sleep(SETTLE)
+    agent.sync(closed_ports={port})
     events = agent.events(ports={port, closed_port})
     return [normalise(e, port, closed_port, accepted["tid"]) for e in events]
 

@@ -28,7 +28,7 @@ import pytest
 
 import kubelet_stub
 from conftest import ProcessGroup, free_port, same_connection, skip_or_fail, wait_for
-from test_lifecycle import ACCEPT, CLOSE, ESTABLISH, Listener, only, settle
+from test_lifecycle import ACCEPT, CLOSE, ESTABLISH, Listener, only
 
 NODE_NAME = f"netmon-test-node-{os.getpid()}"
 NAMESPACE = "shop"
@@ -524,7 +524,7 @@ def nc_telnet_between_pods(cluster, agent, tools):
     telnet = cluster.start(c, [tools["telnet"], s.address, str(SERVER_PORT)])
     agent.wait_events(kind=ESTABLISH, pid=telnet.pid, daddr=s.address, dport=SERVER_PORT)
     agent.wait_events(kind=ACCEPT, pid=nc.pid, saddr=s.address, sport=SERVER_PORT)
-    settle()
+    agent.sync()
     establish = only(agent.events(kind=ESTABLISH, pid=telnet.pid, daddr=s.address,
                                   dport=SERVER_PORT), "Establish of telnet")
     tport = establish["network_event"]["sport"]
@@ -537,7 +537,7 @@ def nc_telnet_between_pods(cluster, agent, tools):
     closes = []
     for opened in (establish, accept):
         agent.wait_events(kind=CLOSE, ports={SERVER_PORT}, **same_connection(opened))
-    settle()
+    agent.sync()
     for opened, what in ((establish, "Close of telnet"), (accept, "Close of nc")):
         closes.append(only(agent.events(kind=CLOSE, ports={SERVER_PORT},
                                         **same_connection(opened)), what))
@@ -648,7 +648,7 @@ def test_host_process_has_no_pod(start_agent, fake_pods, kubelet, token_file, ku
         cport = client.getsockname()[1]
     server.close()
     agent.wait_events(count=4, ports={server.port})
-    settle()
+    agent.sync(closed_ports={server.port})
     events = agent.events(ports={server.port})
     assert sorted(e["network_event"]["type"] for e in events) == sorted(
         [ESTABLISH, ACCEPT, CLOSE, CLOSE]), "\n".join(map(json.dumps, events))
@@ -678,7 +678,7 @@ def test_without_kubelet_container_ids_but_no_pod(start_agent, fake_pods, real_t
                 if e["network_event"]["saddr"] in pod_addresses]
 
     wait_for(lambda: len(closes_of_connection()) >= 2, what="both Closes")
-    settle()
+    agent.sync()
     closes = closes_of_connection()
     assert len(closes) == 2, "\n".join(map(json.dumps, closes))
     assert_no_pod(establish, c.container_id)

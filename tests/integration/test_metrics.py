@@ -29,7 +29,6 @@ import pytest
 import kubelet_stub
 from conftest import (
     AGENT,
-    SETTLE,
     STARTUP_TIMEOUT,
     Agent,
     bpf_unavailable_reason,
@@ -453,7 +452,7 @@ def run_payload_workload(agent, n=PARALLEL):
     assert sorted(ports.values()) == list(range(n))
     assert server.served == ports, "server and clients disagree on the client ports"
     agent.wait_events(count=4 * n, ports={server.port}, timeout=20)
-    time.sleep(SETTLE)
+    agent.sync(closed_ports={server.port})
     events = agent.events(ports={server.port})
     assert len(events) == 4 * n, "\n".join(map(json.dumps, events))
     return server.port, plan, ports, events
@@ -502,7 +501,7 @@ def reference_scenario(agent, tools, processes):
     wait_exit(telnet)
     wait_exit(nc)
     agent.wait_events(count=2, kind=CLOSE, ports={port}, daddr="127.0.0.1")
-    time.sleep(SETTLE)
+    agent.sync(closed_ports={port})
     ours = [e for e in agent.events(ports={port}, daddr="127.0.0.1")
             if e["process"] and e["process"]["pid"] in (telnet.pid, nc.pid)]
     assert sorted(e["network_event"]["type"] for e in ours) == sorted(
@@ -832,26 +831,26 @@ def test_readyz_not_ready_until_the_probes_attach():
 
 def test_readyz_waits_for_the_first_kubelet_sync(start_agent):
     """With a kubelet URL where nothing listens, the agent runs but /readyz stays 503 "first
-    kubelet sync not done yet" while /healthz answers 200; the kubelet families say why, and
-    promtool accepts them."""
+    kubelet sync not done yet" while /healthz answers 200, through several failed kubelet
+    requests; the kubelet families say why, and promtool accepts them."""
     url = f"https://127.0.0.1:{free_port()}/pods"
     agent = start_agent("--kubelet-url", url, "--kubelet-poll-interval", "1")
-    deadline = time.monotonic() + 3.0
-    checks = 0
-    while time.monotonic() < deadline:
+    checks = []
+
+    def failures_published_while_not_ready():
+        # Checked on every poll until the agent has published three failed requests (one a
+        # second): not ready, and healthy, all along.
         assert http_get(agent.metrics_url + "/readyz") == (
             503, "not ready: first kubelet sync not done yet\n")
         assert http_get(agent.metrics_url + "/healthz") == (200, "ok\n")
-        checks += 1
-        time.sleep(0.25)
-    assert checks >= 5
-
-    def failures_published():
+        checks.append(time.monotonic())
         s = scrape(agent)
         return s if s.value("netmon_kubelet_requests_total", {"result": "unreachable"},
-                            0) >= 1 else None
+                            0) >= 3 else None
 
-    s = wait_for(failures_published, timeout=5, what="kubelet failures in /metrics")
+    s = wait_for(failures_published_while_not_ready, timeout=15, interval=0.25,
+                 what="three failed kubelet requests in /metrics")
+    assert len(checks) >= 3
     assert s.value("netmon_kubelet_synced", {}) == 0
     assert s.value("netmon_kubelet_requests_total", {"result": "ok"}) == 0
     assert s.value("netmon_kubelet_pods", {}) == 0
@@ -921,11 +920,9 @@ def test_pod_series_count_the_pods_connections(start_agent, fake_pods, kubelet_c
         web = conn_labels("outbound", c.namespace, c.name, c.container_name, c.workload[0])
         db = conn_labels("inbound", s.namespace, s.name, s.container_name, s.workload[0])
 
-        def published():
-            m = scrape(agent)
-            return m if m.value("netmon_connections_closed_total", db, 0) >= 1 else None
-
-        m = wait_for(published, timeout=5, what="the db pod's series")
+        # Published after every event read (the kubelet's state is a health number, published
+        # twice a second; the connection series are counted as the events are made).
+        m = Scrape(agent.published_metrics_text())
         for labels, close in ((web, telnet_close), (db, nc_close)):
             ne = close["network_event"]
             assert m.value("netmon_connections_opened_total", labels) == 1, labels

@@ -16,7 +16,6 @@ from test_lifecycle import (
     ESTABLISH,
     FAILED,
     Listener,
-    settle,
     telnet_host,
     wait_exit,
 )
@@ -100,19 +99,10 @@ def test_connection_matching_no_rule_is_not_reported(start_agent, tmp_path):
         client = socket.create_connection(("127.0.0.1", listener.port))
         client.close()
         listener.join()
-        # A marker connection that does match (NetMonIpv4Test), made after the unmatched one:
-        # once its Establish is in, the unmatched connection's events would have been too.
-        marker = socket.socket()
-        marker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        marker.bind(("127.0.0.1", v4_port))
-        marker.listen()
-        try:
-            socket.create_connection(("127.0.0.1", v4_port)).close()
-            marker.accept()[0].close()
-        finally:
-            marker.close()
-        agent.wait_events(kind=ESTABLISH, pid=os.getpid(), dport=v4_port)
-        settle()
+        # The barrier's marker connection matches NetMonIpv4Test (its client side only; the
+        # ingress rules are nc's): once its Close is in, the unmatched connection's events
+        # would have been too.
+        agent.sync(closed_ports={listener.port}, marker_port=v4_port, sides=("client",))
         assert agent.events(ports={listener.port}) == []
     finally:
         listener.close()
@@ -147,7 +137,8 @@ def test_rule_scoped_to_another_binary_filters_accept(start_agent, real_tools, p
     accept = agent.wait_events(kind=ACCEPT, pid=nc.pid, sport=port)[0]
     assert accept["rule"] == "OnlyNc"
     finish(nc, telnet)
-    settle()
+    # Egress has no rules: the barrier's marker is reported from its client side.
+    agent.sync(closed_ports={port}, sides=("client",))
     accepts = agent.events(kind=ACCEPT, sport=port)
     assert [a["process"]["pid"] for a in accepts] == [nc.pid]
     # Egress has no rules: telnet's Establish is reported, without a rule.
@@ -174,7 +165,8 @@ def test_disabled_direction_and_event_switches(start_agent, tmp_path):
             socket.create_connection(("127.0.0.1", closed_port))
         agent.wait_events(kind=ACCEPT, pid=os.getpid(), sport=listener.port)
         agent.wait_events(kind=CLOSE, pid=os.getpid(), sport=listener.port)
-        settle()
+        # Egress is off: the barrier's marker is reported from its server side only.
+        agent.sync(closed_ports={listener.port}, sides=("server",))
         assert agent.events(kind=ESTABLISH, dport=listener.port) == []
         assert agent.events(kind=FAILED, dport=closed_port) == []
     finally:

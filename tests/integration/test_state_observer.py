@@ -16,11 +16,10 @@ import socket
 import struct
 import subprocess
 import threading
-import time
 
 import pytest
 
-from conftest import BPFTOOL, OBSERVER_ATTACHED, SETTLE, bpf_objects_of, skip_or_fail
+from conftest import BPFTOOL, OBSERVER_ATTACHED, bpf_objects_of, skip_or_fail, wait_for
 
 pytestmark = pytest.mark.kernel_matrix
 
@@ -28,6 +27,7 @@ ESTABLISH = "TcpConnectionEstablish"
 ACCEPT = "TcpConnectionAccept"
 CLOSE = "TcpConnectionClose"
 LOOPBACK = {socket.AF_INET: "127.0.0.1", socket.AF_INET6: "::1"}
+DETACHED_WARNING = "the TCP state observer's cgroup link was detached"
 FAMILIES = pytest.mark.parametrize(
     "family", [socket.AF_INET, socket.AF_INET6], ids=["ipv4", "ipv6"]
 )
@@ -64,8 +64,9 @@ def detach(agent, wanted):
 
 
 def metric(agent, name):
-    """The value of the unlabelled metric `name` on the agent's /metrics."""
-    text = agent.metrics_text()
+    """The value of the unlabelled metric `name` on the agent's /metrics, published after every
+    event read so far."""
+    text = agent.published_metrics_text()
     m = re.search(rf"^{name} (\S+)$", text, re.M)
     assert m, (name, text)
     return float(m.group(1))
@@ -140,7 +141,8 @@ def assert_ended(agent, conns, owner_tids):
     process known)."""
     sp = conns.port
     agent.wait_events(count=2 * len(conns.pairs), kind=CLOSE, ports={sp})
-    time.sleep(SETTLE)
+    # By the client ports: a StraddlingConnection's filler stays open on the server's port.
+    agent.sync(closed_ports={cp for _, _, cp in conns.pairs.values()})
     closes = closes_by_end(agent, conns)
     for ending, (_, _, cp) in conns.pairs.items():
         for (sport, dport), (closed_by, reset), tid in zip(
@@ -257,11 +259,15 @@ def test_observer_takes_over_a_connect_that_straddles_the_start(start_agent, fam
 
 @FAMILIES
 def test_state_tracepoints_alone_report_connection_ends(agent, family):
-    """With the observer's cgroup link detached before any connection opened, the state
-    tracepoint programs alone report every connection once, with its owners."""
+    """With the observer's cgroup link detached before any connection opened, the agent notices
+    (one warning) and the state tracepoint programs alone report every connection once, with its
+    owners, even where another sock_ops program (another agent's observer) turns on the
+    sockets' state callbacks."""
     require_observer(agent)
     detached = detach(agent, lambda name: name == "observe_tcp_states")
     assert detached == ["observe_tcp_states"], detached
+    wait_for(lambda: DETACHED_WARNING in agent.stderr_text(), what="the agent's warning that its "
+             "observer was detached")
     tid = threading.get_native_id()
     conns = Connections(family)
     agent.wait_events(count=2 * len(ENDINGS), ports={conns.port})
@@ -270,7 +276,14 @@ def test_state_tracepoints_alone_report_connection_ends(agent, family):
     establish = agent.events(kind=ESTABLISH, ports={conns.port})
     assert len(establish) == len(ENDINGS), establish
     assert all(e["process"]["tid"] == tid for e in establish), establish
-    assert_nothing_lost(agent)
+    # This test's connections lost nothing (assert_ended: every Close, once). The kernel stages
+    # `unobserved` and `recursion` count the host's other connections too: those the detached
+    # observer watched, or that changed state before the agent noticed the detach, lose their
+    # ends (counted as `unobserved` when their socket is reused), and from then on skipped
+    # tracepoint runs count as `recursion` again. No other stage may count anything.
+    lost = agent.lost()
+    assert lost and not any(n for stage, n in lost.items()
+                            if stage not in ("unobserved", "recursion")), lost
 
 
 def test_fault_injection_is_refused_when_unknown(agent_binary):
