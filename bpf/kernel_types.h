@@ -105,13 +105,35 @@ struct sock_common {
 /* enum sock_flags: SOCK_DONE is set by tcp_fin() when the peer's FIN arrives. */
 #define SOCK_DONE 1
 
+struct sk_buff;
+
+struct sk_buff_head {
+	struct sk_buff *next;
+	struct sk_buff *prev;
+};
+
 struct sock {
 	struct sock_common __sk_common;
 	unsigned long sk_flags; /* before the move into sock_common */
 	int sk_err;
 	int sk_err_soft; /* an ICMP error kept while the connection may still succeed */
+	struct sk_buff_head sk_error_queue; /* ICMP errors queued for the socket (MSG_ERRQUEUE) */
 	u16 sk_protocol;
 	u16 sk_type;
+};
+
+struct sk_buff {
+	char cb[48]; /* an error-queue skb's struct sock_exterr_skb */
+};
+
+/* An error-queue entry (include/linux/errqueue.h, uapi linux/errqueue.h), in its skb's cb. */
+struct sock_extended_err {
+	__u32 ee_errno;
+	__u8 ee_origin; /* SO_EE_ORIGIN_ICMP (2), SO_EE_ORIGIN_ICMP6 (3), ... */
+};
+
+struct sock_exterr_skb {
+	struct sock_extended_err ee;
 };
 
 /* inet_sport keeps the local port after CLOSE: tcp_set_state(TCP_CLOSE) releases the bound port

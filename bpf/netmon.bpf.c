@@ -438,6 +438,36 @@ static __always_inline void on_established(const struct sock *sk, u64 cookie,
 	emit(sk, cookie, NM_CONN_ESTABLISH, NM_DIR_OUTBOUND, fresh, 0);
 }
 
+#define SO_EE_ORIGIN_ICMP  2
+#define SO_EE_ORIGIN_ICMP6 3
+
+/*
+ * The errno of the oldest ICMP error in the socket's error queue, 0 when there is none. For
+ * IPv4, tcp_v4_err() queues the ICMP error of a connect in SYN_SENT whatever IP_RECVERR says
+ * (ip_icmp_error()), which wakes poll() with POLLERR. When the error arrived while connect() held
+ * the socket (a local REJECT answers within the connect), it is otherwise kept only as the soft
+ * error, which the application's SO_ERROR read takes (sk_err_soft is then 0) while the socket
+ * stays in SYN_SENT: the queued error is what is left when the application closes it.
+ */
+static __always_inline int queued_icmp_error(const struct sock *sk)
+{
+	const struct sock_exterr_skb *serr;
+	struct sk_buff *skb;
+	u8 origin;
+
+	if (!bpf_core_type_exists(struct sock_exterr_skb) ||
+	    !bpf_core_field_exists(sk->sk_error_queue))
+		return 0;
+	skb = BPF_CORE_READ(sk, sk_error_queue.next);
+	if (!skb || (void *)skb == (void *)&sk->sk_error_queue)
+		return 0; /* the empty list points at its head */
+	serr = (const void *)skb + bpf_core_field_offset(struct sk_buff, cb);
+	origin = BPF_CORE_READ(serr, ee.ee_origin);
+	if (origin != SO_EE_ORIGIN_ICMP && origin != SO_EE_ORIGIN_ICMP6)
+		return 0;
+	return BPF_CORE_READ(serr, ee.ee_errno);
+}
+
 /* -> CLOSE: report the Failed (from SYN_SENT) or the Close of a connection reported open, once. */
 static __always_inline void on_close(const struct sock *sk, int oldstate, u64 cookie)
 {
@@ -465,6 +495,8 @@ static __always_inline void on_close(const struct sock *sk, int oldstate, u64 co
 
 		if (!err)
 			err = BPF_CORE_READ(sk, sk_err_soft);
+		if (!err)
+			err = queued_icmp_error(sk);
 		emit(sk, cookie, NM_CONN_FAILED, NM_DIR_OUTBOUND, &closing, err);
 	} else if (closing.reported) {
 		emit(sk, cookie, NM_CONN_CLOSE, closing.direction, &closing, 0);
