@@ -2,7 +2,10 @@
 # Runs the kernel-matrix subset of the privileged integration tests (pytest -m kernel_matrix) in
 # a virtual machine on a Debian kernel (scripts/vm-run.sh), after printing the hook variants the
 # agent chooses there. The console goes to stdout and to LOG_DIR/<kernel>.log, from which
-# scripts/kernel-table.py prints the support table of docs/kernels.md.
+# scripts/kernel-table.py prints the support table of docs/kernels.md. The log names the kernel
+# that ran: the Debian package, its version and the .deb's sha256 (vm-run's "kernel package"
+# line), and the guest's own uname -r and uname -v (Debian's uname -v ends with the package
+# version, so the two can be compared).
 #
 #   scripts/kernel-matrix.sh <5.10|6.1|6.12> [--timeout SECONDS]
 #
@@ -25,6 +28,7 @@ if [[ "${1:-}" == --in-guest ]]; then
   kill -TERM "$pid" 2>/dev/null || true
   wait "$pid" || true
   echo "kernel-matrix: release $(uname -r)"
+  echo "kernel-matrix: build $(uname -v)"
   sed -n 's/.*netmon info: hook variant: \(.*\)$/kernel-matrix: variant \1/p' "$log"
   sed -n 's/.*netmon info: attached cgroup\/sock_ops (\(.*\)) as sock_ops$/kernel-matrix: sock_ops \1 attached/p' "$log"
   grep -q "netmon is running" "$log" || { cat "$log"; echo "kernel-matrix: the agent did not start"; }

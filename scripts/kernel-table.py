@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """Prints the kernel support table of docs/kernels.md (Markdown) from the console logs of
-scripts/kernel-matrix.sh (build/kernel-matrix/<kernel>.log by default), plus this host's run
-when given its agent log with --host-log.
+scripts/kernel-matrix.sh (build/kernel-matrix/<kernel>.log by default), and the Debian kernel
+package each row ran (name, version, sha256 of the .deb, from scripts/vm-run.sh's "kernel
+package" line), so that the table says exactly which kernels it came from.
 
     scripts/kernel-table.py [LOG ...]
+
+A log without that line (from before vm-run.sh recorded it) gives "not recorded"; a guest whose
+uname -v names another Debian version than the package is flagged.
 """
 
 import glob
@@ -25,6 +29,8 @@ def parse(path):
     summary = re.findall(r"^=+ (.*(?:passed|failed).*) in [\d.]+s", text, re.M)
     ran = re.search(r"^vm-run: guest ran (\d+) s", text, re.M)
     boot = re.search(r"^vm-run: guest \S+ up after ([\d.]+) s", text, re.M)
+    package = re.search(r"^vm-run: kernel package (\S+) (\S+) sha256 ([0-9a-f]{64})\b", text, re.M)
+    build = re.search(r"^kernel-matrix: build .*\bDebian (\S+)", text, re.M)
     return {
         "kernel": os.path.basename(path).removesuffix(".log"),
         "release": release.group(1) if release else "?",
@@ -36,6 +42,10 @@ def parse(path):
         "tests": summary[-1] if summary else "did not finish",
         "seconds": ran.group(1) if ran else "?",
         "boot": boot.group(1) if boot else "?",
+        "package": package.group(1) if package else None,
+        "version": package.group(2) if package else None,
+        "sha256": package.group(3) if package else None,
+        "guest_version": build.group(1) if build else None,
     }
 
 
@@ -48,13 +58,25 @@ def main(paths):
     if not paths:
         sys.exit("kernel-table: no logs (run ctest -L kernel first)")
     rows = sorted((parse(p) for p in paths), key=version_key)
-    print("| kernel | release | state | accept | process | kernel-matrix tests | VM run (boot) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| kernel | release | package version | state | accept | process | kernel-matrix tests "
+          "| VM run (boot) |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         v = r["variants"]
-        print(f"| {r['kernel']} | {r['release']} | {v.get('state', '?')} | "
+        version = r["version"] or "not recorded"
+        if r["version"] and r["guest_version"] and r["guest_version"] != r["version"]:
+            version += f" (the guest says {r['guest_version']})"
+        print(f"| {r['kernel']} | {r['release']} | {version} | {v.get('state', '?')} | "
               f"{v.get('accept', '?')} | {v.get('process', '?')} | {r['tests']} | "
               f"{r['seconds']} s ({r['boot']} s) |")
+    print()
+    print("The kernels: Debian packages, and the sha256 of each .deb:")
+    print()
+    for r in rows:
+        if r["package"]:
+            print(f"- {r['kernel']}: `{r['package']}` {r['version']}, sha256 `{r['sha256']}`")
+        else:
+            print(f"- {r['kernel']}: not recorded (a log from before vm-run.sh recorded it)")
     print()
     print("What differs from the preferred variants:")
     print()

@@ -17,8 +17,11 @@
 # 6.12; the generic amd64 flavour, which has 9p), fetched with apt-get download from the mirror
 # this machine uses through a private apt state, unpacked and cached in NETMON_VM_CACHE
 # (default /var/cache/netmon-vm); the package index is refreshed once a day, and a cached kernel
-# is used when the mirror cannot be reached. qemu runs under TCG (software emulation: KVM is not
-# usable on CI machines) with a hard time limit.
+# is used when the mirror cannot be reached. "The newest" changes as Debian publishes updates, so
+# every run names the package it booted, on stderr before the boot:
+#   vm-run: kernel package NAME VERSION sha256 SHA256-OF-THE-.DEB
+# (recorded at download in the cache, next to the unpacked kernel). qemu runs under TCG (software
+# emulation: KVM is not usable on CI machines) with a hard time limit.
 #
 # Exit status: the command's; 124 when the time limit killed the guest; 125 when the guest ended
 # without reporting a status (kernel panic, boot failure: the console shows why); 2 for usage.
@@ -93,7 +96,7 @@ host_mirror() {
 }
 
 fetch_kernel() {
-  local mirror apt lists stamp pkg deb dir
+  local mirror apt lists stamp pkg deb dir version sha
   mirror="${NETMON_VM_MIRROR:-$(host_mirror)}"
   apt="$cache/apt/$suite"
   mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$apt/parts" "$cache/kernels"
@@ -122,18 +125,26 @@ EOF
     log "using the cached $pkg"
   fi
   dir="$cache/kernels/$pkg"
-  if [[ ! -e "$dir/.unpacked" ]]; then
+  # $dir/.package, written last, marks a complete unpack and records what was unpacked (a kernel
+  # cached before it was recorded is fetched again).
+  if [[ ! -e "$dir/.package" ]]; then
     log "downloading $pkg"
     rm -rf "$dir" "$cache/kernels/tmp-$pkg"
     mkdir -p "$cache/kernels/tmp-$pkg"
+    # apt-get download checks the .deb against the SHA256 of the (signed) package index.
     (cd "$cache/kernels/tmp-$pkg" && apt-get "${opts[@]}" -qq download "$pkg" >&2)
     deb=$(ls "$cache/kernels/tmp-$pkg"/*.deb)
+    version=$(dpkg-deb -f "$deb" Version)
+    sha=$(sha256sum "$deb" | cut -d' ' -f1)
     mkdir -p "$dir"
     dpkg-deb -x "$deb" "$dir"
     # The package leaves modules.dep to depmod at install time.
     /sbin/depmod -b "$dir" "$(basename "$(ls -d "$dir"/lib/modules/*)")"
+    printf 'package=%s\nversion=%s\nsha256=%s\nfile=%s\nsource=%s %s\ndownloaded=%s\n' \
+      "$pkg" "$version" "$sha" "$(basename "$deb")" "$mirror" "$suite" \
+      "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$dir/.package.tmp"
+    mv "$dir/.package.tmp" "$dir/.package"
     rm -rf "$cache/kernels/tmp-$pkg"
-    touch "$dir/.unpacked"
   fi
   echo "$pkg" >"$cache/kernels/$kernel.current"
   echo "$dir"
@@ -142,6 +153,10 @@ EOF
 exec 9>"$cache/.lock"
 flock -w 600 9 || { log "another vm-run holds $cache/.lock"; exit 125; }
 kdir=$(fetch_kernel)
+# Which package this run boots, for the test output (scripts/kernel-table.py reads this line).
+package_field() { sed -n "s/^$1=//p" "$kdir/.package"; }
+log "kernel package $(package_field package) $(package_field version) sha256 $(package_field sha256)" \
+  "($(package_field file), from $(package_field source), downloaded $(package_field downloaded))"
 vmlinuz=$(ls "$kdir"/boot/vmlinuz-* | head -n1)
 kver=${vmlinuz##*/vmlinuz-}
 moddir="$kdir/lib/modules/$kver"
