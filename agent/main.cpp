@@ -22,8 +22,17 @@ int main(int argc, char** argv) {
     std::printf("netmon-agent %s\n", NETMON_VERSION_STRING);
     return 0;
   }
-  if (options->print_config) {
-    std::fputs(netmon::render_config(*options).c_str(), stdout);
+  if (options->print_config || options->check_config) {
+    // The same validation as a start, short of the host and the kernel (run_agent()).
+    if (auto valid = netmon::validate_config(*options); !valid) {
+      netmon::log::error("configuration error: " + valid.error().message);
+      return 2;
+    }
+    if (options->print_config) {
+      std::fputs(netmon::render_config(*options).c_str(), stdout);
+    } else {
+      std::fputs("configuration is valid\n", stdout);
+    }
     return 0;
   }
   netmon::log::set_level(options->log_level);

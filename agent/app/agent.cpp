@@ -2,12 +2,15 @@
 
 #include <malloc.h>
 #include <signal.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -27,6 +30,9 @@ namespace netmon {
 namespace {
 
 std::atomic<bool> g_stop{false};
+std::atomic<int> g_stop_signal{0};     // the signal that set g_stop
+std::atomic<bool> g_status{false};     // SIGUSR1: log a status line
+std::atomic<int> g_ignored_signal{0};  // the last ignored signal, to log once
 
 // How long a stop may take to write what was read from the kernel before it.
 constexpr std::chrono::seconds kStopDrain{5};
@@ -34,22 +40,92 @@ constexpr std::chrono::seconds kStopDrain{5};
 // the ring buffer's fill level and the pause's time bound (ReaderPause).
 constexpr std::chrono::milliseconds kPauseStep{10};
 
-void on_stop_signal(int) { g_stop.store(true); }
+static_assert(std::atomic<int>::is_always_lock_free && std::atomic<bool>::is_always_lock_free,
+              "signal handlers only store to lock-free atomics");
 
-void install_signal_handlers() {
+void on_stop_signal(int sig) {
+  g_stop_signal.store(sig);
+  g_stop.store(true);
+}
+void on_status_signal(int) { g_status.store(true); }
+void on_ignored_signal(int sig) { g_ignored_signal.store(sig); }
+
+void handle_signal(int sig, void (*handler)(int), int flags) {
   struct sigaction sa {};
-  sa.sa_handler = on_stop_signal;
+  sa.sa_handler = handler;
   sigemptyset(&sa.sa_mask);
-  sa.sa_flags = 0;  // no SA_RESTART: the poll wakes up with EINTR
-  sigaction(SIGTERM, &sa, nullptr);
-  sigaction(SIGINT, &sa, nullptr);
-  signal(SIGPIPE, SIG_IGN);  // a closed stdout is a write error, counted, not a crash
+  sa.sa_flags = flags;
+  sigaction(sig, &sa, nullptr);
 }
 
+// Stop (drain, summary, exit 0): SIGTERM (the kubelet, systemd), SIGINT (Ctrl-C) and SIGHUP (a
+// closed terminal, or `kill -HUP` meant as "reload": the configuration is read at start only, so
+// a restart is the reload). SIGUSR1 logs a status line. SIGUSR2, and the signals whose default
+// action would end the agent without a summary but that nobody sends it on purpose, are ignored
+// and logged. SIGQUIT keeps its default (a core dump, for a hung agent). SIGPIPE is ignored: a
+// closed stdout is a write error (EPIPE), which stops the agent with kExitOutputFailed.
+void install_signal_handlers() {
+  for (const int sig : {SIGTERM, SIGINT, SIGHUP}) {
+    handle_signal(sig, on_stop_signal, 0);  // no SA_RESTART: the poll wakes up with EINTR
+  }
+  // SA_RESTART: the agent keeps running; other threads' system calls should not see EINTR.
+  handle_signal(SIGUSR1, on_status_signal, SA_RESTART);
+  for (const int sig : {SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGPWR}) {
+    handle_signal(sig, on_ignored_signal, SA_RESTART);
+  }
+  signal(SIGPIPE, SIG_IGN);
+}
+
+std::string signal_name(int sig) {
+  switch (sig) {
+    case SIGTERM:
+      return "SIGTERM";
+    case SIGINT:
+      return "SIGINT";
+    case SIGHUP:
+      return "SIGHUP";
+    case SIGUSR2:
+      return "SIGUSR2";
+    case SIGALRM:
+      return "SIGALRM";
+    case SIGVTALRM:
+      return "SIGVTALRM";
+    case SIGPROF:
+      return "SIGPROF";
+    case SIGIO:
+      return "SIGIO";
+    case SIGPWR:
+      return "SIGPWR";
+    default:
+      return "signal " + std::to_string(sig);
+  }
+}
+
+// The --proc-root directory is a proc filesystem: a wrong path would leave every event without
+// its process (and the process table empty) instead of failing.
+Result<void> check_proc_root(const std::string& root) {
+  struct stat st {};
+  if (::stat(root.c_str(), &st) != 0) {
+    return fail("--proc-root " + root + ": " + std::strerror(errno));
+  }
+  if (!S_ISDIR(st.st_mode)) return fail("--proc-root " + root + ": not a directory");
+  constexpr unsigned long kProcSuperMagic = 0x9fa0;  // PROC_SUPER_MAGIC, linux/magic.h
+  struct statfs fs {};
+  if (::statfs(root.c_str(), &fs) != 0 ||
+      static_cast<unsigned long>(fs.f_type) != kProcSuperMagic) {
+    return fail("--proc-root " + root +
+                ": not a proc filesystem (in a container, mount the host's /proc there)");
+  }
+  return {};
+}
+
+// The figures of the "stopped:" line (and of SIGUSR1's "status:" line): the events made by type
+// (written or lost at the output), the lines written, the losses by stage, the lines written by
+// type (netmon_events_total{type}), the reader's waits, the process table.
 std::string summary(const Pipeline& pipeline, const OutputStats& out, const KernelCounters& k,
                     const ProcessTableStats& p, const ReaderPause& pause) {
   const PipelineStats& s = pipeline.stats();
-  return "stopped: records " + std::to_string(s.records) + ", establish " +
+  return "records " + std::to_string(s.records) + ", establish " +
          std::to_string(s.events_by_kind[0]) + ", accept " + std::to_string(s.events_by_kind[1]) +
          ", close " + std::to_string(s.events_by_kind[2]) + ", failed " +
          std::to_string(s.events_by_kind[3]) + ", written " + std::to_string(out.lines_written) +
@@ -58,7 +134,11 @@ std::string summary(const Pipeline& pipeline, const OutputStats& out, const Kern
          ", unobserved " + std::to_string(k.unobserved) + ", accept " +
          std::to_string(k.accept_no_socket) + ", decode " + std::to_string(s.decode_errors) +
          ", output_queue " + std::to_string(out.lines_dropped_queue_full) + ", output_error " +
-         std::to_string(out.lines_dropped_write_error) + "; without process " +
+         std::to_string(out.lines_dropped_write_error) + "; written by type: establish " +
+         std::to_string(out.lines_written_by_kind[0]) + ", accept " +
+         std::to_string(out.lines_written_by_kind[1]) + ", close " +
+         std::to_string(out.lines_written_by_kind[2]) + ", failed " +
+         std::to_string(out.lines_written_by_kind[3]) + "; without process " +
          std::to_string(s.events_without_process) + "; state runs made up " +
          std::to_string(k.state_runs_made_up) + "; output waits " +
          std::to_string(pause.episodes()) + " (" +
@@ -145,7 +225,7 @@ HealthSnapshot health(const Pipeline& pipeline, const OutputStats& out, const Ke
   HealthSnapshot h;
   h.output_waits = pause.episodes();
   h.output_wait_seconds = std::chrono::duration<double>(pause.waited()).count();
-  h.events_by_type = s.events_by_kind;
+  h.events_by_type = out.lines_written_by_kind;  // netmon_events_total: lines written
   h.lost_ring_buffer = k.ring_buffer_full;
   h.lost_sockets_map = k.sockets_map_full;
   h.lost_recursion = k.recursion_misses;
@@ -167,13 +247,34 @@ HealthSnapshot health(const Pipeline& pipeline, const OutputStats& out, const Ke
   return h;
 }
 
+Result<void> validate_config(const Options& options) {
+  if (auto rules = compile_rules(options.rules); !rules) return fail(rules.error().message);
+  if (!options.kubelet_url.empty()) {
+    if (auto url = parse_kubelet_url(options.kubelet_url); !url) {
+      return fail("invalid kubelet URL: " + url.error().message);
+    }
+  }
+  if (auto faults = parse_fault_skip_state(env_or_empty("NETMON_FAULT_SKIP_STATE")); !faults) {
+    return fail(faults.error().message);
+  }
+  return {};
+}
+
 int run_agent(const Options& options) {
+  install_signal_handlers();  // first: a stop signal during the start-up is not lost
+  if (auto valid = validate_config(options); !valid) {
+    log::error("configuration error: " + valid.error().message);
+    return 2;
+  }
+  if (auto proc = check_proc_root(options.proc_root); !proc) {
+    log::error("configuration error: " + proc.error().message);
+    return 2;
+  }
   auto rules = compile_rules(options.rules);
   if (!rules) {
     log::error("configuration error: " + rules.error().message);
     return 2;
   }
-  install_signal_handlers();
   LineWriter writer(STDOUT_FILENO, options.output_queue_bytes);
   ProcessTable processes(ProcReader(options.proc_root), options.max_processes);
   Pipeline pipeline(writer, processes, read_last_cap(options.proc_root));
@@ -196,7 +297,10 @@ int run_agent(const Options& options) {
     auto address = parse_listen_address(options.metrics_address);
     auto server = HttpServer::start(
         *address, [&metrics] { return metrics.render(); },
-        [&attached, &kubelet_for_ready]() -> std::string {
+        [&attached, &kubelet_for_ready, &writer]() -> std::string {
+          if (const int e = writer.output_error()) {
+            return std::string("stdout failed (") + std::strerror(e) + "): stopping";
+          }
           if (!attached.load()) return "kernel probes not attached yet";
           KubeletWatcher* k = kubelet_for_ready.load();
           if (k && !k->synced()) return "first kubelet sync not done yet";
@@ -289,6 +393,22 @@ int run_agent(const Options& options) {
   ReaderPause pause(std::chrono::milliseconds(options.output_max_pause_ms));
   bool observer = (*probe)->check_observer();
   while (!g_stop.load()) {
+    if (const int e = writer.output_error()) {
+      log::error(std::string("writing events to stdout failed (") + std::strerror(e) +
+                 "): stopping with exit status " + std::to_string(kExitOutputFailed) +
+                 " so that the container is restarted with a new stdout; events that could not "
+                 "be written are counted as lost (output_error)");
+      exit_code = kExitOutputFailed;
+      break;
+    }
+    if (g_status.exchange(false)) {
+      log::info("status: " +
+                summary(pipeline, writer.stats(), (*probe)->counters(), processes.stats(), pause));
+    }
+    if (const int sig = g_ignored_signal.exchange(0)) {
+      log::info("ignoring " + signal_name(sig) +
+                " (netmon stops on SIGTERM, SIGINT or SIGHUP; SIGUSR1 logs a status line)");
+    }
     if (!pipeline.held()) {
       auto polled = (*probe)->poll(100);
       if (!polled) {
@@ -316,6 +436,7 @@ int run_agent(const Options& options) {
             "the TCP state observer's cgroup link was detached: connection ends rely on the "
             "tracepoint programs alone, which the kernel may skip");
       }
+      writer.check_output();  // a stdout whose reader is gone, even with nothing to write
       metrics.publish_health(health(pipeline, writer.stats(), (*probe)->counters(),
                                     processes.stats(), pause, attributor, kubelet.get()));
       last_health = now;
@@ -326,6 +447,9 @@ int run_agent(const Options& options) {
     }
   }
 
+  if (const int sig = g_stop_signal.load(); g_stop.load() && sig != 0) {
+    log::info("received " + signal_name(sig) + ": stopping");
+  }
   // Deliver what the kernel has already written, then detach before the output drains. The
   // backlog may be larger than the output queue: since the stop signal the pipeline waits for
   // room (kStopDrain at most) instead of dropping (set_stop_flag above).
@@ -346,7 +470,8 @@ int run_agent(const Options& options) {
     log::warn("stdout did not drain within " + std::to_string(kStopDrain.count()) +
               " s; the remaining events are counted as lost");
   }
-  std::string line = summary(pipeline, writer.stats(), counters, processes.stats(), pause);
+  std::string line =
+      "stopped: " + summary(pipeline, writer.stats(), counters, processes.stats(), pause);
   if (kubelet_stats.synced || kubelet_stats.requests[0] > 0) {
     uint64_t failed = 0;
     for (size_t i = 1; i < kubelet_stats.requests.size(); ++i) failed += kubelet_stats.requests[i];

@@ -6,6 +6,9 @@
 
 namespace netmon {
 
+static_assert(kLineKinds == std::tuple_size_v<decltype(PipelineStats::events_by_kind)>,
+              "the writer counts written lines by ConnKind");
+
 Pipeline::Pipeline(LineWriter& writer, ProcessTable& processes, int last_cap, size_t batch_bytes)
     : writer_(writer), processes_(processes), last_cap_(last_cap), batch_bytes_(batch_bytes) {
   batch_.reserve(batch_bytes_ + 4096);
@@ -143,7 +146,7 @@ void Pipeline::handle(const ConnectionEvent& e) {
   }
   ++stats_.events_by_kind[static_cast<size_t>(e.kind)];
   append_event_line(batch_, e, context, clock_);
-  ++batch_lines_;
+  ++batch_lines_.by_kind[static_cast<size_t>(e.kind)];
   if (batch_.size() >= batch_bytes_ && !held_) flush();
 }
 
@@ -168,7 +171,7 @@ void Pipeline::count(const ConnectionEvent& e, const Attribution* attribution) {
 }
 
 void Pipeline::flush() {
-  if (batch_lines_ == 0) return;
+  if (batch_lines_.total() == 0) return;
   if (!draining_ && stop_ && stop_->load(std::memory_order_relaxed)) {
     writer_.drain_until(std::chrono::steady_clock::now() + stop_drain_);
     draining_ = true;
@@ -181,13 +184,13 @@ void Pipeline::flush() {
     return;
   }
   held_ = false;
-  batch_lines_ = 0;
+  batch_lines_ = LineCount();
 }
 
 void Pipeline::shed() {
   if (held_) {
     writer_.drop(batch_, batch_lines_);
-    batch_lines_ = 0;
+    batch_lines_ = LineCount();
     held_ = false;
   }
   shedding_ = true;

@@ -34,7 +34,9 @@ namespace netmon {
 struct PipelineStats {
   uint64_t records = 0;
   uint64_t decode_errors = 0;
-  std::array<uint64_t, 4> events_by_kind{};  // indexed by ConnKind
+  // Events made into a JSON line, indexed by ConnKind: written, or lost at the output
+  // (OutputStats counts which; netmon_events_total counts the written ones).
+  std::array<uint64_t, 4> events_by_kind{};
   uint64_t events_without_process = 0;
   uint64_t events_with_pod = 0;
   uint64_t events_filtered = 0;     // not written: a rule set matched none, or switched off
@@ -116,7 +118,7 @@ class Pipeline final : public RecordSink {
   const size_t batch_bytes_;
   BootClock clock_;
   std::string batch_;
-  uint64_t batch_lines_ = 0;
+  LineCount batch_lines_;  // the lines of batch_, by ConnKind
   PipelineStats stats_;
   uint64_t decode_errors_logged_ = 0;
   const std::atomic<bool>* stop_ = nullptr;

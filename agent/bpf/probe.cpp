@@ -235,6 +235,7 @@ Result<HookVariants> parse_hook_variants(std::string_view text) {
     v.state = text == "tp_btf" ? HookVariant::kTpBtf : HookVariant::kTracepoint;
     return v;
   }
+  std::string_view seen[std::size(kHookSpecs)] = {};  // the item that set each hook
   for (size_t pos = 0, comma = 0; comma != std::string_view::npos; pos = comma + 1) {
     comma = text.find(',', pos);
     const std::string_view item = text.substr(pos, comma == text.npos ? text.npos : comma - pos);
@@ -261,6 +262,12 @@ Result<HookVariants> parse_hook_variants(std::string_view text) {
       return fail(quoted(name) + " is not a variant of the " + spec->name + " hook (" +
                   variant_list(*spec) + ")");
     }
+    std::string_view& before = seen[static_cast<size_t>(spec - kHookSpecs)];
+    if (!before.empty()) {
+      return fail("the " + std::string(spec->name) + " hook is given twice (" + quoted(before) +
+                  ", " + quoted(item) + ")");
+    }
+    before = item;
     v.*(spec->field) = chosen;
   }
   return v;

@@ -351,8 +351,13 @@ const std::vector<Setting>& settings() {
           "report outbound connections that failed (TcpConnectionFailed)",
           [](auto& o) -> auto& { return o.events.failed; }),
       command("print-config",
-              "print the effective configuration as YAML (loadable with --config) and exit",
+              "validate the configuration as a start does (exit 2 when it is invalid), print "
+              "it as YAML (loadable with --config) and exit",
               &Options::print_config),
+      command("check-config",
+              "validate the configuration as a start does (values, rules compiled) without "
+              "loading BPF, and exit: 0 when valid, 2 when not (for CI and Helm hooks)",
+              &Options::check_config),
       command("help", "print this help and exit", &Options::show_help),
       command("version", "print the version and exit", &Options::show_version),
   };
@@ -586,8 +591,9 @@ std::string usage_text() {
     out += '\n';
   }
   out +=
-      "\nExit status: 0 after SIGTERM or SIGINT, 2 for a configuration error, 1 for any other\n"
-      "start-up failure.\n";
+      "\nExit status: 0 after SIGTERM, SIGINT or SIGHUP (SIGUSR1 logs a status line), 2 for a\n"
+      "configuration error, 3 when stdout failed (e.g. EPIPE: its reader is gone), 1 for any\n"
+      "other start-up failure.\n";
   return out;
 }
 

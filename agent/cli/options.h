@@ -30,6 +30,7 @@ struct Options {
   bool show_help = false;
   bool show_version = false;
   bool print_config = false;  // --print-config: print render_config() on stdout and exit 0
+  bool check_config = false;  // --check-config: validate (rules compiled), exit 0 or 2
   std::string config_file;    // the YAML file the settings were read from; "" when none
   log::Level log_level = log::Level::kInfo;
   ProbeOptions probe;

@@ -297,6 +297,12 @@ void append_json_string(std::string& out, std::string_view s) {
         i += len;
         continue;
       }
+      // A byte that is not part of valid UTF-8: the text \xHH (JSON "\\xHH"), as Python's
+      // bytes.decode("utf-8", "backslashreplace") writes it, never a character it is not.
+      const char escaped[] = {'\\', '\\', 'x', kHex[c >> 4], kHex[c & 15]};
+      out.append(escaped, sizeof(escaped));
+      ++i;
+      continue;
     }
     switch (c) {
       case '\n':
@@ -309,7 +315,7 @@ void append_json_string(std::string& out, std::string_view s) {
         out += "\\r";
         break;
       default:
-        // Control characters and bytes that are not UTF-8: the byte's value as a code point.
+        // Control characters: \u00XX.
         out += "\\u00";
         out += kHex[c >> 4];
         out += kHex[c & 15];

@@ -12,8 +12,11 @@
 
 namespace netmon {
 
-// Appends `s` as a JSON string literal (quotes included). Control characters and invalid UTF-8
-// bytes are escaped (\u00XX), so any byte sequence yields valid JSON on one line.
+// Appends `s` as a JSON string literal (quotes included), so that any byte sequence yields valid
+// JSON on one line. Valid UTF-8 is copied; control characters are escaped (\n, \t, \r, \u00XX);
+// each byte that is not part of valid UTF-8 becomes the four characters \xHH (lowercase hex;
+// "\\xHH" in the JSON), as Python's bytes.decode("utf-8", "backslashreplace") gives: never a
+// character the bytes do not hold (docs/events.md). Allocates only when `out` grows.
 void append_json_string(std::string& out, std::string_view s);
 
 // The `network_event.type` value: "TcpConnectionEstablish", "TcpConnectionAccept",

@@ -1,7 +1,9 @@
 #include "output/line_writer.h"
 
+#include <poll.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
@@ -9,15 +11,13 @@
 #include <mutex>
 #include <thread>
 
-#include "common/log.h"
-
 namespace netmon {
 
 // Shared by the LineWriter and its thread, so a detached thread never outlives what it uses.
 struct LineWriter::State {
   struct Batch {
     std::string data;
-    uint64_t lines = 0;
+    LineCount lines;
   };
 
   State(int fd_in, size_t capacity) : fd(fd_in), capacity_bytes(capacity) {}
@@ -33,13 +33,13 @@ struct LineWriter::State {
 
   // With `mutex` held: queues `batch` when the output works and it fits, leaving it empty, with
   // its capacity, for reuse. Otherwise leaves it as it is and says why not.
-  Push try_push(std::string& batch, uint64_t lines) {
+  Push try_push(std::string& batch, const LineCount& lines) {
     if (output_failed) return Push::kFailed;
     if (stopping) return Push::kStopped;
     if (!fits(batch.size())) return Push::kFull;
     const size_t capacity = batch.capacity();
     queued_bytes += batch.size();
-    queued_lines += lines;
+    queued_lines += lines.total();
     queue.push_back(Batch{std::move(batch), lines});
     wake_writer.notify_one();
     batch = std::string();
@@ -49,25 +49,33 @@ struct LineWriter::State {
 
   // Counts a batch of `lines` that was not queued for `why` as dropped, and empties it: a write
   // error once the output failed, else a full queue.
-  void drop(Push why, std::string& batch, uint64_t lines) {
+  void drop(Push why, std::string& batch, const LineCount& lines) {
     (why == Push::kFailed ? dropped_error : dropped_full)
-        .fetch_add(lines, std::memory_order_relaxed);
+        .fetch_add(lines.total(), std::memory_order_relaxed);
     batch.clear();
   }
 
-  bool write_all(const std::string& data) const {
+  // Returns 0, or the errno of the write that failed.
+  int write_all(const std::string& data) const {
     const char* p = data.data();
     size_t left = data.size();
     while (left > 0) {
       const ssize_t n = ::write(fd, p, left);
       if (n < 0) {
         if (errno == EINTR) continue;
-        return false;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+          // A non-blocking stdout (its file description may be shared with a process that set
+          // O_NONBLOCK): wait until it takes more, as a blocking write would.
+          pollfd pfd{fd, POLLOUT, 0};
+          if (::poll(&pfd, 1, -1) < 0 && errno != EINTR) return errno;
+          continue;
+        }
+        return errno != 0 ? errno : EIO;
       }
       p += n;
       left -= static_cast<size_t>(n);
     }
-    return true;
+    return 0;
   }
 
   const int fd;
@@ -82,10 +90,12 @@ struct LineWriter::State {
   bool writing = false;          // a batch popped from the queue is being written
   bool stopping = false;
   bool output_failed = false;
+  std::atomic<int> output_errno{0};
   bool draining = false;  // submit() waits for room until drain_deadline
   std::chrono::steady_clock::time_point drain_deadline;
   std::thread thread;
   std::atomic<uint64_t> lines_written{0};
+  std::array<std::atomic<uint64_t>, kLineKinds> lines_written_by_kind{};
   std::atomic<uint64_t> bytes_written{0};
   std::atomic<uint64_t> dropped_full{0};
   std::atomic<uint64_t> dropped_error{0};
@@ -98,7 +108,7 @@ LineWriter::LineWriter(int fd, size_t capacity_bytes)
 
 LineWriter::~LineWriter() { finish(std::chrono::milliseconds(0)); }
 
-bool LineWriter::submit(std::string& batch, uint64_t lines) {
+bool LineWriter::submit(std::string& batch, const LineCount& lines) {
   if (batch.empty()) return true;
   State& s = *state_;
   State::Push result;
@@ -116,7 +126,7 @@ bool LineWriter::submit(std::string& batch, uint64_t lines) {
   return false;
 }
 
-bool LineWriter::offer(std::string& batch, uint64_t lines) {
+bool LineWriter::offer(std::string& batch, const LineCount& lines) {
   if (batch.empty()) return true;
   State& s = *state_;
   State::Push result;
@@ -129,7 +139,7 @@ bool LineWriter::offer(std::string& batch, uint64_t lines) {
   return true;
 }
 
-void LineWriter::drop(std::string& batch, uint64_t lines) {
+void LineWriter::drop(std::string& batch, const LineCount& lines) {
   state_->drop(State::Push::kFull, batch, lines);
 }
 
@@ -159,23 +169,26 @@ void LineWriter::run(const std::shared_ptr<State>& state) {
     State::Batch batch = std::move(s.queue.front());
     s.queue.pop_front();
     s.queued_bytes -= batch.data.size();
-    s.queued_lines -= batch.lines;
+    s.queued_lines -= batch.lines.total();
     s.writing = true;
     s.room.notify_all();
     const bool failed = s.output_failed;
     lock.unlock();
-    const bool ok = !failed && s.write_all(batch.data);
+    const int error = failed ? 0 : s.write_all(batch.data);
     lock.lock();
     s.writing = false;
-    if (ok) {
-      s.lines_written.fetch_add(batch.lines, std::memory_order_relaxed);
+    if (!failed && error == 0) {
+      // Counted once written, under `mutex`: stats() reads the counts together.
+      for (size_t k = 0; k < kLineKinds; ++k) {
+        s.lines_written_by_kind[k].fetch_add(batch.lines.by_kind[k], std::memory_order_relaxed);
+      }
+      s.lines_written.fetch_add(batch.lines.total(), std::memory_order_relaxed);
       s.bytes_written.fetch_add(batch.data.size(), std::memory_order_relaxed);
     } else {
-      if (!s.output_failed) {
-        log::error("writing events to the output failed; further events are dropped and counted");
-      }
+      // The caller (the agent) reports the error once: output_error().
+      if (!s.output_failed) s.output_errno.store(error, std::memory_order_relaxed);
       s.output_failed = true;
-      s.dropped_error.fetch_add(batch.lines, std::memory_order_relaxed);
+      s.dropped_error.fetch_add(batch.lines.total(), std::memory_order_relaxed);
       s.room.notify_all();
     }
     if (s.queue.empty()) s.drained.notify_all();
@@ -210,13 +223,41 @@ bool LineWriter::finish(std::chrono::milliseconds timeout) {
 OutputStats LineWriter::stats() const {
   const State& s = *state_;
   OutputStats out;
+  std::lock_guard lock(const_cast<std::mutex&>(s.mutex));
   out.lines_written = s.lines_written.load(std::memory_order_relaxed);
+  for (size_t k = 0; k < kLineKinds; ++k) {
+    out.lines_written_by_kind[k] = s.lines_written_by_kind[k].load(std::memory_order_relaxed);
+  }
+  out.output_errno = s.output_errno.load(std::memory_order_relaxed);
   out.bytes_written = s.bytes_written.load(std::memory_order_relaxed);
   out.lines_dropped_queue_full = s.dropped_full.load(std::memory_order_relaxed);
   out.lines_dropped_write_error = s.dropped_error.load(std::memory_order_relaxed);
-  std::lock_guard lock(const_cast<std::mutex&>(s.mutex));
   out.queued_bytes = s.queued_bytes;
   return out;
+}
+
+}  // namespace netmon
+
+namespace netmon {
+
+int LineWriter::output_error() const {
+  return state_->output_errno.load(std::memory_order_relaxed);
+}
+
+int LineWriter::check_output() {
+  State& s = *state_;
+  if (const int error = output_error()) return error;
+  pollfd pfd{s.fd, 0, 0};  // POLLERR and POLLHUP are reported without being asked for
+  if (::poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLERR | POLLNVAL)) != 0) {
+    std::lock_guard lock(s.mutex);
+    if (!s.output_failed) {
+      s.output_errno.store((pfd.revents & POLLNVAL) != 0 ? EBADF : EPIPE,
+                           std::memory_order_relaxed);
+      s.output_failed = true;
+      s.room.notify_all();
+    }
+  }
+  return output_error();
 }
 
 }  // namespace netmon

@@ -5,8 +5,14 @@
 // (wait_for_room) and offer it again. When the agent stops, drain_until() lets submit() wait for
 // room instead, up to a deadline, so that the backlog read from the kernel at the end is written,
 // not dropped.
+//
+// Lines are counted where they are written: lines_written and lines_written_by_kind only grow
+// once write(2) has taken a batch's last byte. A write error is final: the writer stops writing,
+// counts every later line as dropped (output_error), and reports the error (output_error()) so
+// that the agent can stop instead of running with nowhere to write.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -14,12 +20,30 @@
 
 namespace netmon {
 
+// Kinds of line a caller counts separately (the pipeline's are its ConnKind values).
+constexpr size_t kLineKinds = 4;
+
+// The lines of a batch, by kind. A plain number is that many lines of kind 0.
+struct LineCount {
+  std::array<uint64_t, kLineKinds> by_kind{};
+
+  LineCount() = default;
+  LineCount(uint64_t lines) { by_kind[0] = lines; }  // NOLINT: implicit on purpose
+  uint64_t total() const {
+    uint64_t n = 0;
+    for (const uint64_t k : by_kind) n += k;
+    return n;
+  }
+};
+
 struct OutputStats {
   uint64_t lines_written = 0;
+  std::array<uint64_t, kLineKinds> lines_written_by_kind{};  // sums to lines_written
   uint64_t bytes_written = 0;
   uint64_t lines_dropped_queue_full = 0;   // the reader of the output fell behind
   uint64_t lines_dropped_write_error = 0;  // the output was closed or failed
   uint64_t queued_bytes = 0;               // waiting, not counting a batch being written
+  int output_errno = 0;                    // the write error that ended the output; 0: none
 };
 
 class LineWriter {
@@ -34,16 +58,16 @@ class LineWriter {
   // Pipeline thread. Queues `batch` (`lines` whole lines) unless that would exceed the capacity,
   // in which case the batch is dropped and counted. Returns whether it was queued. Either way
   // `batch` is left empty and ready for reuse.
-  bool submit(std::string& batch, uint64_t lines);
+  bool submit(std::string& batch, const LineCount& lines);
 
   // Pipeline thread. Queues `batch` like submit() when it fits and returns true, leaving it
   // empty. When the output has failed for good the batch is dropped, counted as a write error,
   // and true is returned too. Only when the queue is full is false returned, with `batch` left
   // as it is, neither queued nor counted: the caller offers it again or drops it (drop()).
-  bool offer(std::string& batch, uint64_t lines);
+  bool offer(std::string& batch, const LineCount& lines);
 
   // Pipeline thread. Counts `lines` as dropped because the queue was full and empties `batch`.
-  void drop(std::string& batch, uint64_t lines);
+  void drop(std::string& batch, const LineCount& lines);
 
   // Waits until a batch of `bytes` would fit, the output has failed, or `timeout` has passed.
   // Returns whether offer() would now take such a batch.
@@ -61,6 +85,15 @@ class LineWriter {
 
   // Any thread.
   OutputStats stats() const;
+
+  // Any thread. The errno of the write that failed (EPIPE: the reader of stdout is gone), or of
+  // a poll of the descriptor that reported an error (check_output()); 0 while the output works.
+  int output_error() const;
+
+  // Any thread. Looks at the descriptor without writing (poll(2), no wait): a pipe whose reader
+  // has gone reports POLLERR, and the output is then failed like a write that failed with EPIPE,
+  // even when there was nothing to write. Returns output_error().
+  int check_output();
 
  private:
   struct State;

@@ -65,27 +65,52 @@ TEST(AppendJsonString, KeepsValidMultiByteUtf8) {
 }
 
 TEST(AppendJsonString, EscapesInvalidBytes) {
-  EXPECT_EQ(encode("\xff"), R"("\u00ff")");
-  EXPECT_EQ(encode("a\x80z"), R"("a\u0080z")");
+  EXPECT_EQ(encode("\xff"), R"("\\xff")");
+  EXPECT_EQ(encode("a\x80z"), R"("a\\x80z")");
+}
+
+// An invalid byte must not decode to a character it is not: 0xe4 alone is not "ä" (U+00E4,
+// which a \u00e4 escape would make it), but the text \xe4, as Python's backslashreplace writes.
+TEST(AppendJsonString, InvalidBytesAreNotTakenForLatin1Characters) {
+  EXPECT_EQ(round_trip("ssh\xe4"), "ssh\\xe4");
+  EXPECT_NE(round_trip("ssh\xe4"), round_trip("ssh\xc3\xa4"));  // the real "ä"
+  EXPECT_EQ(round_trip("ssh\xc3\xa4"), "ssh\xc3\xa4");
+  EXPECT_EQ(round_trip("/tmp/\xff\xfe\x80x"), "/tmp/\\xff\\xfe\\x80x");
+}
+
+// The per-event path appends into a buffer that already has room: escaping allocates nothing.
+TEST(AppendJsonString, EscapingReusesTheBuffersRoom) {
+  std::string out;
+  out.reserve(256);
+  const char* before = out.data();
+  append_json_string(out, "a\xff\x01\"\\\xe2\x82\xac\xc3");
+  EXPECT_EQ(out.data(), before);
+  EXPECT_EQ(out, R"("a\\xff\u0001\"\\)"
+                 "\xe2\x82\xac"
+                 R"(\\xc3")");
 }
 
 TEST(AppendJsonString, EscapesOverlongSequences) {
-  EXPECT_EQ(encode("\xc0\xaf"), R"("\u00c0\u00af")");
-  EXPECT_EQ(encode("\xc1\xbf"), R"("\u00c1\u00bf")");
-  EXPECT_EQ(encode("\xe0\x80\xaf"), R"("\u00e0\u0080\u00af")");
-  EXPECT_EQ(encode("\xf0\x80\x80\xaf"), R"("\u00f0\u0080\u0080\u00af")");
+  EXPECT_EQ(encode("\xc0\xaf"), R"("\\xc0\\xaf")");
+  EXPECT_EQ(encode("\xc1\xbf"), R"("\\xc1\\xbf")");
+  EXPECT_EQ(encode("\xe0\x80\xaf"), R"("\\xe0\\x80\\xaf")");
+  EXPECT_EQ(encode("\xf0\x80\x80\xaf"), R"("\\xf0\\x80\\x80\\xaf")");
 }
 
 TEST(AppendJsonString, EscapesSurrogatesAndBeyondUnicode) {
-  EXPECT_EQ(encode("\xed\xa0\x80"), R"("\u00ed\u00a0\u0080")");
-  EXPECT_EQ(encode("\xf4\x90\x80\x80"), R"("\u00f4\u0090\u0080\u0080")");
-  EXPECT_EQ(encode("\xf5\x80\x80\x80"), R"("\u00f5\u0080\u0080\u0080")");
+  EXPECT_EQ(encode("\xed\xa0\x80"), R"("\\xed\\xa0\\x80")");
+  EXPECT_EQ(encode("\xf4\x90\x80\x80"), R"("\\xf4\\x90\\x80\\x80")");
+  EXPECT_EQ(encode("\xf5\x80\x80\x80"), R"("\\xf5\\x80\\x80\\x80")");
 }
 
 TEST(AppendJsonString, EscapesTruncatedSequenceAndKeepsFollowingText) {
-  EXPECT_EQ(encode("\xe2\x82"), R"("\u00e2\u0082")");
-  EXPECT_EQ(encode("\xe2\x82z"), R"("\u00e2\u0082z")");
-  EXPECT_EQ(encode("\xc3"), R"("\u00c3")");
+  EXPECT_EQ(encode("\xe2\x82"), R"("\\xe2\\x82")");
+  EXPECT_EQ(encode("\xe2\x82z"), R"("\\xe2\\x82z")");
+  EXPECT_EQ(encode("\xc3"), R"("\\xc3")");
+  // A sequence cut short, then a valid one: only the cut bytes are escaped.
+  EXPECT_EQ(encode("\xe2\x82\xe2\x82\xac"), R"("\\xe2\\x82)"
+                                            "\xe2\x82\xac"
+                                            R"(")");
 }
 
 TEST(AppendJsonString, EveryByteYieldsValidJsonOnOneLine) {
@@ -375,7 +400,8 @@ TEST(AppendEventLine, CommWithControlAndInvalidBytesStaysValidJson) {
   const std::string line = line_for(e);
   expect_one_line(line);
   const json j = json::parse(line);
-  EXPECT_EQ(j.at("process").at("filename"), "a\nb\xc3\xbf\"c");
+  // The invalid byte 0xff is the text \xff, not the character U+00FF ("\xc3\xbf").
+  EXPECT_EQ(j.at("process").at("filename"), "a\nb\\xff\"c");
 }
 
 TEST(AppendEventLine, EntryStringsWithNewlinesStayOnOneLine) {

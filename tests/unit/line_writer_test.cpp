@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -386,6 +387,102 @@ TEST_F(LineWriterTest, DestroyedWhileBlockedLeavesThreadSafe) {
   const size_t filler = fill_pipe_size();
   std::string got = read_exactly(fds.read_end.get(), filler + 8);
   EXPECT_EQ(got.substr(filler), "blocked\n");
+}
+
+// netmon_events_total{type} reads lines_written_by_kind: a line counts once written, by its
+// kind, never when it is only queued, dropped at the full queue, or lost to a write error.
+TEST_F(LineWriterTest, CountsLinesByKindOnlyOnceWritten) {
+  Pipe p = make_pipe();
+  fill_pipe(p.write_end.get());
+  LineWriter writer(p.write_end.get(), 64);
+  LineCount first;
+  first.by_kind = {1, 0, 2, 0};
+  std::string batch = "e\nc\nc\n";
+  ASSERT_TRUE(writer.submit(batch, first));
+  ASSERT_TRUE(queue_empties(writer));  // taken, blocked in write(2): not written yet
+  LineCount second;
+  second.by_kind = {0, 1, 0, 1};
+  batch = "a\nf\n";
+  ASSERT_TRUE(writer.submit(batch, second));
+  LineCount dropped;
+  dropped.by_kind = {0, 0, 40, 0};
+  batch = std::string(80, 'x');  // does not fit behind the queued batch
+  EXPECT_FALSE(writer.submit(batch, dropped));
+  OutputStats s = writer.stats();
+  EXPECT_EQ(s.lines_written, 0u);
+  EXPECT_EQ(s.lines_written_by_kind, (std::array<uint64_t, kLineKinds>{0, 0, 0, 0}));
+  EXPECT_EQ(s.lines_dropped_queue_full, 40u);
+  EXPECT_TRUE(finish_with_reader(writer, p));
+  s = writer.stats();
+  EXPECT_EQ(s.lines_written, 5u);
+  EXPECT_EQ(s.lines_written_by_kind, (std::array<uint64_t, kLineKinds>{1, 1, 2, 1}));
+  EXPECT_EQ(s.output_errno, 0);
+}
+
+TEST_F(LineWriterTest, WriteErrorIsReportedWithItsErrno) {
+  Pipe p = make_pipe();
+  LineWriter writer(p.write_end.get(), 1 << 20);
+  EXPECT_EQ(writer.output_error(), 0);
+  p.read_end.reset();
+  LineCount lines;
+  lines.by_kind = {0, 0, 2, 0};
+  std::string batch = "a\nb\n";
+  ASSERT_TRUE(writer.submit(batch, lines));
+  ASSERT_TRUE(eventually([&] { return writer.output_error() != 0; }));
+  EXPECT_EQ(writer.output_error(), EPIPE);
+  EXPECT_EQ(writer.stats().output_errno, EPIPE);
+  EXPECT_EQ(writer.stats().lines_written_by_kind, (std::array<uint64_t, kLineKinds>{}));
+  EXPECT_EQ(writer.stats().lines_dropped_write_error, 2u);
+}
+
+// An idle agent whose stdout reader is gone finds out without writing: poll(2) reports POLLERR
+// on a pipe's write end once no reader is left.
+TEST_F(LineWriterTest, CheckOutputFindsAGoneReaderWithoutWriting) {
+  Pipe p = make_pipe();
+  LineWriter writer(p.write_end.get(), 1 << 20);
+  EXPECT_EQ(writer.check_output(), 0);  // a reader: fine
+  p.read_end.reset();
+  EXPECT_EQ(writer.check_output(), EPIPE);
+  EXPECT_EQ(writer.output_error(), EPIPE);
+  std::string batch = "late\n";
+  EXPECT_TRUE(writer.offer(batch, 1));  // dropped and counted: the output is gone for good
+  EXPECT_EQ(writer.stats().lines_dropped_write_error, 1u);
+  EXPECT_TRUE(writer.finish(5s));
+  EXPECT_EQ(writer.stats().lines_written, 0u);
+}
+
+TEST_F(LineWriterTest, CheckOutputLeavesAWorkingOutputAlone) {
+  UniqueFd null(::open("/dev/null", O_WRONLY | O_CLOEXEC));
+  ASSERT_TRUE(null.get() >= 0);
+  LineWriter writer(null.get(), 1 << 20);
+  EXPECT_EQ(writer.check_output(), 0);
+  std::string batch = "a\n";
+  ASSERT_TRUE(writer.submit(batch, 1));
+  EXPECT_TRUE(writer.finish(5s));
+  EXPECT_EQ(writer.stats().lines_written, 1u);
+  EXPECT_EQ(writer.check_output(), 0);
+}
+
+// A stdout set O_NONBLOCK (its file description may be shared with another process) that is
+// full returns EAGAIN: the writer waits for room as a blocking write would, and fails nothing.
+TEST_F(LineWriterTest, NonBlockingOutputThatIsFullIsWaitedFor) {
+  Pipe p = make_pipe();
+  const size_t prefill = fill_pipe(p.write_end.get());
+  ASSERT_EQ(fcntl(p.write_end.get(), F_SETFL, fcntl(p.write_end.get(), F_GETFL) | O_NONBLOCK), 0);
+  LineWriter writer(p.write_end.get(), 1 << 20);
+  std::string batch = "after-the-prefill\n";
+  ASSERT_TRUE(writer.submit(batch, 1));
+  ASSERT_TRUE(queue_empties(writer));
+  std::this_thread::sleep_for(50ms);  // let it meet EAGAIN
+  EXPECT_EQ(writer.output_error(), 0);
+  std::string got;
+  std::thread reader([&] { got = read_exactly(p.read_end.get(), prefill + 18); });
+  ASSERT_TRUE(eventually([&] { return writer.stats().lines_written == 1; }));
+  reader.join();
+  EXPECT_EQ(got.substr(prefill), "after-the-prefill\n");
+  EXPECT_EQ(writer.output_error(), 0);
+  EXPECT_EQ(writer.stats().lines_dropped_write_error, 0u);
+  EXPECT_TRUE(writer.finish(5s));
 }
 
 }  // namespace
