@@ -395,6 +395,150 @@ def test_agent_rejects_bad_config_value(helm, tmp_path):
     assert "insecure_skip_verfy" in proc.stderr
 
 
+# ---- metrics bind address and the NetworkPolicy ----
+
+
+def test_network_policy_off_by_default(default_docs):
+    assert not [d for d in default_docs if d["kind"] == "NetworkPolicy"]
+
+
+def test_network_policy_admits_only_the_scrapers_on_the_metrics_port(helm):
+    _, docs = template(helm, "--set", "networkPolicy.enabled=true", "--set", "metrics.port=9500")
+    ds, c = container_of(docs)
+    policy = by_kind(docs, "NetworkPolicy")
+    assert policy["apiVersion"] == "networking.k8s.io/v1"
+    assert policy["metadata"]["namespace"] == NAMESPACE
+    spec = policy["spec"]
+    assert spec["podSelector"] == {"matchLabels": ds["spec"]["selector"]["matchLabels"]}
+    assert spec["policyTypes"] == ["Ingress"]  # the agent's own connections stay open
+    assert spec["ingress"] == [{
+        "from": [{
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+            "podSelector": {},
+        }],
+        "ports": [{"protocol": "TCP", "port": 9500}],
+    }]
+    assert c["ports"][0]["containerPort"] == 9500
+
+
+def test_network_policy_other_namespace(helm):
+    _, docs = template(helm, "--set", "networkPolicy.enabled=true", "--set",
+                       "networkPolicy.metricsNamespace=prometheus")
+    peer = by_kind(docs, "NetworkPolicy")["spec"]["ingress"][0]["from"][0]
+    assert peer["namespaceSelector"] == {
+        "matchLabels": {"kubernetes.io/metadata.name": "prometheus"}}
+
+
+def test_network_policy_custom_selectors(helm, tmp_path):
+    """A namespace selector replaces metricsNamespace (nothing of the default is merged in)."""
+    values = tmp_path / "policy.yaml"
+    values.write_text(yaml.safe_dump({"networkPolicy": {
+        "enabled": True,
+        "metricsNamespaceSelector": {"matchLabels": {"team": "observability"}},
+        "metricsPodSelector": {"matchExpressions": [
+            {"key": "app.kubernetes.io/name", "operator": "In", "values": ["prometheus"]}]},
+    }}))
+    _, docs = template(helm, "-f", str(values))
+    peer = by_kind(docs, "NetworkPolicy")["spec"]["ingress"][0]["from"][0]
+    assert peer["namespaceSelector"] == {"matchLabels": {"team": "observability"}}
+    assert peer["podSelector"]["matchExpressions"][0]["values"] == ["prometheus"]
+
+
+def helm_refuses(helm, *args):
+    proc = subprocess.run([helm, "template", "netmon", CHART, *args], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode != 0, f"{args} was accepted"
+    return proc.stderr
+
+
+def test_network_policy_refused_with_host_network(helm):
+    """NetworkPolicies do not apply to hostNetwork pods: the chart says so instead of shipping a
+    policy that protects nothing."""
+    err = helm_refuses(helm, "--set", "networkPolicy.enabled=true", "--set", "hostNetwork=true")
+    assert "do not apply to hostNetwork pods" in err, err
+
+
+@pytest.mark.parametrize("address,flag", [
+    ("0.0.0.0", "0.0.0.0:9477"),
+    ("10.1.2.3", "10.1.2.3:9477"),
+    ("::", "[::]:9477"),
+    ("[fd00::5]", "[fd00::5]:9477"),
+    ("$(NODE_IP)", "$(NODE_IP):9477"),
+])
+def test_metrics_address_value_reaches_the_flag(helm, address, flag):
+    _, docs = template(helm, "--set-string", f"metrics.address={address}")
+    _, c = container_of(docs)
+    assert f"--metrics-address={flag}" in c["args"], c["args"]
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "::1", "localhost"])
+def test_loopback_metrics_address_is_refused(helm, address):
+    err = helm_refuses(helm, "--set-string", f"metrics.address={address}")
+    assert "loopback" in err, err
+
+
+@pytest.mark.parametrize("bad", [["--set-string", "metrics.address="],
+                                 ["--set", "networkPolicy.enable=true"],
+                                 ["--set", "networkPolicy.metricsPodSelector.labels.a=b"]],
+                         ids=lambda bad: bad[1])
+def test_schema_rejects_bad_network_values(helm, bad):
+    err = helm_refuses(helm, *bad)
+    assert "values don't meet the specifications of the schema" in err, err
+
+
+def expand_downward(arg, env):
+    """$(VAR) in a container arg as the kubelet expands it: the env value, or for a Downward API
+    fieldRef a stand-in value of that kind."""
+    stand_in = {"status.hostIP": "10.0.0.7", "spec.nodeName": "node-1"}
+    values = {e["name"]: e.get("value") or stand_in.get(
+        e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath"), "x") for e in env}
+    for name, value in values.items():
+        arg = arg.replace(f"$({name})", value)
+    return arg
+
+
+@pytest.mark.parametrize("values", ["default", "custom", "node-ip"])
+def test_check_config_accepts_the_rendered_chart(helm, custom_values_file, tmp_path, values):
+    """The rendered ConfigMap and the container's args pass `netmon-agent --check-config` (exit
+    0, no BPF loaded, no host paths needed: a CI job or a pre-install hook can run it)."""
+    if not os.access(AGENT, os.X_OK):
+        skip_or_fail(f"no agent binary at {AGENT} (build it, or set NETMON_AGENT)")
+    extra = {"default": [], "custom": ["-f", custom_values_file],
+             "node-ip": ["--set-string", "metrics.address=$(NODE_IP)", "--set",
+                         "networkPolicy.enabled=true", "--set", "metrics.port=9600"]}[values]
+    _, docs = template(helm, *extra)
+    _, c = container_of(docs)
+    path = tmp_path / "config.yaml"
+    path.write_text(by_kind(docs, "ConfigMap")["data"]["config.yaml"])
+    args = [expand_downward(a, c["env"]).replace("/etc/netmon/config.yaml", str(path))
+            for a in c["args"]]
+    assert f"--config={path}" in args
+    proc = subprocess.run(
+        [AGENT, *args, "--check-config"], capture_output=True, text=True, timeout=30,
+        check=False, env={k: v for k, v in os.environ.items() if not k.startswith("NETMON_")},
+    )
+    assert proc.returncode == 0, f"{args}:\n{proc.stderr}"
+    assert proc.stdout == "configuration is valid\n"
+
+
+def test_check_config_refuses_a_bad_rendered_rule(helm, tmp_path):
+    """A rule the agent would refuse at start (a macro cycle) fails --check-config with exit 2."""
+    if not os.access(AGENT, os.X_OK):
+        skip_or_fail(f"no agent binary at {AGENT} (build it, or set NETMON_AGENT)")
+    values = tmp_path / "cycle.yaml"
+    values.write_text(yaml.safe_dump({"config": {
+        "egress": {"rules": [{"rule": "r", "event": "a"}]},
+        "macros": {"a": "b", "b": "a"},
+    }}))
+    _, docs = template(helm, "-f", str(values))
+    path = tmp_path / "config.yaml"
+    path.write_text(by_kind(docs, "ConfigMap")["data"]["config.yaml"])
+    proc = subprocess.run([AGENT, "--config", str(path), "--check-config"], capture_output=True,
+                          text=True, timeout=30, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "macro cycle" in proc.stderr
+
+
 # ---- manifests/ ----
 
 

@@ -52,6 +52,21 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
+{{/* --metrics-address: metrics.address and metrics.port; a bare IPv6 address gets brackets.
+A loopback address is refused: the kubelet's probes connect to the pod's IP. */}}
+{{- define "netmon.metricsAddress" -}}
+{{- $address := toString .Values.metrics.address }}
+{{- $host := trimSuffix "]" (trimPrefix "[" $address) }}
+{{- if or (hasPrefix "127." $host) (eq $host "::1") (eq $host "localhost") }}
+{{- fail (printf "metrics.address %s is a loopback address: the kubelet's probes and Prometheus could not connect (docs/deployment.md)" $address) }}
+{{- end }}
+{{- if and (contains ":" $address) (not (hasPrefix "[" $address)) }}
+{{- printf "[%s]:%v" $address .Values.metrics.port }}
+{{- else }}
+{{- printf "%s:%v" $address .Values.metrics.port }}
+{{- end }}
+{{- end }}
+
 {{/* The agent's config file. */}}
 {{- define "netmon.config" -}}
 {{- if .Values.config }}
