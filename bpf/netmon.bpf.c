@@ -477,6 +477,15 @@ static __always_inline void on_close(const struct sock *sk, int oldstate, u64 co
 
 	if (!st)
 		return; /* never reported open: a listener, an unaccepted child, pre-attach */
+	if (cookie && st->cookie && st->cookie != cookie) {
+		/* An entry of an earlier socket at this address whose last change never
+		 * reached the hooks (as track() finds them): its Close is lost, and it is not
+		 * this socket's (a listener's, say, which is never tracked). Counted once: the
+		 * delete decides. */
+		if (bpf_map_delete_elem(&sockets, &key) == 0)
+			count(NM_CNT_UNOBSERVED);
+		return;
+	}
 	closing = *st;
 	closing.abortive =
 	    oldstate == TCP_ESTABLISHED || oldstate == TCP_SYN_RECV || oldstate == TCP_CLOSE_WAIT;
