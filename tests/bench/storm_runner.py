@@ -208,6 +208,32 @@ def run_storm():
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def sockets_not_closed(lo, hi):
+    """TCP sockets with a port in [lo, hi] at either end that have not made their CLOSE
+    transition yet (/proc/net/tcp, tcp6): all but listeners and TIME_WAIT ones."""
+    found = 0
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path, encoding="ascii") as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            ports = (int(cols[1].rsplit(":", 1)[1], 16), int(cols[2].rsplit(":", 1)[1], 16))
+            if any(lo <= p <= hi for p in ports) and cols[3] not in ("0A", "06"):
+                found += 1
+    return found
+
+
+def wait_closed(lo, hi):
+    """Waits (bounded) until the kernel has made the CLOSE transition of every storm socket,
+    so that every event of the storm is in the observer's ring buffer before it is stopped."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    while sockets_not_closed(lo, hi) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def wait_quiet(path, proc):
     """Waits (bounded) until the file at `path` stops growing."""
     deadline = time.monotonic() + SETTLE_TIMEOUT
@@ -370,6 +396,7 @@ def observe(mode, tmp, rnd):
         cpu0 = cpu_seconds(proc.pid)
         tw = time_wait_count()
         storm = run_storm()
+        wait_closed(*storm["ports"])
         wait_quiet(out_path, proc)
         cpu1 = cpu_seconds(proc.pid)
         rss = vm_hwm_mib(proc.pid)

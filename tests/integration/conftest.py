@@ -15,6 +15,7 @@ own events by ports and pids.
 import ctypes
 import json
 import os
+import queue
 import re
 import shutil
 import signal
@@ -51,6 +52,7 @@ KERNEL_NAME_LEN = 15
 STARTUP_TIMEOUT = 20.0  # seconds until "netmon is running"
 STOP_TIMEOUT = 15.0  # seconds from SIGTERM to exit (the agent drains stdout for up to 5 s)
 EVENT_TIMEOUT = 10.0  # seconds to wait for an event (they normally arrive within ~100 ms)
+VALIDATE_TIMEOUT = 120.0  # seconds for the schema check of an agent's events to catch up
 # A fixed wait after the expected events, before asserting "exactly once". Superseded by the
 # barrier Agent.sync(), which waits for an observable condition; still used by test_process.py,
 # test_failures.py and test_soak.py (and test_lifecycle's settle()) until they move to it.
@@ -238,6 +240,9 @@ class Agent:
         self.stdout_lines = []  # raw stdout lines (str)
         self.invalid_lines = []  # stdout lines that are not a JSON object
         self.schema_failures = []  # (line, problems) of events that fail docs/event.schema.json
+        self._to_validate = queue.SimpleQueue()  # (line, event) read, for the schema check
+        self._queued = 0  # events put in _to_validate
+        self._validated = 0  # events checked
         self.stderr_lines = []
         self._running = threading.Event()
         self.bpf_objects = {}  # {"prog"/"link"/"map": IDs} this agent held once running
@@ -256,6 +261,7 @@ class Agent:
         ]
         for t in self._threads:
             t.start()
+        threading.Thread(target=self._validate, name="agent-validate", daemon=True).start()
 
     @property
     def metrics_url(self):
@@ -282,15 +288,40 @@ class Agent:
                 ok = isinstance(obj, dict)
             except ValueError:
                 ok = False
-            problems = schema_problems(obj) if ok else []
             with self._lock:
                 self.stdout_lines.append(line)
                 if ok:
                     self._events.append(obj)
+                    self._queued += 1
                 else:
                     self.invalid_lines.append(line)
+            if ok:
+                self._to_validate.put((line, obj))
+        self._to_validate.put(None)
+
+    def _validate(self):
+        """Checks each event read against the schema, in a thread of its own: validating takes
+        up to a millisecond an event, and the reader must keep up with stdout, or the agent's
+        output would back up (its stop drains stdout for 5 s at most)."""
+        while (item := self._to_validate.get()) is not None:
+            line, obj = item
+            problems = schema_problems(obj)
+            with self._lock:
                 if problems:
                     self.schema_failures.append((line, problems))
+                self._validated += 1
+
+    def wait_validated(self, timeout=VALIDATE_TIMEOUT):
+        """Waits (bounded) until every event read so far has been checked against the schema."""
+        with self._lock:
+            queued = self._queued
+
+        def done():
+            with self._lock:
+                return self._validated >= queued
+
+        wait_for(done, timeout=timeout, interval=0.05,
+                 what=lambda: f"the schema check of {queued} events ({self._validated} done)")
 
     def _read_stderr(self):
         for raw in self.proc.stderr:
@@ -502,7 +533,9 @@ def check_stopped_cleanly(agent):
 
 
 def assert_valid_output(agent):
-    """Every stdout line the agent wrote is a JSON object that passes docs/event.schema.json."""
+    """Every stdout line the agent wrote (read so far) is a JSON object that passes
+    docs/event.schema.json."""
+    agent.wait_validated()
     assert agent.invalid_lines == [], f"stdout lines that are not JSON: {agent.invalid_lines[:5]}"
     assert agent.schema_failures == [], (
         f"{len(agent.schema_failures)} event(s) fail docs/event.schema.json; the first:\n"
@@ -513,11 +546,13 @@ def assert_valid_output(agent):
 def assert_no_programs_left(agent):
     """None of the BPF programs, links and maps this agent held remains, and no program named
     like netmon's remains at all unless another netmon-agent (not ours) is running. The kernel
-    frees them asynchronously: bounded retry."""
+    frees them asynchronously: bounded retry. Whether another agent runs is asked again on
+    every try, before bpftool lists the programs: other tests on this host start agents at any
+    time, and one started after a single check would leave its programs in the listing."""
     assert agent.bpf_objects.get("prog"), "the running agent held no BPF program (fdinfo)"
-    strict = not other_netmon_agents_running({agent.pid})
 
     def left():
+        strict = not other_netmon_agents_running({agent.pid})
         remaining = {kind: bpftool_ids(kind) & ids for kind, ids in agent.bpf_objects.items()}
         if strict:
             remaining["prog named like netmon's"] = bpftool_ids("prog", netmon_names_only=True)

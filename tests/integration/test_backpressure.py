@@ -514,16 +514,20 @@ def test_blocked_stdout_stops_the_wait_when_the_ring_buffer_is_half_full(patient
 STOP_BACKLOG_CONNECTIONS = 1000
 
 
-def test_stop_writes_the_kernel_backlog(start_agent):
+def test_stop_writes_the_kernel_backlog(start_agent, tmp_path):
     """SIGTERM with a backlog in the ring buffer much larger than the output queue (64 KiB):
     the agent writes all of it before it exits (waiting for stdout, 5 s at most) instead of
     dropping what does not fit the queue: exactly the events the test computes, each once, and
     nothing counted lost. The backlog is made while the agent is stopped (SIGSTOP), so that it
-    reads the burst only after the SIGTERM."""
-    agent = start_agent("--output-queue-bytes", str(QUEUE_BYTES))
+    reads the burst only after the SIGTERM. Its rules report only the burst's port: the host's
+    other connections meanwhile (other tests' storms: thousands) would make the backlog's
+    writing depend on them."""
+    port = free_port()
+    config = tmp_path / "netmon.yaml"
+    config.write_text(RULES.format(ports=port))
+    agent = start_agent("--output-queue-bytes", str(QUEUE_BYTES), "--config", str(config))
     if OBSERVER_ATTACHED not in agent.stderr_text():
         skip_or_fail("the TCP state observer did not attach here:\n" + agent.stderr_text())
-    port = free_port()
     os.kill(agent.pid, signal.SIGSTOP)
     try:
         made = connect_burst(port, STOP_BACKLOG_CONNECTIONS, time.monotonic() + BURST_SECONDS)
