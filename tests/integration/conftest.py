@@ -346,9 +346,9 @@ class Agent:
     def published_metrics_text(self, timeout=EVENT_TIMEOUT):
         """The agent's /metrics once its health numbers (loss counters, netmon_events_total, the
         kubelet's state, ...; the pipeline thread publishes them twice a second) were published
-        after every event read from its stdout so far: once netmon_events_total (the events its
-        pipeline made) reaches their number. Bounded. After sync(), it covers every earlier
-        state change."""
+        after every event read from its stdout so far: once netmon_events_total (the lines it
+        wrote) reaches their number. Bounded. After sync(), it covers every earlier state
+        change."""
         with self._lock:
             read = len(self._events)
         texts = []
