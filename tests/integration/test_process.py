@@ -563,6 +563,7 @@ EXEC_FLAG_CASES = {
 }
 
 
+@pytest.mark.kernel_matrix
 @pytest.mark.parametrize("case", list(EXEC_FLAG_CASES))
 def test_exec_flags(agent, processes, binaries, case):
     """A root-owned copy of the C client with set-id bits and/or file capabilities (setcap),
@@ -620,6 +621,7 @@ FILELESS = """
 """ % MEMFD_NAME
 
 
+@pytest.mark.kernel_matrix
 @pytest.mark.parametrize("kind", ["memfd", "deleted-file"])
 def test_fileless_exec(agent, processes, binaries, kind):
     """An executable run from a memfd (memfd_create + fexecve) or from a file deleted before
