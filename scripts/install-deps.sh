@@ -19,6 +19,7 @@ test_pkgs=(
   python3-yaml unzip                # the Helm chart tests
   netcat-openbsd inetutils-telnet   # the reference's scenario
   iproute2                          # ss -e, network namespaces
+  libcap2-bin                       # setcap: the file-capability exec tests
   clang-format                      # the formatting check
   libclang-rt-14-dev                # libFuzzer and sanitizer runtimes for the fuzz targets
   prometheus                        # promtool and a real server for the metrics tests
