@@ -73,9 +73,18 @@ def metric(agent, name):
 
 
 def assert_nothing_lost(agent):
-    """The agent's loss counters are all zero."""
+    """The agent's loss counters are all zero, but `unobserved` under fault injection.
+
+    NETMON_FAULT_SKIP_STATE=end has the tracepoint programs ignore the end of every connection
+    on the host, and the observer sees only connections that connected or completed their
+    handshake after it attached: another program's connection accepted after the agent's start
+    whose handshake came before it (docs/performance.md, open defects) then loses its Close,
+    counted as `unobserved` once its socket's address is reused. This test's own connections
+    are checked exactly (assert_ended)."""
     lost = agent.lost()
-    assert lost and not any(lost.values()), lost
+    faults = "fault injection (NETMON_FAULT_SKIP_STATE)" in agent.stderr_text()
+    assert lost and not any(n for stage, n in lost.items()
+                            if not (faults and stage == "unobserved")), lost
 
 
 def require_observer(agent):
