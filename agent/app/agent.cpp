@@ -18,6 +18,7 @@
 #include "app/pipeline.h"
 #include "app/reader_pause.h"
 #include "bpf/probe.h"
+#include "common/files.h"
 #include "common/log.h"
 #include "k8s/attribution.h"
 #include "metrics/http_server.h"
@@ -151,6 +152,7 @@ std::string summary(const Pipeline& pipeline, const OutputStats& out, const Kern
 }
 
 constexpr const char* kServiceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount";
+constexpr size_t kMaxMountinfoBytes = 16u << 20;
 
 std::string env_or_empty(const char* name) {
   const char* v = std::getenv(name);
@@ -166,6 +168,7 @@ KubeletOptions kubelet_options(const Options& o) {
   k.token_file = o.kubelet_token_file;
   k.ca_file = o.kubelet_ca_file;
   k.insecure_skip_verify = o.kubelet_insecure_skip_verify;
+  k.allow_http_token = o.kubelet_allow_http_token;
   k.poll_interval = std::chrono::seconds(o.kubelet_poll_interval_s);
   k.pod_grace = std::chrono::seconds(o.pod_grace_period_s);
   const std::string sa_token = std::string(kServiceAccountDir) + "/token";
@@ -195,10 +198,13 @@ std::string node_name(const Options& o) {
 // --cgroup-root, or the cgroup v2 mount found in /proc/self/mountinfo ("" when none).
 std::string cgroup2_root(const Options& o) {
   if (!o.cgroup_root.empty()) return o.cgroup_root;
-  std::ifstream in("/proc/self/mountinfo");
-  std::stringstream text;
-  text << in.rdbuf();
-  return find_cgroup2_mount(text.str()).value_or("");
+  // Thousands of mounts (a node with many pods) take a few hundred KiB.
+  auto text = read_regular_file("/proc/self/mountinfo", kMaxMountinfoBytes);
+  if (!text) {
+    log::warn("cannot read the mount table: " + text.error().message);
+    return "";
+  }
+  return find_cgroup2_mount(*text).value_or("");
 }
 
 std::optional<CgroupResolver> open_cgroups(const Options& o) {
@@ -275,6 +281,14 @@ int run_agent(const Options& options) {
     log::error("configuration error: " + rules.error().message);
     return 2;
   }
+  // The kubelet settings (a token over http://, the token and CA files) before the kernel is
+  // touched.
+  if (const KubeletOptions k = kubelet_options(options); !k.url.empty()) {
+    if (auto r = KubeletWatcher::validate(k); !r) {
+      log::error("configuration error: " + r.error().message);
+      return 2;
+    }
+  }
   LineWriter writer(STDOUT_FILENO, options.output_queue_bytes);
   ProcessTable processes(ProcReader(options.proc_root), options.max_processes);
   Pipeline pipeline(writer, processes, read_last_cap(options.proc_root));
@@ -303,7 +317,10 @@ int run_agent(const Options& options) {
           }
           if (!attached.load()) return "kernel probes not attached yet";
           KubeletWatcher* k = kubelet_for_ready.load();
-          if (k && !k->synced()) return "first kubelet sync not done yet";
+          if (k && !k->synced()) {
+            const std::string why = k->last_error();
+            return "first kubelet sync not done yet" + (why.empty() ? "" : "; kubelet: " + why);
+          }
           return "";
         });
     if (!server) {
@@ -371,7 +388,7 @@ int run_agent(const Options& options) {
   if (KubeletOptions k = kubelet_options(options); !k.url.empty()) {
     auto watcher = KubeletWatcher::create(k);
     if (!watcher) {
-      log::error("configuration error: invalid kubelet URL: " + watcher.error().message);
+      log::error("configuration error: " + watcher.error().message);
       return 2;
     }
     kubelet = std::move(*watcher);

@@ -15,10 +15,12 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cstdarg>
 #include <cstring>
 #include <fstream>
 
+#include "common/files.h"
 #include "common/log.h"
 #include "common/text.h"
 #include "common/unique_fd.h"
@@ -738,12 +740,17 @@ std::vector<MapMemory> Probe::map_memory() const {
   bpf_object__for_each_map(map, impl_->skel->obj) {
     const int fd = bpf_map__fd(map);
     if (fd < 0) continue;
-    std::ifstream fdinfo("/proc/self/fdinfo/" + std::to_string(fd));
-    for (std::string line; std::getline(fdinfo, line);) {
-      if (line.rfind("memlock:", 0) == 0) {
-        out.push_back(MapMemory{bpf_map__name(map), std::stoull(line.substr(8))});
-        break;
-      }
+    auto fdinfo = read_regular_file("/proc/self/fdinfo/" + std::to_string(fd), 64u << 10);
+    if (!fdinfo) continue;
+    const std::string_view text = *fdinfo;
+    const size_t at = text.starts_with("memlock:") ? 0 : text.find("\nmemlock:");
+    if (at == std::string_view::npos) continue;
+    std::string_view value = text.substr(at + (at == 0 ? 8 : 9));
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
+      value.remove_prefix(1);
+    uint64_t bytes = 0;
+    if (std::from_chars(value.data(), value.data() + value.size(), bytes).ec == std::errc()) {
+      out.push_back(MapMemory{bpf_map__name(map), bytes});
     }
   }
   return out;

@@ -271,6 +271,12 @@ const std::vector<Setting>& settings() {
           "do not verify the kubelet's certificate (for kubeadm's self-signed serving "
           "certificates)",
           [](auto& o) -> auto& { return o.kubelet_insecure_skip_verify; }),
+      boolean(
+          "kubelet-allow-http-token", "NETMON_KUBELET_ALLOW_HTTP_TOKEN",
+          "kubernetes.kubelet_allow_http_token",
+          "send the bearer token to an http:// kubelet URL, in cleartext (without it, a token "
+          "with such a URL is a configuration error)",
+          [](auto& o) -> auto& { return o.kubelet_allow_http_token; }),
       number(
           "kubelet-poll-interval", "NETMON_KUBELET_POLL_INTERVAL",
           "kubernetes.poll_interval_seconds", "SECONDS",

@@ -44,6 +44,7 @@ struct Options {
   std::string kubelet_token_file;  // default in a cluster: the service-account token
   std::string kubelet_ca_file;     // default in a cluster: the service-account CA
   bool kubelet_insecure_skip_verify = false;
+  bool kubelet_allow_http_token = false;  // send the token to an http:// kubelet (cleartext)
   uint32_t kubelet_poll_interval_s = 10;
   uint32_t pod_grace_period_s = 60;
   bool pod_labels = true;   // kubernetes.labels: write the pod's labels into events

@@ -1,8 +1,5 @@
 #include "config/config.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
@@ -16,12 +13,42 @@
 #include <map>
 #include <sstream>
 
-#include "common/unique_fd.h"
+#include "common/files.h"
+#include "common/text.h"
 
 namespace netmon::config {
 namespace {
 
-constexpr size_t kMaxFileBytes = 16u << 20;  // a bigger "configuration" is a mistake (/dev/zero)
+constexpr size_t kMaxFileBytes = 16u << 20;  // a bigger "configuration" is a mistake
+// How much of a value or key from the file a message quotes: enough to recognise it, never a
+// whole file that happens to parse as one long scalar.
+constexpr size_t kExcerptBytes = 60;
+
+std::string excerpt(std::string_view text) { return quoted(text, kExcerptBytes); }
+
+// A dotted key path as messages show it: as it is when every part is a name (letters, digits,
+// '_', '-', a "[N]" index) of at most kExcerptBytes, else its leading parts that are and the
+// length of the rest, unquoted: a file that is no configuration (--config /etc/shadow, whose
+// lines YAML reads as keys) is not echoed.
+std::string shown_path(std::string_view path) {
+  const auto name_char = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-' || c == '[' || c == ']';
+  };
+  size_t good = 0;  // path[0, good) is whole name parts, each followed by '.'
+  for (size_t start = 0;;) {
+    const size_t dot = std::min(path.find('.', start), path.size());
+    const std::string_view part = path.substr(start, dot - start);
+    if (part.empty() || part.size() > kExcerptBytes ||
+        !std::all_of(part.begin(), part.end(), name_char)) {
+      break;
+    }
+    if (dot == path.size()) return std::string(path);
+    start = good = dot + 1;
+  }
+  return std::string(path.substr(0, good)) + "(a key of " + std::to_string(path.size() - good) +
+         " bytes that is not a name)";
+}
 
 std::string position(std::string_view source, const YAML::Mark& mark) {
   std::string out(source);
@@ -36,7 +63,7 @@ std::string describe(const YAML::Node& node) {
     case YAML::NodeType::Null:
       return "an empty value";
     case YAML::NodeType::Scalar:
-      return "the scalar '" + node.Scalar() + "'";
+      return "the scalar " + excerpt(node.Scalar());
     case YAML::NodeType::Sequence:
       return "a list";
     case YAML::NodeType::Map:
@@ -136,8 +163,11 @@ class Reader {
   Result<Document> read(const YAML::Node& root) {
     if (!root.IsNull()) {
       if (!root.IsMap()) {
+        // Not even the first token is right: the file is likely not a configuration at all
+        // (--config /etc/shadow), so nothing of it is quoted.
         return fail(position(source_, root.Mark()) +
-                    ": the configuration must be a mapping of keys, got " + describe(root));
+                    ": the configuration must be a mapping of keys, got " +
+                    (root.IsScalar() ? std::string("a scalar") : describe(root)));
       }
       if (auto r = section(root, ""); !r) return tl::unexpected(r.error());
     }
@@ -147,7 +177,7 @@ class Reader {
  private:
   tl::unexpected<Error> error(const YAML::Mark& mark, std::string_view path,
                               const std::string& why) const {
-    return fail(position(source_, mark) + ": " + std::string(path) + ": " + why);
+    return fail(position(source_, mark) + ": " + shown_path(path) + ": " + why);
   }
 
   // The mark to report for a value: a null value's mark is the next token's, so use the key's.
@@ -315,13 +345,13 @@ class Reader {
       return error(mark, path, "expected true or false, got " + describe(value));
     const std::string& text = value.Scalar();
     if (is_string_scalar(value)) {
-      return error(mark, path, "expected true or false, got the quoted string '" + text + "'");
+      return error(mark, path, "expected true or false, got the quoted string " + excerpt(text));
     }
     if (text == "true" || text == "True" || text == "TRUE") return true;
     if (text == "false" || text == "False" || text == "FALSE") return false;
     return error(mark, path,
-                 "expected true or false, got '" + text +
-                     "' (YAML 1.1 spellings such as yes/no/on/off are not accepted)");
+                 "expected true or false, got " + excerpt(text) +
+                     " (YAML 1.1 spellings such as yes/no/on/off are not accepted)");
   }
 
   Result<std::string> as_string(const YAML::Node& key_node, const YAML::Node& value,
@@ -348,7 +378,7 @@ class Reader {
         }
         if (is_string_scalar(value)) {
           return error(mark, key.path,
-                       "expected a number, got the quoted string '" + value.Scalar() + "'");
+                       "expected a number, got the quoted string " + excerpt(value.Scalar()));
         }
         out.text = value.Scalar();
         break;
@@ -376,7 +406,7 @@ class Reader {
             if (!s) return tl::unexpected(s.error());
             if (s->empty() || s->find(',') != std::string::npos) {
               return error(item.Mark(), item_path,
-                           "'" + *s + "' is not a single item (empty or with a comma)");
+                           excerpt(*s) + " is not a single item (empty or with a comma)");
             }
             items.push_back(std::move(*s));
           }
@@ -549,8 +579,8 @@ Result<void> check_single_document(const std::string& text, std::string_view sou
   for (size_t i = 1; i < marks.size(); ++i) {
     if (marks[i].pos == marks[i - 1].pos) {
       const size_t pos = static_cast<size_t>(std::max(marks[i].pos, 0));
-      const std::string token = pos < text.size() ? std::string(1, text[pos]) : "";
-      return fail(position(source, marks[i]) + ": malformed YAML: unexpected '" + token + "'");
+      const std::string_view token = pos < text.size() ? std::string_view(text).substr(pos, 1) : "";
+      return fail(position(source, marks[i]) + ": malformed YAML: unexpected " + excerpt(token));
     }
   }
   if (marks.size() > 1) {
@@ -659,34 +689,25 @@ Result<Document> parse(std::string_view text, std::string_view source,
     if (auto r = check_single_document(copy, source); !r) return tl::unexpected(r.error());
     return Reader(text, source, keys).read(YAML::Load(copy));
   } catch (const YAML::Exception& e) {
-    return fail(position(source, e.mark) + ": malformed YAML: " + e.msg);
+    // yaml-cpp's messages are fixed texts, some followed by a character of the input; capped
+    // all the same.
+    std::string why = quoted(e.msg, 200);  // "'msg'" or "'ms...' (N bytes)"
+    const size_t close = why.rfind('\'');
+    why = why.substr(1, close - 1) + why.substr(close + 1);
+    return fail(position(source, e.mark) + ": malformed YAML: " + why);
   } catch (const std::exception& e) {
     return fail(std::string(source) + ": cannot be read as YAML: " + e.what());
   }
 }
 
 Result<Document> load_file(const std::string& path, const std::vector<Key>& keys) {
-  const std::string what = "cannot read the configuration file " + path + ": ";
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return fail(what + std::strerror(errno), errno);
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) return fail(what + std::strerror(errno), errno);
-  if (S_ISDIR(st.st_mode)) return fail(what + std::strerror(EISDIR), EISDIR);
-  std::string text;
-  char buffer[65536];
-  while (true) {
-    const ssize_t n = ::read(fd.get(), buffer, sizeof(buffer));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return fail(what + std::strerror(errno), errno);
-    }
-    if (n == 0) break;
-    text.append(buffer, static_cast<size_t>(n));
-    if (text.size() > kMaxFileBytes) {
-      return fail(what + "larger than " + std::to_string(kMaxFileBytes >> 20) + " MiB");
-    }
+  // A regular file (or a symlink to one) within the cap: a FIFO would block the start, a device
+  // such as /dev/zero fill memory.
+  auto text = read_regular_file(path, kMaxFileBytes);
+  if (!text) {
+    return fail("cannot read the configuration file " + text.error().message, text.error().code);
   }
-  return parse(text, path, keys);
+  return parse(*text, path, keys);
 }
 
 std::string render(const std::vector<std::pair<Key, std::string>>& values, const RulesSpec& rules,

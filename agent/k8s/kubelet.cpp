@@ -2,15 +2,51 @@
 
 #include <sys/stat.h>
 
-#include <fstream>
-#include <sstream>
+#include <cerrno>
+#include <charconv>
+#include <cstdint>
+#include <cstring>
 
 #include <httplib.h>
 
+#include "common/files.h"
 #include "common/log.h"
 #include "common/text.h"
 
 namespace netmon {
+namespace {
+
+// A failure's detail (it may quote the kubelet's reply) fit for a log line and /readyz: control
+// characters escaped, cut at kMaxDetailBytes.
+constexpr size_t kMaxDetailBytes = 300;
+
+std::string capped_detail(std::string_view text) {
+  std::string out = quoted(text, kMaxDetailBytes);
+  // quoted() wraps the text in single quotes: "'text'" or "'text...' (N bytes)".
+  const size_t close = out.rfind('\'');
+  return out.substr(1, close - 1) + out.substr(close + 1);
+}
+
+bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+}  // namespace
+
+Result<std::string> parse_bearer_token(std::string_view text) {
+  while (!text.empty() && is_space(text.front())) text.remove_prefix(1);
+  while (!text.empty() && is_space(text.back())) text.remove_suffix(1);
+  for (size_t i = 0; i < text.size(); ++i) {
+    const auto byte = static_cast<unsigned char>(text[i]);
+    if (byte < 0x20 || byte == 0x7f) {
+      static constexpr char kHex[] = "0123456789abcdef";
+      const std::string hex = {'0', 'x', kHex[byte >> 4], kHex[byte & 0xf]};
+      return fail("the token holds the control character " + hex + " at offset " +
+                  std::to_string(i) + " (a token is one line of printable characters)");
+    }
+  }
+  return std::string(text);
+}
 
 std::string_view kubelet_result_name(KubeletResult result) {
   switch (result) {
@@ -55,9 +91,48 @@ Result<KubeletUrl> parse_kubelet_url(std::string_view url) {
   return out;
 }
 
-Result<std::unique_ptr<KubeletWatcher>> KubeletWatcher::create(KubeletOptions options) {
+Result<void> KubeletWatcher::validate(const KubeletOptions& options) {
   auto url = parse_kubelet_url(options.url);
-  if (!url) return fail(url.error().message);
+  if (!url) return fail("invalid kubelet URL: " + url.error().message);
+  if (url->scheme_host_port.starts_with("http://") && !options.token_file.empty() &&
+      !options.allow_http_token) {
+    return fail("the kubelet URL " + netmon::quoted(options.url) +
+                " is plain HTTP and would carry the bearer token of " +
+                netmon::quoted(options.token_file) +
+                " in cleartext; use https, or allow it with --kubelet-allow-http-token");
+  }
+  if (!options.ca_file.empty()) {
+    if (auto r = check_regular_file(options.ca_file, kMaxCaFileBytes); !r) {
+      return fail("the kubelet CA file (--kubelet-ca-file) cannot be used: " + r.error().message);
+    }
+  }
+  if (!options.token_file.empty()) {
+    struct stat st {};
+    // A token file that is not there yet is only a failed request (it may appear later); one
+    // that is there must be usable.
+    if (::stat(options.token_file.c_str(), &st) == 0 || errno != ENOENT) {
+      auto text = read_regular_file(options.token_file, kMaxTokenFileBytes);
+      if (!text) {
+        return fail("the kubelet token file (--kubelet-token-file) cannot be used: " +
+                    text.error().message);
+      }
+      if (auto token = parse_bearer_token(*text); !token) {
+        return fail("the kubelet token file " + netmon::quoted(options.token_file) +
+                    " cannot be used: " + token.error().message);
+      }
+    }
+  }
+  return {};
+}
+
+Result<std::unique_ptr<KubeletWatcher>> KubeletWatcher::create(KubeletOptions options) {
+  if (auto r = validate(options); !r) return tl::unexpected(r.error());
+  auto url = parse_kubelet_url(options.url);
+  if (url->scheme_host_port.starts_with("http://") && !options.token_file.empty()) {
+    log::warn("kubelet " + options.url +
+              ": the bearer token goes out in cleartext over plain HTTP "
+              "(--kubelet-allow-http-token)");
+  }
   return std::unique_ptr<KubeletWatcher>(new KubeletWatcher(std::move(options), std::move(*url)));
 }
 
@@ -107,33 +182,49 @@ KubeletStats KubeletWatcher::stats() const {
   return s;
 }
 
-bool KubeletWatcher::load_token(bool force) {
-  if (options_.token_file.empty()) return true;
+std::string KubeletWatcher::last_error() const {
+  std::lock_guard lock(mutex_);
+  return last_error_;
+}
+
+Result<void> KubeletWatcher::load_token(bool force) {
+  if (options_.token_file.empty()) return {};
   struct stat st {};
-  if (::stat(options_.token_file.c_str(), &st) != 0) return false;
+  if (::stat(options_.token_file.c_str(), &st) != 0) {
+    const int err = errno;
+    return fail(options_.token_file + ": " + std::strerror(err), err);
+  }
   // Projected service-account tokens are replaced (atomically, via a symlink swap) before they
   // expire: a new inode, size or mtime means a new token.
   const std::string stamp = std::to_string(st.st_ino) + ":" + std::to_string(st.st_size) + ":" +
                             std::to_string(st.st_mtim.tv_sec) + "." +
                             std::to_string(st.st_mtim.tv_nsec);
-  if (!force && stamp == token_stamp_) return true;
-  std::ifstream in(options_.token_file);
-  if (!in) return false;
-  std::stringstream buf;
-  buf << in.rdbuf();
-  std::string token = buf.str();
-  while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ')) {
-    token.pop_back();
-  }
-  token_ = std::move(token);
+  if (!force && stamp == token_stamp_) return {};
+  // Never a token that is not all in a regular file within the cap, nor one that could break
+  // the request's headers: the request goes out without it (and fails) instead.
+  token_.clear();
+  token_stamp_.clear();
+  auto text = read_regular_file(options_.token_file, kMaxTokenFileBytes);
+  if (!text) return tl::unexpected(text.error());
+  auto token = parse_bearer_token(*text);
+  if (!token) return fail(options_.token_file + ": " + token.error().message);
+  token_ = std::move(*token);
   token_stamp_ = stamp;
-  return true;
+  return {};
 }
 
 KubeletResult KubeletWatcher::fetch(std::string& body, std::string& detail, bool reread_token) {
-  if (!load_token(reread_token)) {
-    detail = "cannot read the token file " + options_.token_file;
+  if (auto r = load_token(reread_token); !r) {
+    detail = "cannot use the token file: " + r.error().message;
     return KubeletResult::kUnauthorized;
+  }
+  // OpenSSL opens the CA file by name for each connection: a file that became a FIFO or a
+  // device since the start would block this thread (and the stop) there.
+  if (!options_.ca_file.empty()) {
+    if (auto r = check_regular_file(options_.ca_file, kMaxCaFileBytes); !r) {
+      detail = "cannot use the CA file: " + r.error().message;
+      return KubeletResult::kTlsError;
+    }
   }
   httplib::Client client(url_.scheme_host_port);
   client.set_connection_timeout(options_.connect_timeout);
@@ -157,26 +248,51 @@ KubeletResult KubeletWatcher::fetch(std::string& body, std::string& detail, bool
     }
   } clear{this};
 
-  body.clear();
+  // The body is held once, in a buffer reserved up front (for the announced length, or the cap
+  // when none is announced: address space, of which only what arrives becomes resident), so it
+  // never grows by copying; a Content-Length over the cap ends the request at the headers.
+  std::string().swap(body);
   bool too_large = false;
+  uint64_t announced = 0;
+  size_t received = 0;
   int status = 0;
+  const size_t cap = options_.max_response_bytes;
   const auto started = std::chrono::steady_clock::now();
   auto result = client.Get(
       url_.path, httplib::Headers{{"Accept", "application/json"}},
       [&](const httplib::Response& response) {
         status = response.status;
+        if (response.has_header("Content-Length")) {
+          const std::string length = response.get_header_value("Content-Length");
+          const auto [end, ec] =
+              std::from_chars(length.data(), length.data() + length.size(), announced);
+          if (ec == std::errc::result_out_of_range || (ec == std::errc() && announced > cap)) {
+            if (ec != std::errc()) announced = UINT64_MAX;
+            too_large = true;
+            return false;
+          }
+          if (ec != std::errc() || end != length.data() + length.size()) announced = 0;
+        }
+        if (status == 200) body.reserve(announced > 0 ? static_cast<size_t>(announced) : cap);
         return true;
       },
       [&](const char* data, size_t length) {
-        if (body.size() + length > options_.max_response_bytes) {
+        received += length;
+        if (received > cap) {
           too_large = true;
           return false;
         }
-        body.append(data, length);
+        // Only a 200's body is parsed; another status's is read and dropped.
+        if (status == 200) body.append(data, length);
         return true;
       });
   if (too_large) {
-    detail = "response larger than " + std::to_string(options_.max_response_bytes) + " bytes";
+    std::string().swap(body);
+    detail = "response larger than " + std::to_string(cap) + " bytes";
+    if (announced > cap) {
+      detail += announced == UINT64_MAX ? " (Content-Length out of range)"
+                                        : " (Content-Length " + std::to_string(announced) + ")";
+    }
     return KubeletResult::kTooLarge;
   }
   if (!result) {
@@ -208,7 +324,11 @@ KubeletResult KubeletWatcher::fetch(std::string& body, std::string& detail, bool
       case httplib::Error::ConnectionTimeout:
         return KubeletResult::kTimeout;
       case httplib::Error::Read:
-        return status != 0 ? KubeletResult::kTimeout : KubeletResult::kUnreachable;
+        if (status != 0) return KubeletResult::kTimeout;
+        // Connected (and, over https, the handshake done), but no status line and headers
+        // came back: the peer answered with something that is not HTTP, or hung up.
+        detail = "no HTTP response (the reply is not HTTP, or the connection closed)";
+        return KubeletResult::kBadResponse;
       case httplib::Error::Canceled:
         detail = "stopped";
         return KubeletResult::kUnreachable;
@@ -242,6 +362,7 @@ KubeletResult KubeletWatcher::poll_once(std::string& detail) {
   }
   if (r == KubeletResult::kOk) {
     auto pods = parse_pod_list(body);
+    std::string().swap(body);
     if (!pods) {
       detail = pods.error().message;
       r = KubeletResult::kBadResponse;
@@ -266,9 +387,12 @@ void KubeletWatcher::run() {
   for (;;) {
     std::string detail;
     const KubeletResult r = poll_once(detail);
+    detail = capped_detail(detail);
     {
       std::lock_guard lock(mutex_);
       if (stop_) return;  // a request aborted by the destructor is not a kubelet failure
+      last_error_ =
+          r == KubeletResult::kOk ? "" : std::string(kubelet_result_name(r)) + ": " + detail;
     }
     last_poll = std::chrono::steady_clock::now();
     next_poll = last_poll + options_.poll_interval;

@@ -24,6 +24,9 @@ struct KubeletOptions {
   std::string token_file;  // bearer token; "" sends none. Re-read when it changes and after 401
   std::string ca_file;     // CA bundle that signed the kubelet's serving certificate
   bool insecure_skip_verify = false;  // accept any certificate (kubeadm's self-signed ones)
+  // Send the token over an http:// URL (in cleartext); without it such a URL with a token is a
+  // configuration error.
+  bool allow_http_token = false;
   std::chrono::milliseconds connect_timeout{3000};
   std::chrono::milliseconds read_timeout{10000};
   std::chrono::milliseconds poll_interval{10000};
@@ -31,6 +34,15 @@ struct KubeletOptions {
   std::chrono::milliseconds pod_grace{60000};            // deleted pods stay resolvable this long
   size_t max_response_bytes = 64u << 20;
 };
+
+// Caps on the files the watcher reads: a bigger one is refused (docs/kubernetes.md).
+inline constexpr size_t kMaxTokenFileBytes = 64u << 10;
+inline constexpr size_t kMaxCaFileBytes = 1u << 20;
+
+// The bearer token in the text of a token file: surrounding whitespace trimmed. Fails when it
+// holds a control character (a CR or LF in it would end the Authorization header and start
+// another); the message names the character's offset, never the token.
+Result<std::string> parse_bearer_token(std::string_view file_text);
 
 // How a request to the kubelet ended. Names (for logs and metric labels) by kubelet_result_name.
 enum class KubeletResult {
@@ -63,7 +75,13 @@ Result<KubeletUrl> parse_kubelet_url(std::string_view url);
 
 class KubeletWatcher {
  public:
-  // Validates the options (the URL) without touching the network.
+  // Checks the options without touching the network: the URL; a token with an http:// URL only
+  // with allow_http_token; the CA file (a regular file within kMaxCaFileBytes); the token file,
+  // when it exists (a regular file within kMaxTokenFileBytes holding a valid token: a missing
+  // one is only a failed request, as it may appear later). The message is fit for "configuration
+  // error: ...".
+  static Result<void> validate(const KubeletOptions& options);
+  // validate(), then a watcher; warns once when the token goes out over http://.
   static Result<std::unique_ptr<KubeletWatcher>> create(KubeletOptions options);
   ~KubeletWatcher();  // stops and joins the thread
   KubeletWatcher(const KubeletWatcher&) = delete;
@@ -81,13 +99,16 @@ class KubeletWatcher {
 
   bool synced() const noexcept { return version() > 0; }
   KubeletStats stats() const;
+  // Any thread: why the last request failed ("unauthorized: 401 Unauthorized", at most a few
+  // hundred bytes), or "" when it succeeded or none has ended yet.
+  std::string last_error() const;
 
  private:
   KubeletWatcher(KubeletOptions options, KubeletUrl url);
   void run();
   KubeletResult poll_once(std::string& detail);
   KubeletResult fetch(std::string& body, std::string& detail, bool reread_token);
-  bool load_token(bool force);
+  Result<void> load_token(bool force);
 
   const KubeletOptions options_;
   const KubeletUrl url_;
@@ -102,6 +123,7 @@ class KubeletWatcher {
   std::atomic<uint64_t> version_{0};
   std::array<std::atomic<uint64_t>, static_cast<size_t>(KubeletResult::kCount)> requests_{};
   KubeletResult last_result_ = KubeletResult::kOk;
+  std::string last_error_;  // guarded by mutex_
   std::chrono::steady_clock::time_point last_logged_{};
   void* active_client_ = nullptr;  // httplib::Client in flight, stopped by the destructor
   std::thread thread_;

@@ -1,34 +1,23 @@
 #include "process/proc_reader.h"
 
 #include <dirent.h>
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <charconv>
 #include <cstdlib>
 
-#include "common/unique_fd.h"
+#include "common/files.h"
 #include "events/event.h"
 
 namespace netmon {
 namespace {
 
-// Reads a whole (small) proc file; nullopt when it cannot be opened.
+// The first `limit` bytes of a (small) proc file; nullopt when it cannot be opened or is not a
+// regular file (a --proc-root copy could hold a FIFO or a device).
 std::optional<std::string> read_file(const std::string& path, size_t limit = 65536) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return std::nullopt;
-  std::string out;
-  char buf[4096];
-  while (out.size() < limit) {
-    const ssize_t n = ::read(fd.get(), buf, sizeof(buf));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return std::nullopt;
-    }
-    if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
-  }
-  return out;
+  auto text = read_regular_file_prefix(path, limit);
+  if (!text) return std::nullopt;
+  return std::move(*text);
 }
 
 template <typename T>

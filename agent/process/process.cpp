@@ -1,8 +1,10 @@
 #include "process/process.h"
 
 #include <array>
-#include <fstream>
+#include <charconv>
+#include <string_view>
 
+#include "common/files.h"
 #include "events/event.h"
 
 namespace netmon {
@@ -160,10 +162,18 @@ std::string format_secureexec(uint32_t flags) {
 }
 
 int read_last_cap(const std::string& proc_root) {
-  std::ifstream in(proc_root + "/sys/kernel/cap_last_cap");
+  const int fallback = static_cast<int>(kCapNames.size()) - 1;
+  auto text = read_regular_file(proc_root + "/sys/kernel/cap_last_cap", 64);
+  if (!text) return fallback;
+  std::string_view digits = *text;
+  while (!digits.empty() && (digits.back() == '\n' || digits.back() == ' '))
+    digits.remove_suffix(1);
   int value = -1;
-  if (in >> value && value >= 0 && value < 64) return value;
-  return static_cast<int>(kCapNames.size()) - 1;
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+  if (ec == std::errc() && end == digits.data() + digits.size() && value >= 0 && value < 64) {
+    return value;
+  }
+  return fallback;
 }
 
 }  // namespace netmon

@@ -46,6 +46,8 @@
 #include <unordered_map>
 #include <utility>
 
+#include "common/text.h"
+
 namespace netmon {
 namespace rules_internal {
 
@@ -349,22 +351,11 @@ const AttrInfo* find_attr(std::string_view name) {
   return nullptr;
 }
 
-std::string quoted(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
-      static constexpr char kHex[] = "0123456789abcdef";
-      out += "\\x";
-      out += kHex[(static_cast<unsigned char>(c) >> 4) & 0xf];
-      out += kHex[static_cast<unsigned char>(c) & 0xf];
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
+// Input in messages goes through netmon::quoted() (common/text.h): escaped and capped, so that a
+// 10 MB rule makes a message of a few hundred bytes. A number or macro name is shown as it is
+// when short (the lexer has checked its characters), else quoted and capped.
+std::string shown(std::string_view s) {
+  return s.size() <= 40 ? std::string(s) : netmon::quoted(s);
 }
 
 // ---- lexer -----------------------------------------------------------------------------------
@@ -414,11 +405,11 @@ std::string describe(const Token& t) {
     case Tok::kIn:
       return t.text;
     case Tok::kIdent:
-      return "'" + t.text + "'";
+      return netmon::quoted(t.text);
     case Tok::kString:
-      return "string " + quoted(t.text);
+      return "string " + netmon::quoted(t.text);
     case Tok::kNumber:
-      return "number " + t.text;
+      return "number " + shown(t.text);
   }
   return "?";
 }
@@ -474,7 +465,7 @@ std::vector<Token> lex(std::string_view s) {
             if (i >= s.size()) throw_at(t.pos, "unterminated string");
             const char e = s[i];
             if (e != '"' && e != '\\') {
-              const std::string q = quoted(std::string_view(&s[i], 1));
+              const std::string q = netmon::quoted(std::string_view(&s[i], 1));
               throw_at(i - 1, "unknown escape '\\" + q.substr(1, q.size() - 2) +
                                   "' in string (only \\\" and \\\\ are escapes)");
             }
@@ -506,7 +497,8 @@ std::vector<Token> lex(std::string_view s) {
           }
           const std::string_view word = s.substr(i, j - i);
           if (!std::all_of(word.begin(), word.end(), is_digit)) {
-            throw_at(i, "unquoted value " + quoted(word) + ": only numbers may be unquoted");
+            throw_at(i,
+                     "unquoted value " + netmon::quoted(word) + ": only numbers may be unquoted");
           }
           t.type = Tok::kNumber;
           t.text = word;
@@ -531,7 +523,7 @@ std::vector<Token> lex(std::string_view s) {
           throw_at(i, "unexpected character '" + std::string(1, c) +
                           "': addresses must be double-quoted");
         } else {
-          const std::string q = quoted(std::string_view(&s[i], 1));
+          const std::string q = netmon::quoted(std::string_view(&s[i], 1));
           throw_at(i, "unexpected character '" + q.substr(1, q.size() - 2) + "'");
         }
     }
@@ -563,14 +555,14 @@ Network parse_network(std::string_view text) {
   const size_t slash = text.find('/');
   const std::string addr(text.substr(0, slash));
   if (addr.find('\0') != std::string::npos) {
-    throw CompileError{0, "invalid address or CIDR " + quoted(text)};
+    throw CompileError{0, "invalid address or CIDR " + netmon::quoted(text)};
   }
   if (inet_pton(AF_INET, addr.c_str(), n.bytes.data()) == 1) {
     n.v6 = false;
   } else if (inet_pton(AF_INET6, addr.c_str(), n.bytes.data()) == 1) {
     n.v6 = true;
   } else {
-    throw CompileError{0, "invalid address or CIDR " + quoted(text)};
+    throw CompileError{0, "invalid address or CIDR " + netmon::quoted(text)};
   }
   const uint32_t max = n.v6 ? 128 : 32;
   n.prefix = max;
@@ -578,12 +570,12 @@ Network parse_network(std::string_view text) {
     const std::string_view p = text.substr(slash + 1);
     const auto len = p.size() <= 3 ? parse_unsigned(p) : std::nullopt;
     if (!len) {
-      throw CompileError{0, "invalid CIDR prefix length in " + quoted(text)};
+      throw CompileError{0, "invalid CIDR prefix length in " + netmon::quoted(text)};
     }
     if (*len > max) {
-      throw CompileError{0, "CIDR prefix length " + std::to_string(*len) + " in " + quoted(text) +
-                                " is out of range for " + (n.v6 ? "IPv6" : "IPv4") + " (0-" +
-                                std::to_string(max) + ")"};
+      throw CompileError{0, "CIDR prefix length " + std::to_string(*len) + " in " +
+                                netmon::quoted(text) + " is out of range for " +
+                                (n.v6 ? "IPv6" : "IPv4") + " (0-" + std::to_string(max) + ")"};
     }
     n.prefix = static_cast<uint32_t>(*len);
   }
@@ -644,9 +636,9 @@ class Compiler {
     if (std::find(active_.begin(), active_.end(), name) != active_.end()) {
       std::string chain;
       for (auto it = std::find(active_.begin(), active_.end(), name); it != active_.end(); ++it) {
-        chain += *it + " -> ";
+        chain += shown(*it) + " -> ";
       }
-      throw_at(pos, "macro cycle: " + chain + name);
+      throw_at(pos, "macro cycle: " + chain + shown(name));
     }
     const std::string& text = spec_.macros.at(name);
     active_.push_back(name);
@@ -658,7 +650,7 @@ class Compiler {
     } catch (CompileError& e) {
       active_.pop_back();
       if (e.message.starts_with("macro cycle: ")) throw_at(pos, std::move(e.message));
-      std::string where_in = "in macro " + quoted(name);
+      std::string where_in = "in macro " + netmon::quoted(name);
       if (e.column != 0) where_in += ", column " + std::to_string(e.column);
       throw_at(pos, where_in + ": " + e.message);
     }
@@ -716,22 +708,23 @@ class Compiler {
         if (is_number) {
           throw CompileError{0, std::string(attr.name) +
                                     " needs a double-quoted address or CIDR, got number " +
-                                    std::string(text)};
+                                    shown(text)};
         }
         const Network n = parse_network(text);
         if (attr.kind == Kind::kIpv4 && n.v6) {
           throw CompileError{0, std::string(attr.name) + " needs an IPv4 address, got IPv6 " +
-                                    quoted(text) + " (use ipv6_" +
+                                    netmon::quoted(text) + " (use ipv6_" +
                                     std::string(attr.name.substr(5)) + ")"};
         }
         if (attr.kind == Kind::kIpv6 && !n.v6) {
           throw CompileError{0, std::string(attr.name) + " needs an IPv6 address, got IPv4 " +
-                                    quoted(text) + " (use ipv4_" +
+                                    netmon::quoted(text) + " (use ipv4_" +
                                     std::string(attr.name.substr(5)) + ")"};
         }
         if (n.v6 && n.prefix >= 96 && is_v4_mapped(n.bytes)) {
           throw CompileError{0, std::string(attr.name) + " can never match the IPv4-mapped " +
-                                    quoted(text) + ": such connections count as IPv4 (use ipv4_" +
+                                    netmon::quoted(text) +
+                                    ": such connections count as IPv4 (use ipv4_" +
                                     std::string(attr.name.substr(5)) + ")"};
         }
         v.bytes = n.bytes;
@@ -745,11 +738,11 @@ class Compiler {
         if (!n) {
           throw CompileError{0, std::string(attr.name) + " needs " +
                                     (port ? "a port number" : "a numeric uid") + ", got " +
-                                    quoted(text)};
+                                    netmon::quoted(text)};
         }
         const uint64_t max = port ? 65535 : std::numeric_limits<uint32_t>::max();
         if (*n > max) {
-          throw CompileError{0, std::string(port ? "port " : "uid ") + std::string(text) +
+          throw CompileError{0, std::string(port ? "port " : "uid ") + shown(text) +
                                     " is out of range (0-" + std::to_string(max) + ")"};
         }
         v.number = static_cast<uint32_t>(*n);
@@ -758,8 +751,7 @@ class Compiler {
       case Kind::kString:
         if (is_number) {
           throw CompileError{0, std::string(attr.name) +
-                                    " needs a double-quoted string, got number " +
-                                    std::string(text)};
+                                    " needs a double-quoted string, got number " + shown(text)};
         }
         v.str_off = intern(text);
         v.str_len = static_cast<uint32_t>(text.size());
@@ -835,9 +827,10 @@ uint32_t Parser::parse_primary(int depth) {
       if (const AttrInfo* attr = find_attr(t.text)) return parse_predicate(*attr, t);
       const Tok after = peek().type;
       if (after == Tok::kEq || after == Tok::kIn || after == Tok::kLBracket) {
-        throw_at(t.pos, "unknown attribute " + quoted(t.text));
+        throw_at(t.pos, "unknown attribute " + netmon::quoted(t.text));
       }
-      if (!c_.has_macro(t.text)) throw_at(t.pos, "unknown attribute or macro " + quoted(t.text));
+      if (!c_.has_macro(t.text))
+        throw_at(t.pos, "unknown attribute or macro " + netmon::quoted(t.text));
       if (depth + 1 > kMaxDepth) throw_at(t.pos, "expression nested too deeply");
       return c_.macro(t.text, where_, t.pos, depth + 1);
     }
@@ -850,7 +843,7 @@ uint32_t Parser::parse_primary(int depth) {
 
 uint32_t Parser::parse_predicate(const AttrInfo& attr, const Token& name) {
   if (where_ != Where::kAny && attr.where != where_) {
-    throw_at(name.pos, "attribute " + quoted(attr.name) + " belongs in " +
+    throw_at(name.pos, "attribute " + netmon::quoted(attr.name) + " belongs in " +
                            (attr.where == Where::kScope ? "scope" : "event") + ", not in " +
                            (where_ == Where::kScope ? "scope" : "event"));
   }
@@ -872,7 +865,7 @@ uint32_t Parser::parse_predicate(const AttrInfo& attr, const Token& name) {
     pred.key_off = c_.intern(key.text);
     pred.key_len = static_cast<uint32_t>(key.text.size());
   } else if (peek().type == Tok::kLBracket) {
-    throw_at(peek().pos, "attribute " + quoted(attr.name) + " takes no key");
+    throw_at(peek().pos, "attribute " + netmon::quoted(attr.name) + " takes no key");
   }
   pred.first = static_cast<uint32_t>(out.values.size());
 
@@ -885,13 +878,13 @@ uint32_t Parser::parse_predicate(const AttrInfo& attr, const Token& name) {
   };
   auto list = [&](const Token& t) {
     const std::vector<std::string>* values = c_.list(t.text);
-    if (values == nullptr) throw_at(t.pos, "unknown list " + quoted(t.text));
+    if (values == nullptr) throw_at(t.pos, "unknown list " + netmon::quoted(t.text));
     for (size_t i = 0; i < values->size(); ++i) {
       try {
         c_.add_value(attr, (*values)[i], false);
       } catch (CompileError& e) {
-        throw_at(t.pos,
-                 "list " + quoted(t.text) + " item " + std::to_string(i + 1) + ": " + e.message);
+        throw_at(t.pos, "list " + netmon::quoted(t.text) + " item " + std::to_string(i + 1) + ": " +
+                            e.message);
       }
     }
   };
@@ -932,7 +925,8 @@ uint32_t Parser::parse_predicate(const AttrInfo& attr, const Token& name) {
       throw_at(open.pos, "expected '[' or a list name after 'in', got " + describe(open));
     }
   } else {
-    throw_at(op.pos, "expected '==' or 'in' after " + quoted(attr.name) + ", got " + describe(op));
+    throw_at(op.pos,
+             "expected '==' or 'in' after " + netmon::quoted(attr.name) + ", got " + describe(op));
   }
   pred.count = static_cast<uint32_t>(out.values.size()) - pred.first;
   out.preds.push_back(pred);
@@ -940,7 +934,7 @@ uint32_t Parser::parse_predicate(const AttrInfo& attr, const Token& name) {
 }
 
 std::string rule_label(std::string_view direction, const RuleSpec& rule) {
-  std::string s = std::string(direction) + " rule " + quoted(rule.name);
+  std::string s = std::string(direction) + " rule " + netmon::quoted(rule.name);
   if (rule.line > 0) s += " (line " + std::to_string(rule.line) + ")";
   return s;
 }
@@ -987,19 +981,19 @@ bool is_name(std::string_view s) {
 Result<CompiledRules> compile_rules(const RulesSpec& spec) {
   for (const auto& [name, values] : spec.lists) {
     if (!is_name(name)) {
-      return fail("list " + quoted(name) +
+      return fail("list " + netmon::quoted(name) +
                   ": a name is letters, digits, '_' and '-', starts with a letter or '_', and is "
                   "not AND, OR, NOT or in");
     }
   }
   for (const auto& [name, text] : spec.macros) {
     if (!is_name(name)) {
-      return fail("macro " + quoted(name) +
+      return fail("macro " + netmon::quoted(name) +
                   ": a name is letters, digits, '_' and '-', starts with a letter or '_', and is "
                   "not AND, OR, NOT or in");
     }
     if (find_attr(name) != nullptr) {
-      return fail("macro " + quoted(name) + ": the name is an attribute's");
+      return fail("macro " + netmon::quoted(name) + ": the name is an attribute's");
     }
   }
 
@@ -1021,7 +1015,7 @@ Result<CompiledRules> compile_rules(const RulesSpec& spec) {
     } catch (CompileError& e) {
       // "in macro "m", column 3: ..." (the use's column, 1 here, is moot) or a cycle.
       if (e.message.starts_with("in ")) return fail(e.message.substr(3));
-      return fail("macro " + quoted(name) + ": " + e.message);
+      return fail("macro " + netmon::quoted(name) + ": " + e.message);
     }
   }
   return out;

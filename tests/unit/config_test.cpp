@@ -410,8 +410,10 @@ TEST_F(ConfigTest, QuotedStringLeftOpenIsAnError) {
 TEST_F(ConfigTest, DocumentMustBeOneMapping) {
   std::string e = error_of("- log_level\n- info\n");
   EXPECT_TRUE(contains(e, at_line(1) + "1: the configuration must be a mapping")) << e;
+  // A scalar document is no configuration at all: nothing of it is quoted.
   e = error_of("just text\n");
-  EXPECT_TRUE(contains(e, "must be a mapping of keys, got the scalar 'just text'")) << e;
+  EXPECT_TRUE(contains(e, "must be a mapping of keys, got a scalar")) << e;
+  EXPECT_FALSE(contains(e, "just text")) << e;
   e = error_of("log_level: info\n---\nlog_level: debug\n");
   EXPECT_TRUE(contains(e, at_line(2) + "1: more than one YAML document")) << e;
   e = error_of("log_level: info\n---\n");
@@ -424,6 +426,63 @@ TEST_F(ConfigTest, DocumentMustBeOneMapping) {
   EXPECT_TRUE(contains(e, at_line(2) + "1: more than one YAML document")) << e;
   e = error_of("? [a, b]\n: 1\n");
   EXPECT_TRUE(contains(e, "keys must be names, got a list")) << e;
+}
+
+TEST_F(ConfigTest, SpecialFilesAreRefusedAtOnce) {
+  // A FIFO would block the start until a writer came; /dev/zero would fill memory.
+  const std::string fifo = dir_.path() + "/fifo.yaml";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  auto r = parse_options({"--config", fifo}, env_of({}));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().message,
+            "cannot read the configuration file " + fifo + ": not a regular file (a FIFO)");
+  r = parse_options({"--config", "/dev/zero"}, env_of({}));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().message,
+            "cannot read the configuration file /dev/zero: not a regular file (a character "
+            "device)");
+  const std::string big = dir_.write("big.yaml", "# " + std::string(16u << 20, 'x') + "\n");
+  r = parse_options({"--config", big}, env_of({}));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().message,
+            "cannot read the configuration file " + big + ": larger than 16777216 bytes");
+}
+
+TEST_F(ConfigTest, AFileThatIsNoConfigurationIsNotQuoted) {
+  // /etc/shadow: its lines end in ":", so YAML reads the first one as a key; a key that is not
+  // a name is not quoted.
+  const std::string shadow =
+      "root:$y$j9T$Q6pFhm1BWX9ZA/E8U8X5b.$Uu0rM5fJ3OIVjz7Vb:19700:0:99999:7:::\n"
+      "daemon:*:19700:0:99999:7:::\n";
+  std::string e = error_of(shadow);
+  EXPECT_TRUE(contains(e, at_line(1) + "1: (a key of 70 bytes that is not a name): unknown key"))
+      << e;
+  EXPECT_FALSE(contains(e, "root")) << e;
+  EXPECT_FALSE(contains(e, "j9T")) << e;
+  // /etc/passwd's lines are scalars: nothing of a scalar document is quoted.
+  e = error_of("root:x:0:0:root:/root:/bin/bash\n");
+  EXPECT_EQ(e, at_line(1) + "1: the configuration must be a mapping of keys, got a scalar");
+}
+
+TEST_F(ConfigTest, QuotedInputInMessagesIsCapped) {
+  const std::string huge(1u << 20, 'k');
+  // An unknown key of 1000 bytes (YAML's longest simple key: 1024).
+  std::string e = error_of(std::string(1000, 'k') + ": 1\n");
+  EXPECT_LT(e.size(), 1000u);
+  EXPECT_TRUE(contains(e, "1: (a key of 1000 bytes that is not a name): unknown key")) << e;
+  e = error_of("kubernetes:\n  labels: " + huge + "\n");  // a bool of 1 MiB
+  EXPECT_LT(e.size(), 1000u);
+  EXPECT_TRUE(contains(e, "kubernetes.labels: expected true or false, got 'kkkk")) << e;
+  EXPECT_TRUE(contains(e, "...' (1048576 bytes)")) << e;
+  e = error_of("max_connections: \"" + huge + "\"\n");
+  EXPECT_LT(e.size(), 1000u);
+  e = error_of("metrics:\n  drop_labels: [\"" + huge + ",\"]\n");
+  EXPECT_LT(e.size(), 1000u);
+  e = error_of("log_level:\n  - " + huge + "\n");
+  EXPECT_LT(e.size(), 1000u);
+  // A control character in a key cannot start a new log line.
+  e = error_of("\"a\\nb\": 1\n");
+  EXPECT_FALSE(contains(e, "\n")) << e;
 }
 
 TEST_F(ConfigTest, MissingUnreadableOrEmptyFileName) {
@@ -649,7 +708,8 @@ TEST_F(ConfigTest, PrintedDefaultsNameEveryKeyAndLoadBack) {
         "max_connections: 262144\n", "output:\n  queue_bytes: 8388608\n  max_pause_ms: 1000\n",
         "process_table:\n  proc_root: /proc\n  max_processes: 65536\n",
         "kubernetes:\n  kubelet_url: \"\"\n  token_file: \"\"\n  ca_file: \"\"\n"
-        "  insecure_skip_verify: false\n  poll_interval_seconds: 10\n"
+        "  insecure_skip_verify: false\n  kubelet_allow_http_token: false\n"
+        "  poll_interval_seconds: 10\n"
         "  pod_grace_period_seconds: 60\n  labels: true\n  node_name: \"\"\n  cgroup_root: \"\"\n",
         "metrics:\n  address: 0.0.0.0:9477\n  drop_labels: []\n",
         "events:\n  establish: true\n  accept: true\n  close: true\n  failed: true\n",

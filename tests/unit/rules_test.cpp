@@ -249,96 +249,110 @@ TEST(RulesErrors, MessageNamesDirectionRuleLineWhereAndColumn) {
   spec.egress.rules.push_back({"ok", "", "port_dst == 1", 10});
   spec.egress.rules.push_back({"x", "", R"(port_dst == 1 AND ipv9_dst == "1.2.3.4")", 12});
   EXPECT_EQ(error_of(spec),
-            R"(egress rule "x" (line 12) event, column 19: unknown attribute "ipv9_dst")");
+            R"(egress rule 'x' (line 12) event, column 19: unknown attribute 'ipv9_dst')");
 
   RulesSpec ingress;
   ingress.ingress.rules.push_back({"in-rule", "binary_nam == \"nc\"", "", 0});
   EXPECT_EQ(error_of(ingress),
-            R"(ingress rule "in-rule" scope, column 1: unknown attribute "binary_nam")");
+            R"(ingress rule 'in-rule' scope, column 1: unknown attribute 'binary_nam')");
 }
 
 TEST(RulesErrors, MalformedExpressions) {
   EXPECT_EQ(event_error("(port_dst == 1"),
-            "egress rule \"r\" event, column 15: unbalanced parentheses: expected ')' for '(' at "
+            "egress rule 'r' event, column 15: unbalanced parentheses: expected ')' for '(' at "
             "column 1, got end of expression");
   EXPECT_EQ(event_error("port_dst == 1)"),
-            "egress rule \"r\" event, column 14: unbalanced parentheses: ')' without '('");
+            "egress rule 'r' event, column 14: unbalanced parentheses: ')' without '('");
   EXPECT_EQ(event_error(")"),
-            "egress rule \"r\" event, column 1: unbalanced parentheses: ')' without '('");
+            "egress rule 'r' event, column 1: unbalanced parentheses: ')' without '('");
   EXPECT_EQ(event_error("port_dst == 1 AND"),
-            "egress rule \"r\" event, column 18: expected a predicate (attribute, macro, NOT or "
+            "egress rule 'r' event, column 18: expected a predicate (attribute, macro, NOT or "
             "'('), got end of expression");
   EXPECT_EQ(event_error("OR port_dst == 1"),
-            "egress rule \"r\" event, column 1: expected a predicate (attribute, macro, NOT or "
+            "egress rule 'r' event, column 1: expected a predicate (attribute, macro, NOT or "
             "'('), got OR");
   EXPECT_EQ(event_error("NOT"),
-            "egress rule \"r\" event, column 4: expected a predicate (attribute, macro, NOT or "
+            "egress rule 'r' event, column 4: expected a predicate (attribute, macro, NOT or "
             "'('), got end of expression");
   EXPECT_EQ(event_error("port_dst =="),
-            "egress rule \"r\" event, column 12: expected a value after '==', got end of "
+            "egress rule 'r' event, column 12: expected a value after '==', got end of "
             "expression");
   EXPECT_EQ(event_error("port_dst == AND port_src == 1"),
-            "egress rule \"r\" event, column 13: expected a value after '==', got AND");
+            "egress rule 'r' event, column 13: expected a value after '==', got AND");
   EXPECT_EQ(event_error("port_dst"),
-            "egress rule \"r\" event, column 9: expected '==' or 'in' after \"port_dst\", got end "
+            "egress rule 'r' event, column 9: expected '==' or 'in' after 'port_dst', got end "
             "of expression");
   EXPECT_EQ(event_error("port_dst in"),
-            "egress rule \"r\" event, column 12: expected '[' or a list name after 'in', got end "
+            "egress rule 'r' event, column 12: expected '[' or a list name after 'in', got end "
             "of expression");
   EXPECT_EQ(event_error("port_dst in [80, 443"),
-            "egress rule \"r\" event, column 21: expected ',' or ']' in the list opened at column "
+            "egress rule 'r' event, column 21: expected ',' or ']' in the list opened at column "
             "13, got end of expression");
   EXPECT_EQ(event_error("port_dst in [80,]"),
-            "egress rule \"r\" event, column 17: expected a value or a list name in '[...]', got "
+            "egress rule 'r' event, column 17: expected a value or a list name in '[...]', got "
             "']'");
   EXPECT_EQ(scope_error(R"(binary_name == "nc)"),
-            "egress rule \"r\" scope, column 16: unterminated string");
+            "egress rule 'r' scope, column 16: unterminated string");
   EXPECT_EQ(scope_error(R"(binary_name == "nc\)"),
-            "egress rule \"r\" scope, column 16: unterminated string");
-  EXPECT_EQ(
-      scope_error(R"(binary_name == "n\c")"),
-      "egress rule \"r\" scope, column 18: unknown escape '\\c' in string (only \\\" and \\\\ "
-      "are escapes)");
+            "egress rule 'r' scope, column 16: unterminated string");
+  EXPECT_EQ(scope_error(R"(binary_name == "n\c")"),
+            "egress rule 'r' scope, column 18: unknown escape '\\c' in string (only \\\" and \\\\ "
+            "are escapes)");
   EXPECT_EQ(event_error("port_dst == 1 port_src == 2"),
-            "egress rule \"r\" event, column 15: expected AND, OR or end of expression, got "
+            "egress rule 'r' event, column 15: expected AND, OR or end of expression, got "
             "'port_src'");
   EXPECT_EQ(event_error("port_dst = 1"),
-            "egress rule \"r\" event, column 10: unexpected '=': comparison is '=='");
+            "egress rule 'r' event, column 10: unexpected '=': comparison is '=='");
   EXPECT_EQ(event_error("port_dst == 1 && port_src == 2"),
-            "egress rule \"r\" event, column 15: unexpected '&&': use AND");
+            "egress rule 'r' event, column 15: unexpected '&&': use AND");
   EXPECT_EQ(event_error("port_dst == 1 || port_src == 2"),
-            "egress rule \"r\" event, column 15: unexpected '||': use OR");
+            "egress rule 'r' event, column 15: unexpected '||': use OR");
   EXPECT_EQ(event_error("!port_dst == 1"),
-            "egress rule \"r\" event, column 1: unexpected '!': use NOT");
+            "egress rule 'r' event, column 1: unexpected '!': use NOT");
   EXPECT_EQ(event_error("port_dst != 1"),
-            "egress rule \"r\" event, column 10: unexpected '!=': write NOT attribute == value");
+            "egress rule 'r' event, column 10: unexpected '!=': write NOT attribute == value");
   EXPECT_EQ(event_error("port_dst == 80AND port_src == 1"),
-            "egress rule \"r\" event, column 13: unquoted value \"80AND\": only numbers may be "
+            "egress rule 'r' event, column 13: unquoted value '80AND': only numbers may be "
             "unquoted");
   EXPECT_EQ(event_error("ipv4_dst == 10.0.0.1"),
-            "egress rule \"r\" event, column 13: unquoted value \"10.0.0.1\": only numbers may be "
+            "egress rule 'r' event, column 13: unquoted value '10.0.0.1': only numbers may be "
             "unquoted");
   EXPECT_EQ(event_error("ipv6_dst == ::1"),
-            "egress rule \"r\" event, column 13: unexpected character ':': addresses must be "
+            "egress rule 'r' event, column 13: unexpected character ':': addresses must be "
             "double-quoted");
   EXPECT_EQ(event_error("port_dst == 1 ; x"),
-            "egress rule \"r\" event, column 15: unexpected character ';'");
+            "egress rule 'r' event, column 15: unexpected character ';'");
   EXPECT_EQ(event_error("port_dst == -1"),
-            "egress rule \"r\" event, column 13: unexpected character '-'");
+            "egress rule 'r' event, column 13: unexpected character '-'");
   EXPECT_EQ(event_error(std::string("port_dst == 1 \x01")),
-            "egress rule \"r\" event, column 15: unexpected character '\\x01'");
+            "egress rule 'r' event, column 15: unexpected character '\\x01'");
   EXPECT_EQ(event_error("port_dst[\"a\"] == 1"),
-            "egress rule \"r\" event, column 9: attribute \"port_dst\" takes no key");
+            "egress rule 'r' event, column 9: attribute 'port_dst' takes no key");
   EXPECT_EQ(scope_error("pod_label == \"x\""),
-            "egress rule \"r\" scope, column 11: pod_label needs a key: pod_label[\"app\"], got "
+            "egress rule 'r' scope, column 11: pod_label needs a key: pod_label[\"app\"], got "
             "'=='");
   EXPECT_EQ(scope_error("pod_label[app] == \"x\""),
-            "egress rule \"r\" scope, column 11: pod_label needs a double-quoted key, got 'app'");
+            "egress rule 'r' scope, column 11: pod_label needs a double-quoted key, got 'app'");
   EXPECT_EQ(scope_error("pod_label[\"app\" == \"x\""),
-            "egress rule \"r\" scope, column 17: expected ']' after the label key, got '=='");
+            "egress rule 'r' scope, column 17: expected ']' after the label key, got '=='");
   EXPECT_EQ(event_error("\"x\" == port_dst"),
-            "egress rule \"r\" event, column 1: expected a predicate (attribute, macro, NOT or "
-            "'('), got string \"x\"");
+            "egress rule 'r' event, column 1: expected a predicate (attribute, macro, NOT or "
+            "'('), got string 'x'");
+}
+
+TEST(RulesErrors, QuotedInputIsCapped) {
+  // A 10 MB rule makes a message of a few hundred bytes.
+  const std::string huge(10u << 20, 'a');
+  for (const std::string& message :
+       {event_error(huge), event_error("port_dst == " + std::string(10u << 20, '9')),
+        event_error("ipv4_dst == " + std::string(10u << 20, '1')),
+        event_error("ipv4_dst == \"" + huge + "\""), event_error("port_dst in [1, " + huge + "]"),
+        scope_error("namespace == " + std::string(10u << 20, '7')),
+        error_of(RulesSpec{{true, {RuleSpec{huge, "", "port_dst == 1 2", 0}}}, {}, {}, {}}),
+        event_error("m", {}, {{"m", huge}})}) {
+    EXPECT_LT(message.size(), 600u) << message.substr(0, 600);
+    EXPECT_NE(message.find("...' (10485760 bytes)"), std::string::npos) << message.substr(0, 600);
+  }
 }
 
 TEST(RulesErrors, NestingIsBounded) {
@@ -360,25 +374,25 @@ TEST(RulesErrors, NestingIsBounded) {
 
 TEST(RulesErrors, UnknownAttributes) {
   EXPECT_EQ(event_error("ipv9_dst == \"1.2.3.4\""),
-            "egress rule \"r\" event, column 1: unknown attribute \"ipv9_dst\"");
+            "egress rule 'r' event, column 1: unknown attribute 'ipv9_dst'");
   EXPECT_EQ(event_error("dst_port in [1]"),
-            "egress rule \"r\" event, column 1: unknown attribute \"dst_port\"");
+            "egress rule 'r' event, column 1: unknown attribute 'dst_port'");
   EXPECT_EQ(scope_error("labels[\"a\"] == \"b\""),
-            "egress rule \"r\" scope, column 1: unknown attribute \"labels\"");
+            "egress rule 'r' scope, column 1: unknown attribute 'labels'");
   // Attributes are case-sensitive.
   EXPECT_EQ(event_error("PORT_DST == 1"),
-            "egress rule \"r\" event, column 1: unknown attribute \"PORT_DST\"");
+            "egress rule 'r' event, column 1: unknown attribute 'PORT_DST'");
 }
 
 TEST(RulesErrors, AttributesInTheWrongPlace) {
   EXPECT_EQ(scope_error("port_dst == 80"),
-            "egress rule \"r\" scope, column 1: attribute \"port_dst\" belongs in event, not in "
+            "egress rule 'r' scope, column 1: attribute 'port_dst' belongs in event, not in "
             "scope");
   EXPECT_EQ(scope_error("binary_name == \"nc\" AND ipv4_dst == \"1.2.3.4\""),
-            "egress rule \"r\" scope, column 25: attribute \"ipv4_dst\" belongs in event, not in "
+            "egress rule 'r' scope, column 25: attribute 'ipv4_dst' belongs in event, not in "
             "scope");
   EXPECT_EQ(event_error("binary_name == \"nc\""),
-            "egress rule \"r\" event, column 1: attribute \"binary_name\" belongs in scope, not in "
+            "egress rule 'r' event, column 1: attribute 'binary_name' belongs in scope, not in "
             "event");
   for (const char* scope_attr : {"binary_path", "binary_prefix", "parent_binary_path", "namespace",
                                  "pod", "container", "workload", "workload_kind"}) {
@@ -397,57 +411,57 @@ TEST(RulesErrors, AttributesInTheWrongPlace) {
 
 TEST(RulesErrors, BadAddressesAndCidrs) {
   EXPECT_EQ(event_error("ipv4_dst == \"garbage\""),
-            "egress rule \"r\" event, column 13: invalid address or CIDR \"garbage\"");
+            "egress rule 'r' event, column 13: invalid address or CIDR 'garbage'");
   EXPECT_EQ(event_error("ipv4_dst == \"10.0.0.256\""),
-            "egress rule \"r\" event, column 13: invalid address or CIDR \"10.0.0.256\"");
+            "egress rule 'r' event, column 13: invalid address or CIDR '10.0.0.256'");
   EXPECT_EQ(event_error("ipv4_dst == \"10.0.0\""),
-            "egress rule \"r\" event, column 13: invalid address or CIDR \"10.0.0\"");
+            "egress rule 'r' event, column 13: invalid address or CIDR '10.0.0'");
   EXPECT_EQ(event_error("ipv4_dst == \"\""),
-            "egress rule \"r\" event, column 13: invalid address or CIDR \"\"");
+            "egress rule 'r' event, column 13: invalid address or CIDR ''");
   EXPECT_EQ(event_error("ipv4_dst == \" 10.0.0.1\""),
-            "egress rule \"r\" event, column 13: invalid address or CIDR \" 10.0.0.1\"");
+            "egress rule 'r' event, column 13: invalid address or CIDR ' 10.0.0.1'");
   EXPECT_EQ(event_error("ipv4_dst == \"10.0.0.0/33\""),
-            "egress rule \"r\" event, column 13: CIDR prefix length 33 in \"10.0.0.0/33\" is out "
+            "egress rule 'r' event, column 13: CIDR prefix length 33 in '10.0.0.0/33' is out "
             "of range for IPv4 (0-32)");
   EXPECT_EQ(event_error("ipv6_dst == \"fd00::/129\""),
-            "egress rule \"r\" event, column 13: CIDR prefix length 129 in \"fd00::/129\" is out "
+            "egress rule 'r' event, column 13: CIDR prefix length 129 in 'fd00::/129' is out "
             "of range for IPv6 (0-128)");
   EXPECT_EQ(event_error("ipv4_dst == \"10.0.0.0/\""),
-            "egress rule \"r\" event, column 13: invalid CIDR prefix length in \"10.0.0.0/\"");
+            "egress rule 'r' event, column 13: invalid CIDR prefix length in '10.0.0.0/'");
   EXPECT_EQ(event_error("ipv4_dst == \"10.0.0.0/x\""),
-            "egress rule \"r\" event, column 13: invalid CIDR prefix length in \"10.0.0.0/x\"");
+            "egress rule 'r' event, column 13: invalid CIDR prefix length in '10.0.0.0/x'");
   EXPECT_EQ(event_error("ipv4_dst == \"10.0.0.0/-1\""),
-            "egress rule \"r\" event, column 13: invalid CIDR prefix length in \"10.0.0.0/-1\"");
+            "egress rule 'r' event, column 13: invalid CIDR prefix length in '10.0.0.0/-1'");
   EXPECT_EQ(event_error("ipv4_dst == \"10.0.0.0/0008\""),
-            "egress rule \"r\" event, column 13: invalid CIDR prefix length in \"10.0.0.0/0008\"");
+            "egress rule 'r' event, column 13: invalid CIDR prefix length in '10.0.0.0/0008'");
   EXPECT_EQ(event_error("ipv4_dst == \"10.0.0.0/8/8\""),
-            "egress rule \"r\" event, column 13: invalid CIDR prefix length in \"10.0.0.0/8/8\"");
+            "egress rule 'r' event, column 13: invalid CIDR prefix length in '10.0.0.0/8/8'");
   EXPECT_EQ(event_error("ipv6_dst == \"fd00:::1\""),
-            "egress rule \"r\" event, column 13: invalid address or CIDR \"fd00:::1\"");
+            "egress rule 'r' event, column 13: invalid address or CIDR 'fd00:::1'");
   EXPECT_EQ(event_error("ipv4_dst == 10"),
-            "egress rule \"r\" event, column 13: ipv4_dst needs a double-quoted address or CIDR, "
+            "egress rule 'r' event, column 13: ipv4_dst needs a double-quoted address or CIDR, "
             "got number 10");
   EXPECT_EQ(event_error("ipv4_dst in [\"10.0.0.0/8\", \"bad\"]"),
-            "egress rule \"r\" event, column 28: invalid address or CIDR \"bad\"");
+            "egress rule 'r' event, column 28: invalid address or CIDR 'bad'");
 }
 
 TEST(RulesErrors, AddressOfTheOtherFamily) {
   EXPECT_EQ(event_error("ipv4_dst == \"::1\""),
-            "egress rule \"r\" event, column 13: ipv4_dst needs an IPv4 address, got IPv6 \"::1\" "
+            "egress rule 'r' event, column 13: ipv4_dst needs an IPv4 address, got IPv6 '::1' "
             "(use ipv6_dst)");
   EXPECT_EQ(event_error("ipv4_src in [\"fd00::/8\"]"),
-            "egress rule \"r\" event, column 14: ipv4_src needs an IPv4 address, got IPv6 "
-            "\"fd00::/8\" (use ipv6_src)");
+            "egress rule 'r' event, column 14: ipv4_src needs an IPv4 address, got IPv6 "
+            "'fd00::/8' (use ipv6_src)");
   EXPECT_EQ(event_error("ipv6_dst == \"127.0.0.1\""),
-            "egress rule \"r\" event, column 13: ipv6_dst needs an IPv6 address, got IPv4 "
-            "\"127.0.0.1\" (use ipv4_dst)");
+            "egress rule 'r' event, column 13: ipv6_dst needs an IPv6 address, got IPv4 "
+            "'127.0.0.1' (use ipv4_dst)");
   EXPECT_EQ(event_error("ipv6_src == \"10.0.0.0/8\""),
-            "egress rule \"r\" event, column 13: ipv6_src needs an IPv6 address, got IPv4 "
-            "\"10.0.0.0/8\" (use ipv4_src)");
+            "egress rule 'r' event, column 13: ipv6_src needs an IPv6 address, got IPv4 "
+            "'10.0.0.0/8' (use ipv4_src)");
   // IPv4-mapped values can never match an ipv6_* attribute (such connections count as IPv4).
   EXPECT_EQ(event_error("ipv6_dst == \"::ffff:10.0.0.1\""),
-            "egress rule \"r\" event, column 13: ipv6_dst can never match the IPv4-mapped "
-            "\"::ffff:10.0.0.1\": such connections count as IPv4 (use ipv4_dst)");
+            "egress rule 'r' event, column 13: ipv6_dst can never match the IPv4-mapped "
+            "'::ffff:10.0.0.1': such connections count as IPv4 (use ipv4_dst)");
   EXPECT_NE(event_error("ipv6_dst == \"::ffff:0:0/96\"").find("IPv4-mapped"), std::string::npos);
   // ... and an ipv4_* attribute wants the IPv4 form.
   EXPECT_NE(event_error("ipv4_dst == \"::ffff:10.0.0.1\"").find("needs an IPv4 address"),
@@ -456,91 +470,91 @@ TEST(RulesErrors, AddressOfTheOtherFamily) {
 
 TEST(RulesErrors, PortsAndUids) {
   EXPECT_EQ(event_error("port_dst == 65536"),
-            "egress rule \"r\" event, column 13: port 65536 is out of range (0-65535)");
+            "egress rule 'r' event, column 13: port 65536 is out of range (0-65535)");
   EXPECT_EQ(event_error("port_dst == 99999999999999999999999"),
-            "egress rule \"r\" event, column 13: port 99999999999999999999999 is out of range "
+            "egress rule 'r' event, column 13: port 99999999999999999999999 is out of range "
             "(0-65535)");
   EXPECT_EQ(event_error("port_src in [80, \"70000\"]"),
-            "egress rule \"r\" event, column 18: port 70000 is out of range (0-65535)");
+            "egress rule 'r' event, column 18: port 70000 is out of range (0-65535)");
   EXPECT_EQ(event_error("port_dst == \"http\""),
-            "egress rule \"r\" event, column 13: port_dst needs a port number, got \"http\"");
+            "egress rule 'r' event, column 13: port_dst needs a port number, got 'http'");
   EXPECT_EQ(event_error("port_dst == \"\""),
-            "egress rule \"r\" event, column 13: port_dst needs a port number, got \"\"");
+            "egress rule 'r' event, column 13: port_dst needs a port number, got ''");
   EXPECT_EQ(event_error("port_dst == \" 80\""),
-            "egress rule \"r\" event, column 13: port_dst needs a port number, got \" 80\"");
+            "egress rule 'r' event, column 13: port_dst needs a port number, got ' 80'");
   EXPECT_EQ(event_error("port_dst == \"+80\""),
-            "egress rule \"r\" event, column 13: port_dst needs a port number, got \"+80\"");
+            "egress rule 'r' event, column 13: port_dst needs a port number, got '+80'");
   EXPECT_EQ(scope_error("uid == 4294967296"),
-            "egress rule \"r\" scope, column 8: uid 4294967296 is out of range (0-4294967295)");
+            "egress rule 'r' scope, column 8: uid 4294967296 is out of range (0-4294967295)");
   EXPECT_EQ(scope_error("uid == \"root\""),
-            "egress rule \"r\" scope, column 8: uid needs a numeric uid, got \"root\"");
+            "egress rule 'r' scope, column 8: uid needs a numeric uid, got 'root'");
   EXPECT_EQ(scope_error("namespace == 12"),
-            "egress rule \"r\" scope, column 14: namespace needs a double-quoted string, got "
+            "egress rule 'r' scope, column 14: namespace needs a double-quoted string, got "
             "number 12");
 }
 
 TEST(RulesErrors, ListsAndMacros) {
   EXPECT_EQ(event_error("port_dst in nosuch"),
-            "egress rule \"r\" event, column 13: unknown list \"nosuch\"");
+            "egress rule 'r' event, column 13: unknown list 'nosuch'");
   EXPECT_EQ(event_error("port_dst in [80, nosuch]"),
-            "egress rule \"r\" event, column 18: unknown list \"nosuch\"");
+            "egress rule 'r' event, column 18: unknown list 'nosuch'");
   EXPECT_EQ(event_error("nosuch AND port_dst == 1"),
-            "egress rule \"r\" event, column 1: unknown attribute or macro \"nosuch\"");
+            "egress rule 'r' event, column 1: unknown attribute or macro 'nosuch'");
   EXPECT_EQ(event_error("port_dst in ports", {{"ports", {"80", "x"}}}),
-            "egress rule \"r\" event, column 13: list \"ports\" item 2: port_dst needs a port "
-            "number, got \"x\"");
+            "egress rule 'r' event, column 13: list 'ports' item 2: port_dst needs a port "
+            "number, got 'x'");
   EXPECT_EQ(event_error("ipv4_dst in nets", {{"nets", {"10.0.0.0/8", "fd00::/8"}}}),
-            "egress rule \"r\" event, column 13: list \"nets\" item 2: ipv4_dst needs an IPv4 "
-            "address, got IPv6 \"fd00::/8\" (use ipv6_dst)");
+            "egress rule 'r' event, column 13: list 'nets' item 2: ipv4_dst needs an IPv4 "
+            "address, got IPv6 'fd00::/8' (use ipv6_dst)");
   // An error inside a macro names the macro and the column in it.
   EXPECT_EQ(event_error("port_dst == 1 OR web", {}, {{"web", "port_dst == 80 OR port_dsst == 8"}}),
-            "egress rule \"r\" event, column 18: in macro \"web\", column 19: unknown attribute "
-            "\"port_dsst\"");
+            "egress rule 'r' event, column 18: in macro 'web', column 19: unknown attribute "
+            "'port_dsst'");
   EXPECT_EQ(event_error("outer", {}, {{"outer", "NOT inner"}, {"inner", "port_dst == 99999"}}),
-            "egress rule \"r\" event, column 1: in macro \"outer\", column 5: in macro \"inner\", "
+            "egress rule 'r' event, column 1: in macro 'outer', column 5: in macro 'inner', "
             "column 13: port 99999 is out of range (0-65535)");
   EXPECT_EQ(event_error("m", {}, {{"m", "(port_dst == 1"}}),
-            "egress rule \"r\" event, column 1: in macro \"m\", column 15: unbalanced "
+            "egress rule 'r' event, column 1: in macro 'm', column 15: unbalanced "
             "parentheses: expected ')' for '(' at column 1, got end of expression");
   EXPECT_EQ(event_error("m", {}, {{"m", "  "}}),
-            "egress rule \"r\" event, column 1: in macro \"m\": empty macro");
+            "egress rule 'r' event, column 1: in macro 'm': empty macro");
   // A macro with process attributes used in event.
   EXPECT_EQ(event_error("m", {}, {{"m", "binary_name == \"nc\""}}),
-            "egress rule \"r\" event, column 1: in macro \"m\", column 1: attribute "
-            "\"binary_name\" belongs in scope, not in event");
+            "egress rule 'r' event, column 1: in macro 'm', column 1: attribute "
+            "'binary_name' belongs in scope, not in event");
   // A macro used as an attribute.
   EXPECT_EQ(event_error("m == 1", {}, {{"m", "port_dst == 1"}}),
-            "egress rule \"r\" event, column 1: unknown attribute \"m\"");
+            "egress rule 'r' event, column 1: unknown attribute 'm'");
 }
 
 TEST(RulesErrors, MacroCycles) {
   EXPECT_EQ(event_error("self", {}, {{"self", "port_dst == 1 OR self"}}),
-            "egress rule \"r\" event, column 1: macro cycle: self -> self");
+            "egress rule 'r' event, column 1: macro cycle: self -> self");
   EXPECT_EQ(event_error("port_dst == 1 AND a", {}, {{"a", "b"}, {"b", "NOT c"}, {"c", "(a)"}}),
-            "egress rule \"r\" event, column 19: macro cycle: a -> b -> c -> a");
+            "egress rule 'r' event, column 19: macro cycle: a -> b -> c -> a");
   // Unused cycles are found too.
   RulesSpec spec = one_rule("", "port_dst == 1", {}, {{"a", "b"}, {"b", "a"}});
-  EXPECT_EQ(error_of(spec), "macro \"a\": macro cycle: a -> b -> a");
+  EXPECT_EQ(error_of(spec), "macro 'a': macro cycle: a -> b -> a");
 }
 
 TEST(RulesErrors, UnusedMacrosAreCheckedAndNamesAreIdentifiers) {
   EXPECT_EQ(error_of(one_rule("", "", {}, {{"unused", "port_dst == 1 AND"}})),
-            "macro \"unused\", column 18: expected a predicate (attribute, macro, NOT or '('), got "
+            "macro 'unused', column 18: expected a predicate (attribute, macro, NOT or '('), got "
             "end of expression");
   EXPECT_EQ(error_of(one_rule("", "", {}, {{"unused", "nosuch"}})),
-            "macro \"unused\", column 1: unknown attribute or macro \"nosuch\"");
+            "macro 'unused', column 1: unknown attribute or macro 'nosuch'");
   // Unused macros may mix scope and event attributes: where they belong depends on the use.
   EXPECT_TRUE(compile_rules(one_rule("", "", {}, {{"mixed", "uid == 0 AND port_dst == 1"}})));
 
   EXPECT_EQ(error_of(one_rule("", "", {}, {{"my macro", "port_dst == 1"}})),
-            "macro \"my macro\": a name is letters, digits, '_' and '-', starts with a letter or "
+            "macro 'my macro': a name is letters, digits, '_' and '-', starts with a letter or "
             "'_', and is not AND, OR, NOT or in");
   EXPECT_EQ(error_of(one_rule("", "", {}, {{"and", "port_dst == 1"}})).substr(0, 14),
-            "macro \"and\": a");
+            "macro 'and': a");
   EXPECT_EQ(error_of(one_rule("", "", {}, {{"port_dst", "port_src == 1"}})),
-            "macro \"port_dst\": the name is an attribute's");
-  EXPECT_EQ(error_of(one_rule("", "", {{"1list", {"1"}}})).substr(0, 16), "list \"1list\": a ");
-  EXPECT_EQ(error_of(one_rule("", "", {{"In", {"1"}}})).substr(0, 13), "list \"In\": a ");
+            "macro 'port_dst': the name is an attribute's");
+  EXPECT_EQ(error_of(one_rule("", "", {{"1list", {"1"}}})).substr(0, 16), "list '1list': a ");
+  EXPECT_EQ(error_of(one_rule("", "", {{"In", {"1"}}})).substr(0, 13), "list 'In': a ");
 }
 
 TEST(RulesErrors, RuleNames) {
@@ -548,12 +562,12 @@ TEST(RulesErrors, RuleNames) {
   spec.egress.rules.push_back({"a", "", "", 3});
   spec.egress.rules.push_back({"b", "", "", 4});
   spec.egress.rules.push_back({"a", "", "", 7});
-  EXPECT_EQ(error_of(spec), "egress rule \"a\" (line 7): duplicate rule name (first at line 3)");
+  EXPECT_EQ(error_of(spec), "egress rule 'a' (line 7): duplicate rule name (first at line 3)");
 
   RulesSpec no_lines;
   no_lines.ingress.rules.push_back({"a", "", ""});
   no_lines.ingress.rules.push_back({"a", "", ""});
-  EXPECT_EQ(error_of(no_lines), "ingress rule \"a\": duplicate rule name");
+  EXPECT_EQ(error_of(no_lines), "ingress rule 'a': duplicate rule name");
 
   // The same name in both directions is fine.
   RulesSpec both;
@@ -563,7 +577,7 @@ TEST(RulesErrors, RuleNames) {
 
   RulesSpec unnamed;
   unnamed.egress.rules.push_back({"", "", "", 5});
-  EXPECT_EQ(error_of(unnamed), "egress rule \"\" (line 5): the rule has no name");
+  EXPECT_EQ(error_of(unnamed), "egress rule '' (line 5): the rule has no name");
 }
 
 // ---- addresses and ports ---------------------------------------------------------------------
@@ -713,8 +727,8 @@ TEST(RulesListsMacros, MacrosExpandNestAndMayBeReused) {
 TEST(RulesListsMacros, MacroDependingOnUseIsCheckedPerUse) {
   const Macros macros = {{"either", "uid == 1000 OR port_dst == 443"}};
   EXPECT_EQ(error_of(one_rule("either", "", {}, macros)),
-            "egress rule \"r\" scope, column 1: in macro \"either\", column 16: attribute "
-            "\"port_dst\" belongs in event, not in scope");
+            "egress rule 'r' scope, column 1: in macro 'either', column 16: attribute "
+            "'port_dst' belongs in event, not in scope");
 }
 
 TEST(RulesListsMacros, DeepSharingIsBoundedAfterExpansion) {
@@ -788,7 +802,7 @@ TEST(RulesMatch, HasRulesAndEnabled) {
   RulesSpec disabled;
   disabled.egress.enabled = false;
   disabled.egress.rules.push_back({"bad", "", "port_dst == x"});
-  EXPECT_NE(error_of(disabled).find("egress rule \"bad\""), std::string::npos);
+  EXPECT_NE(error_of(disabled).find("egress rule 'bad'"), std::string::npos);
   disabled.egress.rules[0].event = "port_dst == 1";
   compiled = compile_rules(disabled);
   ASSERT_TRUE(compiled);
