@@ -3,7 +3,10 @@ integration tests.
 
 It runs in a thread of the pytest process and listens on 127.0.0.1 only. The test sets the
 PodList it serves, the bearer token it requires, and faults (401 for the next N requests, bad
-JSON); the stub counts requests, records the tokens it saw and the TLS handshakes that failed.
+JSON, bytes that are not HTTP, a Content-Length far over the agent's cap); the stub counts
+requests, records the tokens and the request header lines it saw (as they arrived, so that a
+header smuggled in through the token shows as a line of its own) and the TLS handshakes that
+failed. Without a certificate it serves plain HTTP.
 The TLS handshake runs in the connection's own thread, so a client that never completes it
 cannot block other connections. Every connection is recorded with how it ended: "tls_failed"
 (the handshake failed here), "no_request" (closed without a request, e.g. a client that
@@ -175,6 +178,31 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
         self.close_connection = True
 
+    def _send_raw(self, data):
+        """Bytes as they are, instead of an HTTP response."""
+        self.wfile.write(data)
+        self.close_connection = True
+
+    def _send_oversized(self, length, chunk=1 << 16):
+        """200 announcing `length` bytes of body, then spaces until the client hangs up (or
+        `length` bytes went out). Returns the body bytes written."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(length))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        sent = 0
+        block = b" " * chunk
+        try:
+            while sent < length:
+                n = min(chunk, length - sent)
+                self.wfile.write(block[:n])
+                sent += n
+        except OSError:
+            pass  # the client stopped reading and closed
+        self.close_connection = True
+        return sent
+
     def do_GET(self):  # noqa: N802 - http.server's naming
         self.server.stub._handle(self)
 
@@ -190,10 +218,10 @@ class _Server(http.server.ThreadingHTTPServer):
         super().__init__(address, _Handler)
 
     def finish_request(self, request, client_address):
-        # In the connection's thread: a bounded TLS handshake, then HTTP.
+        # In the connection's thread: a bounded TLS handshake (unless plain HTTP), then HTTP.
         request.settimeout(REQUEST_TIMEOUT)
         try:
-            tls = self.context.wrap_socket(request, server_side=True)
+            tls = self.context.wrap_socket(request, server_side=True) if self.context else request
         except (ssl.SSLError, OSError) as e:
             self.stub._record_tls_failure(e)
             return
@@ -212,7 +240,7 @@ class _Server(http.server.ThreadingHTTPServer):
 
 
 class KubeletStub:
-    """The kubelet's GET /pods on https://127.0.0.1:<port>/pods.
+    """The kubelet's GET /pods on https://127.0.0.1:<port>/pods (http:// when certfile is None).
 
     Not listening until start(); `port` may be reserved beforehand (0: the kernel picks one at
     start). Thread-safe: the test thread configures it while connection threads serve."""
@@ -226,6 +254,9 @@ class KubeletStub:
         self._pods = pod_list([])
         self._fail_next = []  # statuses for the next requests, in order
         self._garbage = False
+        self._raw = None  # bytes sent instead of a response
+        self._oversized = None  # Content-Length announced by an oversized 200
+        self.oversized_bytes_sent = []  # body bytes written per oversized response
         self._hang = False
         self._release = threading.Event()
         self.log = []  # per HTTP request: {"path", "token", "status", "garbage", "time"}
@@ -239,7 +270,8 @@ class KubeletStub:
     @property
     def url(self):
         assert self.port, "the stub has no port yet"
-        return f"https://127.0.0.1:{self.port}/pods"
+        scheme = "https" if self.certfile else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/pods"
 
     def set_pods(self, items):
         with self._lock:
@@ -258,6 +290,17 @@ class KubeletStub:
         """Answers 200 with a body that is not JSON (when the token is right)."""
         with self._lock:
             self._garbage = on
+
+    def serve_raw(self, data):
+        """Answers every request with `data` as it is (not HTTP), or normally again with None."""
+        with self._lock:
+            self._raw = data
+
+    def serve_oversized(self, length):
+        """Answers 200 with Content-Length `length` and streams spaces until the client hangs up
+        (None: normally again)."""
+        with self._lock:
+            self._oversized = length
 
     def hang(self, on=True):
         """Reads requests but answers none (until hang(False) or stop(), at most
@@ -283,6 +326,11 @@ class KubeletStub:
         with self._lock:
             return [r["token"] for r in self.log]
 
+    def header_names_seen(self):
+        """The names of the request header lines, per request, as they arrived."""
+        with self._lock:
+            return [[name for name, _ in r["headers"]] for r in self.log]
+
     def ok_count(self):
         """Requests answered 200 with a PodList."""
         with self._lock:
@@ -300,8 +348,10 @@ class KubeletStub:
     # -- lifecycle
 
     def start(self):
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self.certfile, self.keyfile)
+        context = None
+        if self.certfile:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(self.certfile, self.keyfile)
         self._server = _Server(("127.0.0.1", self.port), self, context)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever,
@@ -314,6 +364,8 @@ class KubeletStub:
         self._release.set()  # hung requests end (the client may be gone already)
         if self._server is None:
             return
+        with self._lock:
+            self._oversized = None  # an oversized response in flight ends
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
@@ -342,6 +394,8 @@ class KubeletStub:
             expected = self._token
             forced = self._fail_next.pop(0) if self._fail_next else None
             garbage = self._garbage
+            raw = self._raw
+            oversized = self._oversized
             hang = self._hang
             pods = self._pods
             path = handler.path
@@ -354,11 +408,19 @@ class KubeletStub:
             else:
                 status = 200
             self.log.append({"path": path, "token": token, "status": status,
-                             "garbage": status == 200 and garbage, "hung": hang,
-                             "time": time.monotonic()})
+                             "garbage": status == 200 and (garbage or raw is not None
+                                                           or oversized is not None),
+                             "hung": hang, "time": time.monotonic(),
+                             "headers": list(handler.headers.items())})
         if hang:
             self._release.wait(HANG_LIMIT)
-        if status == 200 and garbage:
+        if raw is not None:
+            handler._send_raw(raw)
+        elif status == 200 and oversized is not None:
+            sent = handler._send_oversized(oversized)
+            with self._lock:
+                self.oversized_bytes_sent.append(sent)
+        elif status == 200 and garbage:
             handler._send(200, b'{"kind":"PodList","apiVersion":"v1","items":[{"metadata":')
         elif status == 200:
             handler._send(200, json.dumps(pods).encode())

@@ -829,6 +829,11 @@ def test_readyz_not_ready_until_the_probes_attach():
         agent.kill()
 
 
+# /readyz before the first kubelet sync: the last failure, once there is one (the kubelet is down).
+NOT_SYNCED = (r"not ready: first kubelet sync not done yet"
+              r"(?:; kubelet: unreachable: [^\n]+)?\n")
+
+
 def test_readyz_waits_for_the_first_kubelet_sync(start_agent):
     """With a kubelet URL where nothing listens, the agent runs but /readyz stays 503 "first
     kubelet sync not done yet" while /healthz answers 200, through several failed kubelet
@@ -840,8 +845,8 @@ def test_readyz_waits_for_the_first_kubelet_sync(start_agent):
     def failures_published_while_not_ready():
         # Checked on every poll until the agent has published three failed requests (one a
         # second): not ready, and healthy, all along.
-        assert http_get(agent.metrics_url + "/readyz") == (
-            503, "not ready: first kubelet sync not done yet\n")
+        status, body = http_get(agent.metrics_url + "/readyz")
+        assert status == 503 and re.fullmatch(NOT_SYNCED, body), (status, body)
         assert http_get(agent.metrics_url + "/healthz") == (200, "ok\n")
         checks.append(time.monotonic())
         s = scrape(agent)
@@ -874,8 +879,8 @@ def test_readyz_ready_after_the_kubelet_answers(start_agent, kubelet_certs, kube
         agent = start_agent("--kubelet-url", stub.url, "--kubelet-poll-interval", "1",
                             "--kubelet-token-file", str(kubelet_token),
                             "--kubelet-ca-file", kubelet_certs["ca"])
-        assert http_get(agent.metrics_url + "/readyz") == (
-            503, "not ready: first kubelet sync not done yet\n")
+        status, body = http_get(agent.metrics_url + "/readyz")
+        assert status == 503 and re.fullmatch(NOT_SYNCED, body), (status, body)
         stub.start()
         wait_for(lambda: http_get(agent.metrics_url + "/readyz") == (200, "ready\n"),
                  timeout=10, interval=0.1, what="/readyz ready after the kubelet answered")
