@@ -20,6 +20,7 @@ test_pkgs=(
   netcat-openbsd inetutils-telnet   # the reference's scenario
   iproute2                          # ss -e, network namespaces
   libcap2-bin                       # setcap: the file-capability exec tests
+  iptables                          # DROP/REJECT rules in the failed-connect tests' namespaces
   clang-format                      # the formatting check
   libclang-rt-14-dev                # libFuzzer and sanitizer runtimes for the fuzz targets
   prometheus                        # promtool and a real server for the metrics tests
