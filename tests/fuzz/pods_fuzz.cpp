@@ -16,8 +16,11 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <set>
+#include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "k8s/pods.h"
 
@@ -31,10 +34,13 @@ void check(bool ok, const char* what) {
 }
 
 void check_snapshot(const netmon::PodSnapshot& snapshot, const std::vector<netmon::PodMeta>& pods) {
+  std::set<std::string> seen;
   for (const netmon::PodMeta& pod : pods) {
     check(!pod.uid.empty(), "a pod without a uid was kept");
     const netmon::PodMeta* found = snapshot.find_pod(pod.uid);
     check(found != nullptr && found->uid == pod.uid, "a pod is not found by its uid");
+    // Of pods listed twice under one uid, the first wins, with its containers.
+    if (!seen.insert(pod.uid).second) continue;
     for (const netmon::ContainerMeta& container : pod.containers) {
       if (container.id.empty()) continue;
       const auto [owner, meta] = snapshot.find_container(container.id);
