@@ -34,7 +34,6 @@ import pytest
 
 from conftest import (
     BPFTOOL,
-    SETTLE,
     free_port,
     skip_or_fail,
     wait_for,
@@ -62,11 +61,6 @@ def only(events, what):
     assert len(events) == 1, f"expected exactly one {what}, got {len(events)}:\n" + "\n".join(
         json.dumps(e) for e in events)
     return events[0]
-
-
-def settle():
-    """Gives late (duplicate) events time to arrive before "exactly once" is asserted."""
-    time.sleep(SETTLE)
 
 
 def ne(event):
@@ -234,7 +228,7 @@ def assert_one_failed(agent, family, sport, dport, tid, error):
     """Exactly one event for the connection sport -> dport: a Failed with `error`, loopback
     addresses, and this process and thread."""
     agent.wait_events(kind=FAILED, sport=sport, dport=dport)
-    settle()
+    agent.sync()  # a second event for the connection would be on stdout by now
     failed = only(between(agent.events(), sport, dport), f"event for {sport} -> {dport}")
     assert ne(failed)["type"] == FAILED
     assert ne(failed)["error"] == error, json.dumps(failed)
@@ -346,7 +340,7 @@ def kernel_counter(map_id, index):
 
 def metric(agent, name):
     """The value of an unlabelled counter of the agent's /metrics."""
-    m = re.search(rf"^{name} (\S+)$", agent.metrics_text(), re.MULTILINE)
+    m = re.search(rf"^{name} (\S+)$", agent.published_metrics_text(), re.MULTILINE)
     assert m, f"{name} is not in /metrics"
     return int(float(m.group(1)))
 
@@ -486,10 +480,13 @@ def _full_sockets_map_once(start_agent):
     def disturbed(message):
         """`message` when other connections showed since `since` (then the run is repeated);
         else the test fails with it. Events reach stdout a little after the kernel wrote them:
-        waits for this test's last connection's Establish first, and SETTLE more."""
+        waits for this test's last connection's Establish first, then for a barrier: the stop,
+        when the caller stopped the agent (it writes every event the kernel made before it
+        exits), else Agent.sync() (this attempt is abandoned, so its marker may count too)."""
         for sport, dport in pairs[-1:]:
             agent.wait_events(kind=ESTABLISH, sport=sport, dport=dport)
-        settle()
+        if agent.proc.poll() is None:
+            agent.sync()
         foreign = foreign_events(agent, since, own_ports)
         assert foreign, message + "\nand no other TCP connection showed on stdout"
         return f"{message}\n{len(foreign)} other events, e.g. {json.dumps(foreign[0])[:300]}"
@@ -548,8 +545,12 @@ def _full_sockets_map_once(start_agent):
     fill_cookies = {ne(e)["cookie"] for e in fill_events}
     wait_for(lambda: fill_cookies <= {ne(e)["cookie"] for e in agent.events(kind=CLOSE)},
              what="the Close of every filling connection")
-    settle()
-
+    lost = agent.lost()
+    without_process = metric(agent, "netmon_events_without_process_total")
+    owner_unknown = metric(agent, "netmon_connections_owner_unknown_total")
+    # The stop is the barrier for "exactly once": the agent writes every event the kernel made
+    # before it exits, so any second or late event of the test's connections is on stdout now.
+    summary = stop_summary(agent)
     for port, server_port in est_conns:
         events = between(agent.events(), port, server_port)
         est = only([e for e in events if ne(e)["type"] == ESTABLISH],
@@ -561,10 +562,6 @@ def _full_sockets_map_once(start_agent):
         assert_own_process(acc, tid=accepting.tid)
     assert agent.events(dport=refused_port) == [], "an event for a refused connect"
 
-    lost = agent.lost()
-    without_process = metric(agent, "netmon_events_without_process_total")
-    owner_unknown = metric(agent, "netmon_connections_owner_unknown_total")
-    summary = stop_summary(agent)
     got = (lost.get("sockets_map"), without_process, owner_unknown,
            summary_number(summary, "sockets_map"), summary_number(summary, "without process"))
     want = (expected_lost, expected_without_process, expected_without_process, expected_lost,
@@ -667,14 +664,13 @@ def _full_process_table_once(start_agent):
         assert proc["filename"] == os.path.basename(sys.executable)[:15] or proc["filename"] \
             == full["filename"][:15], json.dumps(close)
         assert ne(close)["cookie"] == ne(est)["cookie"]
-    settle()
-    for pid, _ in received:
-        assert len(agent.events(pid=pid)) == 2, agent.events(pid=pid)
 
     misses = metric(agent, "netmon_process_table_misses_total")
     without_process = metric(agent, "netmon_events_without_process_total")
     evictions = metric(agent, "netmon_process_table_evictions_total") - evictions_before
-    summary = stop_summary(agent)
+    summary = stop_summary(agent)  # the barrier: every event of the children is written now
+    for pid, _ in received:
+        assert len(agent.events(pid=pid)) == 2, agent.events(pid=pid)
     # Entries added by the test: the children, the shell and its SPAWN children.
     least_evictions = table_before + n_children + 1 + SPAWN - cap
     assert evictions >= least_evictions, (evictions, least_evictions, summary)
@@ -772,7 +768,7 @@ def test_close_follows_its_open_event_on_stdout(start_agent):
 
     server_ports = {s for _, _, s, _ in made}
     agent.wait_events(count=4 * ORDER_CONNECTIONS, ports=server_ports, timeout=30)
-    settle()
+    agent.sync()  # a late or repeated event of the test's connections would be on stdout now
     stream = agent.events()
     position = {id(e): i for i, e in enumerate(stream)}
     for family, cport, sport, ending in made:

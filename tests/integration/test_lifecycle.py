@@ -24,7 +24,6 @@ import pytest
 from conftest import (
     AGENT,
     OBSERVER_ATTACHED,
-    SETTLE,
     Agent,
     check_stopped_cleanly,
     require_privileges,
@@ -64,14 +63,6 @@ def only(events, what):
         json.dumps(e) for e in events
     )
     return events[0]
-
-
-def settle():
-    """Gives late (duplicate) events time to arrive before "exactly once" is asserted.
-
-    A fixed sleep, left only for test_nc_telnet_reference_scenario and test_process.py until
-    they move to the barrier, Agent.sync(), which waits for an observable condition instead."""
-    time.sleep(SETTLE)
 
 
 SO_COOKIE = getattr(socket, "SO_COOKIE", 57)  # Linux 4.13; not in every Python's socket module
@@ -218,7 +209,7 @@ def test_nc_telnet_reference_scenario(agent, real_tools, processes, family, pref
 
     agent.wait_events(kind=ESTABLISH, pid=telnet.pid, dport=port)
     agent.wait_events(kind=ACCEPT, pid=nc.pid, sport=port)
-    settle()
+    agent.sync()  # a second Establish or Accept would be on stdout now
     establish = only(agent.events(kind=ESTABLISH, pid=telnet.pid, dport=port), "Establish")
     accept = only(agent.events(kind=ACCEPT, sport=port, dport=telnet_port), "Accept")
 
@@ -243,7 +234,7 @@ def test_nc_telnet_reference_scenario(agent, real_tools, processes, family, pref
 
     for opened in (establish, accept):
         agent.wait_events(kind=CLOSE, ports={port}, **same_connection(opened))
-    settle()
+    agent.sync(closed_ports={port})  # a second Close would be on stdout now
     for opened, owner, name in ((establish, telnet.pid, "telnet"), (accept, nc.pid, "nc")):
         close = only(agent.events(kind=CLOSE, ports={port}, **same_connection(opened)),
                      f"Close of {name}")

@@ -41,7 +41,6 @@ from test_lifecycle import (
     LOOPBACK,
     Listener,
     only,
-    settle,
     telnet_host,
     wait_exit,
 )
@@ -939,7 +938,7 @@ def test_short_lived_process_keeps_its_full_object(agent, processes):
         assert client.wait(10) == 0
         establish = agent.wait_events(kind=ESTABLISH, pid=client.pid, dport=listener.port)[0]
         close = agent.wait_events(kind=CLOSE, pid=client.pid, dport=listener.port)[0]
-        settle()
+        agent.sync()  # a second Establish or Close would be on stdout now
         for event in (establish, close):
             validate_schema(event)
             proc = event["process"]
