@@ -647,7 +647,12 @@ def test_map_memory_is_reported_per_map(start_agent):
             ids.update(int(n) for n in re.findall(r"^map_id:\s*(\d+)", f.read(), re.M))
     mine = {m["name"]: m["bytes_memlock"] for m in json.loads(bpftool.stdout)
             if m.get("name") in ("events", "sockets") and m["id"] in ids}
-    assert mine and all(sizes[name] == v for name, v in mine.items()), (mine, sizes)
+    assert set(mine) == {"events", "sockets"}, mine
+    assert sizes["events"] == mine["events"], (mine, sizes)
+    # The kernel's figure for the sockets hash map moves by a few hundred bytes as entries come
+    # and go (seen: 4195200 at start, 4195552 later, with other connections on the host); the
+    # gauge is read at start, so it must match within that, not to the byte.
+    assert abs(sizes["sockets"] - mine["sockets"]) <= 0.001 * mine["sockets"], (mine, sizes)
     assert re.search(r"BPF maps take \d+ KiB of kernel memory", agent.stderr_text())
 
 
