@@ -222,6 +222,33 @@ def test_crlf_token_after_rotation_is_never_sent(start_agent, tmp_path, certs, s
     assert requests_then >= 1
 
 
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero"])
+def test_token_replaced_by_a_special_file(start_agent, tmp_path, certs, stubs, kind):
+    """The token file replaced, while the agent runs, by a FIFO (the watcher then waited for a
+    writer forever, and SIGTERM with it: 522 s) or a symlink to /dev/zero (read without end):
+    each request fails as unauthorized saying why, no token is sent, and SIGTERM stops the
+    agent at once (start_agent checks the clean stop)."""
+    stub = stubs(certs, "good-token").start()
+    token = write_token(tmp_path, "good-token\n")
+    agent = start_agent(*kubelet_flags(stub.url, token, certs["ca"]))
+    wait_result(agent, "ok")
+    new = str(tmp_path / "token.new")
+    if kind == "fifo":
+        os.mkfifo(new, 0o600)
+        why = "not a regular file (a FIFO)"
+    else:
+        os.symlink("/dev/zero", new)
+        why = "not a regular file (a character device)"
+    os.replace(new, token)
+    wait_for(lambda: f"cannot use the token file: {token}: {why}" in agent.stderr_text(),
+             timeout=SYNC_TIMEOUT, what=lambda: f"the refused token file in the log:\n"
+                                                f"{agent.stderr_text()}")
+    wait_result(agent, "unauthorized", count=2)
+    started = time.monotonic()
+    assert agent.stop(signal.SIGTERM) == 0, agent.stderr_text()
+    assert time.monotonic() - started < STOP_TIMEOUT
+
+
 def test_token_over_plain_http_needs_the_flag(agent_binary, tmp_path, stubs):
     """A token with an http:// kubelet URL (the token went out in cleartext, without a word):
     exit 2 naming --kubelet-allow-http-token."""
