@@ -2,7 +2,10 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -239,6 +242,30 @@ TEST(ProcReader, MissingPidIsNullopt) {
   write_full_entry(proc);
   EXPECT_FALSE(ProcReader(proc.root()).read(4243).has_value());
   EXPECT_FALSE(ProcReader(proc.root() + "/nonexistent").read(4242).has_value());
+}
+
+TEST(ProcReader, SpecialFilesInACopiedProcRootAreNotRead) {
+  // A --proc-root that is not procfs could hold a FIFO (whose open waited for a writer) or a
+  // device where a proc file should be: refused at once.
+  FakeProc proc;
+  write_full_entry(proc);
+  fs::remove(proc.root() + "/4242/status");
+  ASSERT_EQ(::mkfifo((proc.root() + "/4242/status").c_str(), 0600), 0);
+  fs::remove(proc.root() + "/4242/cmdline");
+  ASSERT_EQ(::symlink("/dev/zero", (proc.root() + "/4242/cmdline").c_str()), 0);
+  fs::create_directories(proc.root() + "/77");
+  ASSERT_EQ(::mkfifo((proc.root() + "/77/stat").c_str(), 0600), 0);
+  const ProcReader reader(proc.root());
+  const auto started = std::chrono::steady_clock::now();
+  auto e = reader.read(4242);
+  EXPECT_FALSE(reader.read(77).has_value());
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(1));
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->uid, 0u);  // status not read
+  EXPECT_TRUE(e->args.empty());
+  fs::create_directories(proc.root() + "/sys/kernel");
+  ASSERT_EQ(::mkfifo((proc.root() + "/sys/kernel/cap_last_cap").c_str(), 0600), 0);
+  EXPECT_EQ(read_last_cap(proc.root()), 40);
 }
 
 TEST(ProcReader, MalformedStatIsNullopt) {
