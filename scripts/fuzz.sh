@@ -14,7 +14,9 @@ cxx=$(command -v clang++-14 || command -v clang++)
 flags=(-std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
        -Iagent -Ibpf)
 
-"$cxx" "${flags[@]}" tests/fuzz/rules_fuzz.cpp agent/rules/rules.cpp -o "$out/rules_fuzz"
+"$cxx" "${flags[@]}" tests/fuzz/rules_fuzz.cpp agent/rules/rules.cpp agent/common/text.cpp \
+  -o "$out/rules_fuzz"
+"$cxx" "${flags[@]}" tests/fuzz/pods_fuzz.cpp agent/k8s/pods.cpp -o "$out/pods_fuzz"
 "$cxx" "${flags[@]}" tests/fuzz/http_request_fuzz.cpp agent/metrics/http_request.cpp \
   -o "$out/http_request_fuzz"
 "$cxx" "${flags[@]}" tests/fuzz/config_fuzz.cpp agent/config/config.cpp agent/cli/options.cpp \
@@ -23,11 +25,11 @@ flags=(-std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recov
   "$build/agent/libnetmon_common.a" \
   -lyaml-cpp -lprometheus-cpp-core -lcpp-httplib -lbpf -lpthread -o "$out/config_fuzz"
 
-for target in rules_fuzz config_fuzz http_request_fuzz; do
+for target in rules_fuzz config_fuzz http_request_fuzz pods_fuzz; do
   corpus="$out/corpus-$target"
   mkdir -p "$corpus"
   echo "fuzz: $target for ${seconds}s"
-  (cd "$out" && "./$target" -max_total_time="$seconds" -max_len=4096 -timeout=10 \
+  (cd "$out" && "./$target" -max_total_time="$seconds" -max_len=16384 -timeout=10 \
      -rss_limit_mb=2048 -print_final_stats=1 "corpus-$target")
 done
 echo "fuzz: no crash in ${seconds}s per target"

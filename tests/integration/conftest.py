@@ -53,10 +53,6 @@ STARTUP_TIMEOUT = 20.0  # seconds until "netmon is running"
 STOP_TIMEOUT = 15.0  # seconds from SIGTERM to exit (the agent drains stdout for up to 5 s)
 EVENT_TIMEOUT = 10.0  # seconds to wait for an event (they normally arrive within ~100 ms)
 VALIDATE_TIMEOUT = 120.0  # seconds for the schema check of an agent's events to catch up
-# A fixed wait after the expected events, before asserting "exactly once". Superseded by the
-# barrier Agent.sync(), which waits for an observable condition; still used by test_process.py,
-# test_failures.py and test_soak.py (and test_lifecycle's settle()) until they move to it.
-SETTLE = 0.5
 # Where the agent's kernel side counts events it could not report (netmon_events_lost_total).
 KERNEL_LOSS_STAGES = ("ring_buffer", "sockets_map", "recursion", "unobserved", "accept")
 

@@ -191,7 +191,7 @@ if __name__ == "__main__":
 # ---------------------------------------------------------------------------------------------
 # The test
 
-from conftest import SETTLE, wait_for  # noqa: E402 (the load above needs none of it)
+from conftest import wait_for  # noqa: E402 (the load above needs none of it)
 
 
 def rss_kib(pid):
@@ -315,7 +315,7 @@ def test_soak_memory_and_process_table_stay_flat(start_agent, processes):
         what=lambda: f"the events of {connections} connections: "
         f"{ {f'{k} {s}': len(v) for (k, s), v in seen.cookies.items()} }",
     )
-    time.sleep(SETTLE)  # a duplicate would arrive by now
+    agent.sync()  # the barrier: a duplicate of any earlier event would be on stdout now
     seen.take(agent)
     cpu = cpu_seconds(agent.pid) - cpu_start
     lost = agent.lost()
