@@ -76,7 +76,7 @@ Result<void> check_listen_host(std::string_view text, const ListenAddress& addre
   if (!text.empty() && text.front() == '[') {
     in6_addr v6{};
     if (inet_pton(AF_INET6, host.c_str(), &v6) != 1) {
-      return fail("'" + host + "' is not an IPv6 address");
+      return fail(quoted(host) + " is not an IPv6 address");
     }
     return {};
   }
@@ -86,7 +86,7 @@ Result<void> check_listen_host(std::string_view text, const ListenAddress& addre
   if (host.find_first_not_of("0123456789.") == std::string::npos) {
     in_addr v4{};
     if (inet_pton(AF_INET, host.c_str(), &v4) != 1) {
-      return fail("'" + host + "' is not an IPv4 address");
+      return fail(quoted(host) + " is not an IPv4 address");
     }
     return {};
   }
@@ -94,7 +94,7 @@ Result<void> check_listen_host(std::string_view text, const ListenAddress& addre
       host.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") ==
       std::string::npos;
   if (!name_chars || host.front() == '.' || host.front() == '-' || host.size() > 253) {
-    return fail("'" + host + "' is not an address or a host name");
+    return fail(quoted(host) + " is not an address or a host name");
   }
   return {};
 }
@@ -479,7 +479,7 @@ Result<Options> parse_options(const std::vector<std::string>& args, const EnvLoo
   for (size_t i = 0; i < args.size(); ++i) {
     std::string_view arg = args[i];
     if (arg.substr(0, 2) != "--") {
-      return fail("unexpected argument '" + std::string(arg) + "' (see --help)");
+      return fail("unexpected argument " + quoted(arg) + " (see --help)");
     }
     arg.remove_prefix(2);
     std::optional<std::string> inline_value;
@@ -488,7 +488,8 @@ Result<Options> parse_options(const std::vector<std::string>& args, const EnvLoo
       arg = arg.substr(0, eq);
     }
     const Setting* setting = find_flag(arg);
-    if (!setting) return fail("unknown flag --" + std::string(arg) + " (see --help)");
+    if (!setting)
+      return fail("unknown flag " + quoted(args[i].substr(0, 2 + arg.size())) + " (see --help)");
     std::string value;
     switch (setting->type) {
       case Type::kSwitch:

@@ -486,6 +486,18 @@ TEST(OptionsParse, BooleanFlagsTakeAnOptionalInlineValue) {
   EXPECT_TRUE(contains(e2, "unexpected argument 'false'")) << e2;
 }
 
+TEST(OptionsParse, QuotedArgumentsInMessagesAreCappedAndEscaped) {
+  // Issue #17, fault 9: input echoed in an error is a short excerpt on one line.
+  const std::string flag = "--" + std::string(100000, 'x');
+  const std::string e = error_of({flag});
+  EXPECT_LT(e.size(), 400u) << e.size();
+  EXPECT_TRUE(contains(e, "(100002 bytes)")) << e;
+  const std::string e2 = error_of({"--metrics-address=bad\nhost:1"});
+  EXPECT_FALSE(contains(e2, "\n")) << e2;
+  const std::string e3 = error_of({"stray\r\nX-Injected: yes"});
+  EXPECT_TRUE(contains(e3, "'stray\\x0d\\x0aX-Injected: yes'")) << e3;
+}
+
 TEST(OptionsParse, EventSwitchesFromFlagsAndEnvironment) {
   const auto r = parse({"--events-establish=false", "--events-failed=false", "--events-close"},
                        {{"NETMON_EVENTS_ACCEPT", "no"}, {"NETMON_EVENTS_CLOSE", "false"}});
