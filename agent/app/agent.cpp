@@ -256,9 +256,12 @@ HealthSnapshot health(const Pipeline& pipeline, const OutputStats& out, const Ke
 Result<void> validate_config(const Options& options) {
   if (auto rules = compile_rules(options.rules); !rules) return fail(rules.error().message);
   if (!options.kubelet_url.empty()) {
-    if (auto url = parse_kubelet_url(options.kubelet_url); !url) {
-      return fail("invalid kubelet URL: " + url.error().message);
-    }
+    // As given, without the in-cluster defaults (kubelet_options() looks at the host's files).
+    KubeletOptions given;
+    given.url = options.kubelet_url;
+    given.token_file = options.kubelet_token_file;
+    given.allow_http_token = options.kubelet_allow_http_token;
+    if (auto settings = KubeletWatcher::validate_settings(given); !settings) return settings;
   }
   if (auto faults = parse_fault_skip_state(env_or_empty("NETMON_FAULT_SKIP_STATE")); !faults) {
     return fail(faults.error().message);

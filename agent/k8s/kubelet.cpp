@@ -91,7 +91,7 @@ Result<KubeletUrl> parse_kubelet_url(std::string_view url) {
   return out;
 }
 
-Result<void> KubeletWatcher::validate(const KubeletOptions& options) {
+Result<void> KubeletWatcher::validate_settings(const KubeletOptions& options) {
   auto url = parse_kubelet_url(options.url);
   if (!url) return fail("invalid kubelet URL: " + url.error().message);
   if (url->scheme_host_port.starts_with("http://") && !options.token_file.empty() &&
@@ -101,6 +101,11 @@ Result<void> KubeletWatcher::validate(const KubeletOptions& options) {
                 netmon::quoted(options.token_file) +
                 " in cleartext; use https, or allow it with --kubelet-allow-http-token");
   }
+  return {};
+}
+
+Result<void> KubeletWatcher::validate(const KubeletOptions& options) {
+  if (auto settings = validate_settings(options); !settings) return settings;
   if (!options.ca_file.empty()) {
     if (auto r = check_regular_file(options.ca_file, kMaxCaFileBytes); !r) {
       return fail("the kubelet CA file (--kubelet-ca-file) cannot be used: " + r.error().message);

@@ -81,6 +81,9 @@ class KubeletWatcher {
   // one is only a failed request, as it may appear later). The message is fit for "configuration
   // error: ...".
   static Result<void> validate(const KubeletOptions& options);
+  // The part of validate() that reads no file: the URL, and a token over http:// only with
+  // allow_http_token. For --check-config, which must not depend on the host's files.
+  static Result<void> validate_settings(const KubeletOptions& options);
   // validate(), then a watcher; warns once when the token goes out over http://.
   static Result<std::unique_ptr<KubeletWatcher>> create(KubeletOptions options);
   ~KubeletWatcher();  // stops and joins the thread

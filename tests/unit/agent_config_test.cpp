@@ -57,6 +57,17 @@ TEST(ValidateConfig, RefusesWhatAStartRefuses) {
   EXPECT_TRUE(contains(depth, "nested too deeply")) << depth;
 }
 
+TEST(ValidateConfig, RefusesATokenOverPlainHttpWithoutTheFlag) {
+  // --check-config reads no host file, but a token over http:// is a matter of the settings.
+  const std::string e = invalid(
+      "kubernetes:\n  kubelet_url: http://127.0.0.1:10255/pods\n  token_file: "
+      "/nonexistent/token\n");
+  EXPECT_TRUE(contains(e, "--kubelet-allow-http-token")) << e;
+  EXPECT_EQ(invalid("kubernetes:\n  kubelet_url: http://127.0.0.1:10255/pods\n  token_file: "
+                    "/nonexistent/token\n  kubelet_allow_http_token: true\n"),
+            "");
+}
+
 TEST(ValidateConfig, RefusesABadFaultInjectionVariable) {
   setenv("NETMON_FAULT_SKIP_STATE", "sometimes", 1);
   const std::string e = invalid("log_level: info\n");
