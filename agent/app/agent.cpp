@@ -23,6 +23,7 @@
 #include "k8s/attribution.h"
 #include "metrics/http_server.h"
 #include "metrics/metrics.h"
+#include "output/json.h"
 #include "output/line_writer.h"
 #include "process/table.h"
 #include "rules/rules.h"
@@ -292,7 +293,9 @@ int run_agent(const Options& options) {
       return 2;
     }
   }
-  LineWriter writer(STDOUT_FILENO, options.output_queue_bytes);
+  LineWriter writer(STDOUT_FILENO, options.output_queue_bytes, [](std::string_view line) {
+    return static_cast<size_t>(event_kind_of_line(line));
+  });
   ProcessTable processes(ProcReader(options.proc_root), options.max_processes);
   Pipeline pipeline(writer, processes, read_last_cap(options.proc_root));
   pipeline.set_stop_flag(&g_stop, kStopDrain);

@@ -339,6 +339,19 @@ std::string_view event_type_name(ConnKind kind) {
   return "TcpConnectionUnknown";
 }
 
+ConnKind event_kind_of_line(std::string_view line) {
+  constexpr std::string_view kKey = "\"network_event\":{\"type\":\"";
+  const size_t at = line.find(kKey);
+  if (at == std::string_view::npos) return ConnKind::kEstablish;
+  const std::string_view type = line.substr(at + kKey.size());
+  for (const ConnKind kind :
+       {ConnKind::kEstablish, ConnKind::kAccept, ConnKind::kClose, ConnKind::kFailed}) {
+    const std::string_view name = event_type_name(kind);
+    if (type.starts_with(name) && type.substr(name.size()).starts_with('"')) return kind;
+  }
+  return ConnKind::kEstablish;
+}
+
 void append_event_line(std::string& out, const ConnectionEvent& e, const EventContext& context,
                        const BootClock& clock) {
   // Constant keys and punctuation go out joined, one append each: appends are most of the cost.

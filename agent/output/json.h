@@ -23,6 +23,10 @@ void append_json_string(std::string& out, std::string_view s);
 // "TcpConnectionClose" or "TcpConnectionFailed".
 std::string_view event_type_name(ConnKind kind);
 
+// The kind of an event line append_event_line() wrote, from its network_event.type (the first
+// one in the line); kEstablish for a line that has none. For counting, not for parsing.
+ConnKind event_kind_of_line(std::string_view line);
+
 // What an event line is made of besides the kernel record.
 struct EventContext {
   // The owner's entry in the process table; null: the object carries what the record knows

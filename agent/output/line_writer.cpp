@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cerrno>
@@ -20,7 +21,8 @@ struct LineWriter::State {
     LineCount lines;
   };
 
-  State(int fd_in, size_t capacity) : fd(fd_in), capacity_bytes(capacity) {}
+  State(int fd_in, size_t capacity, LineKindOf kind_of_in)
+      : fd(fd_in), capacity_bytes(capacity), kind_of(std::move(kind_of_in)) {}
 
   // With `mutex` held. A batch bigger than the whole queue still goes when the queue is empty:
   // the bound limits what waits, and dropping it would lose everything a busy poll round made.
@@ -55,10 +57,30 @@ struct LineWriter::State {
     batch.clear();
   }
 
+  // Writes `data` (whole lines) in pieces of at most kWriteChunkBytes that each end at a line
+  // end, and stops after a piece once `cut` is set. Returns 0, or the errno of the write that
+  // failed; `written` is how much was written (all of `data` unless cut or failed).
+  int write_lines(const std::string& data, size_t& written) const {
+    written = 0;
+    while (written < data.size()) {
+      if (cut.load(std::memory_order_relaxed)) return 0;
+      size_t end = std::min(data.size(), written + LineWriter::kWriteChunkBytes);
+      if (end < data.size()) {
+        // The last line end within the piece, or, for a line longer than a piece, its own end.
+        size_t newline = data.rfind('\n', end - 1);
+        if (newline == std::string::npos || newline < written) newline = data.find('\n', end);
+        end = newline == std::string::npos ? data.size() : newline + 1;
+      }
+      if (const int error = write_all(data.data() + written, end - written); error != 0) {
+        return error;
+      }
+      written = end;
+    }
+    return 0;
+  }
+
   // Returns 0, or the errno of the write that failed.
-  int write_all(const std::string& data) const {
-    const char* p = data.data();
-    size_t left = data.size();
+  int write_all(const char* p, size_t left) const {
     while (left > 0) {
       const ssize_t n = ::write(fd, p, left);
       if (n < 0) {
@@ -80,6 +102,8 @@ struct LineWriter::State {
 
   const int fd;
   const size_t capacity_bytes;
+  const LineKindOf kind_of;
+  std::atomic<bool> cut{false};  // finish() gave up waiting: stop at the next line end
   std::mutex mutex;
   std::condition_variable wake_writer;
   std::condition_variable drained;
@@ -101,8 +125,8 @@ struct LineWriter::State {
   std::atomic<uint64_t> dropped_error{0};
 };
 
-LineWriter::LineWriter(int fd, size_t capacity_bytes)
-    : state_(std::make_shared<State>(fd, capacity_bytes)) {
+LineWriter::LineWriter(int fd, size_t capacity_bytes, LineKindOf kind_of)
+    : state_(std::make_shared<State>(fd, capacity_bytes, std::move(kind_of))) {
   state_->thread = std::thread(&LineWriter::run, state_);
 }
 
@@ -174,7 +198,22 @@ void LineWriter::run(const std::shared_ptr<State>& state) {
     s.room.notify_all();
     const bool failed = s.output_failed;
     lock.unlock();
-    const int error = failed ? 0 : s.write_all(batch.data);
+    size_t written = 0;
+    const int error = failed ? 0 : s.write_lines(batch.data, written);
+    if (!failed && error == 0 && written < batch.data.size()) {
+      // Cut at a line end by finish(): the lines before the cut were written, the rest dropped.
+      LineCount done;
+      for (size_t start = 0; start < written;) {
+        const size_t end = batch.data.find('\n', start);
+        const std::string_view line(batch.data.data() + start, end - start);
+        ++done.by_kind[s.kind_of ? std::min(s.kind_of(line), kLineKinds - 1) : 0];
+        start = end + 1;
+      }
+      for (size_t k = 0; k < kLineKinds; ++k) batch.lines.by_kind[k] -= done.by_kind[k];
+      s.dropped_full.fetch_add(batch.lines.total(), std::memory_order_relaxed);
+      batch.lines = done;
+      batch.data.resize(written);
+    }
     lock.lock();
     s.writing = false;
     if (!failed && error == 0) {
@@ -205,14 +244,22 @@ bool LineWriter::finish(std::chrono::milliseconds timeout) {
   s.stopping = true;
   s.wake_writer.notify_one();
   if (!drained) {
-    // The output is blocked: count what waits in the queue (the batch being written is counted
-    // when its write ends) and leave the thread, which holds its own reference to the state.
+    // The output is blocked: count what waits in the queue as dropped, and cut the batch being
+    // written at the end of the line being written (counted when its write ends). Wait a little
+    // for that line end; if even it does not come, leave the thread, which holds its own
+    // reference to the state.
     s.dropped_full.fetch_add(s.queued_lines, std::memory_order_relaxed);
     s.queue.clear();
     s.queued_bytes = 0;
     s.queued_lines = 0;
-    lock.unlock();
-    s.thread.detach();
+    s.cut.store(true, std::memory_order_relaxed);
+    if (s.drained.wait_for(lock, kLineEndGrace, [&s] { return !s.writing; })) {
+      lock.unlock();
+      s.thread.join();
+    } else {
+      lock.unlock();
+      s.thread.detach();
+    }
     return false;
   }
   lock.unlock();

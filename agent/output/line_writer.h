@@ -15,8 +15,10 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 namespace netmon {
 
@@ -46,10 +48,16 @@ struct OutputStats {
   int output_errno = 0;                    // the write error that ended the output; 0: none
 };
 
+// The kind (< kLineKinds) of one line, for the lines of a batch written only in part.
+using LineKindOf = std::function<size_t(std::string_view line)>;
+
 class LineWriter {
  public:
   // `fd` stays owned by the caller and must stay open while the writer thread may write.
-  LineWriter(int fd, size_t capacity_bytes);
+  // `kind_of` tells the kind of a line when a batch is written only in part (a stop whose
+  // output did not drain: the lines before the cut are counted written, by kind); without it
+  // such lines count as kind 0.
+  LineWriter(int fd, size_t capacity_bytes, LineKindOf kind_of = {});
   // Equivalent to finish(0): whatever is still queued is counted as dropped.
   ~LineWriter();
   LineWriter(const LineWriter&) = delete;
@@ -79,9 +87,16 @@ class LineWriter {
 
   // Waits up to `timeout` for everything queued to be written, then stops the writer thread.
   // Returns false when output was still pending (e.g. stdout blocked): the queued lines are
-  // counted as dropped, and the thread, blocked in write(2), is left to finish or to the process
-  // exit; it owns what it touches, so the LineWriter may be destroyed meanwhile.
+  // counted as dropped, and the batch being written is cut at the end of the line being written
+  // (the writer writes at most kWriteChunkBytes at a time, each piece ending at a line end), for
+  // which finish() waits up to kLineEndGrace more, so that stdout never ends in part of a line
+  // while its reader keeps reading. When even that does not come (the reader is stuck), the
+  // thread, blocked in write(2), is left to finish or to the process exit; it owns what it
+  // touches, so the LineWriter may be destroyed meanwhile.
   bool finish(std::chrono::milliseconds timeout);
+
+  static constexpr size_t kWriteChunkBytes = 64 * 1024;
+  static constexpr std::chrono::milliseconds kLineEndGrace{2000};
 
   // Any thread.
   OutputStats stats() const;

@@ -416,6 +416,19 @@ TEST(AppendEventLine, EntryStringsWithNewlinesStayOnOneLine) {
   EXPECT_EQ(p.at("args"), "--x=\"1\"\t\x01");
 }
 
+TEST(EventKindOfLine, ReadsTheTypeOfEveryKind) {
+  const BootClock clock(kBootUnixNs);
+  for (const ConnKind kind :
+       {ConnKind::kEstablish, ConnKind::kAccept, ConnKind::kClose, ConnKind::kFailed}) {
+    std::string line;
+    append_event_line(line, make_event(kind), {}, clock);
+    EXPECT_EQ(event_kind_of_line(line), kind) << line;
+  }
+  EXPECT_EQ(event_kind_of_line("not an event"), ConnKind::kEstablish);
+  EXPECT_EQ(event_kind_of_line(R"({"network_event":{"type":"TcpConnectionCloseX"}})"),
+            ConnKind::kEstablish);
+}
+
 TEST(AppendEventLine, AppendsAfterExistingLines) {
   std::string out;
   const BootClock clock(kBootUnixNs);

@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdint>
@@ -483,6 +484,52 @@ TEST_F(LineWriterTest, NonBlockingOutputThatIsFullIsWaitedFor) {
   EXPECT_EQ(writer.output_error(), 0);
   EXPECT_EQ(writer.stats().lines_dropped_write_error, 0u);
   EXPECT_TRUE(writer.finish(5s));
+}
+
+// A stop whose output cannot drain in time: the batch being written is cut at a line end, so a
+// reader that keeps reading never sees part of a line, and the counts stay exact: the lines
+// before the cut are written (by kind, from the classifier), the rest and the queue dropped.
+TEST_F(LineWriterTest, AStopThatCannotDrainCutsTheBatchAtALineEnd) {
+  Pipe p = make_pipe();
+  constexpr size_t kLines = 4000;
+  constexpr size_t kLineBytes = 100;  // 400 KB: far more than the pipe holds
+  LineWriter writer(p.write_end.get(), 8 << 20,
+                    [](std::string_view line) { return static_cast<size_t>(line.front() - 'a'); });
+  std::string batch;
+  LineCount lines;
+  for (size_t i = 0; i < kLines; ++i) {
+    const char kind = static_cast<char>('a' + i % kLineKinds);
+    batch += std::string(kLineBytes - 1, kind) + "\n";
+    ++lines.by_kind[i % kLineKinds];
+  }
+  ASSERT_TRUE(writer.submit(batch, lines));
+  ASSERT_TRUE(queue_empties(writer));  // taken: its thread blocks once the pipe is full
+  std::string queued = "queued\n";
+  ASSERT_TRUE(writer.submit(queued, 1));
+  // The reader starts once finish() has given up (it counts the queued line as dropped just
+  // before it asks the writer to stop at a line end), and then reads to the end.
+  std::string got;
+  std::thread reader([&] {
+    ASSERT_TRUE(eventually([&] { return writer.stats().lines_dropped_queue_full == 1; }));
+    got = read_all(p.read_end.get());
+  });
+  EXPECT_FALSE(writer.finish(1ms));
+  p.write_end.reset();
+  reader.join();
+  ASSERT_FALSE(got.empty());
+  EXPECT_EQ(got.back(), '\n');
+  EXPECT_EQ(got.size() % kLineBytes, 0u) << "a line was cut";
+  const OutputStats stats = writer.stats();
+  EXPECT_EQ(stats.lines_written, got.size() / kLineBytes);
+  EXPECT_LT(stats.lines_written, kLines);
+  EXPECT_EQ(stats.lines_written + stats.lines_dropped_queue_full, kLines + 1);
+  EXPECT_EQ(stats.bytes_written, got.size());
+  for (size_t k = 0; k < kLineKinds; ++k) {
+    const auto in_output =
+        static_cast<uint64_t>(std::count(got.begin(), got.end(), static_cast<char>('a' + k))) /
+        (kLineBytes - 1);
+    EXPECT_EQ(stats.lines_written_by_kind[k], in_output) << k;
+  }
 }
 
 }  // namespace
