@@ -88,7 +88,8 @@ class LineWriter {
   // Waits up to `timeout` for everything queued to be written, then stops the writer thread.
   // Returns false when output was still pending (e.g. stdout blocked): the queued lines are
   // counted as dropped, and the batch being written is cut at the end of the line being written
-  // (the writer writes at most kWriteChunkBytes at a time, each piece ending at a line end), for
+  // (after drain_until() the writer writes at most kWriteChunkBytes at a time, each piece ending
+  // at a line end; a batch it began before writes whole), for
   // which finish() waits up to kLineEndGrace more, so that stdout never ends in part of a line
   // while its reader keeps reading. When even that does not come (the reader is stuck), the
   // thread, blocked in write(2), is left to finish or to the process exit; it owns what it

@@ -502,6 +502,7 @@ TEST_F(LineWriterTest, AStopThatCannotDrainCutsTheBatchAtALineEnd) {
     batch += std::string(kLineBytes - 1, kind) + "\n";
     ++lines.by_kind[i % kLineKinds];
   }
+  writer.drain_until(std::chrono::steady_clock::now());  // stopping, as the agent does first
   ASSERT_TRUE(writer.submit(batch, lines));
   ASSERT_TRUE(queue_empties(writer));  // taken: its thread blocks once the pipe is full
   std::string queued = "queued\n";
