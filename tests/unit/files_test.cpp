@@ -11,40 +11,20 @@
 #include <string>
 
 #include "common/files.h"
+#include "temp_dir.h"
 
 namespace netmon {
 namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
+class TempDir : public test::TempDir {
  public:
-  TempDir() {
-    char tmpl[] = "/tmp/netmon-files-test-XXXXXX";
-    const char* made = ::mkdtemp(tmpl);
-    if (made != nullptr) path_ = made;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  std::string file(const std::string& name, const std::string& text) const {
-    const std::string p = path_ + "/" + name;
-    std::ofstream(p, std::ios::binary) << text;
-    return p;
-  }
   std::string fifo(const std::string& name) const {
-    const std::string p = path_ + "/" + name;
+    const std::string p = path() + "/" + name;
     EXPECT_EQ(::mkfifo(p.c_str(), 0600), 0);
     return p;
   }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
 };
 
 bool contains(const std::string& text, const std::string& part) {

@@ -15,6 +15,7 @@
 #include "events/event.h"
 #include "process/proc_reader.h"
 #include "process/process.h"
+#include "temp_dir.h"
 
 namespace netmon {
 namespace {
@@ -23,31 +24,19 @@ namespace fs = std::filesystem;
 
 class FakeProc {
  public:
-  FakeProc() {
-    char tmpl[] = "/tmp/netmon-proc-reader-test-XXXXXX";
-    const char* made = ::mkdtemp(tmpl);
-    if (made != nullptr) root_ = made;
-  }
-  ~FakeProc() {
-    std::error_code ec;
-    if (!root_.empty()) fs::remove_all(root_, ec);
-  }
-  FakeProc(const FakeProc&) = delete;
-  FakeProc& operator=(const FakeProc&) = delete;
-
-  const std::string& root() const { return root_; }
+  const std::string& root() const { return dir_.path(); }
 
   void write(const std::string& entry, const std::string& file, const std::string& text) const {
-    fs::create_directories(root_ + "/" + entry);
-    std::ofstream(root_ + "/" + entry + "/" + file, std::ios::binary) << text;
+    fs::create_directories(root() + "/" + entry);
+    std::ofstream(root() + "/" + entry + "/" + file, std::ios::binary) << text;
   }
   void link_exe(const std::string& entry, const std::string& target) const {
-    fs::create_directories(root_ + "/" + entry);
-    ASSERT_EQ(::symlink(target.c_str(), (root_ + "/" + entry + "/exe").c_str()), 0);
+    fs::create_directories(root() + "/" + entry);
+    ASSERT_EQ(::symlink(target.c_str(), (root() + "/" + entry + "/exe").c_str()), 0);
   }
 
  private:
-  std::string root_;
+  test::TempDir dir_;
 };
 
 // A /proc/PID/stat line as Linux 5.x/6.x writes it (52 fields).

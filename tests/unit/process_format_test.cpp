@@ -9,6 +9,7 @@
 
 #include "events/event.h"
 #include "process/process.h"
+#include "temp_dir.h"
 
 namespace netmon {
 namespace {
@@ -72,24 +73,7 @@ std::string names_of(uint64_t caps) {
   return out;
 }
 
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/netmon-format-test-XXXXXX";
-    const char* made = ::mkdtemp(tmpl);
-    if (made != nullptr) path_ = made;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using test::TempDir;
 
 void write_cap_last_cap(const std::string& root, const std::string& text) {
   fs::create_directories(root + "/sys/kernel");

@@ -13,6 +13,7 @@
 #include "process/proc_reader.h"
 #include "process/process.h"
 #include "process/table.h"
+#include "temp_dir.h"
 
 namespace netmon {
 namespace {
@@ -26,25 +27,13 @@ constexpr uint64_t kMs = 1'000'000;
 // entries.
 class FakeProc {
  public:
-  FakeProc() {
-    char tmpl[] = "/tmp/netmon-table-test-XXXXXX";
-    const char* made = ::mkdtemp(tmpl);
-    if (made != nullptr) root_ = made;
-  }
-  ~FakeProc() {
-    std::error_code ec;
-    if (!root_.empty()) fs::remove_all(root_, ec);
-  }
-  FakeProc(const FakeProc&) = delete;
-  FakeProc& operator=(const FakeProc&) = delete;
-
-  const std::string& root() const { return root_; }
-  ProcReader reader() const { return ProcReader(root_); }
+  const std::string& root() const { return dir_.path(); }
+  ProcReader reader() const { return ProcReader(root()); }
 
   // A process as /proc shows it: stat, status, exe and cmdline.
   void add(uint32_t pid, uint32_t ppid, uint64_t start_ticks, const std::string& exe,
            const std::string& cmdline) const {
-    const std::string dir = root_ + "/" + std::to_string(pid);
+    const std::string dir = root() + "/" + std::to_string(pid);
     fs::create_directories(dir);
     std::ofstream(dir + "/stat")
         << pid << " (" << std::string(path_basename(exe)).substr(0, 15) << ") S " << ppid
@@ -59,7 +48,7 @@ class FakeProc {
   }
 
  private:
-  std::string root_;
+  test::TempDir dir_;
 };
 
 uint64_t ns_per_tick() { return kSec / static_cast<uint64_t>(sysconf(_SC_CLK_TCK)); }
