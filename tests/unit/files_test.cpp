@@ -18,14 +18,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir : public test::TempDir {
- public:
-  std::string fifo(const std::string& name) const {
-    const std::string p = path() + "/" + name;
-    EXPECT_EQ(::mkfifo(p.c_str(), 0600), 0);
-    return p;
-  }
-};
+using test::TempDir;
 
 bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;

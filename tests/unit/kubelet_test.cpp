@@ -21,6 +21,7 @@
 
 #include "k8s/cgroup_resolver.h"
 #include "k8s/kubelet.h"
+#include "temp_dir.h"
 
 namespace netmon {
 namespace {
@@ -76,32 +77,7 @@ TEST(BearerToken, RejectsControlCharactersWithoutEchoingTheToken) {
   EXPECT_FALSE(parse_bearer_token("a\tb"));
 }
 
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/netmon-kubelet-test-XXXXXX";
-    const char* made = ::mkdtemp(tmpl);
-    if (made != nullptr) path_ = made;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string file(const std::string& name, const std::string& text) const {
-    std::ofstream(path_ + "/" + name, std::ios::binary) << text;
-    return path_ + "/" + name;
-  }
-  std::string fifo(const std::string& name) const {
-    EXPECT_EQ(::mkfifo((path_ + "/" + name).c_str(), 0600), 0);
-    return path_ + "/" + name;
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using test::TempDir;
 
 std::string validate_error(const KubeletOptions& o) {
   auto r = KubeletWatcher::validate(o);

@@ -3,6 +3,9 @@
 #pragma once
 
 #include <stdlib.h>
+#include <sys/stat.h>
+
+#include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
@@ -33,6 +36,13 @@ class TempDir {
     std::filesystem::create_directories(p.parent_path());
     std::ofstream(p, std::ios::binary) << text;
     return p.string();
+  }
+
+  // Makes the FIFO `name` (a file the code under test must refuse, never block on).
+  std::string fifo(const std::string& name) const {
+    const std::string p = path_ + "/" + name;
+    EXPECT_EQ(::mkfifo(p.c_str(), 0600), 0) << p;
+    return p;
   }
 
  private:
