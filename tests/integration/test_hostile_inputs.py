@@ -133,17 +133,20 @@ def kubelet_flags(url, token_file=None, ca=None, *extra):
 # Special files where a regular file belongs
 
 
+def special_file(kind, fifo_path):
+    """(path, why the agent refuses it) of a file that is not a regular one: a FIFO made at
+    `fifo_path`, or /dev/zero."""
+    if kind == "fifo":
+        os.mkfifo(fifo_path, 0o600)
+        return str(fifo_path), "not a regular file (a FIFO)"
+    return "/dev/zero", "not a regular file (a character device)"
+
+
 @pytest.mark.parametrize("kind", ["dev_zero", "fifo"])
 def test_token_file_that_is_not_a_regular_file(agent_binary, tmp_path, kind):
     """--kubelet-token-file /dev/zero (which grew the agent to 24 GB) or a FIFO (whose reader
     waited forever, and SIGTERM with it): refused at start, exit 2, naming the file and why."""
-    if kind == "fifo":
-        token = str(tmp_path / "token-fifo")
-        os.mkfifo(token, 0o600)
-        why = "not a regular file (a FIFO)"
-    else:
-        token = "/dev/zero"
-        why = "not a regular file (a character device)"
+    token, why = special_file(kind, tmp_path / "token-fifo")
     port = kubelet_stub.reserve_port()
     stderr = refused(agent_binary, *kubelet_flags(f"https://127.0.0.1:{port}/pods", token))
     assert (f"configuration error: the kubelet token file (--kubelet-token-file) cannot be "
@@ -154,13 +157,7 @@ def test_token_file_that_is_not_a_regular_file(agent_binary, tmp_path, kind):
 def test_config_file_that_is_not_a_regular_file(agent_binary, tmp_path, kind):
     """--config with a FIFO (the start hung without a word) or /dev/zero: exit 2 at once,
     naming the file and why."""
-    if kind == "fifo":
-        config = str(tmp_path / "config-fifo")
-        os.mkfifo(config, 0o600)
-        why = "not a regular file (a FIFO)"
-    else:
-        config = "/dev/zero"
-        why = "not a regular file (a character device)"
+    config, why = special_file(kind, tmp_path / "config-fifo")
     started = time.monotonic()
     stderr = refused(agent_binary, "--config", config, timeout=5.0)
     assert time.monotonic() - started < 5.0

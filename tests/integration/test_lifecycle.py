@@ -529,6 +529,17 @@ def test_many_parallel_short_connections(agent):
     if OBSERVER_ATTACHED not in agent.stderr_text():
         skip_or_fail("the TCP state observer did not attach here:\n" + agent.stderr_text())
     deadline = time.monotonic() + PARALLEL_TIMEOUT
+    servers, expected, (missing, extra, events) = parallel_connections_seen(agent, deadline)
+    assert not missing and not extra, describe(missing, extra)
+    assert_owners(events, expected)
+    lost = agent.lost()
+    assert lost and not any(lost.values()), f"losses counted with the observer attached: {lost}"
+
+
+def parallel_connections_seen(agent, deadline):
+    """Makes the parallel connections, waits (bounded by `deadline`) until the agent wrote their
+    events, passes the barrier, and returns (servers, expected, compare_events(...)): the
+    caller asserts what its mode promises about what is missing."""
     servers, made = run_parallel_connections(deadline)
     expected = parallel_expectation(servers, made)
     ports = {server.port for server in servers.values()}
@@ -536,13 +547,9 @@ def test_many_parallel_short_connections(agent):
         wait_for(lambda: not compare_events(agent, servers, expected)[0],
                  timeout=max(5.0, min(15.0, deadline - time.monotonic())))
     except AssertionError:
-        pass  # the exact comparison below says what is missing
+        pass  # the caller's comparison says what is missing
     agent.sync(closed_ports=ports)
-    missing, extra, events = compare_events(agent, servers, expected)
-    assert not missing and not extra, describe(missing, extra)
-    assert_owners(events, expected)
-    lost = agent.lost()
-    assert lost and not any(lost.values()), f"losses counted with the observer attached: {lost}"
+    return servers, expected, compare_events(agent, servers, expected)
 
 
 @pytest.fixture
@@ -576,16 +583,7 @@ def test_many_parallel_short_connections_without_the_observer(agent_without_obse
     connections (not checked) give the kernel that chance, bounded."""
     agent = agent_without_observer
     deadline = time.monotonic() + PARALLEL_TIMEOUT
-    servers, made = run_parallel_connections(deadline)
-    expected = parallel_expectation(servers, made)
-    ports = {server.port for server in servers.values()}
-    try:
-        wait_for(lambda: not compare_events(agent, servers, expected)[0],
-                 timeout=max(5.0, min(15.0, deadline - time.monotonic())))
-    except AssertionError:
-        pass  # missing: counted below
-    agent.sync(closed_ports=ports)
-    missing, extra, events = compare_events(agent, servers, expected)
+    servers, expected, (missing, extra, events) = parallel_connections_seen(agent, deadline)
     assert not extra, describe(missing, extra)
     assert_owners(events, expected)
     shortfall = sum(missing.values())
