@@ -83,18 +83,36 @@ enum nm_fault {
 	NM_FAULT_END = 2, /* -> FIN_WAIT1, -> CLOSE_WAIT, -> CLOSE: the first FIN and the end */
 };
 
-/* Indexes of the kernel-side counters (per-CPU array "counters"). Never renumber. */
+/*
+ * The kernel-side counters (per-CPU array "counters"), one row each: X(NAME, INDEX). The enum
+ * nm_counter below is made from these rows; agent/events/counters.h names the loss stages that
+ * read them. Never renumber; a new counter is a new row with the next index, plus its count().
+ */
+#define NM_COUNTERS(X)                                                                             \
+	/* a record was dropped: no ring buffer space */                                           \
+	X(NM_CNT_RINGBUF_FULL, 0)                                                                  \
+	/* a connection could not be tracked: "sockets" map full */                                \
+	X(NM_CNT_SOCKETS_FULL, 1)                                                                  \
+	/* connection reported without its process (opened pre-attach) */                          \
+	X(NM_CNT_OWNER_UNKNOWN, 2)                                                                 \
+	/* accept() returned an fd whose socket could not be read */                               \
+	X(NM_CNT_ACCEPT_NO_SOCK, 3)                                                                \
+	/* a tracked connection's last transition never reached the hooks: found when its socket   \
+	 * address was tracked again */                                                            \
+	X(NM_CNT_UNOBSERVED, 4)                                                                    \
+	/* recursion misses of one state-program copy that the other copy made up for: they lost   \
+	 * nothing */                                                                              \
+	X(NM_CNT_SPARED, 5)
+
+/* Indexes of the kernel-side counters. */
+/* clang-format off */
 enum nm_counter {
-	NM_CNT_RINGBUF_FULL = 0,   /* a record was dropped: no ring buffer space */
-	NM_CNT_SOCKETS_FULL = 1,   /* a connection could not be tracked: "sockets" map full */
-	NM_CNT_OWNER_UNKNOWN = 2,  /* connection reported without its process (opened pre-attach) */
-	NM_CNT_ACCEPT_NO_SOCK = 3, /* accept() returned an fd whose socket could not be read */
-	NM_CNT_UNOBSERVED = 4,	   /* a tracked connection's last transition never reached the
-				    * hooks: found when its socket address was tracked again */
-	NM_CNT_SPARED = 5,	   /* recursion misses of one state-program copy that the other
-				    * copy made up for: they lost nothing */
-	NM_CNT__MAX = 6,
+#define NM_COUNTER_ENUM(name, index) name = index,
+	NM_COUNTERS(NM_COUNTER_ENUM)
+#undef NM_COUNTER_ENUM
+	NM_CNT__MAX, /* one past the last index: the size of "counters" */
 };
+/* clang-format on */
 
 /* Common header of every record. */
 struct nm_header {

@@ -20,6 +20,7 @@
 #include "bpf/probe.h"
 #include "common/files.h"
 #include "common/log.h"
+#include "events/counters.h"
 #include "k8s/attribution.h"
 #include "metrics/http_server.h"
 #include "metrics/metrics.h"
@@ -121,26 +122,45 @@ Result<void> check_proc_root(const std::string& root) {
   return {};
 }
 
+// Events lost, by stage (events/counters.h): the kernel's and the probe's from `k`, the
+// agent's from the decoder and the output.
+LossCounts losses(const KernelCounters& k, const PipelineStats& s, const OutputStats& out) {
+  LossCounts lost = k.lost;
+  lost[loss_index(LossStage::kDecode)] = s.decode_errors;
+  lost[loss_index(LossStage::kOutputQueue)] = out.lines_dropped_queue_full;
+  lost[loss_index(LossStage::kOutputError)] = out.lines_dropped_write_error;
+  return lost;
+}
+
+// "establish 1, accept 2, close 3, failed 4"
+std::string by_kind_text(const EventCounts& n) {
+  std::string text;
+  for (size_t k = 0; k < n.size(); ++k) {
+    text += (k ? ", " : "") + std::string(kEventKindNames[k]) + " " + std::to_string(n[k]);
+  }
+  return text;
+}
+
+// "ring_buffer 0, sockets_map 0, ..., output_error 0"
+std::string by_stage_text(const LossCounts& n) {
+  std::string text;
+  for (const LossStageInfo& stage : kLossStages) {
+    text += (text.empty() ? "" : ", ") + std::string(stage.name) + " " +
+            std::to_string(n[loss_index(stage.stage)]);
+  }
+  return text;
+}
+
 // The figures of the "stopped:" line (and of SIGUSR1's "status:" line): the events made by type
 // (written or lost at the output), the lines written, the losses by stage, the lines written by
 // type (netmon_events_total{type}), the reader's waits, the process table.
 std::string summary(const Pipeline& pipeline, const OutputStats& out, const KernelCounters& k,
                     const ProcessTableStats& p, const ReaderPause& pause) {
   const PipelineStats& s = pipeline.stats();
-  return "records " + std::to_string(s.records) + ", establish " +
-         std::to_string(s.events_by_kind[0]) + ", accept " + std::to_string(s.events_by_kind[1]) +
-         ", close " + std::to_string(s.events_by_kind[2]) + ", failed " +
-         std::to_string(s.events_by_kind[3]) + ", written " + std::to_string(out.lines_written) +
-         "; lost: ring_buffer " + std::to_string(k.ring_buffer_full) + ", sockets_map " +
-         std::to_string(k.sockets_map_full) + ", recursion " + std::to_string(k.recursion_misses) +
-         ", unobserved " + std::to_string(k.unobserved) + ", accept " +
-         std::to_string(k.accept_no_socket) + ", decode " + std::to_string(s.decode_errors) +
-         ", output_queue " + std::to_string(out.lines_dropped_queue_full) + ", output_error " +
-         std::to_string(out.lines_dropped_write_error) + "; written by type: establish " +
-         std::to_string(out.lines_written_by_kind[0]) + ", accept " +
-         std::to_string(out.lines_written_by_kind[1]) + ", close " +
-         std::to_string(out.lines_written_by_kind[2]) + ", failed " +
-         std::to_string(out.lines_written_by_kind[3]) + "; without process " +
+  return "records " + std::to_string(s.records) + ", " + by_kind_text(s.events_by_kind) +
+         ", written " + std::to_string(out.lines_written) +
+         "; lost: " + by_stage_text(losses(k, s, out)) +
+         "; written by type: " + by_kind_text(out.lines_written_by_kind) + "; without process " +
          std::to_string(s.events_without_process) + "; state runs made up " +
          std::to_string(k.state_runs_made_up) + "; output waits " +
          std::to_string(pause.episodes()) + " (" +
@@ -233,14 +253,7 @@ HealthSnapshot health(const Pipeline& pipeline, const OutputStats& out, const Ke
   h.output_waits = pause.episodes();
   h.output_wait_seconds = std::chrono::duration<double>(pause.waited()).count();
   h.events_by_type = out.lines_written_by_kind;  // netmon_events_total: lines written
-  h.lost_ring_buffer = k.ring_buffer_full;
-  h.lost_sockets_map = k.sockets_map_full;
-  h.lost_recursion = k.recursion_misses;
-  h.lost_unobserved = k.unobserved;
-  h.lost_accept = k.accept_no_socket;
-  h.lost_decode = s.decode_errors;
-  h.lost_output_queue = out.lines_dropped_queue_full;
-  h.lost_output_error = out.lines_dropped_write_error;
+  h.lost = losses(k, s, out);
   h.events_without_process = s.events_without_process;
   h.events_without_pod = attributor.stats().in_pod_without_metadata;
   h.owner_unknown = k.owner_unknown;

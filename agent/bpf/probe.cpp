@@ -680,11 +680,12 @@ KernelCounters Probe::counters() const {
     }
     return total;
   };
-  c.ring_buffer_full = sum(NM_CNT_RINGBUF_FULL);
-  c.sockets_map_full = sum(NM_CNT_SOCKETS_FULL);
+  for (const LossStageInfo& stage : kLossStages) {
+    if (stage.source.source == LossSource::kKernel) {
+      c.lost[loss_index(stage.stage)] = sum(static_cast<uint32_t>(stage.source.counter));
+    }
+  }
   c.owner_unknown = sum(NM_CNT_OWNER_UNKNOWN);
-  c.accept_no_socket = sum(NM_CNT_ACCEPT_NO_SOCK);
-  c.unobserved = sum(NM_CNT_UNOBSERVED);
   const auto& progs = impl_->skel->progs;
   const bpf_program* state_programs[] = {progs.handle_inet_sock_set_state_btf,
                                          progs.handle_inet_sock_set_state_btf_nested,
@@ -713,7 +714,7 @@ KernelCounters Probe::counters() const {
   } else {
     misses += state_misses;
   }
-  c.recursion_misses = misses;
+  c.lost[loss_index(LossStage::kRecursion)] = misses;
   return c;
 }
 

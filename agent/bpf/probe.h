@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "events/counters.h"
 
 namespace netmon {
 
@@ -75,15 +76,13 @@ struct ProbeOptions {
 
 // Counters kept by the kernel side, summed over CPUs (see enum nm_counter).
 struct KernelCounters {
-  uint64_t ring_buffer_full = 0;
-  uint64_t sockets_map_full = 0;
-  uint64_t owner_unknown = 0;
-  uint64_t accept_no_socket = 0;
-  uint64_t unobserved = 0;  // connections whose last transition never reached the hooks
-  // Program runs the kernel skipped that may have lost an event (bpf_prog_info, 5.12+): the
-  // accept and process programs' misses, and the state tracepoint programs' misses that the
-  // other tp_btf copy did not make up for, unless the observer made up for those.
-  uint64_t recursion_misses = 0;
+  // The loss stages of events/counters.h that the kernel counts (LossSource::kKernel) or the
+  // probe derives (kProbe: the recursion misses, bpf_prog_info 5.12+: the accept and process
+  // programs' skipped runs, and the state tracepoint programs' skipped runs that the other tp_btf
+  // copy did not make up for, unless the observer made up for those), by loss_index(). The
+  // agent's stages stay 0.
+  LossCounts lost{};
+  uint64_t owner_unknown = 0;  // connections reported without their process (NM_CNT_OWNER_UNKNOWN)
   // Skipped runs of the state tracepoint programs whose changes the TCP state observer (sock_ops)
   // handled instead: not lost.
   uint64_t state_runs_made_up = 0;

@@ -237,12 +237,6 @@ std::vector<ClientMetric::Label> series_labels(const ConnectionSeries& s) {
   return out;
 }
 
-std::string_view kind_label(size_t kind) {
-  static constexpr std::array<std::string_view, 4> kNames = {
-      "TcpConnectionEstablish", "TcpConnectionAccept", "TcpConnectionClose", "TcpConnectionFailed"};
-  return kNames[kind];
-}
-
 }  // namespace
 
 std::string Metrics::render() const {
@@ -322,23 +316,16 @@ std::string Metrics::render() const {
   auto events =
       family("netmon_events_total", "Events written, by event type.", MetricType::Counter);
   for (size_t k = 0; k < h.events_by_type.size(); ++k) {
-    events.metric.push_back(
-        counter(static_cast<double>(h.events_by_type[k]), {{"type", std::string(kind_label(k))}}));
+    events.metric.push_back(counter(static_cast<double>(h.events_by_type[k]),
+                                    {{"type", std::string(kEventTypeNames[k])}}));
   }
   out.push_back(std::move(events));
 
   auto lost = family("netmon_events_lost_total", "Events lost, by the stage that lost them.",
                      MetricType::Counter);
-  const std::pair<const char*, uint64_t> stages[] = {{"ring_buffer", h.lost_ring_buffer},
-                                                     {"sockets_map", h.lost_sockets_map},
-                                                     {"recursion", h.lost_recursion},
-                                                     {"unobserved", h.lost_unobserved},
-                                                     {"accept", h.lost_accept},
-                                                     {"decode", h.lost_decode},
-                                                     {"output_queue", h.lost_output_queue},
-                                                     {"output_error", h.lost_output_error}};
-  for (const auto& [stage, n] : stages) {
-    lost.metric.push_back(counter(static_cast<double>(n), {{"stage", stage}}));
+  for (const LossStageInfo& stage : kLossStages) {
+    lost.metric.push_back(counter(static_cast<double>(h.lost[loss_index(stage.stage)]),
+                                  {{"stage", std::string(stage.name)}}));
   }
   out.push_back(std::move(lost));
 

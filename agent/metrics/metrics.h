@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "events/counters.h"
 #include "events/event.h"
 #include "k8s/attribution.h"
 #include "k8s/kubelet.h"
@@ -36,19 +37,12 @@ struct ConnectionSeries;
 
 // Agent health, published by the pipeline thread (plain numbers, totals since start).
 struct HealthSnapshot {
-  std::array<uint64_t, 4> events_by_type{};  // indexed by ConnKind
-  uint64_t lost_ring_buffer = 0;             // kernel: no ring-buffer space
-  uint64_t lost_sockets_map = 0;             // kernel: connection not tracked, map full
-  uint64_t lost_recursion = 0;               // kernel: program runs skipped (recursion misses)
-  uint64_t lost_unobserved = 0;              // kernel: a connection's last transition unseen
-  uint64_t lost_accept = 0;                  // kernel: accepted socket not resolvable from fd
-  uint64_t lost_decode = 0;                  // agent: malformed records
-  uint64_t lost_output_queue = 0;            // agent: output queue full (slow stdout)
-  uint64_t lost_output_error = 0;            // agent: stdout write failed
-  uint64_t events_without_process = 0;       // owner not in the process table
-  uint64_t events_without_pod = 0;           // owner in a pod cgroup, pod metadata unknown
-  uint64_t owner_unknown = 0;                // kernel: connection opened before attach
-  uint64_t state_runs_made_up = 0;           // kernel: state program runs skipped, not lost
+  EventCounts events_by_type{};         // lines written, by kind_index(ConnKind)
+  LossCounts lost{};                    // events lost, by loss_index(LossStage) (events/counters.h)
+  uint64_t events_without_process = 0;  // owner not in the process table
+  uint64_t events_without_pod = 0;      // owner in a pod cgroup, pod metadata unknown
+  uint64_t owner_unknown = 0;           // kernel: connection opened before attach
+  uint64_t state_runs_made_up = 0;      // kernel: state program runs skipped, not lost
   uint64_t output_waits = 0;       // times the output queue refused a batch and the reader paused
   double output_wait_seconds = 0;  // time the reader waited for room in the output queue
   uint64_t process_table_live = 0;

@@ -645,14 +645,14 @@ TEST(DroppedLabels, ErrorsNameTheUnknownLabel) {
 HealthSnapshot numbered_health(bool kubelet) {
   HealthSnapshot h;
   h.events_by_type = {101, 102, 103, 104};
-  h.lost_ring_buffer = 1;
-  h.lost_sockets_map = 2;
-  h.lost_recursion = 3;
-  h.lost_unobserved = 31;
-  h.lost_accept = 32;
-  h.lost_decode = 4;
-  h.lost_output_queue = 5;
-  h.lost_output_error = 6;
+  h.lost[loss_index(LossStage::kRingBuffer)] = 1;
+  h.lost[loss_index(LossStage::kSocketsMap)] = 2;
+  h.lost[loss_index(LossStage::kRecursion)] = 3;
+  h.lost[loss_index(LossStage::kUnobserved)] = 31;
+  h.lost[loss_index(LossStage::kAccept)] = 32;
+  h.lost[loss_index(LossStage::kDecode)] = 4;
+  h.lost[loss_index(LossStage::kOutputQueue)] = 5;
+  h.lost[loss_index(LossStage::kOutputError)] = 6;
   h.events_without_process = 7;
   h.events_without_pod = 8;
   h.owner_unknown = 9;
@@ -726,7 +726,7 @@ TEST(MetricsHealth, FamiliesCarryThePublishedNumbers) {
 
   // A later snapshot replaces the numbers.
   HealthSnapshot later = numbered_health(false);
-  later.lost_decode = 40;
+  later.lost[loss_index(LossStage::kDecode)] = 40;
   m.publish_health(later);
   const Exposition y = parse_exposition(m.render());
   EXPECT_SAMPLE(y, "netmon_events_lost_total", (LabelMap{{"stage", "decode"}}), 40);
@@ -781,14 +781,14 @@ TEST(MetricsRender, TheTextOutputForAFixedRegistry) {
 
   HealthSnapshot h;
   h.events_by_type = {2, 1, 1, 1};
-  h.lost_ring_buffer = 1;
-  h.lost_sockets_map = 2;
-  h.lost_recursion = 3;
-  h.lost_unobserved = 31;
-  h.lost_accept = 32;
-  h.lost_decode = 4;
-  h.lost_output_queue = 5;
-  h.lost_output_error = 6;
+  h.lost[loss_index(LossStage::kRingBuffer)] = 1;
+  h.lost[loss_index(LossStage::kSocketsMap)] = 2;
+  h.lost[loss_index(LossStage::kRecursion)] = 3;
+  h.lost[loss_index(LossStage::kUnobserved)] = 31;
+  h.lost[loss_index(LossStage::kAccept)] = 32;
+  h.lost[loss_index(LossStage::kDecode)] = 4;
+  h.lost[loss_index(LossStage::kOutputQueue)] = 5;
+  h.lost[loss_index(LossStage::kOutputError)] = 6;
   h.events_without_process = 7;
   h.events_without_pod = 8;
   h.owner_unknown = 9;
