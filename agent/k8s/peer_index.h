@@ -35,15 +35,17 @@
 // ExternalName services have no address and never name a peer. Only TCP service ports count
 // (netmon observes TCP): a UDP "dns" port and a TCP "dns-tcp" port 53 give "dns-tcp".
 //
-// IP reuse. Each (pod IP, pod uid) claim is remembered with the time it appeared (the apply
-// that first showed it) and, once no object shows it any more (pod deleted or terminal,
-// endpoint removed), the time it went; a gone claim stays in the index for the grace period
-// only. For a connection opened at time t, the pod claims alive at t (appeared <= t < went)
-// are candidates, a non-terminating one before a terminating one, the most recent first; when
-// none was alive at t (the connection is older than what we know, or the watch lagged) the
-// newest present claim names it; a gone claim never names a connection opened after it went.
-// Services and nodes have no grace: a deleted one stops naming at the next build().
+// IP reuse. Each (pod IP, pod uid) claim an object shows is remembered with the time it
+// appeared (the apply that first showed it in that object) and, once the object no longer shows
+// it (pod deleted or terminal, endpoint removed, slice deleted), the time it went; a gone claim
+// stays in the index for the grace period only. For a connection opened at time t, the pod claims
+// alive at t (appeared <= t < went) are candidates, a non-terminating one before a terminating one,
+// the most recent first; when none was alive at t (the connection is older than what we know, or
+// the watch lagged) the newest present claim names it; a gone claim never names a connection opened
+// after it went. Services and nodes have no grace: a deleted one stops naming at the next build().
 //
+// An EndpointSlice endpoint names its pod by its first address only (the API: an endpoint's
+// addresses are fungible and consumers may use the first; the slice controller writes one).
 // Pods named only through an EndpointSlice carry namespace, name and uid; workload,
 // workload_kind and labels need the Pod object (the pods watch, or this node's kubelet list via
 // replace_local_pods()).
