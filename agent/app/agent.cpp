@@ -22,6 +22,7 @@
 #include "common/log.h"
 #include "events/counters.h"
 #include "k8s/attribution.h"
+#include "k8s/in_cluster.h"
 #include "metrics/http_server.h"
 #include "metrics/metrics.h"
 #include "output/json.h"
@@ -172,18 +173,13 @@ std::string summary(const Pipeline& pipeline, const OutputStats& out, const Kern
          std::to_string(p.resolved_from_proc) + ", evictions " + std::to_string(p.evictions);
 }
 
-constexpr const char* kServiceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount";
-constexpr size_t kMaxMountinfoBytes = 16u << 20;
-
 std::string env_or_empty(const char* name) {
   const char* v = std::getenv(name);
   return v ? std::string(v) : std::string();
 }
 
-bool file_exists(const std::string& path) { return ::access(path.c_str(), R_OK) == 0; }
-
-// The kubelet settings with the in-cluster defaults filled in; an empty url means "off".
-KubeletOptions kubelet_options(const Options& o) {
+// The kubelet settings as configured, without the in-cluster defaults.
+KubeletOptions configured_kubelet(const Options& o) {
   KubeletOptions k;
   k.url = o.kubelet_url;
   k.token_file = o.kubelet_token_file;
@@ -192,55 +188,7 @@ KubeletOptions kubelet_options(const Options& o) {
   k.allow_http_token = o.kubelet_allow_http_token;
   k.poll_interval = std::chrono::seconds(o.kubelet_poll_interval_s);
   k.pod_grace = std::chrono::seconds(o.pod_grace_period_s);
-  const std::string sa_token = std::string(kServiceAccountDir) + "/token";
-  const std::string sa_ca = std::string(kServiceAccountDir) + "/ca.crt";
-  const bool in_cluster = file_exists(sa_token);
-  if (k.url.empty() && in_cluster) {
-    std::string host = env_or_empty("NODE_IP");
-    if (host.empty()) host = env_or_empty("NODE_NAME");
-    if (!host.empty()) {
-      if (host.find(':') != std::string::npos) host = "[" + host + "]";  // IPv6 literal
-      k.url = "https://" + host + ":10250/pods";
-    }
-  }
-  if (k.token_file.empty() && in_cluster) k.token_file = sa_token;
-  if (k.ca_file.empty() && !k.insecure_skip_verify && file_exists(sa_ca)) k.ca_file = sa_ca;
   return k;
-}
-
-std::string node_name(const Options& o) {
-  if (!o.node_name.empty()) return o.node_name;
-  if (std::string n = env_or_empty("NODE_NAME"); !n.empty()) return n;
-  char host[256] = {};
-  if (::gethostname(host, sizeof(host) - 1) == 0) return host;
-  return "";
-}
-
-// --cgroup-root, or the cgroup v2 mount found in /proc/self/mountinfo ("" when none).
-std::string cgroup2_root(const Options& o) {
-  if (!o.cgroup_root.empty()) return o.cgroup_root;
-  // Thousands of mounts (a node with many pods) take a few hundred KiB.
-  auto text = read_regular_file("/proc/self/mountinfo", kMaxMountinfoBytes);
-  if (!text) {
-    log::warn("cannot read the mount table: " + text.error().message);
-    return "";
-  }
-  return find_cgroup2_mount(*text).value_or("");
-}
-
-std::optional<CgroupResolver> open_cgroups(const Options& o) {
-  const std::string root = cgroup2_root(o);
-  if (root.empty()) {
-    log::warn("no cgroup v2 hierarchy is mounted: events carry no container or pod");
-    return std::nullopt;
-  }
-  auto resolver = CgroupResolver::open(root);
-  if (!resolver) {
-    log::warn(resolver.error().message + ": events carry no container or pod");
-    return std::nullopt;
-  }
-  log::info("cgroup v2 hierarchy at " + root);
-  return std::move(*resolver);
 }
 
 }  // namespace
@@ -270,11 +218,8 @@ HealthSnapshot health(const Pipeline& pipeline, const OutputStats& out, const Ke
 Result<void> validate_config(const Options& options) {
   if (auto rules = compile_rules(options.rules); !rules) return fail(rules.error().message);
   if (!options.kubelet_url.empty()) {
-    // As given, without the in-cluster defaults (kubelet_options() looks at the host's files).
-    KubeletOptions given;
-    given.url = options.kubelet_url;
-    given.token_file = options.kubelet_token_file;
-    given.allow_http_token = options.kubelet_allow_http_token;
+    // As given, without the in-cluster defaults (they look at the host's files).
+    const KubeletOptions given = configured_kubelet(options);
     if (auto settings = KubeletWatcher::validate_settings(given); !settings) return settings;
   }
   if (auto faults = parse_fault_skip_state(env_or_empty("NETMON_FAULT_SKIP_STATE")); !faults) {
@@ -298,9 +243,12 @@ int run_agent(const Options& options) {
     log::error("configuration error: " + rules.error().message);
     return 2;
   }
+  const InClusterEnvironment cluster = InClusterEnvironment::of_process();
+  const KubeletOptions kubelet_settings =
+      with_in_cluster_defaults(configured_kubelet(options), cluster);
   // The kubelet settings (a token over http://, the token and CA files) before the kernel is
   // touched.
-  if (const KubeletOptions k = kubelet_options(options); !k.url.empty()) {
+  if (const KubeletOptions& k = kubelet_settings; !k.url.empty()) {
     if (auto r = KubeletWatcher::validate(k); !r) {
       log::error("configuration error: " + r.error().message);
       return 2;
@@ -354,7 +302,7 @@ int run_agent(const Options& options) {
   }
 
   ProbeOptions probe_options = options.probe;
-  probe_options.cgroup_root = cgroup2_root(options);
+  probe_options.cgroup_root = cgroup2_root_or_default(options.cgroup_root);
   auto faults = parse_fault_skip_state(env_or_empty("NETMON_FAULT_SKIP_STATE"));
   if (!faults) {
     log::error(faults.error().message);
@@ -404,7 +352,7 @@ int run_agent(const Options& options) {
   // the ring buffer.
   ::malloc_trim(0);
   std::unique_ptr<KubeletWatcher> kubelet;
-  if (KubeletOptions k = kubelet_options(options); !k.url.empty()) {
+  if (const KubeletOptions& k = kubelet_settings; !k.url.empty()) {
     auto watcher = KubeletWatcher::create(k);
     if (!watcher) {
       log::error("configuration error: " + watcher.error().message);
@@ -416,8 +364,9 @@ int run_agent(const Options& options) {
   } else {
     log::info("no kubelet configured: events carry container ids but no pod metadata");
   }
-  Attributor attributor(open_cgroups(options), kubelet.get());
-  pipeline.set_attribution(&attributor, node_name(options), options.pod_labels);
+  Attributor attributor(open_cgroups(probe_options.cgroup_root), kubelet.get());
+  pipeline.set_attribution(&attributor, node_name_or_default(options.node_name, cluster),
+                           options.pod_labels);
   kubelet_for_ready.store(kubelet.get());
   attached.store(true);
 

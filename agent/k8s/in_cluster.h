@@ -1,0 +1,45 @@
+// In-cluster discovery: the defaults a pod on a Kubernetes node finds for what was not
+// configured. The kubelet's URL, token and CA from the service account and $NODE_IP/$NODE_NAME,
+// the node's name, and the host's cgroup v2 hierarchy from the mount table.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "k8s/cgroup_resolver.h"
+#include "k8s/kubelet.h"
+
+namespace netmon {
+
+// Where a pod finds its service account's token and CA.
+inline constexpr const char* kServiceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+// What the host tells an agent about the cluster it runs in; injectable for tests.
+struct InClusterEnvironment {
+  std::string service_account_dir = kServiceAccountDir;
+  std::string node_ip;    // $NODE_IP ("" when unset)
+  std::string node_name;  // $NODE_NAME ("" when unset)
+
+  // The real one: kServiceAccountDir and the process's environment.
+  static InClusterEnvironment of_process();
+};
+
+// `given` with the in-cluster defaults filled in. In a cluster (the service-account token is
+// readable): an empty url becomes https://<NODE_IP, else NODE_NAME>:10250/pods (an IPv6 literal
+// bracketed; still empty when neither is set) and an empty token file the service-account token.
+// An empty CA file becomes the service-account CA when it is readable and the certificate is to
+// be verified. An empty url afterwards means "no kubelet".
+KubeletOptions with_in_cluster_defaults(KubeletOptions given, const InClusterEnvironment& env);
+
+// `configured`, else $NODE_NAME, else the host name ("" when that fails).
+std::string node_name_or_default(const std::string& configured, const InClusterEnvironment& env);
+
+// `configured`, else the cgroup v2 mount found in /proc/self/mountinfo ("" when none; a mount
+// table that cannot be read is logged as a warning).
+std::string cgroup2_root_or_default(const std::string& configured);
+
+// The resolver for the cgroup v2 hierarchy at `root` (as cgroup2_root_or_default() gives it), or
+// none, with a warning that says why events carry no container or pod.
+std::optional<CgroupResolver> open_cgroups(const std::string& root);
+
+}  // namespace netmon
