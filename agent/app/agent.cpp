@@ -265,9 +265,7 @@ int run_agent(const Options& options) {
   const bool rules_configured = !options.rules.egress.rules.empty() ||
                                 !options.rules.ingress.rules.empty() ||
                                 !options.rules.egress.enabled || !options.rules.ingress.enabled;
-  pipeline.set_rules(rules_configured ? &*rules : nullptr,
-                     {options.events.establish, options.events.accept, options.events.close,
-                      options.events.failed},
+  pipeline.set_rules(rules_configured ? &*rules : nullptr, options.events,
                      options.probe.max_connections);
 
   // The HTTP endpoint comes up first, so /readyz can say "not ready" while the probes load.

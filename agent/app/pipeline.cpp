@@ -57,71 +57,6 @@ void Pipeline::set_attribution(Attributor* attributor, std::string node_name, bo
   pod_labels_ = pod_labels;
 }
 
-void Pipeline::set_rules(const CompiledRules* rules, EventSwitches switches, size_t max_tracked) {
-  rules_ = rules;
-  switches_ = switches;
-  max_tracked_ = max_tracked;
-}
-
-namespace {
-
-// Identifies one end of a connection for the open->close rule memory: its cookie, or, where the
-// classic-tracepoint variant has none, its ports and direction.
-uint64_t connection_key(const ConnectionEvent& e) {
-  if (e.cookie != 0) return e.cookie;
-  return (1ull << 63) | (static_cast<uint64_t>(e.direction == Direction::kInbound) << 62) |
-         (static_cast<uint64_t>(e.sport) << 16) | e.dport;
-}
-
-}  // namespace
-
-bool Pipeline::decide(const ConnectionEvent& e, const EventContext& context,
-                      std::string_view& rule) {
-  const bool switched_on = e.kind == ConnKind::kEstablish ? switches_.establish
-                           : e.kind == ConnKind::kAccept  ? switches_.accept
-                           : e.kind == ConnKind::kClose   ? switches_.close
-                                                          : switches_.failed;
-  if (!rules_) return switched_on;
-  const uint64_t key = connection_key(e);
-  if (e.kind == ConnKind::kClose) {
-    auto it = open_rules_.find(key);
-    if (it == open_rules_.end()) return false;  // its open event was filtered out
-    rule = it->second;
-    open_rules_.erase(it);
-    return switched_on;
-  }
-  const RuleSet& set = e.kind == ConnKind::kAccept ? rules_->ingress : rules_->egress;
-  if (!set.enabled()) return false;
-  if (set.has_rules()) {
-    // Rules speak of the connection's source and destination (who sent the SYN to whom): for an
-    // accepted connection the destination is this host's end.
-    const bool inbound = e.kind == ConnKind::kAccept;
-    RuleInput in;
-    in.saddr = inbound ? &e.daddr : &e.saddr;
-    in.daddr = inbound ? &e.saddr : &e.daddr;
-    in.sport = inbound ? e.dport : e.sport;
-    in.dport = inbound ? e.sport : e.dport;
-    if (context.process) in.binary_path = context.process->binary_path;
-    if (context.parent) in.parent_binary_path = context.parent->binary_path;
-    if (e.owner_known) in.uid = e.task.uid;
-    if (context.attribution) {
-      in.pod = context.attribution->pod;
-      in.container = context.attribution->container;
-    }
-    auto matched = set.match(in);
-    if (!matched) return false;
-    rule = *matched;
-  }
-  if (e.kind != ConnKind::kFailed) {
-    if (open_rules_.size() < max_tracked_) {
-      open_rules_[key] = rule;
-    } else {
-      ++stats_.rule_tracking_full;
-    }
-  }
-  return switched_on;
-}
-
 void Pipeline::handle(const ConnectionEvent& e) {
   EventContext context;
   context.last_cap = last_cap_;
@@ -140,7 +75,14 @@ void Pipeline::handle(const ConnectionEvent& e) {
     ++stats_.events_without_process;
   }
   if (metrics_) count(e, context.attribution);  // metrics count every connection
-  if (!decide(e, context, context.rule)) {
+  EventOwner owner;
+  if (context.process) owner.binary_path = context.process->binary_path;
+  if (context.parent) owner.parent_binary_path = context.parent->binary_path;
+  if (context.attribution) {
+    owner.pod = context.attribution->pod;
+    owner.container = context.attribution->container;
+  }
+  if (!verdicts_.decide(e, owner, context.rule)) {
     ++stats_.events_filtered;
     return;
   }

@@ -28,6 +28,7 @@
 #include "output/line_writer.h"
 #include "process/table.h"
 #include "rules/rules.h"
+#include "rules/verdicts.h"
 
 namespace netmon {
 
@@ -39,8 +40,7 @@ struct PipelineStats {
   std::array<uint64_t, 4> events_by_kind{};
   uint64_t events_without_process = 0;
   uint64_t events_with_pod = 0;
-  uint64_t events_filtered = 0;     // not written: a rule set matched none, or switched off
-  uint64_t rule_tracking_full = 0;  // an open event's rule could not be remembered
+  uint64_t events_filtered = 0;  // not written: a rule set matched none, or switched off
 };
 
 class Pipeline final : public RecordSink {
@@ -56,17 +56,11 @@ class Pipeline final : public RecordSink {
   // Connection metrics (may stay unset). `metrics` must outlive the pipeline.
   void set_metrics(Metrics* metrics) { metrics_ = metrics; }
 
-  // Which event types are written at all.
-  struct EventSwitches {
-    bool establish = true;
-    bool accept = true;
-    bool close = true;
-    bool failed = true;
-  };
-  // Rules (may stay unset: every event, no rule names) and event switches. `rules` must
-  // outlive the pipeline. `max_tracked`: connections whose open event's rule is remembered for
-  // their Close at once.
-  void set_rules(const CompiledRules* rules, EventSwitches switches, size_t max_tracked);
+  // Rules (may stay unset: every event, no rule names) and event switches, as Verdicts takes
+  // them. `rules` must outlive the pipeline.
+  void set_rules(const CompiledRules* rules, EventSwitches switches, size_t max_tracked) {
+    verdicts_ = Verdicts(rules, switches, max_tracked);
+  }
 
   // Returns false once a batch is held: read no more records until flush() hands it over.
   bool on_record(std::span<const std::byte> record) noexcept override;
@@ -96,8 +90,6 @@ class Pipeline final : public RecordSink {
  private:
   void handle(const ConnectionEvent& e);
   void count(const ConnectionEvent& e, const Attribution* attribution);
-  // Applies the rules: false when the event is not written; sets `rule` to the rule's name.
-  bool decide(const ConnectionEvent& e, const EventContext& context, std::string_view& rule);
 
   LineWriter& writer_;
   ProcessTable& processes_;
@@ -109,12 +101,7 @@ class Pipeline final : public RecordSink {
   // Series per (cgroup id, direction), valid for one pod snapshot.
   std::unordered_map<uint64_t, std::shared_ptr<ConnectionSeries>> series_cache_;
   uint64_t series_snapshot_version_ = 0;
-  const CompiledRules* rules_ = nullptr;
-  EventSwitches switches_;
-  size_t max_tracked_ = 0;
-  // The rule of each connection reported open while rules are configured ("" for none), so
-  // its Close carries it; a connection missing here was filtered out at open.
-  std::unordered_map<uint64_t, std::string_view> open_rules_;
+  Verdicts verdicts_;
   const size_t batch_bytes_;
   BootClock clock_;
   std::string batch_;

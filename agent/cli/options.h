@@ -14,17 +14,9 @@
 #include "common/log.h"
 #include "common/result.h"
 #include "rules/rules.h"
+#include "rules/verdicts.h"
 
 namespace netmon {
-
-// Which connection events are reported (events.establish, ...). An event type switched off is
-// dropped before enrichment and output.
-struct EventSwitches {
-  bool establish = true;
-  bool accept = true;
-  bool close = true;
-  bool failed = true;
-};
 
 struct Options {
   bool show_help = false;
@@ -52,8 +44,8 @@ struct Options {
   std::string cgroup_root;  // default: the cgroup2 mount from /proc/self/mountinfo
   std::string metrics_address = "0.0.0.0:9477";  // "" disables the HTTP endpoint
   std::vector<std::string> metrics_drop_labels;
-  EventSwitches events;
-  RulesSpec rules;  // from the configuration file only; compiled by agent/rules
+  EventSwitches events;  // which connection events are reported (events.establish, ...)
+  RulesSpec rules;       // from the configuration file only; compiled by agent/rules
 };
 
 // Looks up an environment variable; injectable for tests.

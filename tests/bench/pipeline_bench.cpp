@@ -233,7 +233,7 @@ struct Fixture {
         return;
       }
       rules = std::make_unique<CompiledRules>(std::move(*compiled));
-      pipeline->set_rules(rules.get(), Pipeline::EventSwitches{}, 65536);
+      pipeline->set_rules(rules.get(), EventSwitches{}, 65536);
     }
     // Seed the process table through the pipeline, as the kernel's exec records would.
     for (uint32_t p = 0; p < kProcesses; ++p) {

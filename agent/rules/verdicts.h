@@ -1,0 +1,65 @@
+// The decision whether a connection event is written, and under which rule's name: the event
+// switches, the rules, and the memory of which open connections a rule named, so that their
+// Close carries it (and a Close whose open event was filtered out is filtered too).
+// Runs on the pipeline thread; not thread-safe.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+#include <unordered_map>
+
+#include "events/event.h"
+#include "k8s/pods.h"
+#include "rules/rules.h"
+
+namespace netmon {
+
+// Which connection events are reported (events.establish, ...). An event type switched off is
+// not written (its connection is still counted in the metrics).
+struct EventSwitches {
+  bool establish = true;
+  bool accept = true;
+  bool close = true;
+  bool failed = true;
+};
+
+// What the rules look at besides the record: the owner's process, its parent and its pod.
+struct EventOwner {
+  std::string_view binary_path;         // "" when unknown
+  std::string_view parent_binary_path;  // "" when unknown
+  const PodMeta* pod = nullptr;         // null for host processes, or a pod still unknown
+  const ContainerMeta* container = nullptr;
+};
+
+struct VerdictStats {
+  uint64_t rule_tracking_full = 0;  // an open event's rule could not be remembered
+};
+
+class Verdicts {
+ public:
+  // Without rules (null): every event switched on is written, without a rule name, and nothing
+  // is remembered. `rules` must outlive this object. `max_tracked`: connections whose open
+  // event's rule is remembered for their Close at once.
+  explicit Verdicts(const CompiledRules* rules = nullptr, EventSwitches switches = {},
+                    size_t max_tracked = 0);
+
+  // False when the event is not written; otherwise sets `rule` to the matching rule's name
+  // ("" for none), which stays valid as long as the rules.
+  bool decide(const ConnectionEvent& e, const EventOwner& owner, std::string_view& rule);
+
+  const VerdictStats& stats() const { return stats_; }
+  // Connections whose rule is remembered now.
+  size_t tracked() const { return open_rules_.size(); }
+
+ private:
+  const CompiledRules* rules_;
+  EventSwitches switches_;
+  size_t max_tracked_;
+  // The rule of each connection reported open while rules are configured ("" for none), so
+  // its Close carries it; a connection missing here was filtered out at open.
+  std::unordered_map<uint64_t, std::string_view> open_rules_;
+  VerdictStats stats_;
+};
+
+}  // namespace netmon
