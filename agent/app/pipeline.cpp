@@ -74,7 +74,11 @@ void Pipeline::handle(const ConnectionEvent& e) {
   } else {
     ++stats_.events_without_process;
   }
-  if (metrics_) count(e, context.attribution);  // metrics count every connection
+  if (counters_) {  // metrics count every connection
+    if (attributor_)
+      counters_->use_snapshot(attributor_->snapshot_version(), attributor_->snapshot());
+    counters_->count(e, context.attribution);
+  }
   EventOwner owner;
   if (context.process) owner.binary_path = context.process->binary_path;
   if (context.parent) owner.parent_binary_path = context.parent->binary_path;
@@ -90,26 +94,6 @@ void Pipeline::handle(const ConnectionEvent& e) {
   append_event_line(batch_, e, context, clock_);
   ++batch_lines_.by_kind[static_cast<size_t>(e.kind)];
   if (batch_.size() >= batch_bytes_ && !held_) flush();
-}
-
-void Pipeline::count(const ConnectionEvent& e, const Attribution* attribution) {
-  if (attributor_ && attributor_->snapshot_version() != series_snapshot_version_) {
-    // A new pod snapshot: pods whose grace period ended are gone from it; drop their series.
-    series_snapshot_version_ = attributor_->snapshot_version();
-    series_cache_.clear();
-    if (const PodSnapshot* snapshot = attributor_->snapshot()) {
-      metrics_->remove_pods(
-          [snapshot](const std::string& uid) { return snapshot->find_pod(uid) != nullptr; });
-    }
-  }
-  const uint64_t cgroup = e.owner_known ? e.task.cgroup_id : 0;
-  const uint64_t key = (cgroup << 1) | (e.direction == Direction::kInbound ? 1 : 0);
-  auto& series = series_cache_[key];
-  // A pod still unknown to the snapshot is not cached: its next event looks again.
-  if (!series || (attribution && !attribution->pod && !attribution->container_id.empty())) {
-    series = metrics_->series(e.direction, attribution);
-  }
-  Metrics::record(*series, e);
 }
 
 void Pipeline::flush() {

@@ -15,14 +15,15 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
-#include <unordered_map>
 
 #include "bpf/probe.h"
 #include "common/clock.h"
 #include "events/event.h"
 #include "k8s/attribution.h"
+#include "metrics/connection_counters.h"
 #include "metrics/metrics.h"
 #include "output/json.h"
 #include "output/line_writer.h"
@@ -54,7 +55,9 @@ class Pipeline final : public RecordSink {
   // `attributor` must outlive the pipeline.
   void set_attribution(Attributor* attributor, std::string node_name, bool pod_labels = true);
   // Connection metrics (may stay unset). `metrics` must outlive the pipeline.
-  void set_metrics(Metrics* metrics) { metrics_ = metrics; }
+  void set_metrics(Metrics* metrics) {
+    if (metrics) counters_.emplace(*metrics);
+  }
 
   // Rules (may stay unset: every event, no rule names) and event switches, as Verdicts takes
   // them. `rules` must outlive the pipeline.
@@ -89,7 +92,6 @@ class Pipeline final : public RecordSink {
 
  private:
   void handle(const ConnectionEvent& e);
-  void count(const ConnectionEvent& e, const Attribution* attribution);
 
   LineWriter& writer_;
   ProcessTable& processes_;
@@ -97,10 +99,7 @@ class Pipeline final : public RecordSink {
   Attributor* attributor_ = nullptr;
   std::string node_name_;
   bool pod_labels_ = true;
-  Metrics* metrics_ = nullptr;
-  // Series per (cgroup id, direction), valid for one pod snapshot.
-  std::unordered_map<uint64_t, std::shared_ptr<ConnectionSeries>> series_cache_;
-  uint64_t series_snapshot_version_ = 0;
+  std::optional<ConnectionCounters> counters_;
   Verdicts verdicts_;
   const size_t batch_bytes_;
   BootClock clock_;
