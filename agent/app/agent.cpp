@@ -173,11 +173,6 @@ std::string summary(const Pipeline& pipeline, const OutputStats& out, const Kern
          std::to_string(p.resolved_from_proc) + ", evictions " + std::to_string(p.evictions);
 }
 
-std::string env_or_empty(const char* name) {
-  const char* v = std::getenv(name);
-  return v ? std::string(v) : std::string();
-}
-
 // The kubelet settings as configured, without the in-cluster defaults.
 KubeletOptions configured_kubelet(const Options& o) {
   KubeletOptions k;
@@ -221,9 +216,6 @@ Result<void> validate_config(const Options& options) {
     // As given, without the in-cluster defaults (they look at the host's files).
     const KubeletOptions given = configured_kubelet(options);
     if (auto settings = KubeletWatcher::validate_settings(given); !settings) return settings;
-  }
-  if (auto faults = parse_fault_skip_state(env_or_empty("NETMON_FAULT_SKIP_STATE")); !faults) {
-    return fail(faults.error().message);
   }
   return {};
 }
@@ -301,15 +293,9 @@ int run_agent(const Options& options) {
 
   ProbeOptions probe_options = options.probe;
   probe_options.cgroup_root = cgroup2_root_or_default(options.cgroup_root);
-  auto faults = parse_fault_skip_state(env_or_empty("NETMON_FAULT_SKIP_STATE"));
-  if (!faults) {
-    log::error(faults.error().message);
-    return 2;
-  }
-  probe_options.fault_skip_state = *faults;
-  if (*faults) {
+  if (probe_options.fault_skip_state) {
     log::warn("fault injection (NETMON_FAULT_SKIP_STATE): the state tracepoint programs ignore " +
-              env_or_empty("NETMON_FAULT_SKIP_STATE") + " changes; for tests only");
+              options.fault_skip_state + " changes; for tests only");
   }
   auto probe = Probe::start(probe_options, pipeline);
   if (!probe) {

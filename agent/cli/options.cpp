@@ -26,7 +26,7 @@ enum class Type {
 // One setting: the single source of truth for its flag, variable, key, help, default (show() of
 // a default Options), validation and printing.
 struct Setting {
-  const char* flag;  // without the leading "--"
+  const char* flag;  // without the leading "--"; nullptr: only a variable, not in the help
   const char* env;   // nullptr: no environment variable
   const char* key;   // dotted key in the configuration file; nullptr: not in the file
   Type type;
@@ -356,6 +356,18 @@ const std::vector<Setting>& settings() {
           "events-failed", "NETMON_EVENTS_FAILED", "events.failed",
           "report outbound connections that failed (TcpConnectionFailed)",
           [](auto& o) -> auto& { return o.events.failed; }),
+      // Fault injection for the integration tests: only a variable, not in the help or the file.
+      {nullptr, "NETMON_FAULT_SKIP_STATE", nullptr, Type::kString, "CLASSES",
+       "the state tracepoint programs ignore these classes of changes (open, end; comma "
+       "separated); for tests only",
+       [](Options& o, std::string_view v) -> Result<void> {
+         auto bits = parse_fault_skip_state(v);
+         if (!bits) return fail(bits.error().message);
+         o.probe.fault_skip_state = *bits;
+         o.fault_skip_state = std::string(v);
+         return {};
+       },
+       [](const Options& o) { return o.fault_skip_state; }},
       command("print-config",
               "validate the configuration as a start does (exit 2 when it is invalid), print "
               "it as YAML (loadable with --config) and exit",
@@ -372,7 +384,7 @@ const std::vector<Setting>& settings() {
 
 const Setting* find_flag(std::string_view flag) {
   for (const Setting& s : settings()) {
-    if (flag == s.flag) return &s;
+    if (s.flag && flag == s.flag) return &s;
   }
   return nullptr;
 }
@@ -438,7 +450,9 @@ Result<void> apply_env(Options& options, const Setting& s, const EnvLookup& env,
   }
   if (auto value = env(s.env)) {
     if (auto r = s.apply(options, *value); !r) {
-      return fail(std::string("invalid ") + s.env + ": " + r.error().message);
+      const std::string& why = r.error().message;
+      if (why.starts_with(std::string(s.env) + ": ")) return fail(why);  // it names the variable
+      return fail(std::string("invalid ") + s.env + ": " + why);
     }
   }
   return {};
@@ -577,6 +591,7 @@ std::string usage_text() {
       "\n"
       "Flags:\n";
   for (const Setting& s : settings()) {
+    if (!s.flag) continue;  // a variable for tests only
     std::string left = std::string("  --") + s.flag;
     if (s.type == Type::kBool) left += "[=BOOL]";
     if (s.value_name) left += std::string(" ") + s.value_name;

@@ -44,6 +44,9 @@ struct Options {
   std::string cgroup_root;  // default: the cgroup2 mount from /proc/self/mountinfo
   std::string metrics_address = "0.0.0.0:9477";  // "" disables the HTTP endpoint
   std::vector<std::string> metrics_drop_labels;
+  // NETMON_FAULT_SKIP_STATE as given (fault injection for tests; its bits are in
+  // probe.fault_skip_state); "" when unset.
+  std::string fault_skip_state;
   EventSwitches events;  // which connection events are reported (events.establish, ...)
   RulesSpec rules;       // from the configuration file only; compiled by agent/rules
 };

@@ -271,6 +271,23 @@ TEST(OptionsParse, FaultInjectionClassesMapToTheKernelBits) {
   EXPECT_TRUE(contains(parse_fault_skip_state("open,close").error().message, "'close'"));
 }
 
+TEST(OptionsParse, FaultInjectionIsAVariableOnly) {
+  auto r = parse({}, {{"NETMON_FAULT_SKIP_STATE", "end,open"}});
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->probe.fault_skip_state, uint32_t{NM_FAULT_OPEN | NM_FAULT_END});
+  EXPECT_EQ(r->fault_skip_state, "end,open");
+  r = parse({});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->probe.fault_skip_state, 0u);
+  // A bad value names the variable once, in parse_fault_skip_state()'s words.
+  EXPECT_EQ(error_of({}, {{"NETMON_FAULT_SKIP_STATE", "close"}}),
+            "NETMON_FAULT_SKIP_STATE: 'close' is not a change class (open, end)");
+  // No flag, no key: not in the help, not in the printed configuration.
+  EXPECT_TRUE(contains(error_of({"--fault-skip-state=end"}), "unknown flag"));
+  EXPECT_FALSE(contains(usage_text(), "FAULT"));
+  EXPECT_FALSE(contains(render_config(*r), "fault"));
+}
+
 TEST(OptionsParse, BadPerHookVariantNamesHookAndChoices) {
   std::string e = error_of({"--hook-variant=accept=tp_btf"});
   EXPECT_TRUE(contains(e, "--hook-variant")) << e;
