@@ -1,7 +1,6 @@
 #include "app/agent.h"
 
 #include <malloc.h>
-#include <signal.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -17,6 +16,7 @@
 
 #include "app/pipeline.h"
 #include "app/reader_pause.h"
+#include "app/signals.h"
 #include "bpf/probe.h"
 #include "common/files.h"
 #include "common/log.h"
@@ -29,81 +29,16 @@
 #include "output/line_writer.h"
 #include "process/table.h"
 #include "rules/rules.h"
+#include "rules/verdicts.h"
 
 namespace netmon {
 namespace {
-
-std::atomic<bool> g_stop{false};
-std::atomic<int> g_stop_signal{0};     // the signal that set g_stop
-std::atomic<bool> g_status{false};     // SIGUSR1: log a status line
-std::atomic<int> g_ignored_signal{0};  // the last ignored signal, to log once
 
 // How long a stop may take to write what was read from the kernel before it.
 constexpr std::chrono::seconds kStopDrain{5};
 // While the output queue is full, how long the reader waits for room before it looks again at
 // the ring buffer's fill level and the pause's time bound (ReaderPause).
 constexpr std::chrono::milliseconds kPauseStep{10};
-
-static_assert(std::atomic<int>::is_always_lock_free && std::atomic<bool>::is_always_lock_free,
-              "signal handlers only store to lock-free atomics");
-
-void on_stop_signal(int sig) {
-  g_stop_signal.store(sig);
-  g_stop.store(true);
-}
-void on_status_signal(int) { g_status.store(true); }
-void on_ignored_signal(int sig) { g_ignored_signal.store(sig); }
-
-void handle_signal(int sig, void (*handler)(int), int flags) {
-  struct sigaction sa {};
-  sa.sa_handler = handler;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = flags;
-  sigaction(sig, &sa, nullptr);
-}
-
-// Stop (drain, summary, exit 0): SIGTERM (the kubelet, systemd), SIGINT (Ctrl-C) and SIGHUP (a
-// closed terminal, or `kill -HUP` meant as "reload": the configuration is read at start only, so
-// a restart is the reload). SIGUSR1 logs a status line. SIGUSR2, and the signals whose default
-// action would end the agent without a summary but that nobody sends it on purpose, are ignored
-// and logged. SIGQUIT keeps its default (a core dump, for a hung agent). SIGPIPE is ignored: a
-// closed stdout is a write error (EPIPE), which stops the agent with kExitOutputFailed.
-void install_signal_handlers() {
-  for (const int sig : {SIGTERM, SIGINT, SIGHUP}) {
-    handle_signal(sig, on_stop_signal, 0);  // no SA_RESTART: the poll wakes up with EINTR
-  }
-  // SA_RESTART: the agent keeps running; other threads' system calls should not see EINTR.
-  handle_signal(SIGUSR1, on_status_signal, SA_RESTART);
-  for (const int sig : {SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGPWR}) {
-    handle_signal(sig, on_ignored_signal, SA_RESTART);
-  }
-  signal(SIGPIPE, SIG_IGN);
-}
-
-std::string signal_name(int sig) {
-  switch (sig) {
-    case SIGTERM:
-      return "SIGTERM";
-    case SIGINT:
-      return "SIGINT";
-    case SIGHUP:
-      return "SIGHUP";
-    case SIGUSR2:
-      return "SIGUSR2";
-    case SIGALRM:
-      return "SIGALRM";
-    case SIGVTALRM:
-      return "SIGVTALRM";
-    case SIGPROF:
-      return "SIGPROF";
-    case SIGIO:
-      return "SIGIO";
-    case SIGPWR:
-      return "SIGPWR";
-    default:
-      return "signal " + std::to_string(sig);
-  }
-}
 
 // The --proc-root directory is a proc filesystem: a wrong path would leave every event without
 // its process (and the process table empty) instead of failing.
@@ -186,6 +121,104 @@ KubeletOptions configured_kubelet(const Options& o) {
   return k;
 }
 
+// Whether the configuration names rules or turns a direction off: without, the pipeline writes
+// every event switched on and remembers nothing for the Closes.
+bool rules_configured(const RulesSpec& rules) {
+  return !rules.egress.rules.empty() || !rules.ingress.rules.empty() || !rules.egress.enabled ||
+         !rules.ingress.enabled;
+}
+
+// What /readyz waits for; the HTTP server's thread reads it.
+struct Readiness {
+  std::atomic<bool> attached{false};
+  std::atomic<KubeletWatcher*> kubelet{nullptr};
+};
+
+// The HTTP endpoint at `address` (--metrics-address, not empty): /metrics, /healthz and
+// /readyz, which is ready once the probes are attached and the kubelet's first sync is done, and
+// not ready again once stdout failed.
+Result<std::unique_ptr<HttpServer>> serve_http(const std::string& address, const Metrics& metrics,
+                                               const Readiness& readiness,
+                                               const LineWriter& writer) {
+  auto listen = parse_listen_address(address);
+  auto server = HttpServer::start(
+      *listen, [&metrics] { return metrics.render(); },
+      [&readiness, &writer]() -> std::string {
+        if (const int e = writer.output_error()) {
+          return std::string("stdout failed (") + std::strerror(e) + "): stopping";
+        }
+        if (!readiness.attached.load()) return "kernel probes not attached yet";
+        KubeletWatcher* k = readiness.kubelet.load();
+        if (k && !k->synced()) {
+          const std::string why = k->last_error();
+          return "first kubelet sync not done yet" + (why.empty() ? "" : "; kubelet: " + why);
+        }
+        return "";
+      });
+  if (!server) return server;
+  const std::string host =
+      listen->host.find(':') != std::string::npos ? "[" + listen->host + "]" : listen->host;
+  log::info("serving /metrics, /healthz and /readyz on http://" + host + ":" +
+            std::to_string((*server)->port()));
+  return server;
+}
+
+// The kubelet watcher, started, for `k` (the kubelet settings with the in-cluster defaults);
+// null when no kubelet is configured.
+Result<std::unique_ptr<KubeletWatcher>> start_kubelet(const KubeletOptions& k) {
+  if (k.url.empty()) {
+    log::info("no kubelet configured: events carry container ids but no pod metadata");
+    return std::unique_ptr<KubeletWatcher>();
+  }
+  auto watcher = KubeletWatcher::create(k);
+  if (!watcher) return watcher;
+  (*watcher)->start();
+  log::info("pod metadata from " + k.url + (k.insecure_skip_verify ? " (TLS not verified)" : ""));
+  return watcher;
+}
+
+// Logs what the probe attached and how, and hands it to the metrics.
+void report_probe(const Probe& probe, Metrics& metrics) {
+  std::vector<std::pair<std::string, std::string>> hook_variants;
+  for (const AttachedHook& h : probe.hooks()) {
+    log::info("attached " + h.hook + " as " + h.variant);
+    hook_variants.emplace_back(h.hook, h.variant);
+  }
+  metrics.set_hooks(std::move(hook_variants));
+  std::vector<std::pair<std::string, std::string>> chosen;
+  for (const ChosenVariant& v : probe.variants()) {
+    log::info("hook variant: " + v.hook + " = " + v.variant +
+              (v.reason.empty() ? " (preferred)" : " (" + v.reason + ")"));
+    chosen.emplace_back(v.hook, v.variant);
+  }
+  metrics.set_hook_variants(std::move(chosen));
+  std::vector<std::pair<std::string, uint64_t>> map_memory;
+  uint64_t map_total = 0;
+  std::string map_detail;
+  for (const MapMemory& m : probe.map_memory()) {
+    map_total += m.bytes;
+    map_detail += (map_detail.empty() ? "" : ", ") + m.name + " " + std::to_string(m.bytes >> 10);
+    map_memory.emplace_back(m.name, m.bytes);
+  }
+  log::info("BPF maps take " + std::to_string(map_total >> 10) +
+            " KiB of kernel memory (KiB: " + map_detail + ")");
+  metrics.set_map_memory(std::move(map_memory));
+}
+
+// What a start checks before it touches the kernel: the configuration (validate_config()), the
+// --proc-root directory, and the kubelet settings `kubelet` (a token over http://, the token and
+// CA files). Gives the compiled rules.
+Result<CompiledRules> check_start(const Options& options, const KubeletOptions& kubelet) {
+  if (auto valid = validate_config(options); !valid) return tl::unexpected(valid.error());
+  if (auto proc = check_proc_root(options.proc_root); !proc) return tl::unexpected(proc.error());
+  auto rules = compile_rules(options.rules);
+  if (!rules) return rules;
+  if (!kubelet.url.empty()) {
+    if (auto r = KubeletWatcher::validate(kubelet); !r) return tl::unexpected(r.error());
+  }
+  return rules;
+}
+
 }  // namespace
 
 HealthSnapshot health(const Pipeline& pipeline, const OutputStats& out, const KernelCounters& k,
@@ -222,77 +255,52 @@ Result<void> validate_config(const Options& options) {
 
 int run_agent(const Options& options) {
   install_signal_handlers();  // first: a stop signal during the start-up is not lost
-  if (auto valid = validate_config(options); !valid) {
-    log::error("configuration error: " + valid.error().message);
-    return 2;
-  }
-  if (auto proc = check_proc_root(options.proc_root); !proc) {
-    log::error("configuration error: " + proc.error().message);
-    return 2;
-  }
-  auto rules = compile_rules(options.rules);
-  if (!rules) {
-    log::error("configuration error: " + rules.error().message);
-    return 2;
-  }
   const InClusterEnvironment cluster = InClusterEnvironment::of_process();
   const KubeletOptions kubelet_settings =
       with_in_cluster_defaults(configured_kubelet(options), cluster);
-  // The kubelet settings (a token over http://, the token and CA files) before the kernel is
-  // touched.
-  if (const KubeletOptions& k = kubelet_settings; !k.url.empty()) {
-    if (auto r = KubeletWatcher::validate(k); !r) {
-      log::error("configuration error: " + r.error().message);
-      return 2;
-    }
+  auto rules = check_start(options, kubelet_settings);
+  if (!rules) {
+    log::error("configuration error: " + rules.error().message);
+    return 2;
   }
   LineWriter writer(STDOUT_FILENO, options.output_queue_bytes, [](std::string_view line) {
     return static_cast<size_t>(event_kind_of_line(line));
   });
   ProcessTable processes(ProcReader(options.proc_root), options.max_processes);
-  Pipeline pipeline(writer, processes, read_last_cap(options.proc_root));
-  pipeline.set_stop_flag(&g_stop, kStopDrain);
   Metrics metrics(options.metrics_drop_labels, NETMON_VERSION_STRING);
-  pipeline.set_metrics(&metrics);
-  const bool rules_configured = !options.rules.egress.rules.empty() ||
-                                !options.rules.ingress.rules.empty() ||
-                                !options.rules.egress.enabled || !options.rules.ingress.enabled;
-  pipeline.set_rules(rules_configured ? &*rules : nullptr, options.events,
-                     options.probe.max_connections);
 
   // The HTTP endpoint comes up first, so /readyz can say "not ready" while the probes load.
-  std::atomic<bool> attached{false};
-  std::atomic<KubeletWatcher*> kubelet_for_ready{nullptr};
+  Readiness readiness;
   std::unique_ptr<HttpServer> http;
   if (!options.metrics_address.empty()) {
-    auto address = parse_listen_address(options.metrics_address);
-    auto server = HttpServer::start(
-        *address, [&metrics] { return metrics.render(); },
-        [&attached, &kubelet_for_ready, &writer]() -> std::string {
-          if (const int e = writer.output_error()) {
-            return std::string("stdout failed (") + std::strerror(e) + "): stopping";
-          }
-          if (!attached.load()) return "kernel probes not attached yet";
-          KubeletWatcher* k = kubelet_for_ready.load();
-          if (k && !k->synced()) {
-            const std::string why = k->last_error();
-            return "first kubelet sync not done yet" + (why.empty() ? "" : "; kubelet: " + why);
-          }
-          return "";
-        });
+    auto server = serve_http(options.metrics_address, metrics, readiness, writer);
     if (!server) {
       log::error(server.error().message);
       return 1;
     }
     http = std::move(*server);
-    const std::string host =
-        address->host.find(':') != std::string::npos ? "[" + address->host + "]" : address->host;
-    log::info("serving /metrics, /healthz and /readyz on http://" + host + ":" +
-              std::to_string(http->port()));
   }
 
+  // What the pipeline needs is there before the probe that feeds it starts.
+  auto kubelet_started = start_kubelet(kubelet_settings);
+  if (!kubelet_started) {
+    log::error("configuration error: " + kubelet_started.error().message);
+    return 2;
+  }
+  std::unique_ptr<KubeletWatcher> kubelet = std::move(*kubelet_started);
   ProbeOptions probe_options = options.probe;
   probe_options.cgroup_root = cgroup2_root_or_default(options.cgroup_root);
+  Attributor attributor(open_cgroups(probe_options.cgroup_root), kubelet.get());
+  PipelineDeps deps;
+  deps.attributor = &attributor;
+  deps.node_name = node_name_or_default(options.node_name, cluster);
+  deps.pod_labels = options.pod_labels;
+  deps.metrics = &metrics;
+  deps.verdicts = Verdicts(rules_configured(options.rules) ? &*rules : nullptr, options.events,
+                           options.probe.max_connections);
+  Pipeline pipeline(writer, processes, read_last_cap(options.proc_root), std::move(deps));
+  pipeline.set_stop_flag(&stop_flag(), kStopDrain);
+
   if (probe_options.fault_skip_state) {
     log::warn("fault injection (NETMON_FAULT_SKIP_STATE): the state tracepoint programs ignore " +
               options.fault_skip_state + " changes; for tests only");
@@ -303,30 +311,7 @@ int run_agent(const Options& options) {
     writer.finish(std::chrono::milliseconds(0));
     return 1;
   }
-  std::vector<std::pair<std::string, std::string>> hook_variants;
-  for (const AttachedHook& h : (*probe)->hooks()) {
-    log::info("attached " + h.hook + " as " + h.variant);
-    hook_variants.emplace_back(h.hook, h.variant);
-  }
-  metrics.set_hooks(std::move(hook_variants));
-  std::vector<std::pair<std::string, std::string>> chosen;
-  for (const ChosenVariant& v : (*probe)->variants()) {
-    log::info("hook variant: " + v.hook + " = " + v.variant +
-              (v.reason.empty() ? " (preferred)" : " (" + v.reason + ")"));
-    chosen.emplace_back(v.hook, v.variant);
-  }
-  metrics.set_hook_variants(std::move(chosen));
-  std::vector<std::pair<std::string, uint64_t>> map_memory;
-  uint64_t map_total = 0;
-  std::string map_detail;
-  for (const MapMemory& m : (*probe)->map_memory()) {
-    map_total += m.bytes;
-    map_detail += (map_detail.empty() ? "" : ", ") + m.name + " " + std::to_string(m.bytes >> 10);
-    map_memory.emplace_back(m.name, m.bytes);
-  }
-  log::info("BPF maps take " + std::to_string(map_total >> 10) +
-            " KiB of kernel memory (KiB: " + map_detail + ")");
-  metrics.set_map_memory(std::move(map_memory));
+  report_probe(**probe, metrics);
   // Seed after attaching: a process started in between is in /proc, in the ring buffer, or both.
   processes.seed();
   log::info("process table seeded from " + options.proc_root + " with " +
@@ -335,24 +320,8 @@ int run_agent(const Options& options) {
   // the /proc scan) freed. The probe already trimmed the kernel BTF's megabytes before it mapped
   // the ring buffer.
   ::malloc_trim(0);
-  std::unique_ptr<KubeletWatcher> kubelet;
-  if (const KubeletOptions& k = kubelet_settings; !k.url.empty()) {
-    auto watcher = KubeletWatcher::create(k);
-    if (!watcher) {
-      log::error("configuration error: " + watcher.error().message);
-      return 2;
-    }
-    kubelet = std::move(*watcher);
-    kubelet->start();
-    log::info("pod metadata from " + k.url + (k.insecure_skip_verify ? " (TLS not verified)" : ""));
-  } else {
-    log::info("no kubelet configured: events carry container ids but no pod metadata");
-  }
-  Attributor attributor(open_cgroups(probe_options.cgroup_root), kubelet.get());
-  pipeline.set_attribution(&attributor, node_name_or_default(options.node_name, cluster),
-                           options.pod_labels);
-  kubelet_for_ready.store(kubelet.get());
-  attached.store(true);
+  readiness.kubelet.store(kubelet.get());
+  readiness.attached.store(true);
 
   log::info("netmon is running; events go to stdout");
 
@@ -361,7 +330,7 @@ int run_agent(const Options& options) {
   int exit_code = 0;
   ReaderPause pause(std::chrono::milliseconds(options.output_max_pause_ms));
   bool observer = (*probe)->check_observer();
-  while (!g_stop.load()) {
+  while (!stop_flag().load()) {
     if (const int e = writer.output_error()) {
       log::error(std::string("writing events to stdout failed (") + std::strerror(e) +
                  "): stopping with exit status " + std::to_string(kExitOutputFailed) +
@@ -370,11 +339,11 @@ int run_agent(const Options& options) {
       exit_code = kExitOutputFailed;
       break;
     }
-    if (g_status.exchange(false)) {
+    if (take_status_request()) {
       log::info("status: " +
                 summary(pipeline, writer.stats(), (*probe)->counters(), processes.stats(), pause));
     }
-    if (const int sig = g_ignored_signal.exchange(0)) {
+    if (const int sig = take_ignored_signal()) {
       log::info("ignoring " + signal_name(sig) +
                 " (netmon stops on SIGTERM, SIGINT or SIGHUP; SIGUSR1 logs a status line)");
     }
@@ -416,7 +385,7 @@ int run_agent(const Options& options) {
     }
   }
 
-  if (const int sig = g_stop_signal.load(); g_stop.load() && sig != 0) {
+  if (const int sig = stop_signal(); stop_flag().load() && sig != 0) {
     log::info("received " + signal_name(sig) + ": stopping");
   }
   // Deliver what the kernel has already written, then detach before the output drains. The
@@ -427,11 +396,11 @@ int run_agent(const Options& options) {
   (void)(*probe)->poll(0);
   pipeline.flush();
   const KernelCounters counters = (*probe)->counters();
-  attached.store(false);
+  readiness.attached.store(false);
   http.reset();  // no scrape may read the probe's maps once it is gone
   probe->reset();
   const KubeletStats kubelet_stats = kubelet ? kubelet->stats() : KubeletStats{};
-  kubelet_for_ready.store(nullptr);
+  readiness.kubelet.store(nullptr);
   kubelet.reset();  // aborts a request in flight; nothing is logged after the summary
   const auto drain_left = std::chrono::duration_cast<std::chrono::milliseconds>(
       drain_deadline - std::chrono::steady_clock::now());

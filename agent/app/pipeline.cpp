@@ -9,8 +9,17 @@ namespace netmon {
 static_assert(kLineKinds == std::tuple_size_v<decltype(PipelineStats::events_by_kind)>,
               "the writer counts written lines by ConnKind");
 
-Pipeline::Pipeline(LineWriter& writer, ProcessTable& processes, int last_cap, size_t batch_bytes)
-    : writer_(writer), processes_(processes), last_cap_(last_cap), batch_bytes_(batch_bytes) {
+Pipeline::Pipeline(LineWriter& writer, ProcessTable& processes, int last_cap, PipelineDeps deps,
+                   size_t batch_bytes)
+    : writer_(writer),
+      processes_(processes),
+      last_cap_(last_cap),
+      attributor_(deps.attributor),
+      node_name_(std::move(deps.node_name)),
+      pod_labels_(deps.pod_labels),
+      verdicts_(std::move(deps.verdicts)),
+      batch_bytes_(batch_bytes) {
+  if (deps.metrics) counters_.emplace(*deps.metrics);
   batch_.reserve(batch_bytes_ + 4096);
 }
 
@@ -49,12 +58,6 @@ bool Pipeline::on_record(std::span<const std::byte> record) noexcept {
     ++stats_.decode_errors;
   }
   return !held_;
-}
-
-void Pipeline::set_attribution(Attributor* attributor, std::string node_name, bool pod_labels) {
-  attributor_ = attributor;
-  node_name_ = std::move(node_name);
-  pod_labels_ = pod_labels;
 }
 
 void Pipeline::handle(const ConnectionEvent& e) {

@@ -44,26 +44,24 @@ struct PipelineStats {
   uint64_t events_filtered = 0;  // not written: a rule set matched none, or switched off
 };
 
+// What the pipeline works with besides the writer and the process table.
+struct PipelineDeps {
+  // Kubernetes attribution (null: no container ids, no pods); must outlive the pipeline.
+  Attributor* attributor = nullptr;
+  std::string node_name;  // written as node_name; "": none
+  bool pod_labels = true;
+  // Connection metrics (null: none); must outlive the pipeline.
+  Metrics* metrics = nullptr;
+  // Which events are written, under which rule's name (default: every event, no rule names).
+  Verdicts verdicts;
+};
+
 class Pipeline final : public RecordSink {
  public:
   // `writer` and `processes` must outlive the pipeline. `last_cap`: the kernel's cap_last_cap.
   // `batch_bytes`: a batch is handed over once this large, and at every flush().
-  Pipeline(LineWriter& writer, ProcessTable& processes, int last_cap,
+  Pipeline(LineWriter& writer, ProcessTable& processes, int last_cap, PipelineDeps deps = {},
            size_t batch_bytes = 256u << 10);
-
-  // Kubernetes attribution (may stay unset: no container ids, no pods) and the node's name.
-  // `attributor` must outlive the pipeline.
-  void set_attribution(Attributor* attributor, std::string node_name, bool pod_labels = true);
-  // Connection metrics (may stay unset). `metrics` must outlive the pipeline.
-  void set_metrics(Metrics* metrics) {
-    if (metrics) counters_.emplace(*metrics);
-  }
-
-  // Rules (may stay unset: every event, no rule names) and event switches, as Verdicts takes
-  // them. `rules` must outlive the pipeline.
-  void set_rules(const CompiledRules* rules, EventSwitches switches, size_t max_tracked) {
-    verdicts_ = Verdicts(rules, switches, max_tracked);
-  }
 
   // Returns false once a batch is held: read no more records until flush() hands it over.
   bool on_record(std::span<const std::byte> record) noexcept override;
@@ -96,9 +94,9 @@ class Pipeline final : public RecordSink {
   LineWriter& writer_;
   ProcessTable& processes_;
   const int last_cap_;
-  Attributor* attributor_ = nullptr;
-  std::string node_name_;
-  bool pod_labels_ = true;
+  Attributor* const attributor_;
+  const std::string node_name_;
+  const bool pod_labels_;
   std::optional<ConnectionCounters> counters_;
   Verdicts verdicts_;
   const size_t batch_bytes_;

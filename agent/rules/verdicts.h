@@ -38,11 +38,12 @@ struct VerdictStats {
 
 class Verdicts {
  public:
+  // Every event, without a rule name, nothing remembered.
+  Verdicts() = default;
   // Without rules (null): every event switched on is written, without a rule name, and nothing
   // is remembered. `rules` must outlive this object. `max_tracked`: connections whose open
   // event's rule is remembered for their Close at once.
-  explicit Verdicts(const CompiledRules* rules = nullptr, EventSwitches switches = {},
-                    size_t max_tracked = 0);
+  Verdicts(const CompiledRules* rules, EventSwitches switches, size_t max_tracked);
 
   // False when the event is not written; otherwise sets `rule` to the matching rule's name
   // ("" for none), which stays valid as long as the rules.
@@ -53,9 +54,9 @@ class Verdicts {
   size_t tracked() const { return open_rules_.size(); }
 
  private:
-  const CompiledRules* rules_;
+  const CompiledRules* rules_ = nullptr;
   EventSwitches switches_;
-  size_t max_tracked_;
+  size_t max_tracked_ = 0;
   // The rule of each connection reported open while rules are configured ("" for none), so
   // its Close carries it; a connection missing here was filtered out at open.
   std::unordered_map<uint64_t, std::string_view> open_rules_;

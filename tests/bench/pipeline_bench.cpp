@@ -221,10 +221,10 @@ struct Fixture {
     writer = std::make_unique<LineWriter>(devnull, size_t{256} << 20);
     processes = std::make_unique<ProcessTable>(ProcReader(proc_dir), 8192);
     processes->seed();  // an empty directory: nothing
-    pipeline = std::make_unique<Pipeline>(*writer, *processes, kLastCap);
+    PipelineDeps deps;
     if (with_metrics) {
       metrics = std::make_unique<Metrics>(std::vector<std::string>{}, "bench");
-      pipeline->set_metrics(metrics.get());
+      deps.metrics = metrics.get();
     }
     if (with_rules) {
       auto compiled = compile_rules(small_rules());
@@ -233,8 +233,9 @@ struct Fixture {
         return;
       }
       rules = std::make_unique<CompiledRules>(std::move(*compiled));
-      pipeline->set_rules(rules.get(), EventSwitches{}, 65536);
+      deps.verdicts = Verdicts(rules.get(), EventSwitches{}, 65536);
     }
+    pipeline = std::make_unique<Pipeline>(*writer, *processes, kLastCap, std::move(deps));
     // Seed the process table through the pipeline, as the kernel's exec records would.
     for (uint32_t p = 0; p < kProcesses; ++p) {
       const Record r = exec_record(p);

@@ -57,7 +57,7 @@ class PipelineBackpressureTest : public ::testing::Test {
     proc_dir_ = dir;
     writer_ = std::make_unique<LineWriter>(write_end_.get(), 64u << 10);
     processes_ = std::make_unique<ProcessTable>(ProcReader(proc_dir_), 1024);
-    pipeline_ = std::make_unique<Pipeline>(*writer_, *processes_, 40, 16u << 10);
+    pipeline_ = std::make_unique<Pipeline>(*writer_, *processes_, 40, PipelineDeps{}, 16u << 10);
     stall_writer();
   }
 
