@@ -1,0 +1,125 @@
+// ListWatcher: keeps a client's view of one API resource collection (services, endpointslices,
+// nodes, pods of a node) current, the way client-go's reflector does: LIST in pages (limit +
+// continue), then WATCH from the list's resourceVersion with bookmarks; a watch that ends is
+// resumed from the last resourceVersion seen (events and bookmarks); 410 Gone re-lists; other
+// failures retry after an exponential backoff with jitter. One thread per watcher; the handler
+// sees the objects as the API server sends them (nlohmann::json, inside agent/k8s only).
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "common/result.h"
+#include "k8s/kube_api.h"
+#include "k8s/watch_stream.h"
+
+namespace netmon {
+
+// What a ListWatcher reports to. Called on the watcher's thread only, one call at a time; a call
+// should not block for long (the watch stream waits meanwhile). An exception it throws is
+// caught: counted as kHandler, and the collection is listed again after a backoff.
+class ListWatchHandler {
+ public:
+  virtual ~ListWatchHandler() = default;
+  // A complete list (all pages): `items` is a JSON array of the objects, in the list's wire
+  // format (list items carry no kind/apiVersion). It replaces all earlier state: objects not in
+  // it are gone. Called after the first list, and after each re-list (410 Gone, handler error).
+  virtual void on_list(const nlohmann::json& items, const std::string& resource_version) = 0;
+  // An ADDED, MODIFIED or DELETED event after the list (DELETED carries the object's last state).
+  // Bookmarks and errors are handled by the watcher.
+  virtual void on_event(WatchEventType type, const nlohmann::json& object) = 0;
+};
+
+struct ListWatchOptions {
+  // The collection's path, e.g. "/api/v1/services", "/apis/discovery.k8s.io/v1/endpointslices",
+  // "/api/v1/nodes", "/api/v1/pods?fieldSelector=spec.nodeName%3Dnode-1" (query percent-encoded).
+  std::string resource;
+  // The name in logs and metric labels ("services"); default: the path's last segment.
+  std::string name;
+  uint32_t page_size = 500;        // limit of each list page
+  uint32_t max_pages = 10000;      // a list of more pages fails (kTooLarge)
+  uint32_t watch_timeout_s = 300;  // timeoutSeconds: the server ends each watch after it
+  BackoffPolicy backoff;           // between failed attempts
+  // A watch that ends (normally or broken off) before this long with no event or bookmark counts
+  // as a failure (backoff), so that a server that closes watches at once is not hammered.
+  std::chrono::milliseconds min_watch_duration{1000};
+  // Draws the jitter, in [0, 1); default: a per-watcher random engine.
+  std::function<double()> random_unit;
+};
+
+struct ListWatchStats {
+  uint64_t lists = 0;         // complete lists handed to on_list
+  uint64_t list_pages = 0;    // list pages received
+  uint64_t watch_starts = 0;  // watches the server accepted (200)
+  uint64_t watch_ends = 0;    // watches that ended without an error (timeoutSeconds, closed)
+  uint64_t added = 0;
+  uint64_t modified = 0;
+  uint64_t deleted = 0;
+  uint64_t bookmarks = 0;
+  uint64_t relists_gone = 0;   // re-lists because of 410 Gone (watch or expired continue)
+  uint64_t short_watches = 0;  // watches ended early with nothing in them (backed off)
+  std::array<uint64_t, static_cast<size_t>(KubeApiError::kCount)> errors{};  // by reason
+  uint32_t consecutive_failures = 0;
+  bool synced = false;           // a list has completed (stays true while re-listing)
+  std::string resource_version;  // the last one seen
+  std::string last_error;        // "forbidden: 403 ...", "" once a request succeeded
+  uint64_t error_total() const;
+};
+
+class ListWatcher {
+ public:
+  // Validates the API options (KubeApiClient::validate) and the resource path.
+  static Result<std::unique_ptr<ListWatcher>> create(KubeApiOptions api, ListWatchOptions options,
+                                                     ListWatchHandler& handler);
+  ~ListWatcher();  // stop()
+  ListWatcher(const ListWatcher&) = delete;
+  ListWatcher& operator=(const ListWatcher&) = delete;
+
+  void start();
+  // Any thread, idempotent: aborts the request in flight (a blocked watch read included) and the
+  // backoff wait, and joins the thread. Returns within about a second, plus at most the connect
+  // timeout when a connection is being opened to an address that does not answer.
+  void stop();
+
+  const std::string& name() const { return options_.name; }
+  ListWatchStats stats() const;  // any thread
+  bool synced() const noexcept { return synced_.load(std::memory_order_acquire); }
+
+ private:
+  ListWatcher(std::unique_ptr<KubeApiClient> client, ListWatchOptions options,
+              ListWatchHandler& handler);
+  void run();
+  KubeApiOutcome list_all();
+  enum class WatchEnd { kEnded, kGone, kFailed };
+  WatchEnd watch_once(KubeApiOutcome& outcome, bool& progressed);
+  void record_failure(const KubeApiOutcome& outcome);
+  void record_success();
+  void set_resource_version(const std::string& rv);
+  bool wait_backoff();  // false when stopped
+
+  std::unique_ptr<KubeApiClient> client_;
+  const ListWatchOptions options_;
+  ListWatchHandler& handler_;
+
+  std::string resource_version_;  // watcher thread only; copied into stats under mutex_
+  uint32_t failures_ = 0;         // consecutive; watcher thread only
+  KubeApiError last_logged_error_ = KubeApiError::kNone;
+  std::chrono::steady_clock::time_point last_logged_{};
+
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stop_ = false;
+  ListWatchStats stats_;  // guarded by mutex_
+  std::atomic<bool> synced_{false};
+  std::thread thread_;
+};
+
+}  // namespace netmon

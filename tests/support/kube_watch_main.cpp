@@ -1,0 +1,186 @@
+// netmon-kube-watch: runs one ListWatcher (agent/k8s/list_watch.h) against an API server and
+// prints what it sees as JSON lines on stdout, for tests/integration/test_kube_api.py:
+//   {"callback":"list","resource_version":"12","items":["ns/name", ...]}
+//   {"callback":"event","type":"ADDED","object":"ns/name","resource_version":"13"}
+//   {"stats":{...}}   whenever the counters change, and once more at exit
+// until SIGTERM or SIGINT, then stops the watcher and exits 0 (2 on bad arguments).
+#include <signal.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "k8s/list_watch.h"
+
+namespace {
+
+using netmon::KubeApiError;
+using netmon::ListWatchStats;
+using netmon::WatchEventType;
+
+std::mutex out_mutex;
+
+void emit(const nlohmann::json& line) {
+  std::lock_guard lock(out_mutex);
+  std::cout << line.dump() << '\n' << std::flush;
+}
+
+std::string key_of(const nlohmann::json& object) {
+  std::string key;
+  if (const auto meta = object.find("metadata"); meta != object.end() && meta->is_object()) {
+    if (const auto ns = meta->find("namespace"); ns != meta->end() && ns->is_string()) {
+      key = ns->get<std::string>() + "/";
+    }
+    if (const auto name = meta->find("name"); name != meta->end() && name->is_string()) {
+      key += name->get<std::string>();
+    }
+  }
+  return key;
+}
+
+class PrintingHandler : public netmon::ListWatchHandler {
+ public:
+  void on_list(const nlohmann::json& items, const std::string& resource_version) override {
+    nlohmann::json keys = nlohmann::json::array();
+    for (const auto& item : items) keys.push_back(key_of(item));
+    emit({{"callback", "list"}, {"resource_version", resource_version}, {"items", keys}});
+  }
+  void on_event(WatchEventType type, const nlohmann::json& object) override {
+    std::string rv;
+    if (const auto meta = object.find("metadata"); meta != object.end() && meta->is_object()) {
+      rv = meta->value("resourceVersion", "");
+    }
+    emit({{"callback", "event"},
+          {"type", std::string(netmon::watch_event_type_name(type))},
+          {"object", key_of(object)},
+          {"resource_version", rv}});
+  }
+};
+
+nlohmann::json stats_json(const ListWatchStats& s) {
+  nlohmann::json errors = nlohmann::json::object();
+  for (size_t i = 0; i < s.errors.size(); ++i) {
+    if (s.errors[i] > 0) {
+      errors[std::string(netmon::kube_api_error_name(static_cast<KubeApiError>(i)))] = s.errors[i];
+    }
+  }
+  return {{"lists", s.lists},
+          {"list_pages", s.list_pages},
+          {"watch_starts", s.watch_starts},
+          {"watch_ends", s.watch_ends},
+          {"added", s.added},
+          {"modified", s.modified},
+          {"deleted", s.deleted},
+          {"bookmarks", s.bookmarks},
+          {"relists_gone", s.relists_gone},
+          {"short_watches", s.short_watches},
+          {"errors", errors},
+          {"consecutive_failures", s.consecutive_failures},
+          {"synced", s.synced},
+          {"resource_version", s.resource_version},
+          {"last_error", s.last_error}};
+}
+
+int usage(const std::string& why) {
+  std::cerr << "netmon-kube-watch: " << why
+            << "\nusage: netmon-kube-watch --url URL --resource PATH [--token-file F] [--ca-file F]"
+               " [--insecure-skip-verify] [--page-size N] [--watch-timeout S]"
+               " [--backoff-min-ms N] [--backoff-max-ms N] [--min-watch-ms N]"
+               " [--connect-timeout-ms N] [--read-timeout-ms N] [--max-response-bytes N]"
+               " [--max-line-bytes N]\n";
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  netmon::KubeApiOptions api;
+  netmon::ListWatchOptions options;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "--insecure-skip-verify") {
+      api.insecure_skip_verify = true;
+      continue;
+    }
+    if (i + 1 >= argc) return usage("missing value for " + std::string(arg));
+    const std::string value = argv[++i];
+    char* end = nullptr;
+    const unsigned long long number = std::strtoull(value.c_str(), &end, 10);
+    const bool numeric = end != value.c_str() && *end == '\0';
+    if (arg == "--url") {
+      api.url = value;
+    } else if (arg == "--resource") {
+      options.resource = value;
+    } else if (arg == "--token-file") {
+      api.token_file = value;
+    } else if (arg == "--ca-file") {
+      api.ca_file = value;
+    } else if (!numeric) {
+      return usage("not a number: " + value + " (" + std::string(arg) + ")");
+    } else if (arg == "--page-size") {
+      options.page_size = static_cast<uint32_t>(number);
+    } else if (arg == "--watch-timeout") {
+      options.watch_timeout_s = static_cast<uint32_t>(number);
+    } else if (arg == "--backoff-min-ms") {
+      options.backoff.min = std::chrono::milliseconds(number);
+    } else if (arg == "--backoff-max-ms") {
+      options.backoff.max = std::chrono::milliseconds(number);
+    } else if (arg == "--min-watch-ms") {
+      options.min_watch_duration = std::chrono::milliseconds(number);
+    } else if (arg == "--connect-timeout-ms") {
+      api.connect_timeout = std::chrono::milliseconds(number);
+    } else if (arg == "--read-timeout-ms") {
+      api.read_timeout = std::chrono::milliseconds(number);
+    } else if (arg == "--max-response-bytes") {
+      api.max_response_bytes = static_cast<size_t>(number);
+    } else if (arg == "--max-line-bytes") {
+      api.max_line_bytes = static_cast<size_t>(number);
+    } else {
+      return usage("unknown option " + std::string(arg));
+    }
+  }
+  if (api.url.empty() || options.resource.empty()) return usage("--url and --resource are needed");
+
+  // Signals are taken synchronously by this thread (blocked before the watcher thread starts,
+  // which inherits the mask).
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  PrintingHandler handler;
+  auto watcher = netmon::ListWatcher::create(api, options, handler);
+  if (!watcher) {
+    std::cerr << "netmon-kube-watch: " << watcher.error().message << '\n';
+    return 2;
+  }
+  (*watcher)->start();
+  nlohmann::json last_stats;
+  const timespec poll{0, 20 * 1000 * 1000};
+  for (;;) {
+    const int sig = sigtimedwait(&signals, nullptr, &poll);
+    if (sig == SIGTERM || sig == SIGINT) break;
+    nlohmann::json now = stats_json((*watcher)->stats());
+    if (now != last_stats) {
+      emit({{"stats", now}});
+      last_stats = std::move(now);
+    }
+  }
+  const auto stop_started = std::chrono::steady_clock::now();
+  (*watcher)->stop();
+  const auto stop_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::steady_clock::now() - stop_started)
+                           .count();
+  emit({{"stats", stats_json((*watcher)->stats())}, {"stopped_in_ms", stop_ms}});
+  return 0;
+}
