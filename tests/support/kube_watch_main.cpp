@@ -157,6 +157,9 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // As in the agent (app/agent.cpp): OpenSSL writes to sockets without MSG_NOSIGNAL, e.g. the
+  // close_notify after stop() shut a connection down.
+  signal(SIGPIPE, SIG_IGN);
 
   PrintingHandler handler;
   auto watcher = netmon::ListWatcher::create(api, options, handler);
