@@ -92,8 +92,14 @@ void ListWatcher::set_resource_version(const std::string& rv) {
 }
 
 void ListWatcher::record_success() {
-  std::lock_guard lock(mutex_);
-  stats_.last_error.clear();
+  {
+    std::lock_guard lock(mutex_);
+    stats_.last_error.clear();
+  }
+  if (last_logged_error_ != KubeApiError::kNone) {
+    log::info("kube-api " + options_.name + ": the API server answers again");
+    last_logged_error_ = KubeApiError::kNone;
+  }
 }
 
 void ListWatcher::record_failure(const KubeApiOutcome& outcome) {
@@ -220,9 +226,11 @@ ListWatcher::WatchEnd ListWatcher::watch_once(KubeApiOutcome& outcome, bool& pro
   const std::function<bool(std::string_view)> on_line = [&](std::string_view line) {
     if (!started) {
       started = true;
-      std::lock_guard lock(mutex_);
-      stats_.watch_starts++;
-      stats_.last_error.clear();  // the server answers again
+      {
+        std::lock_guard lock(mutex_);
+        stats_.watch_starts++;
+      }
+      record_success();
     }
     auto event = parse_watch_event(line);
     if (!event) {

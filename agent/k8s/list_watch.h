@@ -74,6 +74,8 @@ struct ListWatchStats {
   uint64_t error_total() const;
 };
 
+// The process must ignore SIGPIPE (the agent does, app/agent.cpp): OpenSSL writes to the socket
+// without MSG_NOSIGNAL, e.g. a close_notify after stop() shut the connection down.
 class ListWatcher {
  public:
   // Validates the API options (KubeApiClient::validate) and the resource path.

@@ -442,3 +442,25 @@ def test_stop_is_prompt_in_a_watch_and_in_a_backoff(stub, start_watch, certs):
     waiting.wait(lambda: waiting.errors("unreachable") == 1, "a failure, then a 30 s backoff")
     took, final = waiting.stop()
     assert took < STOP_LIMIT + 0.5 and final["stopped_in_ms"] < STOP_LIMIT * 1000, (took, final)
+
+
+def test_a_resource_with_a_field_selector_keeps_it_in_list_and_watch(stub, start_watch):
+    stub.add_collection("/api/v1/pods", "Pod", "v1")
+    resource = "/api/v1/pods?fieldSelector=spec.nodeName%3Dnode-1"
+    watch = start_watch(stub.url, resource)
+    listed = watch.wait(watch.lists, "the list")[0]
+    assert listed["items"] == []
+    watch.wait(lambda: stub.open_watch_count() == 1, "the watch")
+    queries = [r["query"] for r in stub.requests()]
+    assert [q["fieldSelector"] for q in queries] == ["spec.nodeName=node-1"] * 2
+    assert queries[1]["watch"] == "1" and queries[0]["limit"] == "500"
+
+
+def test_a_certificate_of_another_ca_is_a_tls_error(stub, certs, token_file):
+    watch = KubeWatch(stub.url, SERVICES, token_file, certs["other_ca"])
+    try:
+        watch.wait(lambda: watch.errors("tls") >= 2, "two TLS failures")
+        assert watch.lists() == [] and stub.requests() == []
+        assert watch.stats()["last_error"].startswith("tls: ")
+    finally:
+        watch.kill()
