@@ -133,22 +133,46 @@ bool ListWatcher::wait_backoff() {
   return !stop_;
 }
 
+std::string ListWatcher::list_resource_version() const {
+  // As client-go's reflector: after a 410 the list must be consistent (served from etcd: a
+  // cache could be as old as the version that expired); otherwise a list from the API server's
+  // watch cache, the kind every kube-proxy makes: "0" (any version) at first, then not older than
+  // what this watcher has already seen.
+  if (!options_.list_from_watch_cache || relist_consistent_) return "";
+  return resource_version_.empty() ? "0" : resource_version_;
+}
+
 KubeApiOutcome ListWatcher::list_all() {
+  const bool pages = handler_.list_in_pages();
   nlohmann::json items = nlohmann::json::array();
   std::string continue_token;
   std::string list_rv;
   bool restarted = false;
+  bool delivered = false;  // pages went to the handler: abandon them on a failure
+  auto abandon = [&](KubeApiOutcome outcome) {
+    if (delivered) {
+      try {
+        handler_.on_list_abandoned();
+      } catch (...) {
+        outcome = KubeApiOutcome{KubeApiError::kHandler, 0, "on_list_abandoned threw"};
+      }
+    }
+    return outcome;
+  };
+  auto handler_error = [&](const char* what) {
+    delivered = false;  // a handler that threw is not asked to abandon
+    return abandon(KubeApiOutcome{KubeApiError::kHandler, 0, kube_api_detail(what)});
+  };
+  const std::string from = list_resource_version();
   for (uint32_t page = 0;; ++page) {
     if (page >= options_.max_pages) {
-      KubeApiOutcome outcome;
-      outcome.error = KubeApiError::kTooLarge;
-      outcome.detail = "the list has more than " + std::to_string(options_.max_pages) +
-                       " pages of " + std::to_string(options_.page_size);
-      return outcome;
+      return abandon({KubeApiError::kTooLarge, 0,
+                      "the list has more than " + std::to_string(options_.max_pages) +
+                          " pages of " + std::to_string(options_.page_size)});
     }
     std::string body;
     KubeApiOutcome outcome = client_->get(
-        list_request_path(options_.resource, options_.page_size, continue_token), body);
+        list_request_path(options_.resource, options_.page_size, from, continue_token), body);
     if (outcome.error == KubeApiError::kGone && !continue_token.empty() && !restarted) {
       // The continue token expired (the list took longer than the server keeps its snapshot):
       // list again from the start, once without waiting.
@@ -157,19 +181,20 @@ KubeApiOutcome ListWatcher::list_all() {
         std::lock_guard lock(mutex_);
         stats_.relists_gone++;
       }
+      if (auto r = abandon({}); !r.ok()) return r;
+      delivered = false;
       items = nlohmann::json::array();
       continue_token.clear();
+      list_rv.clear();
       restarted = true;
       page = static_cast<uint32_t>(-1);
       continue;
     }
-    if (!outcome.ok()) return outcome;
+    if (!outcome.ok()) return abandon(outcome);
     nlohmann::json doc = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
     std::string().swap(body);
-    auto bad = [&outcome](std::string why) {
-      outcome.error = KubeApiError::kParse;
-      outcome.detail = std::move(why);
-      return outcome;
+    auto bad = [&](std::string why) {
+      return abandon({KubeApiError::kParse, outcome.status, std::move(why)});
     };
     if (doc.is_discarded() || !doc.is_object()) return bad("a list page is not a JSON object");
     if (auto status = parse_api_status(doc)) {
@@ -182,16 +207,28 @@ KubeApiOutcome ListWatcher::list_all() {
       return bad("a list page has no metadata.resourceVersion");
     }
     auto page_items = doc.find("items");
-    if (page_items == doc.end() || !(page_items->is_array() || page_items->is_null())) {
+    if (page_items != doc.end() && page_items->is_null()) {
+      *page_items = nlohmann::json::array();  // an empty list may say "items": null
+    }
+    if (page_items == doc.end() || !page_items->is_array()) {
       return bad("a list page has no items array");
+    }
+    for (const auto& item : *page_items) {
+      if (!item.is_object()) return bad("a list item is not an object");
     }
     // Every page of a list is a view of one snapshot; the first page's version is the list's.
     if (list_rv.empty()) list_rv = rv->get<std::string>();
-    if (page_items->is_array()) {
-      for (auto& item : *page_items) {
-        if (!item.is_object()) return bad("a list item is not an object");
-        items.push_back(std::move(item));
+    if (pages) {
+      delivered = true;
+      try {
+        handler_.on_list_page(*page_items);
+      } catch (const std::exception& e) {
+        return handler_error(e.what());
+      } catch (...) {
+        return handler_error("unknown exception");
       }
+    } else {
+      for (auto& item : *page_items) items.push_back(std::move(item));
     }
     {
       std::lock_guard lock(mutex_);
@@ -209,6 +246,7 @@ KubeApiOutcome ListWatcher::list_all() {
     return KubeApiOutcome{KubeApiError::kHandler, 0, "unknown exception"};
   }
   set_resource_version(list_rv);
+  relist_consistent_ = false;
   {
     std::lock_guard lock(mutex_);
     stats_.lists++;
@@ -327,6 +365,7 @@ void ListWatcher::run() {
           stats_.relists_gone++;
         }
         need_list = true;
+        relist_consistent_ = true;
         if (events_since_list) {
           failures_ = 0;
         } else {

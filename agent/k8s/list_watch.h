@@ -36,6 +36,16 @@ class ListWatchHandler {
   // An ADDED, MODIFIED or DELETED event after the list (DELETED carries the object's last state).
   // Bookmarks and errors are handled by the watcher.
   virtual void on_event(WatchEventType type, const nlohmann::json& object) = 0;
+
+  // Page by page, for large collections (endpointslices of a big cluster: the whole list as one
+  // JSON document would cost several times its text). When list_in_pages() is true, each page's
+  // items go to on_list_page() as the page arrives (build the new state aside), and on_list()
+  // then gets an empty array: the list is complete, swap the new state in. When a list fails
+  // part-way (or restarts after an expired continue token), on_list_abandoned() says to drop
+  // what the pages built; the old state stays.
+  virtual bool list_in_pages() const { return false; }
+  virtual void on_list_page(const nlohmann::json& /*items*/) {}
+  virtual void on_list_abandoned() {}
 };
 
 struct ListWatchOptions {
@@ -44,6 +54,11 @@ struct ListWatchOptions {
   std::string resource;
   // The name in logs and metric labels ("services"); default: the path's last segment.
   std::string name;
+  // List from the API server's watch cache (resourceVersion "0", then not older than the last
+  // version seen), as kube-proxy's informers do: no etcd read per node, but such a list ignores
+  // limit on servers before 1.31 (one response: mind max_response_bytes). A re-list after 410 is
+  // always consistent (no resourceVersion, paged). False: every list consistent and paged.
+  bool list_from_watch_cache = true;
   uint32_t page_size = 500;        // limit of each list page
   uint32_t max_pages = 10000;      // a list of more pages fails (kTooLarge)
   uint32_t watch_timeout_s = 300;  // timeoutSeconds: the server ends each watch after it
@@ -99,6 +114,7 @@ class ListWatcher {
   ListWatcher(std::unique_ptr<KubeApiClient> client, ListWatchOptions options,
               ListWatchHandler& handler);
   void run();
+  std::string list_resource_version() const;
   KubeApiOutcome list_all();
   enum class WatchEnd { kEnded, kGone, kFailed };
   WatchEnd watch_once(KubeApiOutcome& outcome, bool& progressed);
@@ -111,8 +127,9 @@ class ListWatcher {
   const ListWatchOptions options_;
   ListWatchHandler& handler_;
 
-  std::string resource_version_;  // watcher thread only; copied into stats under mutex_
-  uint32_t failures_ = 0;         // consecutive; watcher thread only
+  std::string resource_version_;    // watcher thread only; copied into stats under mutex_
+  uint32_t failures_ = 0;           // consecutive; watcher thread only
+  bool relist_consistent_ = false;  // the next list follows a 410; watcher thread only
   KubeApiError last_logged_error_ = KubeApiError::kNone;
   std::chrono::steady_clock::time_point last_logged_{};
 

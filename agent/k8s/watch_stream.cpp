@@ -130,9 +130,10 @@ LineSplitter::Feed LineSplitter::finish(const std::function<bool(std::string_vie
 }
 
 std::string list_request_path(std::string_view resource, uint32_t limit,
-                              std::string_view continue_token) {
+                              std::string_view resource_version, std::string_view continue_token) {
   std::string path = with_query(resource, "limit", std::to_string(limit));
-  if (!continue_token.empty()) path = with_query(path, "continue", continue_token);
+  if (!continue_token.empty()) return with_query(path, "continue", continue_token);
+  if (!resource_version.empty()) path = with_query(path, "resourceVersion", resource_version);
   return path;
 }
 

@@ -62,9 +62,10 @@ class LineSplitter {
 };
 
 // GET paths of a resource collection (`resource` may carry a query already).
-// The page of a list: limit, and continue when not empty.
+// A page of a list: limit; the first page with resourceVersion (when not empty: "0" lets the
+// watch cache answer), the next ones with continue instead (the server refuses both).
 std::string list_request_path(std::string_view resource, uint32_t limit,
-                              std::string_view continue_token);
+                              std::string_view resource_version, std::string_view continue_token);
 // A watch from `resource_version`, with bookmarks, ended by the server after `timeout_seconds`.
 std::string watch_request_path(std::string_view resource, std::string_view resource_version,
                                uint32_t timeout_seconds);

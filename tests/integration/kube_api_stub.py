@@ -8,7 +8,8 @@ way a real API server does:
 - LIST `GET <path>?limit=N[&continue=T]`: a `<Kind>List` with `metadata.resourceVersion` (the
   version of the snapshot the list shows; every page of one list shows the same snapshot) and
   `metadata.continue` + `remainingItemCount` while pages remain. Items carry no kind/apiVersion,
-  as in a real list.
+  as in a real list. With a resourceVersion (a list the watch cache answers, e.g. "0"): the
+  whole list in one response, limit ignored (as servers before 1.31 do).
 - WATCH `GET <path>?watch=1&resourceVersion=RV&allowWatchBookmarks=true&timeoutSeconds=S`: HTTP
   200 with a chunked body of newline-delimited `{"type": ..., "object": ...}` events: every change
   after RV, then changes as they happen, BOOKMARKs when the test asks, until timeoutSeconds (or
@@ -385,7 +386,14 @@ class KubeApiStub:
             expire = bool(token) and self._expire_continue > 0
             if expire:
                 self._expire_continue -= 1
-            if token and not expire:
+            if not token and query.get("resourceVersion"):
+                # From the watch cache (resourceVersion "0" or "not older than"): the whole
+                # list at once, limit ignored, as servers before 1.31 answer.
+                rv = self._rv
+                objects = [copy.deepcopy(collection.items[k]) for k in sorted(collection.items)]
+                query = dict(query, limit="0")
+                start, snapshot_id = 0, None
+            elif token and not expire:
                 decoded = json.loads(base64.b64decode(token))
                 rv, objects = self._snapshots[decoded["snapshot"]]
                 start, snapshot_id = decoded["start"], decoded["snapshot"]

@@ -212,7 +212,8 @@ def test_lists_the_real_shapes_then_watches_from_the_list_version(stub, start_wa
     watch.wait(lambda: stub.open_watch_count() == 1, "the watch")
     first = stub.requests()
     assert [r["kind"] for r in first] == ["list", "watch"]
-    assert first[0]["query"]["limit"] == "500"
+    # From the watch cache, as kube-proxy lists: no etcd read per node.
+    assert first[0]["query"] == {"limit": "500", "resourceVersion": "0"}
     assert first[1]["query"] == {"watch": "1", "resourceVersion": listed["resource_version"],
                                  "allowWatchBookmarks": "true", "timeoutSeconds": "300"}
     assert {r["token"] for r in first} == {TOKEN}
@@ -236,35 +237,53 @@ def test_lists_the_real_shapes_then_watches_from_the_list_version(stub, start_wa
     assert took < 2 * STOP_LIMIT and final["stopped_in_ms"] < STOP_LIMIT * 1000
 
 
-def test_pages_a_list_with_limit_and_continue(stub, start_watch):
+@pytest.mark.parametrize("pages", [False, True], ids=["whole", "page-wise"])
+def test_pages_a_consistent_list_with_limit_and_continue(stub, start_watch, pages):
     for i in range(5):
         stub.put(SERVICES, service(f"svc-{i}", cluster_ip=f"10.96.8.{i}"))
     expected = stub.keys(SERVICES)
     rv = stub.resource_version
-    watch = start_watch(stub.url, SERVICES, "--page-size", "2")
+    watch = start_watch(stub.url, SERVICES, "--page-size", "2", "--consistent-list",
+                        *(["--pages"] if pages else []))
     listed = watch.wait(watch.lists, "the list")[0]
     assert listed["items"] == expected  # all pages, in order, once each
     assert listed["resource_version"] == rv
+    assert listed["pages"] == (3 if pages else 0)  # page-wise: handed over one by one
     lists = stub.requests("list")
     assert len(lists) == 3  # 6 services: 2 + 2 + 2
     assert [r["query"]["limit"] for r in lists] == ["2", "2", "2"]
-    assert "continue" not in lists[0]["query"]
+    assert "continue" not in lists[0]["query"] and "resourceVersion" not in lists[0]["query"]
     assert lists[1]["query"]["continue"] and lists[2]["query"]["continue"]
+    assert "resourceVersion" not in lists[1]["query"]  # refused with a continue token
     watch.wait(lambda: watches_from(stub) == [rv], "the watch from the list's version")
     assert watch.wait(lambda: watch.stats().get("list_pages") == 3, "three pages")
 
 
-def test_an_expired_continue_token_restarts_the_list(stub, start_watch):
+def test_a_list_from_the_watch_cache_comes_whole(stub, start_watch):
+    for i in range(5):
+        stub.put(SERVICES, service(f"svc-{i}"))
+    watch = start_watch(stub.url, SERVICES, "--page-size", "2")
+    listed = watch.wait(watch.lists, "the list")[0]
+    assert listed["items"] == stub.keys(SERVICES)
+    assert [r["query"] for r in stub.requests("list")] == [{"limit": "2", "resourceVersion": "0"}]
+
+
+@pytest.mark.parametrize("pages", [False, True], ids=["whole", "page-wise"])
+def test_an_expired_continue_token_restarts_the_list(stub, start_watch, pages):
     for i in range(4):
         stub.put(SERVICES, service(f"svc-{i}"))
     stub.expire_continue_next()
-    watch = start_watch(stub.url, SERVICES, "--page-size", "2")
+    watch = start_watch(stub.url, SERVICES, "--page-size", "2", "--consistent-list",
+                        *(["--pages"] if pages else []))
     listed = watch.wait(watch.lists, "the list")[0]
     assert listed["items"] == stub.keys(SERVICES)
     statuses = [(r["status"], "continue" in r["query"]) for r in stub.requests("list")]
     assert statuses == [(200, False), (410, True), (200, False), (200, True), (200, True)]
     watch.wait(lambda: watch.stats().get("relists_gone") == 1, "the re-list counted")
     assert len(watch.lists()) == 1
+    # Page-wise, the handler is told to drop the first attempt's page.
+    abandoned = watch.callbacks("list_abandoned")
+    assert abandoned == ([{"callback": "list_abandoned", "pages": 1}] if pages else [])
 
 
 def test_a_bookmark_moves_the_version_the_next_watch_resumes_from(stub, start_watch):
@@ -305,6 +324,10 @@ def test_410_gone_relists_at_once(stub, start_watch, as_http_status):
     gone_at = kinds.index(("watch", True))
     assert kinds[gone_at + 1] == ("list", False)
     requests = stub.requests()
+    # The re-list after 410 is consistent (no resourceVersion: not from a cache that may be as
+    # old as the version that expired).
+    assert requests[0]["query"]["resourceVersion"] == "0"
+    assert "resourceVersion" not in requests[gone_at + 1]["query"]
     # At once: no backoff (3 s here) between the 410 and the re-list.
     assert requests[gone_at + 1]["time"] - requests[gone_at]["time"] < 1.5
     watch.wait(lambda: watches_from(stub)[-1] == relisted["resource_version"],

@@ -16,6 +16,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -47,12 +48,31 @@ std::string key_of(const nlohmann::json& object) {
   return key;
 }
 
+// With --pages, the handler takes lists page by page: the keys of the pages are collected and
+// printed with the list when it completes ("pages": how many), or dropped when it is abandoned.
 class PrintingHandler : public netmon::ListWatchHandler {
  public:
+  explicit PrintingHandler(bool pages) : pages_(pages) {}
+
   void on_list(const nlohmann::json& items, const std::string& resource_version) override {
     nlohmann::json keys = nlohmann::json::array();
+    if (pages_) std::swap(keys, page_keys_);
     for (const auto& item : items) keys.push_back(key_of(item));
-    emit({{"callback", "list"}, {"resource_version", resource_version}, {"items", keys}});
+    emit({{"callback", "list"},
+          {"resource_version", resource_version},
+          {"items", keys},
+          {"pages", page_count_}});
+    page_count_ = 0;
+  }
+  bool list_in_pages() const override { return pages_; }
+  void on_list_page(const nlohmann::json& items) override {
+    for (const auto& item : items) page_keys_.push_back(key_of(item));
+    ++page_count_;
+  }
+  void on_list_abandoned() override {
+    emit({{"callback", "list_abandoned"}, {"pages", page_count_}});
+    page_keys_ = nlohmann::json::array();
+    page_count_ = 0;
   }
   void on_event(WatchEventType type, const nlohmann::json& object) override {
     std::string rv;
@@ -64,6 +84,11 @@ class PrintingHandler : public netmon::ListWatchHandler {
           {"object", key_of(object)},
           {"resource_version", rv}});
   }
+
+ private:
+  const bool pages_;
+  nlohmann::json page_keys_ = nlohmann::json::array();
+  int page_count_ = 0;
 };
 
 nlohmann::json stats_json(const ListWatchStats& s) {
@@ -93,7 +118,8 @@ nlohmann::json stats_json(const ListWatchStats& s) {
 int usage(const std::string& why) {
   std::cerr << "netmon-kube-watch: " << why
             << "\nusage: netmon-kube-watch --url URL --resource PATH [--token-file F] [--ca-file F]"
-               " [--insecure-skip-verify] [--page-size N] [--watch-timeout S]"
+               " [--insecure-skip-verify] [--consistent-list] [--pages] [--page-size N] "
+               "[--watch-timeout S]"
                " [--backoff-min-ms N] [--backoff-max-ms N] [--min-watch-ms N]"
                " [--connect-timeout-ms N] [--read-timeout-ms N] [--max-response-bytes N]"
                " [--max-line-bytes N]\n";
@@ -105,10 +131,19 @@ int usage(const std::string& why) {
 int main(int argc, char** argv) {
   netmon::KubeApiOptions api;
   netmon::ListWatchOptions options;
+  bool pages = false;
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
     if (arg == "--insecure-skip-verify") {
       api.insecure_skip_verify = true;
+      continue;
+    }
+    if (arg == "--consistent-list") {
+      options.list_from_watch_cache = false;
+      continue;
+    }
+    if (arg == "--pages") {
+      pages = true;
       continue;
     }
     if (i + 1 >= argc) return usage("missing value for " + std::string(arg));
@@ -161,7 +196,7 @@ int main(int argc, char** argv) {
   // close_notify after stop() shut a connection down.
   signal(SIGPIPE, SIG_IGN);
 
-  PrintingHandler handler;
+  PrintingHandler handler(pages);
   auto watcher = netmon::ListWatcher::create(api, options, handler);
   if (!watcher) {
     std::cerr << "netmon-kube-watch: " << watcher.error().message << '\n';

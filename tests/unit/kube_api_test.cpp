@@ -120,9 +120,12 @@ TEST(KubeApiQuery, EncodesValuesAndAppendsToAnExistingQuery) {
 }
 
 TEST(KubeApiQuery, ListAndWatchPaths) {
-  EXPECT_EQ(list_request_path("/api/v1/services", 500, ""), "/api/v1/services?limit=500");
-  // A continue token is opaque base64 (with '=' and '+'): percent-encoded.
-  EXPECT_EQ(list_request_path("/api/v1/services", 2, "eyJ2Ijo+In0="),
+  EXPECT_EQ(list_request_path("/api/v1/services", 500, "", ""), "/api/v1/services?limit=500");
+  EXPECT_EQ(list_request_path("/api/v1/services", 500, "0", ""),
+            "/api/v1/services?limit=500&resourceVersion=0");
+  // A continue token is opaque base64 (with '=' and '+'): percent-encoded; the server refuses
+  // it together with a resourceVersion.
+  EXPECT_EQ(list_request_path("/api/v1/services", 2, "0", "eyJ2Ijo+In0="),
             "/api/v1/services?limit=2&continue=eyJ2Ijo%2BIn0%3D");
   EXPECT_EQ(watch_request_path("/apis/discovery.k8s.io/v1/endpointslices", "1177", 300),
             "/apis/discovery.k8s.io/v1/endpointslices?watch=1&resourceVersion=1177"
