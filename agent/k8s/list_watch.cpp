@@ -312,9 +312,10 @@ ListWatcher::WatchEnd ListWatcher::watch_once(KubeApiOutcome& outcome, bool& pro
     if (event->type == WatchEventType::kDeleted) stats_.deleted++;
     return true;
   };
-  const std::string path =
-      watch_request_path(options_.resource, resource_version_, options_.watch_timeout_s);
-  outcome = client_->stream_lines(path, std::chrono::seconds(options_.watch_timeout_s), on_line);
+  const uint32_t timeout_s =
+      watch_timeout_seconds(options_.watch_timeout_s, options_.random_unit());
+  const std::string path = watch_request_path(options_.resource, resource_version_, timeout_s);
+  outcome = client_->stream_lines(path, std::chrono::seconds(timeout_s), on_line);
   if (outcome.ok() && stream_error.error != KubeApiError::kNone) {
     outcome = stream_error;
     outcome.detail = kube_api_detail(outcome.detail);

@@ -59,10 +59,13 @@ struct ListWatchOptions {
   // limit on servers before 1.31 (one response: mind max_response_bytes). A re-list after 410 is
   // always consistent (no resourceVersion, paged). False: every list consistent and paged.
   bool list_from_watch_cache = true;
-  uint32_t page_size = 500;        // limit of each list page
-  uint32_t max_pages = 10000;      // a list of more pages fails (kTooLarge)
-  uint32_t watch_timeout_s = 300;  // timeoutSeconds: the server ends each watch after it
-  BackoffPolicy backoff;           // between failed attempts
+  uint32_t page_size = 500;    // limit of each list page
+  uint32_t max_pages = 10000;  // a list of more pages fails (kTooLarge)
+  // timeoutSeconds: the server ends each watch after it. Each watch asks for a random value in
+  // [watch_timeout_s, 2 * watch_timeout_s) as client-go does (5 to 10 minutes), so that the
+  // agents of a cluster started together do not come back to the API server together.
+  uint32_t watch_timeout_s = 300;
+  BackoffPolicy backoff;  // between failed attempts
   // A watch that ends (normally or broken off) before this long with no event or bookmark counts
   // as a failure (backoff), so that a server that closes watches at once is not hammered.
   std::chrono::milliseconds min_watch_duration{1000};

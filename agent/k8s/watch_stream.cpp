@@ -145,6 +145,13 @@ std::string watch_request_path(std::string_view resource, std::string_view resou
   return with_query(path, "timeoutSeconds", std::to_string(timeout_seconds));
 }
 
+uint32_t watch_timeout_seconds(uint32_t base, double unit) {
+  if (!(unit >= 0.0)) unit = 0.0;  // NaN too
+  const auto extra = static_cast<uint64_t>(std::floor(std::min(unit, 1.0) * base));
+  const uint64_t total = base + std::min<uint64_t>(extra, base > 0 ? base - 1 : 0);
+  return static_cast<uint32_t>(std::min<uint64_t>(total, UINT32_MAX));
+}
+
 std::chrono::milliseconds backoff_delay(const BackoffPolicy& policy, uint32_t failures,
                                         double unit) {
   const auto min = std::max<int64_t>(policy.min.count(), 1);

@@ -70,6 +70,10 @@ std::string list_request_path(std::string_view resource, uint32_t limit,
 std::string watch_request_path(std::string_view resource, std::string_view resource_version,
                                uint32_t timeout_seconds);
 
+// The timeoutSeconds of one watch: `base` + `unit` (the random draw, in [0, 1)) times `base`,
+// below 2 * base.
+uint32_t watch_timeout_seconds(uint32_t base, double unit);
+
 // Backoff after consecutive failures: the ceiling doubles from `min` with each failure up to
 // `max`; the delay is uniform between `min` and the ceiling ("full jitter" above a floor, so
 // clients spread out and none retries in a busy loop).

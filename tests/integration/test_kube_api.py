@@ -214,8 +214,11 @@ def test_lists_the_real_shapes_then_watches_from_the_list_version(stub, start_wa
     assert [r["kind"] for r in first] == ["list", "watch"]
     # From the watch cache, as kube-proxy lists: no etcd read per node.
     assert first[0]["query"] == {"limit": "500", "resourceVersion": "0"}
-    assert first[1]["query"] == {"watch": "1", "resourceVersion": listed["resource_version"],
-                                 "allowWatchBookmarks": "true", "timeoutSeconds": "300"}
+    watch_query = dict(first[1]["query"])
+    timeout_seconds = int(watch_query.pop("timeoutSeconds"))
+    assert watch_query == {"watch": "1", "resourceVersion": listed["resource_version"],
+                           "allowWatchBookmarks": "true"}
+    assert 300 <= timeout_seconds < 600  # 5 to 10 minutes, spread as client-go does
     assert {r["token"] for r in first} == {TOKEN}
 
     # Changes arrive as events, in order, each with its version.
@@ -487,3 +490,22 @@ def test_a_certificate_of_another_ca_is_a_tls_error(stub, certs, token_file):
         assert watch.stats()["last_error"].startswith("tls: ")
     finally:
         watch.kill()
+
+
+def test_a_handler_that_throws_is_counted_and_the_collection_listed_again(stub, start_watch):
+    watch = start_watch(stub.url, SERVICES, "--throw-on-list", "1", "--throw-on-event", "1")
+    # The first list's handler threw: counted, listed again after a backoff.
+    watch.wait(watch.lists, "the list on the second attempt")
+    assert watch.errors("handler") == 1
+    assert "injected failure in on_list" in "\n".join(watch.stderr)
+    watch.wait(lambda: stub.open_watch_count() == 1, "the watch")
+    # The first event's handler threw: its state may be partial, so the collection is listed
+    # again (from the watch cache, not older than the last version seen).
+    failed_rv = stub.put(SERVICES, service("first"))
+    relisted = watch.wait(lambda: len(watch.lists()) == 2 and watch.lists()[1], "the re-list")
+    assert "shop/first" in relisted["items"]
+    assert stub.requests("list")[-1]["query"]["resourceVersion"] == failed_rv
+    assert watch.errors("handler") == 2
+    later = stub.put(SERVICES, service("second"))
+    watch.wait(lambda: [e["resource_version"] for e in watch.events()] == [later],
+               "the next event delivered")

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <iostream>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -52,9 +53,11 @@ std::string key_of(const nlohmann::json& object) {
 // printed with the list when it completes ("pages": how many), or dropped when it is abandoned.
 class PrintingHandler : public netmon::ListWatchHandler {
  public:
-  explicit PrintingHandler(bool pages) : pages_(pages) {}
+  PrintingHandler(bool pages, uint64_t throw_on_list, uint64_t throw_on_event)
+      : pages_(pages), throw_on_list_(throw_on_list), throw_on_event_(throw_on_event) {}
 
   void on_list(const nlohmann::json& items, const std::string& resource_version) override {
+    if (++lists_ == throw_on_list_) throw std::runtime_error("injected failure in on_list");
     nlohmann::json keys = nlohmann::json::array();
     if (pages_) std::swap(keys, page_keys_);
     for (const auto& item : items) keys.push_back(key_of(item));
@@ -75,6 +78,7 @@ class PrintingHandler : public netmon::ListWatchHandler {
     page_count_ = 0;
   }
   void on_event(WatchEventType type, const nlohmann::json& object) override {
+    if (++events_ == throw_on_event_) throw std::runtime_error("injected failure in on_event");
     std::string rv;
     if (const auto meta = object.find("metadata"); meta != object.end() && meta->is_object()) {
       rv = meta->value("resourceVersion", "");
@@ -87,6 +91,10 @@ class PrintingHandler : public netmon::ListWatchHandler {
 
  private:
   const bool pages_;
+  const uint64_t throw_on_list_;   // the on_list call that throws (1: the first), 0: none
+  const uint64_t throw_on_event_;  // the same for on_event
+  uint64_t lists_ = 0;
+  uint64_t events_ = 0;
   nlohmann::json page_keys_ = nlohmann::json::array();
   int page_count_ = 0;
 };
@@ -122,7 +130,7 @@ int usage(const std::string& why) {
                "[--watch-timeout S]"
                " [--backoff-min-ms N] [--backoff-max-ms N] [--min-watch-ms N]"
                " [--connect-timeout-ms N] [--read-timeout-ms N] [--max-response-bytes N]"
-               " [--max-line-bytes N]\n";
+               " [--max-line-bytes N] [--throw-on-list N] [--throw-on-event N]\n";
   return 2;
 }
 
@@ -132,6 +140,8 @@ int main(int argc, char** argv) {
   netmon::KubeApiOptions api;
   netmon::ListWatchOptions options;
   bool pages = false;
+  uint64_t throw_on_list = 0;
+  uint64_t throw_on_event = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
     if (arg == "--insecure-skip-verify") {
@@ -179,6 +189,10 @@ int main(int argc, char** argv) {
       api.max_response_bytes = static_cast<size_t>(number);
     } else if (arg == "--max-line-bytes") {
       api.max_line_bytes = static_cast<size_t>(number);
+    } else if (arg == "--throw-on-list") {
+      throw_on_list = number;
+    } else if (arg == "--throw-on-event") {
+      throw_on_event = number;
     } else {
       return usage("unknown option " + std::string(arg));
     }
@@ -196,7 +210,7 @@ int main(int argc, char** argv) {
   // close_notify after stop() shut a connection down.
   signal(SIGPIPE, SIG_IGN);
 
-  PrintingHandler handler(pages);
+  PrintingHandler handler(pages, throw_on_list, throw_on_event);
   auto watcher = netmon::ListWatcher::create(api, options, handler);
   if (!watcher) {
     std::cerr << "netmon-kube-watch: " << watcher.error().message << '\n';

@@ -237,6 +237,16 @@ TEST(Backoff, DoublesItsCeilingBetweenMinAndMax) {
   EXPECT_EQ(backoff_delay(policy, 1000000, 0.9999).count(), 59994);
 }
 
+TEST(WatchTimeout, SpreadsBetweenBaseAndTwiceBase) {
+  EXPECT_EQ(watch_timeout_seconds(300, 0.0), 300u);
+  EXPECT_EQ(watch_timeout_seconds(300, 0.5), 450u);
+  EXPECT_EQ(watch_timeout_seconds(300, 0.99999), 599u);
+  EXPECT_EQ(watch_timeout_seconds(300, 1.0), 599u);
+  EXPECT_EQ(watch_timeout_seconds(300, std::nan("")), 300u);
+  EXPECT_EQ(watch_timeout_seconds(1, 0.9), 1u);
+  EXPECT_EQ(watch_timeout_seconds(0xffffffffu, 0.9), 0xffffffffu);
+}
+
 TEST(Backoff, StaysWithinTheBoundsWhateverTheDraw) {
   const BackoffPolicy policy{std::chrono::milliseconds(1000), std::chrono::milliseconds(60000)};
   std::set<int64_t> distinct;
