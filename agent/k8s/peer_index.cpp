@@ -58,6 +58,12 @@ uint64_t hash_address(const std::array<uint8_t, 16>& bytes, IpAddress::Family fa
   return h;
 }
 
+// A hash -> a slot of a table of any size (Lemire's multiply-shift range reduction).
+__extension__ typedef unsigned __int128 Uint128;
+size_t slot_of(uint64_t hash, size_t capacity) {
+  return static_cast<size_t>((static_cast<Uint128>(hash) * capacity) >> 64);
+}
+
 bool is_loopback(const IpAddress& canonical) {
   if (canonical.family == IpAddress::Family::kV4) return canonical.bytes[0] == 127;
   static constexpr std::array<uint8_t, 16> kV6Loopback = {0, 0, 0, 0, 0, 0, 0, 0,
@@ -70,29 +76,33 @@ bool is_tcp(const std::string& protocol) { return protocol.empty() || protocol =
 // What the state keeps of an EndpointSlice: per endpoint that names a pod, its first address
 // (the API: an endpoint's addresses are fungible and consumers may use only the first; the
 // slice controller writes one) and what names it, compactly: 100 000 endpoints are the bulk of
-// the state.
+// the state. The names of all of a slice's endpoints share one string.
 struct StoredEndpoint {
   IpAddress address;  // canonical
   bool terminating = false;
-  uint64_t since_ns = 0;  // when this (address, pod) claim first appeared
-  std::string ref;        // "<uid>/<name>", or "<uid>/<name>/<namespace>" when not the slice's
-
-  std::string_view uid() const { return std::string_view(ref).substr(0, ref.find('/')); }
-  std::string_view name() const {
-    const size_t a = ref.find('/');
-    const size_t b = ref.find('/', a + 1);
-    return std::string_view(ref).substr(a + 1, b == std::string::npos ? b : b - a - 1);
-  }
-  std::string_view namespace_name(std::string_view slice_namespace) const {
-    const size_t b = ref.find('/', ref.find('/') + 1);
-    return b == std::string::npos ? slice_namespace : std::string_view(ref).substr(b + 1);
-  }
+  uint16_t uid_size = 0;
+  uint16_t name_size = 0;
+  uint16_t namespace_size = 0;  // 0: the slice's namespace
+  uint32_t offset = 0;          // of the uid in StoredSlice::refs; the name and namespace follow
+  uint64_t since_ns = 0;        // when this (address, pod) claim first appeared
 };
 
 struct StoredSlice {
   std::string namespace_name;
+  std::string refs;
   std::vector<StoredEndpoint> endpoints;
   std::vector<uint16_t> tcp_ports;  // the slice's TCP ports (host-network endpoints)
+
+  std::string_view uid(const StoredEndpoint& e) const {
+    return std::string_view(refs).substr(e.offset, e.uid_size);
+  }
+  std::string_view name(const StoredEndpoint& e) const {
+    return std::string_view(refs).substr(e.offset + e.uid_size, e.name_size);
+  }
+  std::string_view namespace_of(const StoredEndpoint& e) const {
+    if (e.namespace_size == 0) return namespace_name;
+    return std::string_view(refs).substr(e.offset + e.uid_size + e.name_size, e.namespace_size);
+  }
 };
 
 struct StoredPod {
@@ -121,24 +131,42 @@ StoredSlice compact(KubeEndpointSlice&& slice) {
   StoredSlice stored;
   stored.namespace_name = std::move(slice.namespace_name);
   if (slice.address_type == KubeAddressType::kFQDN) return stored;
+  auto names_pod = [](const KubeEndpoint& e) {
+    return e.target && e.target->kind == "Pod" && !e.target->uid.empty() && !e.addresses.empty();
+  };
+  // Names longer than the parser's bound (kKubeMaxStringBytes) cannot come from the API; cut.
+  auto part = [](const std::string& text) {
+    return std::string_view(text).substr(0, std::min<size_t>(text.size(), UINT16_MAX));
+  };
   size_t count = 0;
+  size_t bytes = 0;
   for (const KubeEndpoint& e : slice.endpoints) {
-    count += e.target && e.target->kind == "Pod" && !e.target->uid.empty() && !e.addresses.empty();
+    if (!names_pod(e)) continue;
+    ++count;
+    bytes += part(e.target->uid).size() + part(e.target->name).size();
+    if (e.target->namespace_name != stored.namespace_name) {
+      bytes += part(e.target->namespace_name).size();
+    }
   }
   stored.endpoints.reserve(count);
+  stored.refs.reserve(bytes);
   for (const KubeEndpoint& e : slice.endpoints) {
-    if (!e.target || e.target->kind != "Pod" || e.target->uid.empty() || e.addresses.empty()) {
-      continue;
-    }
+    if (!names_pod(e)) continue;
     StoredEndpoint se;
     se.address = canonical_address(e.addresses[0]);
     se.terminating = e.conditions.terminating;
-    se.ref.reserve(e.target->uid.size() + e.target->name.size() + 1);
-    se.ref.append(e.target->uid).append("/").append(e.target->name);
-    if (!e.target->namespace_name.empty() && e.target->namespace_name != stored.namespace_name) {
-      se.ref.append("/").append(e.target->namespace_name);
+    se.offset = static_cast<uint32_t>(stored.refs.size());
+    const std::string_view uid = part(e.target->uid);
+    const std::string_view name = part(e.target->name);
+    se.uid_size = static_cast<uint16_t>(uid.size());
+    se.name_size = static_cast<uint16_t>(name.size());
+    stored.refs.append(uid).append(name);
+    if (e.target->namespace_name != stored.namespace_name) {
+      const std::string_view ns = part(e.target->namespace_name);
+      se.namespace_size = static_cast<uint16_t>(ns.size());
+      stored.refs.append(ns);
     }
-    stored.endpoints.push_back(std::move(se));
+    stored.endpoints.push_back(se);
   }
   for (const KubeEndpointPort& port : slice.ports) {
     if (port.port != 0 && is_tcp(port.protocol)) stored.tcp_ports.push_back(port.port);
@@ -167,8 +195,8 @@ void claim_views(StoredPod& stored, std::vector<ClaimView>& out) {
 }
 void claim_views(StoredSlice& stored, std::vector<ClaimView>& out) {
   for (StoredEndpoint& e : stored.endpoints) {
-    out.push_back(ClaimView{AddressKey{e.address.bytes, e.address.family}, e.uid(),
-                            e.namespace_name(stored.namespace_name), e.name(), &e.since_ns});
+    out.push_back(ClaimView{AddressKey{e.address.bytes, e.address.family}, stored.uid(e),
+                            stored.namespace_of(e), stored.name(e), &e.since_ns});
   }
 }
 
@@ -322,6 +350,13 @@ void ClusterState::apply(WatchOp op, KubePod object, uint64_t now_ns) {
   impl_->apply(impl_->pods, op, std::move(object), now_ns);
 }
 
+void ClusterState::set_host_addresses(std::vector<IpAddress> addresses) {
+  impl_->options.host_addresses = std::move(addresses);
+}
+void ClusterState::set_external_networks(CidrClasses classes) {
+  impl_->options.external_networks = std::move(classes);
+}
+
 size_t ClusterState::service_count() const { return impl_->services.size(); }
 size_t ClusterState::endpoint_slice_count() const { return impl_->slices.size(); }
 size_t ClusterState::node_count() const { return impl_->nodes.size(); }
@@ -404,17 +439,16 @@ class PeerIndexBuilder {
     for (size_t i = 0; i < pending_.size(); ++i) {
       if (i == 0 || !(pending_[i].key == pending_[i - 1].key)) ++distinct;
     }
-    size_t capacity = 16;
-    while (capacity < distinct * 2) capacity *= 2;
+    // At most two thirds full: linear probing stays short.
+    const size_t capacity = distinct + distinct / 2 + 16;
     index_.slots_.assign(capacity, PeerIndex::Slot{});
     index_.claims_.reserve(pending_.size());
-    const size_t mask = capacity - 1;
     for (size_t i = 0; i < pending_.size();) {
       size_t end = i;
       while (end < pending_.size() && pending_[end].key == pending_[i].key) ++end;
       const size_t count = std::min<size_t>(end - i, UINT16_MAX);
-      size_t slot = hash_address(pending_[i].key.bytes, pending_[i].key.family) & mask;
-      while (index_.slots_[slot].claims_count != 0) slot = (slot + 1) & mask;
+      size_t slot = slot_of(hash_address(pending_[i].key.bytes, pending_[i].key.family), capacity);
+      while (index_.slots_[slot].claims_count != 0) slot = slot + 1 == capacity ? 0 : slot + 1;
       PeerIndex::Slot& s = index_.slots_[slot];
       s.bytes = pending_[i].key.bytes;
       s.family = pending_[i].key.family;
@@ -589,10 +623,10 @@ std::shared_ptr<const PeerIndex> ClusterState::build(uint64_t now_ns) {
   // Pods named by EndpointSlices.
   for (const auto& [uid, slice] : st.slices) {
     for (const StoredEndpoint& endpoint : slice.endpoints) {
-      const uint32_t p = b.pod(endpoint.uid(), [&](PeerIndex::PodRecord& r) {
-        r.namespace_name = b.intern(endpoint.namespace_name(slice.namespace_name));
-        r.name = b.add(endpoint.name());
-        r.uid = b.add(endpoint.uid());
+      const uint32_t p = b.pod(slice.uid(endpoint), [&](PeerIndex::PodRecord& r) {
+        r.namespace_name = b.intern(slice.namespace_of(endpoint));
+        r.name = b.add(slice.name(endpoint));
+        r.uid = b.add(slice.uid(endpoint));
       });
       if (is_node_address(endpoint.address)) {
         for (uint16_t port : slice.tcp_ports) host_port(endpoint.address, p, port);
@@ -628,12 +662,12 @@ std::shared_ptr<const PeerIndex> ClusterState::build(uint64_t now_ns) {
 
 const PeerIndex::Slot* PeerIndex::find(const IpAddress& canonical) const noexcept {
   if (slots_.empty()) return nullptr;
-  const size_t mask = slots_.size() - 1;
-  size_t slot = hash_address(canonical.bytes, canonical.family) & mask;
+  const size_t capacity = slots_.size();
+  size_t slot = slot_of(hash_address(canonical.bytes, canonical.family), capacity);
   while (slots_[slot].claims_count != 0) {
     const Slot& s = slots_[slot];
     if (s.family == canonical.family && s.bytes == canonical.bytes) return &s;
-    slot = (slot + 1) & mask;
+    slot = slot + 1 == capacity ? 0 : slot + 1;
   }
   return nullptr;
 }

@@ -180,7 +180,7 @@ class PeerIndex {
   std::vector<ServicePortRecord> service_ports_;
   std::vector<NodeRecord> nodes_;
   std::vector<Claim> claims_;               // grouped by address; each slot's span
-  std::vector<Slot> slots_;                 // power-of-two size, at most half full
+  std::vector<Slot> slots_;                 // open addressing, at most two thirds full
   std::vector<NodePortRecord> node_ports_;  // sorted by node_port
   std::vector<IpAddress> host_addresses_;   // canonical
   CidrClasses external_networks_;
@@ -213,6 +213,11 @@ class ClusterState {
   void apply(WatchOp op, KubeEndpointSlice object, uint64_t now_ns);
   void apply(WatchOp op, KubeNode object, uint64_t now_ns);
   void apply(WatchOp op, KubePod object, uint64_t now_ns);
+
+  // This node's own addresses (rule 1: e.g. once its Node object or the kubelet names them) and
+  // the external network classes (rule 9), from the next build() on.
+  void set_host_addresses(std::vector<IpAddress> addresses);
+  void set_external_networks(CidrClasses classes);
 
   // A new snapshot of everything known now; gone pod claims older than the grace period are
   // dropped (from the state too). O(objects); allocates.

@@ -331,6 +331,23 @@ TEST(PeerIndex, PodsFromEndpointSlicesAndHeadlessServices) {
   EXPECT_EQ(index->stats().pods, 1u);
 }
 
+TEST(PeerIndex, EndpointTargetsInAnotherNamespaceAndWithoutTargetRef) {
+  ClusterState state(options());
+  KubeEndpointSlice s =
+      slice("front", "proxy", "s1", {{"10.244.6.1", "api-0", "u-api-0"}, {"10.244.6.2", "", ""}});
+  s.endpoints[0].target->namespace_name = "back";        // a hand-made slice may point elsewhere
+  s.endpoints[0].addresses.push_back(ip("10.244.6.3"));  // only the first address counts
+  state.replace_endpoint_slices({s}, kT0);
+  auto index = state.build(kT0);
+  Peer p = index->lookup(ip("10.244.6.1"), 80, kT0);
+  EXPECT_EQ(p.kind, PeerKind::kPod);
+  EXPECT_EQ(p.namespace_name, "back");
+  EXPECT_EQ(p.name, "api-0");
+  EXPECT_EQ(p.uid, "u-api-0");
+  EXPECT_EQ(index->lookup(ip("10.244.6.2"), 80, kT0).kind, PeerKind::kExternal);  // no pod
+  EXPECT_EQ(index->lookup(ip("10.244.6.3"), 80, kT0).kind, PeerKind::kExternal);
+}
+
 TEST(PeerIndex, ExternalNameServicesNameNothing) {
   ClusterState state(options());
   KubeService ext = service("shop", "ext", {});
@@ -371,6 +388,15 @@ TEST(PeerIndex, HostLoopbackAndExternalClasses) {
   // No classes configured: everything outside is "internet".
   ClusterState bare(PeerIndexOptions{});
   EXPECT_EQ(bare.build(kT0)->lookup(ip("10.1.2.3"), 443, kT0).network, "internet");
+  EXPECT_EQ(bare.build(kT0)->lookup(ip("192.168.1.1"), 443, kT0).kind, PeerKind::kExternal);
+  // Set later (this node's Node object arrives, the configuration is reloaded).
+  bare.set_host_addresses({ip("192.168.1.1")});
+  auto classes = CidrClasses::parse({{"lan", {"10.0.0.0/8"}}});
+  ASSERT_TRUE(classes);
+  bare.set_external_networks(std::move(*classes));
+  auto later = bare.build(kT0);
+  EXPECT_EQ(later->lookup(ip("192.168.1.1"), 443, kT0).kind, PeerKind::kHost);
+  EXPECT_EQ(later->lookup(ip("10.1.2.3"), 443, kT0).network, "lan");
 }
 
 TEST(PeerIndex, IpReuseNewerOwnerWinsOlderConnectionsKeepTheOldOwner) {
