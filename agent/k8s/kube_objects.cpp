@@ -522,11 +522,15 @@ Result<KubePod> parse_pod_unguarded(const json& item) {
                                 r.boolean(ref, "controller", path + ".controller", false)});
     }
   }
-  // A mirror pod (the API's copy of a static pod) carries this annotation (and a Node owner).
-  bool mirror = false;
+  // A static pod, as k8s/pods.cpp tells it: the kubelet's view says config.source "file" or
+  // "http"; the API's mirror pod also carries config.mirror (and a Node owner).
+  bool static_pod = false;
   p.terminating = FieldReader::get(*meta->object, "deletionTimestamp") != nullptr;
   if (const json* annotations = r.object(*meta->object, "annotations", "metadata.annotations")) {
-    mirror = annotations->contains("kubernetes.io/config.mirror");
+    const std::string source = r.string(*annotations, "kubernetes.io/config.source",
+                                        "metadata.annotations[kubernetes.io/config.source]");
+    static_pod = (!source.empty() && source != "api") ||
+                 annotations->contains("kubernetes.io/config.mirror");
   }
 
   if (const json* spec = r.object(item, "spec", "spec")) {
@@ -571,7 +575,7 @@ Result<KubePod> parse_pod_unguarded(const json& item) {
       if (auto address = r.ip(*ip, "status.podIP")) p.pod_ips.push_back(*address);
     }
   }
-  auto [workload, kind] = derive_workload(owners, p.labels, mirror, p.name, p.node_name);
+  auto [workload, kind] = derive_workload(owners, p.labels, static_pod, p.name, p.node_name);
   p.workload = std::move(workload);
   p.workload_kind = std::move(kind);
   if (!r.ok()) return fail(meta->what + ": " + r.error());

@@ -12,6 +12,8 @@
 
 #include "k8s/kube_json.h"
 #include "k8s/kube_objects.h"
+#include "k8s/peer_index.h"
+#include "k8s/pods.h"
 
 namespace netmon {
 namespace {
@@ -32,7 +34,7 @@ std::optional<json> read_fixture(const std::string& name) {
   std::optional<json> doc = read_fixture(file); \
   if (!doc) GTEST_SKIP() << "fixture not available: kube_api/" << file
 
-std::string text(const IpAddress& ip) {
+std::string text_of(const IpAddress& ip) {
   char buffer[INET6_ADDRSTRLEN] = {};
   inet_ntop(ip.family == IpAddress::Family::kV4 ? AF_INET : AF_INET6, ip.bytes.data(), buffer,
             sizeof(buffer));
@@ -55,7 +57,7 @@ TEST(KubeObjectsFixtures, ServiceListMinikube117) {
   EXPECT_EQ(s.type, KubeServiceType::kClusterIP);
   EXPECT_FALSE(s.headless);
   ASSERT_EQ(s.cluster_ips.size(), 1u);  // clusterIP only (1.17 has no clusterIPs)
-  EXPECT_EQ(text(s.cluster_ips[0]), "10.96.0.10");
+  EXPECT_EQ(text_of(s.cluster_ips[0]), "10.96.0.10");
   EXPECT_TRUE(s.external_ips.empty());
   EXPECT_TRUE(s.ingress_ips.empty());  // "loadBalancer": {}
   ASSERT_EQ(s.ports.size(), 3u);
@@ -83,7 +85,7 @@ TEST(KubeObjectsFixtures, EndpointSliceListKind2020) {
   EXPECT_EQ(api.service_name, "kubernetes");
   EXPECT_EQ(api.address_type, KubeAddressType::kIPv4);
   ASSERT_EQ(api.endpoints.size(), 1u);
-  EXPECT_EQ(text(api.endpoints[0].addresses.at(0)), "172.18.0.2");
+  EXPECT_EQ(text_of(api.endpoints[0].addresses.at(0)), "172.18.0.2");
   EXPECT_FALSE(api.endpoints[0].target.has_value());  // the API server: no targetRef
   EXPECT_TRUE(api.endpoints[0].conditions.ready);
   EXPECT_TRUE(api.endpoints[0].conditions.serving);  // absent: as ready
@@ -99,7 +101,7 @@ TEST(KubeObjectsFixtures, EndpointSliceListKind2020) {
   EXPECT_EQ(dns.service_name, "kube-dns");
   ASSERT_EQ(dns.endpoints.size(), 1u);
   const KubeEndpoint& e = dns.endpoints[0];
-  EXPECT_EQ(text(e.addresses.at(0)), "10.244.0.3");
+  EXPECT_EQ(text_of(e.addresses.at(0)), "10.244.0.3");
   ASSERT_TRUE(e.target.has_value());
   EXPECT_EQ(e.target->kind, "Pod");
   EXPECT_EQ(e.target->namespace_name, "kube-system");
@@ -124,12 +126,99 @@ TEST(KubeObjectsFixtures, NodeListMinikube117) {
   ASSERT_EQ(n.addresses.size(), 2u);
   EXPECT_EQ(n.addresses[0].type, KubeNodeAddressType::kInternalIP);
   ASSERT_TRUE(n.addresses[0].ip.has_value());
-  EXPECT_EQ(text(*n.addresses[0].ip), "172.17.0.2");
+  EXPECT_EQ(text_of(*n.addresses[0].ip), "172.17.0.2");
   EXPECT_EQ(n.addresses[1].type, KubeNodeAddressType::kHostname);
   EXPECT_EQ(n.addresses[1].address, "m01");
   EXPECT_FALSE(n.addresses[1].ip.has_value());
   ASSERT_EQ(n.pod_cidrs.size(), 1u);
   EXPECT_EQ(n.pod_cidrs[0].to_string(), "10.244.0.0/24");
+}
+
+// The kubelet's /pods is a PodList in the API's format: the Pod parser reads the real 1.35
+// capture (terminal job pods keeping their IPs, host-network and static pods) and derives the
+// same workloads as the kubelet parser (k8s/pods.h).
+TEST(KubeObjectsFixtures, PodListKubelet135AgreesWithTheKubeletParser) {
+  std::ifstream in(
+      std::string(NETMON_SHARED_DIR) + "/fixtures/kubelet_pods_k8s1.35_minikube_containerd.json",
+      std::ios::binary);
+  if (!in) GTEST_SKIP() << "fixture not available: kubelet_pods_k8s1.35_minikube_containerd.json";
+  std::ostringstream text;
+  text << in.rdbuf();
+  auto list = parse_kube_pod_list(json::parse(text.str()));
+  ASSERT_TRUE(list) << list.error().message;
+  EXPECT_EQ(list->skipped, 0u) << list->first_error;
+  ASSERT_EQ(list->items.size(), 24u);
+  auto kubelet = parse_pod_list(text.str());
+  ASSERT_TRUE(kubelet) << kubelet.error().message;
+  ASSERT_EQ(kubelet->size(), 24u);
+  size_t host_network = 0;
+  size_t terminal = 0;
+  for (size_t i = 0; i < 24; ++i) {
+    const KubePod& pod = list->items[i];
+    const PodMeta& meta = (*kubelet)[i];
+    EXPECT_EQ(pod.uid, meta.uid);
+    EXPECT_EQ(pod.workload, meta.workload) << pod.name;
+    EXPECT_EQ(pod.workload_kind, meta.workload_kind) << pod.name;
+    EXPECT_EQ(pod.labels, meta.labels) << pod.name;
+    EXPECT_EQ(pod.pod_ips.size(), 1u) << pod.name;
+    host_network += pod.host_network;
+    terminal += pod.terminal;
+  }
+  EXPECT_EQ(host_network, 8u);
+  EXPECT_EQ(terminal, 6u);  // 4 failed job pods, 2 completed cron job pods
+  const KubePod* apiserver = nullptr;
+  for (const KubePod& pod : list->items) {
+    if (pod.name == "kube-apiserver-datagen-1-35") apiserver = &pod;
+  }
+  ASSERT_NE(apiserver, nullptr);
+  EXPECT_TRUE(apiserver->host_network);
+  EXPECT_EQ(apiserver->workload_kind, "Node");  // a static pod
+  EXPECT_EQ(text_of(apiserver->pod_ips.at(0)), "192.168.67.2");
+  ASSERT_EQ(apiserver->ports.size(), 1u);
+  EXPECT_EQ(apiserver->ports[0].name, "probe-port");
+  EXPECT_EQ(apiserver->ports[0].port, 8443);
+}
+
+// The same pods through the peer index, seen from another node: pod IPs name their pods, the
+// terminal pods' IPs name nobody, the node's address names a host-network pod by its declared
+// port and the node otherwise.
+TEST(KubeObjectsFixtures, PodListKubelet135NamesPeers) {
+  std::ifstream in(
+      std::string(NETMON_SHARED_DIR) + "/fixtures/kubelet_pods_k8s1.35_minikube_containerd.json",
+      std::ios::binary);
+  if (!in) GTEST_SKIP() << "fixture not available: kubelet_pods_k8s1.35_minikube_containerd.json";
+  std::ostringstream text;
+  text << in.rdbuf();
+  auto list = parse_kube_pod_list(json::parse(text.str()));
+  ASSERT_TRUE(list) << list.error().message;
+  ClusterState state(PeerIndexOptions{});
+  const uint64_t now = 1'000'000'000'000;
+  state.replace_local_pods(std::move(list->items), now);
+  KubeNode node;
+  node.name = "datagen-1-35";
+  node.uid = "u-node";
+  node.addresses.push_back(
+      {KubeNodeAddressType::kInternalIP, "192.168.67.2", parse_ip_address("192.168.67.2")});
+  state.replace_nodes({node}, now);
+  auto index = state.build(now);
+  auto at = [&](const char* address, uint16_t port) {
+    return index->lookup(*parse_ip_address(address), port, now);
+  };
+  Peer hpa = at("10.244.0.6", 80);
+  EXPECT_EQ(hpa.kind, PeerKind::kPod);
+  EXPECT_EQ(hpa.namespace_name, "scraper");
+  EXPECT_EQ(hpa.name, "e2e-hpa-6cd8d99884-tggnr");
+  EXPECT_EQ(hpa.workload, "e2e-hpa");
+  EXPECT_EQ(hpa.workload_kind, "Deployment");
+  EXPECT_EQ(at("10.244.0.12", 80).workload_kind, "StatefulSet");
+  EXPECT_EQ(at("10.244.0.11", 80).kind, PeerKind::kExternal);  // a failed job pod's IP
+  Peer apiserver = at("192.168.67.2", 8443);
+  EXPECT_EQ(apiserver.kind, PeerKind::kPod);
+  EXPECT_EQ(apiserver.name, "kube-apiserver-datagen-1-35");
+  EXPECT_EQ(at("192.168.67.2", 2381).name, "etcd-datagen-1-35");
+  Peer other = at("192.168.67.2", 22);
+  EXPECT_EQ(other.kind, PeerKind::kNode);
+  EXPECT_EQ(other.name, "datagen-1-35");
 }
 
 // ---- today's wire format, by hand --------------------------------------------------------------
@@ -154,13 +243,13 @@ TEST(KubeService, DualStackLoadBalancer) {
   EXPECT_EQ(s->type, KubeServiceType::kLoadBalancer);
   EXPECT_EQ(to_string(s->type), "LoadBalancer");
   ASSERT_EQ(s->cluster_ips.size(), 2u);
-  EXPECT_EQ(text(s->cluster_ips[0]), "10.96.1.2");
+  EXPECT_EQ(text_of(s->cluster_ips[0]), "10.96.1.2");
   EXPECT_EQ(s->cluster_ips[1].family, IpAddress::Family::kV6);
-  EXPECT_EQ(text(s->cluster_ips[1]), "fd00:10:96::1:2");
+  EXPECT_EQ(text_of(s->cluster_ips[1]), "fd00:10:96::1:2");
   ASSERT_EQ(s->external_ips.size(), 1u);
-  EXPECT_EQ(text(s->external_ips[0]), "198.51.100.7");
+  EXPECT_EQ(text_of(s->external_ips[0]), "198.51.100.7");
   ASSERT_EQ(s->ingress_ips.size(), 2u);  // the hostname-only entry has no IP
-  EXPECT_EQ(text(s->ingress_ips[1]), "2001:db8::10");
+  EXPECT_EQ(text_of(s->ingress_ips[1]), "2001:db8::10");
   ASSERT_EQ(s->ports.size(), 2u);
   EXPECT_EQ(s->ports[0].protocol, "TCP");  // the default
   EXPECT_EQ(s->ports[0].node_port, 30080);
@@ -281,7 +370,7 @@ TEST(KubeEndpointSlice, IPv6WithConditionsAndNodeName) {
   EXPECT_EQ(s->address_type, KubeAddressType::kIPv6);
   EXPECT_EQ(s->service_name, "web");
   ASSERT_EQ(s->endpoints.size(), 4u);
-  EXPECT_EQ(text(s->endpoints[0].addresses.at(0)), "fd00:10:244::5");
+  EXPECT_EQ(text_of(s->endpoints[0].addresses.at(0)), "fd00:10:244::5");
   EXPECT_EQ(s->endpoints[0].node_name, "node-a");
   const KubeEndpointConditions& terminating = s->endpoints[1].conditions;
   EXPECT_FALSE(terminating.ready);
@@ -391,7 +480,7 @@ TEST(KubePod, WorkloadIpsAndHostNetwork) {
   EXPECT_EQ(p->workload_kind, "Deployment");
   EXPECT_EQ(p->node_name, "node-a");
   ASSERT_EQ(p->pod_ips.size(), 2u);
-  EXPECT_EQ(text(p->pod_ips[1]), "fd00:10:244:1::5");
+  EXPECT_EQ(text_of(p->pod_ips[1]), "fd00:10:244:1::5");
   EXPECT_FALSE(p->host_network);
   EXPECT_FALSE(p->terminal);
   EXPECT_FALSE(p->terminating);
