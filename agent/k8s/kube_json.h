@@ -40,4 +40,12 @@ Result<KubeList<KubeEndpointSlice>> parse_kube_endpoint_slice_list(const nlohman
 Result<KubeList<KubeNode>> parse_kube_node_list(const nlohmann::json& list);
 Result<KubeList<KubePod>> parse_kube_pod_list(const nlohmann::json& list);
 
+// The "items" array of a list, or of one page of it, alone (what ListWatchHandler::on_list and
+// on_list_page hand over; resource_version stays empty). Fail only when `items` is neither an
+// array nor null, or has more than kKubeMaxListItems entries.
+Result<KubeList<KubeService>> parse_kube_service_items(const nlohmann::json& items);
+Result<KubeList<KubeEndpointSlice>> parse_kube_endpoint_slice_items(const nlohmann::json& items);
+Result<KubeList<KubeNode>> parse_kube_node_items(const nlohmann::json& items);
+Result<KubeList<KubePod>> parse_kube_pod_items(const nlohmann::json& items);
+
 }  // namespace netmon

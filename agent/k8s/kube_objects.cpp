@@ -212,6 +212,20 @@ const std::string* label(const KubeLabels& labels, std::string_view key) {
 }
 
 template <typename T>
+void parse_items(const json& items, Result<T> (*parse_item)(const json&), KubeList<T>& out) {
+  out.items.reserve(out.items.size() + items.size());
+  for (const json& item : items) {
+    Result<T> parsed = parse_item(item);
+    if (parsed) {
+      out.items.push_back(std::move(*parsed));
+    } else {
+      if (out.skipped == 0) out.first_error = parsed.error().message;
+      ++out.skipped;
+    }
+  }
+}
+
+template <typename T>
 Result<KubeList<T>> parse_list(const json& list, const char* kind,
                                Result<T> (*parse_item)(const json&)) {
   if (!list.is_object()) {
@@ -225,16 +239,24 @@ Result<KubeList<T>> parse_list(const json& list, const char* kind,
   const json* items = r.array(list, "items", "items", kKubeMaxListItems);
   if (!r.ok()) return fail(std::string(kind) + ": " + r.error());
   if (items == nullptr) return out;  // null: an empty list, as Go encodes it
-  out.items.reserve(items->size());
-  for (const json& item : *items) {
-    Result<T> parsed = parse_item(item);
-    if (parsed) {
-      out.items.push_back(std::move(*parsed));
-    } else {
-      if (out.skipped == 0) out.first_error = parsed.error().message;
-      ++out.skipped;
-    }
+  parse_items(*items, parse_item, out);
+  return out;
+}
+
+// The "items" array alone (what ListWatchHandler::on_list and on_list_page hand over).
+template <typename T>
+Result<KubeList<T>> parse_item_array(const json& items, const char* kind,
+                                     Result<T> (*parse_item)(const json&)) {
+  KubeList<T> out;
+  if (items.is_null()) return out;
+  if (!items.is_array()) {
+    return fail(std::string(kind) + " items: is " + items.type_name() + ", not an array");
   }
+  if (items.size() > kKubeMaxListItems) {
+    return fail(std::string(kind) + " items: " + std::to_string(items.size()) +
+                " entries, more than " + std::to_string(kKubeMaxListItems));
+  }
+  parse_items(items, parse_item, out);
   return out;
 }
 
@@ -621,6 +643,19 @@ Result<KubeList<KubeNode>> parse_kube_node_list(const json& list) {
 }
 Result<KubeList<KubePod>> parse_kube_pod_list(const json& list) {
   return parse_list<KubePod>(list, "PodList", pod_item);
+}
+
+Result<KubeList<KubeService>> parse_kube_service_items(const json& items) {
+  return parse_item_array<KubeService>(items, "Service", service_item);
+}
+Result<KubeList<KubeEndpointSlice>> parse_kube_endpoint_slice_items(const json& items) {
+  return parse_item_array<KubeEndpointSlice>(items, "EndpointSlice", slice_item);
+}
+Result<KubeList<KubeNode>> parse_kube_node_items(const json& items) {
+  return parse_item_array<KubeNode>(items, "Node", node_item);
+}
+Result<KubeList<KubePod>> parse_kube_pod_items(const json& items) {
+  return parse_item_array<KubePod>(items, "Pod", pod_item);
 }
 
 }  // namespace netmon

@@ -279,22 +279,50 @@ struct ClusterState::Impl {
     }
   }
 
+  // A list (or a paged list's pages) compacted into `next`, aside from the current objects.
   template <typename S, typename T>
-  void replace(std::unordered_map<std::string, S>& store, std::vector<T> items, uint64_t now_ns) {
-    std::unordered_map<std::string, S> next;
-    next.reserve(items.size());
+  static void stage(std::unordered_map<std::string, S>& next, std::vector<T> items) {
+    next.reserve(next.size() + items.size());
     for (T& item : items) {
       std::string uid(uid_of(item));
       if (next.count(uid) != 0) continue;  // one object per uid: the first
+      next.emplace(std::move(uid), compact(std::move(item)));
+    }
+  }
+
+  // `next` replaces all of `store`.
+  template <typename S>
+  void commit(std::unordered_map<std::string, S>& store, std::unordered_map<std::string, S> next,
+              uint64_t now_ns) {
+    for (auto& [uid, stored] : next) {
       auto old = store.find(uid);
-      S stored = compact(std::move(item));
       diff(&stored, old == store.end() ? nullptr : &old->second, now_ns);
       if (old != store.end()) store.erase(old);
-      next.emplace(std::move(uid), std::move(stored));
     }
     for (auto& [uid, old] : store) diff<S>(nullptr, &old, now_ns);  // not listed any more
     store = std::move(next);
   }
+
+  template <typename S, typename T>
+  void replace(std::unordered_map<std::string, S>& store, std::vector<T> items, uint64_t now_ns) {
+    std::unordered_map<std::string, S> next;
+    stage(next, std::move(items));
+    commit(store, std::move(next), now_ns);
+  }
+
+  // Per resource type: its objects, and a paged list being built.
+  auto& objects_of(KubeService*) { return services; }
+  auto& objects_of(KubeEndpointSlice*) { return slices; }
+  auto& objects_of(KubeNode*) { return nodes; }
+  auto& objects_of(KubePod*) { return pods; }
+  auto& staged_of(KubeService*) { return staged_services; }
+  auto& staged_of(KubeEndpointSlice*) { return staged_slices; }
+  auto& staged_of(KubeNode*) { return staged_nodes; }
+  auto& staged_of(KubePod*) { return staged_pods; }
+  std::unordered_map<std::string, KubeService> staged_services;
+  std::unordered_map<std::string, StoredSlice> staged_slices;
+  std::unordered_map<std::string, KubeNode> staged_nodes;
+  std::unordered_map<std::string, StoredPod> staged_pods;
 
   template <typename S, typename T>
   void apply(std::unordered_map<std::string, S>& store, WatchOp op, T object, uint64_t now_ns) {
@@ -349,6 +377,33 @@ void ClusterState::apply(WatchOp op, KubeNode object, uint64_t now_ns) {
 void ClusterState::apply(WatchOp op, KubePod object, uint64_t now_ns) {
   impl_->apply(impl_->pods, op, std::move(object), now_ns);
 }
+
+template <typename T>
+void ClusterState::add_list_page(std::vector<T> items) {
+  Impl::stage(impl_->staged_of(static_cast<T*>(nullptr)), std::move(items));
+}
+template <typename T>
+void ClusterState::finish_list(uint64_t now_ns) {
+  auto& staged = impl_->staged_of(static_cast<T*>(nullptr));
+  impl_->commit(impl_->objects_of(static_cast<T*>(nullptr)), std::move(staged), now_ns);
+  staged.clear();  // moved from: valid, made empty
+}
+template <typename T>
+void ClusterState::abandon_list() {
+  impl_->staged_of(static_cast<T*>(nullptr)).clear();
+}
+template void ClusterState::add_list_page(std::vector<KubeService>);
+template void ClusterState::add_list_page(std::vector<KubeEndpointSlice>);
+template void ClusterState::add_list_page(std::vector<KubeNode>);
+template void ClusterState::add_list_page(std::vector<KubePod>);
+template void ClusterState::finish_list<KubeService>(uint64_t);
+template void ClusterState::finish_list<KubeEndpointSlice>(uint64_t);
+template void ClusterState::finish_list<KubeNode>(uint64_t);
+template void ClusterState::finish_list<KubePod>(uint64_t);
+template void ClusterState::abandon_list<KubeService>();
+template void ClusterState::abandon_list<KubeEndpointSlice>();
+template void ClusterState::abandon_list<KubeNode>();
+template void ClusterState::abandon_list<KubePod>();
 
 void ClusterState::set_host_addresses(std::vector<IpAddress> addresses) {
   impl_->options.host_addresses = std::move(addresses);

@@ -208,6 +208,18 @@ class ClusterState {
   // from the pods watch, which replace_pods() replaces.
   void replace_local_pods(std::vector<KubePod> items, uint64_t now_ns);
 
+  // A list in pages (ListWatchHandler::list_in_pages): each page's objects are compacted and
+  // kept aside, so that a big list never exists whole as objects, until finish_list() replaces
+  // all of the resource's objects with them (as replace_*() does) or abandon_list() drops them
+  // (the list failed part-way; the current objects stay). T: KubeService, KubeEndpointSlice,
+  // KubeNode, or KubePod (the pods watch).
+  template <typename T>
+  void add_list_page(std::vector<T> items);
+  template <typename T>
+  void finish_list(uint64_t now_ns);
+  template <typename T>
+  void abandon_list();
+
   // One watch event. kModified of an unknown uid adds it; kDeleted of an unknown uid is ignored.
   void apply(WatchOp op, KubeService object, uint64_t now_ns);
   void apply(WatchOp op, KubeEndpointSlice object, uint64_t now_ns);

@@ -519,6 +519,21 @@ TEST(KubePod, WorkloadIpsAndHostNetwork) {
   EXPECT_EQ(bad.error().message, "Pod 'n/b': spec.hostNetwork: is string, not a boolean");
 }
 
+TEST(KubeList, ItemArraysAsTheListWatcherHandsThem) {
+  auto page = parse_kube_service_items(json::parse(R"([
+    {"metadata": {"name": "a", "namespace": "n", "uid": "ua"}, "spec": {"clusterIP": "10.96.0.1"}},
+    {"metadata": {"name": "b", "namespace": "n"}}])"));
+  ASSERT_TRUE(page) << page.error().message;
+  EXPECT_EQ(page->items.size(), 1u);
+  EXPECT_EQ(page->skipped, 1u);
+  EXPECT_EQ(page->resource_version, "");
+  EXPECT_TRUE(parse_kube_endpoint_slice_items(json())->items.empty());  // null
+  EXPECT_TRUE(parse_kube_node_items(json::array())->items.empty());
+  auto not_array = parse_kube_pod_items(json::object());
+  ASSERT_FALSE(not_array);
+  EXPECT_EQ(not_array.error().message, "Pod items: is object, not an array");
+}
+
 TEST(KubeList, BadItemsAreSkippedAndCounted) {
   auto list = parse_kube_node_list(json::parse(R"({
     "kind": "NodeList", "apiVersion": "v1", "metadata": {"resourceVersion": "7"},

@@ -452,6 +452,51 @@ TEST(PeerIndex, IpReuseThroughEndpointSlicesAndRelists) {
   EXPECT_EQ(index->stats().gone_pod_claims, 1u);  // only web-a
 }
 
+TEST(PeerIndex, ListsInPages) {
+  ClusterState state(options());
+  state.replace_endpoint_slices({slice("shop", "web", "s1", {{"10.244.2.2", "web-a", "u-a"}}),
+                                 slice("shop", "db", "s2", {{"10.244.2.3", "db-0", "u-db"}})},
+                                kT0);
+  // A paged re-list that fails part-way changes nothing.
+  state.add_list_page(
+      std::vector<KubeEndpointSlice>{slice("shop", "web", "s1", {{"10.244.2.2", "web-b", "u-b"}})});
+  state.abandon_list<KubeEndpointSlice>();
+  auto index = state.build(kT0 + kSecond);
+  EXPECT_EQ(index->lookup(ip("10.244.2.2"), 80, kT0 + kSecond).name, "web-a");
+  EXPECT_EQ(state.endpoint_slice_count(), 2u);
+
+  // A complete one replaces everything at finish_list(): s2 is gone, s1 changed, s3 is new.
+  const uint64_t t_list = kT0 + 10 * kSecond;
+  state.add_list_page(
+      std::vector<KubeEndpointSlice>{slice("shop", "web", "s1", {{"10.244.2.2", "web-b", "u-b"}})});
+  EXPECT_EQ(state.build(t_list)->lookup(ip("10.244.2.2"), 80, t_list).name, "web-a");  // aside
+  state.add_list_page(std::vector<KubeEndpointSlice>{
+      slice("shop", "cache", "s3", {{"10.244.2.4", "cache-0", "u-cache"}})});
+  state.finish_list<KubeEndpointSlice>(t_list);
+  EXPECT_EQ(state.endpoint_slice_count(), 2u);
+  index = state.build(t_list);
+  EXPECT_EQ(index->lookup(ip("10.244.2.2"), 80, t_list).name, "web-b");
+  EXPECT_EQ(index->lookup(ip("10.244.2.2"), 80, kT0 + kSecond).name, "web-a");  // in grace
+  EXPECT_EQ(index->lookup(ip("10.244.2.3"), 80, t_list).kind, PeerKind::kExternal);
+  EXPECT_EQ(index->lookup(ip("10.244.2.3"), 80, kT0 + kSecond).name, "db-0");
+  EXPECT_EQ(index->lookup(ip("10.244.2.4"), 80, t_list).name, "cache-0");
+
+  // Other resources page the same way.
+  state.add_list_page(std::vector<KubeService>{service("shop", "web", {"10.96.0.1"})});
+  state.finish_list<KubeService>(t_list);
+  state.add_list_page(std::vector<KubeNode>{node("n1", {"192.168.5.1"})});
+  state.finish_list<KubeNode>(t_list);
+  state.add_list_page(std::vector<KubePod>{pod("shop", "p", "u-p", {"10.244.2.9"})});
+  state.finish_list<KubePod>(t_list);
+  index = state.build(t_list);
+  EXPECT_EQ(index->lookup(ip("10.96.0.1"), 80, t_list).name, "web");
+  EXPECT_EQ(index->lookup(ip("192.168.5.1"), 80, t_list).name, "n1");
+  EXPECT_EQ(index->lookup(ip("10.244.2.9"), 80, t_list).workload, "p-workload");
+  EXPECT_EQ(state.service_count(), 1u);
+  EXPECT_EQ(state.node_count(), 1u);
+  EXPECT_EQ(state.pod_count(), 1u);
+}
+
 TEST(PeerIndex, TerminatingEndpoints) {
   ClusterState state(options());
   // A terminating endpoint still names its pod: the connections it still serves are its.
