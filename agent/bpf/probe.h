@@ -1,6 +1,11 @@
 // Probe: the one owner of libbpf and the BPF skeleton. Loads netmon's BPF programs, attaches
 // them with the best hook variant the running kernel accepts, and delivers ring-buffer records to
 // a RecordSink. Nothing of libbpf leaks through this header.
+//
+// This is the facade of agent/bpf; behind it, one unit per job: kernel_features (what the kernel
+// offers), loader (open, plan, load, attach, fall back), ring_reader (the ring buffer),
+// libbpf_log (libbpf's messages, the verifier's reason), and sensors/ (each hook family's
+// variants, programs, settings and counters, listed in sensors/registry.cpp).
 #pragma once
 
 #include <cstddef>
@@ -17,8 +22,8 @@
 
 namespace netmon {
 
-// How a kernel hook attaches. Each hook has a preferred variant and a fallback with the same
-// events (docs/kernels.md):
+// How a kernel hook attaches. Each hook (a sensor, agent/bpf/sensors) has a preferred variant
+// and a fallback with the same events (docs/kernels.md):
 //   state    sock/inet_sock_set_state   tp_btf (assigns cookies itself on 5.12+) or tracepoint
 //   accept   inet_csk_accept / accept() fexit (also io_uring accepts) or tracepoint (syscalls)
 //   process  sched_process_exec/fork/exit  tp_btf or raw_tp
