@@ -1,0 +1,169 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * What the connection sensors share (sensors/connection_state.bpf.h and sensors/accept.bpf.h):
+ * the connection record (emit(): addresses, and at the Close the connection's statistics and who
+ * ended it) and the entries of the "sockets" map, where a connection's owner waits between its
+ * open and its close (track(), tracked_already(), built in a "scratch" slot: scratch_state()).
+ * Counters: NM_CNT_UNOBSERVED, NM_CNT_SOCKETS_FULL (track()), NM_CNT_RINGBUF_FULL (emit()).
+ *
+ * The lifecycle, per socket:
+ *   CLOSE -> SYN_SENT       runs inside connect(), in the connecting thread: remember the owner.
+ *   SYN_SENT -> ESTABLISHED usually in softirq (the SYN-ACK arrived): emit Establish with the
+ *                           remembered owner; "current" there is whatever task was interrupted.
+ *   SYN_SENT -> CLOSE       the connect failed (RST: ECONNREFUSED; ICMP error: its errno;
+ *                           retries exhausted: ETIMEDOUT; closed by the caller first: error 0,
+ *                           or the ICMP error it saw): emit Failed, forget the socket.
+ *   accept completes        in the accepting thread (inet_csk_accept() or accept() returns):
+ *                           emit Accept for the accepted socket (not the listener), remember the
+ *                           owner.
+ *   any -> CLOSE            for a socket netmon reported open: emit Close with the remembered
+ *                           owner, forget the socket.
+ * The observer, where attached, takes over the Establish, the first FIN and the Close or Failed
+ * of the sockets whose state callbacks it turned on; the state tracepoint programs still record
+ * the owner at connect(), which only a tracing program can. Each event is reported once whoever
+ * runs.
+ */
+#ifndef NETMON_BPF_LIB_CONNECTIONS_BPF_H
+#define NETMON_BPF_LIB_CONNECTIONS_BPF_H
+
+#include "lib/records.bpf.h"
+
+#include <bpf/bpf_endian.h>
+
+static __always_inline bool is_v4_mapped(const u32 *a)
+{
+	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0x0000ffff);
+}
+
+/* Copies the socket's addresses and ports into the record. IPv4-mapped IPv6 connections (an
+ * AF_INET6 socket talking to ::ffff:a.b.c.d) are recorded once, as AF_INET: the kernel runs them
+ * through the IPv4 code and keeps the IPv4 addresses in skc_daddr/skc_rcv_saddr. */
+static __always_inline void fill_addresses(struct nm_conn_record *r, const struct sock *sk)
+{
+	u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	bool v4 = family == AF_INET;
+
+	if (family == AF_INET6) {
+		u32 daddr6[4];
+
+		BPF_CORE_READ_INTO(&daddr6, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr32);
+		if (is_v4_mapped(daddr6)) {
+			v4 = true;
+		} else {
+			r->family = NM_AF_INET6;
+			__builtin_memcpy(r->daddr, daddr6, 16);
+			BPF_CORE_READ_INTO(&r->saddr, sk,
+					   __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		}
+	}
+	if (v4) {
+		r->family = NM_AF_INET;
+		BPF_CORE_READ_INTO((u32 *)r->saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((u32 *)r->daddr, sk, __sk_common.skc_daddr);
+	}
+	r->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (!r->sport) /* CLOSE: the port was released just before the tracepoint */
+		r->sport = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
+	r->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+}
+
+/* struct sock's flags word: a field of its own until the kernel moved it into sock_common. */
+static __always_inline unsigned long sock_flags(const struct sock *sk)
+{
+	if (bpf_core_field_exists(sk->__sk_common.skc_flags))
+		return BPF_CORE_READ(sk, __sk_common.skc_flags);
+	return BPF_CORE_READ(sk, sk_flags);
+}
+
+/*
+ * Statistics of a connection at its CLOSE transition, and who ended it. A graceful close passes
+ * through FIN_WAIT1 (this host sent the first FIN) or CLOSE_WAIT (the peer did), which the state
+ * hook records in first_fin. Reaching CLOSE from ESTABLISHED, SYN_RECV or CLOSE_WAIT, or with
+ * sk_err set, means a reset: tcp_reset() stores ECONNRESET (EPIPE in CLOSE_WAIT) before the state
+ * change when a RST arrives; a local abort (close() with unread data, SO_LINGER 0) sends one
+ * and leaves sk_err at 0.
+ */
+static __always_inline void fill_close_stats(struct nm_conn_record *r, const struct sock *sk,
+					     const struct sock_state *st)
+{
+	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+	int err = BPF_CORE_READ(sk, sk_err);
+
+	r->open_ns = st->open_ns;
+	r->bytes_sent = BPF_CORE_READ(tp, bytes_sent);
+	/* bytes_received counts the sequence space the peer's FIN takes (one byte) too. */
+	r->bytes_received = BPF_CORE_READ(tp, bytes_received);
+	if ((sock_flags(sk) & (1UL << SOCK_DONE)) && r->bytes_received > 0)
+		r->bytes_received -= 1;
+	r->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+	r->retransmits = BPF_CORE_READ(tp, total_retrans);
+	r->reset = st->abortive || err == ECONNRESET || err == EPIPE;
+	if (st->first_fin)
+		r->closed_by = st->first_fin;
+	else if (err == ECONNRESET || err == EPIPE)
+		r->closed_by = NM_CLOSED_BY_REMOTE;
+	else
+		r->closed_by = NM_CLOSED_BY_LOCAL;
+}
+
+/* Emits one connection record. `st` may be NULL, or hold no owner (NM_CONN_F_OWNER_KNOWN unset):
+ * the record then says the owner is unknown. Close records also take their statistics from it. */
+static __always_inline void emit(const struct sock *sk, u64 cookie, u8 kind, u8 direction,
+				 const struct sock_state *st, s32 error)
+{
+	struct nm_conn_record *r = reserve_record(sizeof(*r), NM_REC_CONNECTION);
+
+	if (!r)
+		return;
+	if (st && (st->flags & NM_CONN_F_OWNER_KNOWN)) {
+		r->task = st->owner;
+		r->flags |= NM_CONN_F_OWNER_KNOWN;
+	}
+	r->cookie = cookie;
+	r->kind = kind;
+	r->direction = direction;
+	r->error = error;
+	fill_addresses(r, sk);
+	if (kind == NM_CONN_CLOSE && st)
+		fill_close_stats(r, sk, st);
+	bpf_ringbuf_submit(r, wakeup_flags(sizeof(*r)));
+}
+
+static __always_inline struct sock_state *scratch_state(u32 slot)
+{
+	return bpf_map_lookup_elem(&scratch, &slot);
+}
+
+/* Whether the connection of socket `key` with cookie `cookie` is tracked already (by the other
+ * copy of the state program). Without a cookie there is no telling: false. */
+static __always_inline bool tracked_already(u64 key, u64 cookie)
+{
+	struct sock_state *st;
+
+	if (!cookie)
+		return false;
+	st = bpf_map_lookup_elem(&sockets, &key);
+	return st && st->cookie == cookie;
+}
+
+/*
+ * Starts tracking the connection of the socket at `key`. An entry of another socket already
+ * there belongs to an earlier connection whose struct sock was freed and reused without its final
+ * transition reaching the hooks (both copies of the state program skipped, or the connection's
+ * CLOSE was never seen): its last event is lost. Count it, then replace the entry.
+ */
+static __always_inline void track(u64 key, const struct sock_state *st)
+{
+	long err = bpf_map_update_elem(&sockets, &key, st, BPF_NOEXIST);
+
+	if (err == -EEXIST) {
+		if (tracked_already(key, st->cookie))
+			return;
+		count(NM_CNT_UNOBSERVED);
+		err = bpf_map_update_elem(&sockets, &key, st, BPF_ANY);
+	}
+	if (err)
+		count(NM_CNT_SOCKETS_FULL);
+}
+
+#endif /* NETMON_BPF_LIB_CONNECTIONS_BPF_H */

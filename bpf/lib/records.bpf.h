@@ -1,0 +1,96 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * What every sensor uses to report: a fixed-size record reserved in the "events" ring buffer with
+ * its header filled in (reserve_record()), submitted under the wakeup policy (wakeup_flags()); the
+ * per-CPU loss counters (count(), indexes of enum nm_counter; NM_CNT_RINGBUF_FULL is counted here);
+ * and the identity of a task as records carry it (fill_task(), fill_current_task()).
+ */
+#ifndef NETMON_BPF_LIB_RECORDS_BPF_H
+#define NETMON_BPF_LIB_RECORDS_BPF_H
+
+#include "lib/maps.bpf.h"
+
+#include <bpf/bpf_core_read.h>
+
+/* Set by the agent before load (read-only data): submit with a wakeup only once this much data
+ * waits in the ring buffer; the agent polls with a timeout, which bounds the delivery delay of
+ * smaller batches. 0: wake up on every record. */
+const volatile __u64 wakeup_bytes = 0;
+
+static __always_inline void count(u32 idx)
+{
+	u64 *value = bpf_map_lookup_elem(&counters, &idx);
+
+	if (value)
+		*value += 1; /* per-CPU slot: no other writer */
+}
+
+/* Fills *t from `task`. Only meaningful for a task whose identity is the subject of the hook: in
+ * softirq "current" is an unrelated task, which is why the state-change handlers take owners from
+ * the sockets map. The cgroup is the current task's (the forking parent's for a new child, which
+ * inherits it). */
+static __always_inline void fill_task(struct nm_task *t, struct task_struct *task)
+{
+	const struct cred *cred = BPF_CORE_READ(task, cred);
+
+	t->pid = BPF_CORE_READ(task, tgid);
+	t->tid = BPF_CORE_READ(task, pid);
+	t->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	t->uid = BPF_CORE_READ(cred, uid.val);
+	t->euid = BPF_CORE_READ(cred, euid.val);
+	t->gid = BPF_CORE_READ(cred, gid.val);
+	t->egid = BPF_CORE_READ(cred, egid.val);
+	t->auid = 0xffffffff;
+	if (bpf_core_field_exists(task->loginuid))
+		t->auid = BPF_CORE_READ(task, loginuid.val);
+	t->start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
+	t->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_core_read(&t->cap_effective, sizeof(t->cap_effective), &cred->cap_effective);
+	bpf_core_read(&t->cap_permitted, sizeof(t->cap_permitted), &cred->cap_permitted);
+	bpf_core_read(&t->cap_inheritable, sizeof(t->cap_inheritable), &cred->cap_inheritable);
+	BPF_CORE_READ_STR_INTO(&t->comm, task, comm);
+}
+
+static __always_inline void fill_current_task(struct nm_task *t)
+{
+	fill_task(t, (struct task_struct *)bpf_get_current_task());
+}
+
+/*
+ * The ring buffer's wakeup policy, for a record of `size` bytes just reserved: wake the reader
+ * once per wakeup_bytes of backlog, when this record's bytes (with the ring buffer's 8-byte
+ * header, rounded to 8) cross a multiple of it. Waking on every record past the mark, until the
+ * woken reader caught up, raised an interrupt per record (irq_work: an inter-processor interrupt,
+ * a costly MSR write in a VM), about 7 % of a connection storm's CPU time. Concurrent producers
+ * can both miss a crossing: the next one, or the reader's 100 ms poll timeout, bounds the delay.
+ */
+static __always_inline u64 wakeup_flags(u64 size)
+{
+	u64 span = (size + 8 + 7) & ~7ULL;
+	u64 avail;
+
+	if (!wakeup_bytes)
+		return 0;
+	avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	if (avail / wakeup_bytes != (avail > span ? avail - span : 0) / wakeup_bytes)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
+/* Reserves a zeroed fixed-size record with its header filled in; counts a full ring buffer. */
+static __always_inline void *reserve_record(u64 size, u16 type)
+{
+	struct nm_header *hdr = bpf_ringbuf_reserve(&events, size, 0);
+
+	if (!hdr) {
+		count(NM_CNT_RINGBUF_FULL);
+		return NULL;
+	}
+	__builtin_memset(hdr, 0, size);
+	hdr->type = type;
+	hdr->size = size;
+	hdr->ts_ns = bpf_ktime_get_boot_ns();
+	return hdr;
+}
+
+#endif /* NETMON_BPF_LIB_RECORDS_BPF_H */
