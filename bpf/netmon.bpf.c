@@ -35,7 +35,8 @@
  * lib/maps.bpf.h first (it says why its order matters), then the other shared pieces, then the
  * sensors. Each header includes what it uses and is included once, here. A new sensor is a new
  * sensors/NAME.bpf.h (its hooks, its own maps and settings, its comment), one #include below, its
- * counters in netmon_events.h, and its variant plan on the agent's side (agent/bpf).
+ * counters in netmon_events.h, and its user side in agent/bpf/sensors/ (variant plan, settings,
+ * counters), registered in agent/bpf/sensors/registry.cpp.
  */
 #include "lib/maps.bpf.h"
 #include "lib/records.bpf.h"

@@ -4,7 +4,7 @@
  * connection's own addresses and cookie and the accepting process, and the connection's entry in
  * the "sockets" map, whose Close the state sensor reports.
  *
- * Hooks, and the variants the loader picks between (agent/bpf, this sensor's variant plan):
+ * Hooks, and the variants the loader picks between (its plan: agent/bpf/sensors/accept.cpp):
  *   fexit       on inet_csk_accept(), the TCP accept of every caller (the accept syscalls,
  *               io_uring, in-kernel users). Preferred: needs BPF trampolines (5.5+) and a kernel
  *               that allows them (lockdown or an LSM may refuse fexit). One program per

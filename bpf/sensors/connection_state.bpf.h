@@ -4,7 +4,8 @@
  * lib/connections.bpf.h turns into the owner remembered at connect() and the Establish, Failed
  * and Close of outbound connections (and the Close of accepted ones).
  *
- * Hooks, and the variants the loader picks between (agent/bpf, this sensor's variant plan):
+ * Hooks, and the variants the loader picks between (its plan:
+ * agent/bpf/sensors/connection_state.cpp):
  *   sock:inet_sock_set_state, every TCP state change with its struct sock:
  *     tp_btf      handle_inet_sock_set_state_btf and, attached after it,
  *                 handle_inet_sock_set_state_btf_nested: two copies of one program (see

@@ -2,7 +2,7 @@
 /*
  * Sensor: process lifecycle. Exec, fork and exit feed the agent's process table.
  *
- * Hooks, and the variants the loader picks between (agent/bpf, this sensor's variant plan):
+ * Hooks, and the variants the loader picks between (its plan: agent/bpf/sensors/process.cpp):
  *   sched:sched_process_exec, sched:sched_process_fork, sched:sched_process_exit, each as
  *     tp_btf  handle_sched_process_{exec,fork,exit}_btf: preferred, BTF-typed tracepoints (5.5+);
  *     raw_tp  handle_sched_process_{exec,fork,exit}_raw: the fallback, same arguments.
