@@ -1,5 +1,7 @@
 #include "k8s/attribution.h"
 
+#include "k8s/kubelet.h"
+
 namespace netmon {
 
 Attributor::Attributor(std::optional<CgroupResolver> cgroups, KubeletWatcher* kubelet)

@@ -9,22 +9,11 @@
 #include <unordered_map>
 
 #include "k8s/cgroup_resolver.h"
-#include "k8s/kubelet.h"
-#include "k8s/pods.h"
+#include "k8s/pods.h"  // Attribution, PodSnapshot
 
 namespace netmon {
 
-// What an event learns about its owner's container and pod. Pointers stay valid until the
-// next call to Attributor::resolve() that sees a new snapshot; copy what must live longer.
-struct Attribution {
-  std::string container_id;                  // "" when the owner is not in a container
-  const PodMeta* pod = nullptr;              // null: no pod (host process, or pod unknown)
-  const ContainerMeta* container = nullptr;  // null: container unknown to the kubelet
-  // The event's "pod" object as JSON, built by the output on first use (pod_json_labels: with
-  // labels 1, without 0, not built -1). An attribution lives as long as its pod snapshot.
-  mutable std::string pod_json;
-  mutable int8_t pod_json_labels = -1;
-};
+class KubeletWatcher;
 
 struct AttributionStats {
   uint64_t in_pod_without_metadata = 0;  // pod cgroup whose pod the snapshot lacks

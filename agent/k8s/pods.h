@@ -1,6 +1,7 @@
 // The kubelet's view of the pods on this node (GET /pods), reduced to what events carry, and
 // immutable snapshots of it for the pipeline thread. Only this module and the kubelet client
-// know the JSON.
+// know the JSON. Plain types and parsing only: no HTTP in this header's include chain, so that
+// the modules that read pods (output, rules) do not see the kubelet client.
 #pragma once
 
 #include <chrono>
@@ -36,6 +37,19 @@ struct PodMeta {
   // Every container id the pod has had that the kubelet still reports: containerStatuses,
   // initContainerStatuses, ephemeralContainerStatuses, and each one's lastState.terminated.
   std::vector<ContainerMeta> containers;
+};
+
+// What an event learns about its owner's container and pod (Attributor::resolve(), in
+// k8s/attribution.h). The pointers are into one PodSnapshot and stay valid until the next
+// Attributor::resolve() that sees a new snapshot; copy what must live longer.
+struct Attribution {
+  std::string container_id;                  // "" when the owner is not in a container
+  const PodMeta* pod = nullptr;              // null: no pod (host process, or pod unknown)
+  const ContainerMeta* container = nullptr;  // null: container unknown to the kubelet
+  // The event's "pod" object as JSON, built by the output on first use (pod_json_labels: with
+  // labels 1, without 0, not built -1). An attribution lives as long as its pod snapshot.
+  mutable std::string pod_json;
+  mutable int8_t pod_json_labels = -1;
 };
 
 // Parses a PodList. Pods without metadata.uid are skipped; containers without a containerID

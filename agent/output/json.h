@@ -7,7 +7,7 @@
 
 #include "common/clock.h"
 #include "events/event.h"
-#include "k8s/attribution.h"
+#include "k8s/pods.h"  // Attribution: plain types, no kubelet client
 #include "process/process.h"
 
 namespace netmon {

@@ -9,7 +9,6 @@
 #include <nlohmann/json.hpp>
 
 #include "common/clock.h"
-#include "k8s/attribution.h"
 #include "output/json.h"
 #include "process/process.h"
 
