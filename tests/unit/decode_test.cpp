@@ -164,19 +164,57 @@ TEST(DecodeRecord, TruncatedBufferWithFullSizeFieldFails) {
   EXPECT_FALSE(decode_record(shorter).has_value());
 }
 
-TEST(DecodeRecord, BufferBiggerThanStructFails) {
-  nm_conn_record r = make_record(NM_CONN_ESTABLISH, NM_AF_INET);
-  auto bytes = to_bytes(r);
+TEST(DecodeRecord, BufferBiggerThanSizeFieldFails) {
+  auto bytes = to_bytes(make_record(NM_CONN_ESTABLISH, NM_AF_INET));
   bytes.resize(bytes.size() + 8);
   EXPECT_FALSE(decode_record(bytes).has_value());
-  // Even when the size field agrees with the bigger buffer.
-  r.hdr.size = sizeof(nm_conn_record) + 8;
-  std::memcpy(bytes.data(), &r.hdr, sizeof(r.hdr));
-  const auto e = decode_record(bytes);
-  ASSERT_FALSE(e.has_value());
-  EXPECT_NE(e.error().message.find("expected " + std::to_string(sizeof(nm_conn_record))),
-            std::string::npos)
-      << e.error().message;
+}
+
+// Records only grow at their end (bpf/netmon_events.h): a longer record from a newer BPF side
+// decodes as far as this build knows it, for every kind and family.
+TEST(DecodeRecord, LongerRecordIgnoresItsTail) {
+  for (const KindCase& k : kKinds) {
+    for (uint8_t family : {uint8_t{NM_AF_INET}, uint8_t{NM_AF_INET6}}) {
+      nm_conn_record r = make_record(k.raw, family);
+      r.hdr.size = sizeof(nm_conn_record) + 24;
+      auto bytes = to_bytes(r);
+      bytes.resize(bytes.size() + 24, std::byte{0xee});
+      const auto e = decode_record(bytes);
+      ASSERT_TRUE(e.has_value()) << e.error().message;
+      EXPECT_EQ(e->kind, k.kind);
+      EXPECT_EQ(e->error, k.error);
+      expect_common_fields(*e);
+      const auto same = decode_record(to_bytes(make_record(k.raw, family)));
+      ASSERT_TRUE(same.has_value());
+      EXPECT_EQ(e->saddr.bytes, same->saddr.bytes);
+      EXPECT_EQ(e->daddr.bytes, same->daddr.bytes);
+    }
+  }
+  // And through decode().
+  nm_conn_record r = make_record(NM_CONN_CLOSE, NM_AF_INET);
+  r.hdr.size = sizeof(nm_conn_record) + 1;
+  auto bytes = to_bytes(r);
+  bytes.push_back(std::byte{1});
+  const auto e = decode(bytes);
+  ASSERT_TRUE(e.has_value()) << e.error().message;
+  EXPECT_EQ(std::get<ConnectionEvent>(*e).kind, ConnKind::kClose);
+}
+
+// A record shorter than the one this build knows is rejected, even when its size field agrees.
+TEST(DecodeRecord, ShorterRecordFails) {
+  for (size_t cut : {size_t{1}, size_t{8}, sizeof(nm_conn_record) - sizeof(nm_header)}) {
+    SCOPED_TRACE(cut);
+    nm_conn_record r = make_record(NM_CONN_ESTABLISH, NM_AF_INET);
+    r.hdr.size = static_cast<uint16_t>(sizeof(nm_conn_record) - cut);
+    const auto full = to_bytes(r);
+    const std::vector<std::byte> bytes(full.begin(), full.end() - static_cast<ptrdiff_t>(cut));
+    const auto e = decode_record(bytes);
+    ASSERT_FALSE(e.has_value());
+    EXPECT_NE(e.error().message.find("shorter than " + std::to_string(sizeof(nm_conn_record))),
+              std::string::npos)
+        << e.error().message;
+    EXPECT_FALSE(decode(bytes).has_value());
+  }
 }
 
 TEST(DecodeRecord, UnknownKindFails) {
@@ -363,6 +401,53 @@ TEST(Decode, ExecRecordShorterThanFixedPartFails) {
   EXPECT_FALSE(decode(bytes).has_value());
 }
 
+// An exec record grows at the end of its fixed part: the path and args follow the longer fixed
+// part, whose size is what hdr.size leaves besides them.
+std::vector<std::byte> exec_record_with_fixed_part(size_t fixed, std::string_view path,
+                                                   std::string_view args) {
+  auto bytes = exec_record(path, args, 0);
+  bytes.insert(bytes.begin() + sizeof(nm_exec_record), fixed - sizeof(nm_exec_record),
+               std::byte{0xee});
+  nm_header hdr{};
+  std::memcpy(&hdr, bytes.data(), sizeof(hdr));
+  hdr.size = static_cast<uint16_t>(bytes.size());
+  std::memcpy(bytes.data(), &hdr, sizeof(hdr));
+  return bytes;
+}
+
+TEST(Decode, ExecRecordWithLongerFixedPartReadsPathAfterIt) {
+  const std::string args("sudo\0-i\0", 8);
+  for (size_t extra : {size_t{8}, size_t{64}}) {
+    SCOPED_TRACE(extra);
+    const auto bytes =
+        exec_record_with_fixed_part(sizeof(nm_exec_record) + extra, "/usr/bin/sudo", args);
+    const auto e = decode(bytes);
+    ASSERT_TRUE(e.has_value()) << e.error().message;
+    const auto& x = std::get<ExecEvent>(*e);
+    EXPECT_EQ(x.task.pid, 4242u);
+    EXPECT_EQ(x.secureexec, kSecureExecSetuid);
+    EXPECT_EQ(x.binary_path, "/usr/bin/sudo");
+    EXPECT_EQ(x.raw_args, args);
+    EXPECT_EQ(static_cast<const void*>(x.binary_path.data()),
+              static_cast<const void*>(bytes.data() + sizeof(nm_exec_record) + extra));
+  }
+}
+
+TEST(Decode, ExecRecordWithShorterOrUnalignedFixedPartFails) {
+  // Lengths that leave a fixed part shorter than this build's: an older layout, or a wrong length.
+  auto bytes = exec_record("/bin/true", "true", 0);
+  nm_exec_record r{};
+  std::memcpy(&r, bytes.data(), sizeof(r));
+  r.args_len = 4 + 8;  // eight bytes more than present: the fixed part would be 8 bytes short
+  std::memcpy(bytes.data(), &r, sizeof(r));
+  EXPECT_FALSE(decode(bytes).has_value());
+  // A fixed part that is not a whole number of 8-byte words is no struct of the header.
+  EXPECT_FALSE(
+      decode(exec_record_with_fixed_part(sizeof(nm_exec_record) + 4, "/x", "x")).has_value());
+  EXPECT_TRUE(
+      decode(exec_record_with_fixed_part(sizeof(nm_exec_record) + 8, "/x", "x")).has_value());
+}
+
 TEST(Decode, ForkRecord) {
   nm_fork_record r{};
   r.hdr.type = NM_REC_FORK;
@@ -401,19 +486,45 @@ TEST(Decode, ExitRecord) {
   EXPECT_EQ(x.start_ns, 50u);
 }
 
-TEST(Decode, FixedRecordsOfWrongSizeFail) {
-  nm_exit_record x{};
-  x.hdr.type = NM_REC_EXIT;
-  x.hdr.size = sizeof(x) + 8;
-  auto bytes = bytes_of(x);
-  bytes.resize(sizeof(x) + 8);
-  EXPECT_FALSE(decode(bytes).has_value());
+template <typename Rec>
+std::vector<std::byte> resized(Rec r, size_t size) {
+  r.hdr.size = static_cast<uint16_t>(size);
+  auto bytes = bytes_of(r);
+  bytes.resize(size, std::byte{0xee});
+  return bytes;
+}
+
+TEST(Decode, LongerForkAndExitRecordsIgnoreTheirTail) {
   nm_fork_record f{};
   f.hdr.type = NM_REC_FORK;
-  f.hdr.size = sizeof(f) - 8;
-  bytes = bytes_of(f);
-  bytes.resize(sizeof(f) - 8);
-  EXPECT_FALSE(decode(bytes).has_value());
+  f.child.pid = 300;
+  f.parent_start_ns = 10;
+  const auto fork = decode(resized(f, sizeof(f) + 16));
+  ASSERT_TRUE(fork.has_value()) << fork.error().message;
+  EXPECT_EQ(std::get<ForkEvent>(*fork).child.pid, 300u);
+  EXPECT_EQ(std::get<ForkEvent>(*fork).parent_start_ns, 10u);
+  nm_exit_record x{};
+  x.hdr.type = NM_REC_EXIT;
+  x.pid = 300;
+  x.start_ns = 50;
+  const auto exit = decode(resized(x, sizeof(x) + 8));
+  ASSERT_TRUE(exit.has_value()) << exit.error().message;
+  EXPECT_EQ(std::get<ExitEvent>(*exit).pid, 300u);
+  EXPECT_EQ(std::get<ExitEvent>(*exit).start_ns, 50u);
+}
+
+TEST(Decode, ShorterFixedRecordsFail) {
+  nm_exit_record x{};
+  x.hdr.type = NM_REC_EXIT;
+  EXPECT_FALSE(decode(resized(x, sizeof(x) - 8)).has_value());
+  nm_fork_record f{};
+  f.hdr.type = NM_REC_FORK;
+  EXPECT_FALSE(decode(resized(f, sizeof(f) - 8)).has_value());
+  const auto e = decode(resized(f, sizeof(f) - 1));
+  ASSERT_FALSE(e.has_value());
+  EXPECT_NE(e.error().message.find("fork record of 111 bytes is shorter than 112"),
+            std::string::npos)
+      << e.error().message;
 }
 
 TEST(Decode, SizeFieldMustMatchBuffer) {
