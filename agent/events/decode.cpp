@@ -42,19 +42,19 @@ Result<nm_header> read_header(std::span<const std::byte> record) {
 
 TaskInfo to_task(const nm_task& t) {
   TaskInfo out;
-  out.pid = t.pid;
-  out.tid = t.tid;
-  out.ppid = t.ppid;
   out.uid = t.uid;
   out.euid = t.euid;
   out.gid = t.gid;
   out.egid = t.egid;
   out.auid = t.auid;
-  out.start_ns = t.start_ns;
-  out.cgroup_id = t.cgroup_id;
   out.cap_effective = t.cap_effective;
   out.cap_permitted = t.cap_permitted;
   out.cap_inheritable = t.cap_inheritable;
+  out.pid = t.pid;
+  out.tid = t.tid;
+  out.ppid = t.ppid;
+  out.start_ns = t.start_ns;
+  out.cgroup_id = t.cgroup_id;
   static_assert(sizeof(out.comm) == sizeof(t.comm));
   std::memcpy(out.comm.data(), t.comm, sizeof(t.comm));
   out.comm.back() = '\0';

@@ -11,21 +11,29 @@ namespace netmon {
 enum class ConnKind : uint8_t { kEstablish, kAccept, kClose, kFailed };
 enum class Direction : uint8_t { kOutbound, kInbound };
 
-// The task that opened or accepted a connection, as the kernel saw it then.
-struct TaskInfo {
-  uint32_t pid = 0;  // thread group id
-  uint32_t tid = 0;
-  uint32_t ppid = 0;
-  uint32_t uid = 0;
+// A task's credentials and capabilities: the one C++ declaration of these fields (the kernel's is
+// struct nm_task). TaskInfo, ProcessEntry (process/process.h) and the JSON writer's process
+// identity derive from it, so that they are copied as one value.
+struct Credentials {
+  uint32_t uid = 0;  // real uid
   uint32_t euid = 0;
   uint32_t gid = 0;
   uint32_t egid = 0;
-  uint32_t auid = 0xffffffff;
-  uint64_t start_ns = 0;  // thread group leader's start, CLOCK_BOOTTIME
-  uint64_t cgroup_id = 0;
-  uint64_t cap_effective = 0;
+  uint32_t auid = 0xffffffff;  // login uid; 4294967295 when unset or unknown
+  uint64_t cap_effective = 0;  // capability bit sets
   uint64_t cap_permitted = 0;
   uint64_t cap_inheritable = 0;
+
+  bool operator==(const Credentials&) const = default;
+};
+
+// The task that opened or accepted a connection, as the kernel saw it then.
+struct TaskInfo : Credentials {
+  uint32_t pid = 0;  // thread group id
+  uint32_t tid = 0;
+  uint32_t ppid = 0;
+  uint64_t start_ns = 0;  // thread group leader's start, CLOCK_BOOTTIME
+  uint64_t cgroup_id = 0;
   std::array<char, 16> comm{};  // NUL padded
 
   std::string_view comm_view() const;

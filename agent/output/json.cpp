@@ -101,14 +101,7 @@ struct Identity {
   uint32_t pid = 0;
   uint32_t tid = 0;
   uint32_t ppid = 0;
-  uint32_t uid = 0;
-  uint32_t euid = 0;
-  uint32_t gid = 0;
-  uint32_t egid = 0;
-  uint32_t auid = 0;
-  uint64_t cap_effective = 0;
-  uint64_t cap_permitted = 0;
-  uint64_t cap_inheritable = 0;
+  Credentials credentials;
   int last_cap = 0;
 
   bool operator==(const Identity&) const = default;
@@ -132,22 +125,22 @@ const std::string& identity_text(const Identity& id) {
   append_u32(e.text, "pid", id.pid);
   append_u32(e.text, "tid", id.tid);
   append_u32(e.text, "ppid", id.ppid);
-  append_u32(e.text, "uid", id.uid);
-  append_u32(e.text, "euid", id.euid);
-  append_u32(e.text, "gid", id.gid);
-  append_u32(e.text, "egid", id.egid);
-  append_u32(e.text, "auid", id.auid);
-  append_caps(e.text, "cap_effective", id.cap_effective, id.last_cap);
-  append_caps(e.text, "cap_permitted", id.cap_permitted, id.last_cap);
-  append_caps(e.text, "cap_inheritable", id.cap_inheritable, id.last_cap);
+  const Credentials& c = id.credentials;
+  append_u32(e.text, "uid", c.uid);
+  append_u32(e.text, "euid", c.euid);
+  append_u32(e.text, "gid", c.gid);
+  append_u32(e.text, "egid", c.egid);
+  append_u32(e.text, "auid", c.auid);
+  append_caps(e.text, "cap_effective", c.cap_effective, id.last_cap);
+  append_caps(e.text, "cap_permitted", c.cap_permitted, id.last_cap);
+  append_caps(e.text, "cap_inheritable", c.cap_inheritable, id.last_cap);
   return e.text;
 }
 
-// Ids, credentials and capabilities, from a TaskInfo or a ProcessEntry (same field names).
+// Ids, credentials and capabilities, from a TaskInfo or a ProcessEntry (both are Credentials).
 template <typename Source>
 void append_identity(std::string& out, const Source& s, uint32_t tid, int last_cap) {
-  out += identity_text(Identity{s.pid, tid, s.ppid, s.uid, s.euid, s.gid, s.egid, s.auid,
-                                s.cap_effective, s.cap_permitted, s.cap_inheritable, last_cap});
+  out += identity_text(Identity{s.pid, tid, s.ppid, s, last_cap});
 }
 
 // The process object. `task` (the record's view, may be null) supplies ids, credentials and

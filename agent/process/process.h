@@ -6,28 +6,22 @@
 #include <string>
 #include <string_view>
 
+#include "events/event.h"  // Credentials
+
 namespace netmon {
 
 // A process image as the process table keeps it. Credentials and capabilities are those at the
 // image's start (exec, fork or /proc scan); events overlay the values current at the event.
-struct ProcessEntry {
+struct ProcessEntry : Credentials {
   uint32_t pid = 0;
   uint32_t ppid = 0;
   uint64_t fork_start_ns = 0;   // the task's creation (CLOCK_BOOTTIME ns): identity with pid
   uint64_t image_start_ns = 0;  // exec time; fork time when cloned; /proc start for a scan
   bool cloned = false;          // forked and not exec'd since: the image fields are the parent's
-  uint32_t uid = 0;
-  uint32_t euid = 0;
-  uint32_t gid = 0;
-  uint32_t egid = 0;
-  uint32_t auid = 0xffffffff;
-  uint64_t cap_effective = 0;
-  uint64_t cap_permitted = 0;
-  uint64_t cap_inheritable = 0;
-  uint32_t secureexec = 0;  // SecureExec flags (events/event.h)
-  std::string filename;     // basename of binary_path (the command name when there is no path)
-  std::string binary_path;  // symlinks resolved
-  std::string args;         // arguments without argv[0], space separated, bounded
+  uint32_t secureexec = 0;      // SecureExec flags (events/event.h)
+  std::string filename;         // basename of binary_path (the command name when there is no path)
+  std::string binary_path;      // symlinks resolved
+  std::string args;             // arguments without argv[0], space separated, bounded
   std::string exec_id;
   std::string parent_exec_id;  // "" when the parent was unknown
   uint64_t exited_ns = 0;      // 0 while alive

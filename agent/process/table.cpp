@@ -71,22 +71,6 @@ ProcessEntry& ProcessTable::put_live(ProcessEntry&& e) {
   return live_.at(pid);
 }
 
-namespace {
-
-// The credentials and capabilities a kernel record carries.
-void set_credentials(ProcessEntry& e, const TaskInfo& t) {
-  e.uid = t.uid;
-  e.euid = t.euid;
-  e.gid = t.gid;
-  e.egid = t.egid;
-  e.auid = t.auid;
-  e.cap_effective = t.cap_effective;
-  e.cap_permitted = t.cap_permitted;
-  e.cap_inheritable = t.cap_inheritable;
-}
-
-}  // namespace
-
 void ProcessTable::on_exec(const ExecEvent& x) {
   ProcessEntry e;
   e.pid = x.task.pid;
@@ -94,7 +78,7 @@ void ProcessTable::on_exec(const ExecEvent& x) {
   e.fork_start_ns = x.task.start_ns;
   e.image_start_ns = x.boot_ns;
   e.cloned = false;
-  set_credentials(e, x.task);
+  static_cast<Credentials&>(e) = x.task;  // those after the exec
   e.secureexec = x.secureexec;
   if (!x.binary_path.empty()) {
     e.binary_path = std::string(x.binary_path);
@@ -123,7 +107,7 @@ void ProcessTable::on_fork(const ForkEvent& f) {
   e.fork_start_ns = f.child.start_ns;
   e.image_start_ns = f.child.start_ns;
   e.cloned = true;
-  set_credentials(e, f.child);
+  static_cast<Credentials&>(e) = f.child;  // the child's own
   e.exited_ns = 0;
   e.exec_id = make_exec_id(e.pid, e.image_start_ns);
   put_live(std::move(e));
