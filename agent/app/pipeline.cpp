@@ -50,6 +50,7 @@ bool Pipeline::on_record(std::span<const std::byte> record) noexcept {
             processes_.on_fork(e);
           } else {
             processes_.on_exit(e);
+            encoder_.forget_process(e.pid);
           }
         },
         *event);
@@ -68,6 +69,7 @@ void Pipeline::handle(const ConnectionEvent& e) {
   if (e.owner_known && attributor_) {
     // The owner's cgroup when it opened the connection: a Close keeps its open event's pod.
     context.attribution = &attributor_->resolve(e.task.cgroup_id);
+    context.pod_generation = attributor_->snapshot_version();
     if (context.attribution->pod) ++stats_.events_with_pod;
   }
   if (e.owner_known) {
@@ -94,7 +96,7 @@ void Pipeline::handle(const ConnectionEvent& e) {
     return;
   }
   ++stats_.events_by_kind[static_cast<size_t>(e.kind)];
-  append_event_line(batch_, e, context, clock_);
+  encoder_.append_event_line(batch_, e, context, clock_);
   ++batch_lines_.by_kind[static_cast<size_t>(e.kind)];
   if (batch_.size() >= batch_bytes_ && !held_) flush();
 }

@@ -101,6 +101,7 @@ class Pipeline final : public RecordSink {
   Verdicts verdicts_;
   const size_t batch_bytes_;
   BootClock clock_;
+  EventEncoder encoder_;
   std::string batch_;
   LineCount batch_lines_;  // the lines of batch_, by ConnKind
   PipelineStats stats_;

@@ -46,10 +46,6 @@ struct Attribution {
   std::string container_id;                  // "" when the owner is not in a container
   const PodMeta* pod = nullptr;              // null: no pod (host process, or pod unknown)
   const ContainerMeta* container = nullptr;  // null: container unknown to the kubelet
-  // The event's "pod" object as JSON, built by the output on first use (pod_json_labels: with
-  // labels 1, without 0, not built -1). An attribution lives as long as its pod snapshot.
-  mutable std::string pod_json;
-  mutable int8_t pod_json_labels = -1;
 };
 
 // Parses a PodList. Pods without metadata.uid are skipped; containers without a containerID

@@ -60,32 +60,10 @@ void append_u32(std::string& out, std::string_view key, uint32_t value) {
   out += ',';
 }
 
-// The text of a capability set. A node runs few distinct sets (root's, a few services'), so the
-// texts are cached per thread instead of rebuilt from 41 names for every event.
-const std::string& capability_text(uint64_t caps, int last_cap) {
-  struct Entry {
-    uint64_t caps = 0;
-    int last_cap = -1;
-    std::string text;
-  };
-  static thread_local std::array<Entry, 16> cache;
-  static thread_local size_t next = 0;
-  for (const Entry& e : cache) {
-    if (e.last_cap == last_cap && e.caps == caps) return e.text;
-  }
-  Entry& e = cache[next];
-  next = (next + 1) % cache.size();
-  e.caps = caps;
-  e.last_cap = last_cap;
-  e.text.clear();
-  append_capabilities(e.text, caps, last_cap);
-  return e.text;
-}
-
-void append_caps(std::string& out, std::string_view key, uint64_t caps, int last_cap) {
+void append_caps(std::string& out, std::string_view key, const std::string& text) {
   append_key(out, key);
   out += '"';
-  out += capability_text(caps, last_cap);
+  out += text;
   out += "\",";
 }
 
@@ -96,110 +74,30 @@ void append_time(std::string& out, std::string_view key, uint64_t boot_ns, const
   out += '"';
 }
 
-// What a process object's ids, credentials and capabilities are made of.
-struct Identity {
-  uint32_t pid = 0;
-  uint32_t tid = 0;
-  uint32_t ppid = 0;
-  Credentials credentials;
-  int last_cap = 0;
-
-  bool operator==(const Identity&) const = default;
-};
-
-// The identity's JSON text ("pid":1,...,"cap_inheritable":"...",). A node's events come from
-// comparatively few threads, and these 11 fields are a third of an event's appends: the texts are
-// cached per thread, in a direct-mapped table indexed by thread and process id.
-const std::string& identity_text(const Identity& id) {
-  struct Entry {
-    Identity id;
-    bool valid = false;
-    std::string text;
-  };
-  static thread_local std::array<Entry, 64> cache;
-  Entry& e = cache[(id.tid * 0x9e3779b1u ^ id.pid) % cache.size()];
-  if (e.valid && e.id == id) return e.text;
-  e.id = id;
-  e.valid = true;
-  e.text.clear();
-  append_u32(e.text, "pid", id.pid);
-  append_u32(e.text, "tid", id.tid);
-  append_u32(e.text, "ppid", id.ppid);
-  const Credentials& c = id.credentials;
-  append_u32(e.text, "uid", c.uid);
-  append_u32(e.text, "euid", c.euid);
-  append_u32(e.text, "gid", c.gid);
-  append_u32(e.text, "egid", c.egid);
-  append_u32(e.text, "auid", c.auid);
-  append_caps(e.text, "cap_effective", c.cap_effective, id.last_cap);
-  append_caps(e.text, "cap_permitted", c.cap_permitted, id.last_cap);
-  append_caps(e.text, "cap_inheritable", c.cap_inheritable, id.last_cap);
-  return e.text;
-}
-
-// Ids, credentials and capabilities, from a TaskInfo or a ProcessEntry (both are Credentials).
-template <typename Source>
-void append_identity(std::string& out, const Source& s, uint32_t tid, int last_cap) {
-  out += identity_text(Identity{s.pid, tid, s.ppid, s, last_cap});
-}
-
-// The process object. `task` (the record's view, may be null) supplies ids, credentials and
-// capabilities; `entry` (the table's, may be null) the image fields. At least one is set.
-void append_process(std::string& out, const TaskInfo* task, const ProcessEntry* entry, int last_cap,
-                    const BootClock& clock, std::string_view container_id = {}) {
-  out += '{';
-  if (task) {
-    append_identity(out, *task, task->tid, last_cap);
-  } else {
-    append_identity(out, *entry, entry->pid, last_cap);
-  }
-  if (entry) {
-    // The image fields only change with the entry (a new exec replaces it) or with the clock
-    // offset: encode them once and reuse the text for every event of the process.
-    if (entry->json_image_offset != clock.unix_ns_at_boot() || entry->json_image.empty()) {
-      std::string& f = entry->json_image;
-      f.clear();
-      append_key(f, "secureexec");
-      f += '"';
-      append_secureexec(f, entry->secureexec);
-      f += "\",";
-      append_key(f, "filename");
-      append_json_string(f, entry->filename);
-      f += ',';
-      append_key(f, "binary_path");
-      append_json_string(f, entry->binary_path);
-      f += ',';
-      append_key(f, "args");
-      append_json_string(f, entry->args);
-      f += ',';
-      append_time(f, "start_time", entry->image_start_ns, clock);
-      f += ',';
-      append_key(f, "cloned");
-      f += entry->cloned ? "true," : "false,";
-      append_key(f, "exec_id");
-      append_json_string(f, entry->exec_id);
-      f += ',';
-      append_key(f, "parent_exec_id");
-      append_json_string(f, entry->parent_exec_id);
-      entry->json_image_offset = clock.unix_ns_at_boot();
-    }
-    out += entry->json_image;
-  } else {
-    // Not in the process table: what the kernel record knows.
-    append_key(out, "filename");
-    append_json_string(out, task->comm_view());
-    out += ',';
-    append_time(out, "start_time", task->start_ns, clock);
-    out += ',';
-    append_key(out, "exec_id");
-    append_json_string(out, make_exec_id(task->pid, task->start_ns));
-  }
-  if (!container_id.empty()) {
-    out += ',';
-    append_key(out, "container_id");
-    append_json_string(out, container_id);
-  }
-  out += '}';
+// The image fields of a process table entry ("secureexec":...,"parent_exec_id":"...").
+void append_image(std::string& f, const ProcessEntry& entry, const BootClock& clock) {
+  append_key(f, "secureexec");
+  f += '"';
+  append_secureexec(f, entry.secureexec);
+  f += "\",";
+  append_key(f, "filename");
+  append_json_string(f, entry.filename);
+  f += ',';
+  append_key(f, "binary_path");
+  append_json_string(f, entry.binary_path);
+  f += ',';
+  append_key(f, "args");
+  append_json_string(f, entry.args);
+  f += ',';
+  append_time(f, "start_time", entry.image_start_ns, clock);
+  f += ',';
+  append_key(f, "cloned");
+  f += entry.cloned ? "true," : "false,";
+  append_key(f, "exec_id");
+  append_json_string(f, entry.exec_id);
+  f += ',';
+  append_key(f, "parent_exec_id");
+  append_json_string(f, entry.parent_exec_id);
 }
 
 void append_string_field(std::string& out, std::string_view key, std::string_view value) {
@@ -244,18 +142,6 @@ void build_pod(std::string& out, const Attribution& a, bool with_labels) {
     append_string_field(out, "image_id", a.container->image_id);
   }
   out += "}}";
-}
-
-// The `pod` object: the pod of the owner's container, built once per attribution (that is, per
-// cgroup and pod snapshot) and reused for every event of that container.
-void append_pod(std::string& out, const Attribution& a, bool with_labels) {
-  const int8_t labels = with_labels ? 1 : 0;
-  if (a.pod_json_labels != labels) {
-    a.pod_json.clear();
-    build_pod(a.pod_json, a, with_labels);
-    a.pod_json_labels = labels;
-  }
-  out += a.pod_json;
 }
 
 }  // namespace
@@ -345,8 +231,151 @@ ConnKind event_kind_of_line(std::string_view line) {
   return ConnKind::kEstablish;
 }
 
-void append_event_line(std::string& out, const ConnectionEvent& e, const EventContext& context,
-                       const BootClock& clock) {
+// The text of a capability set. A node runs few distinct sets (root's, a few services'), so the
+// texts are kept instead of rebuilt from 41 names for every event.
+const std::string& EventEncoder::capability_text(uint64_t caps, int last_cap) {
+  for (const CachedCaps& e : caps_) {
+    if (e.last_cap == last_cap && e.caps == caps) return e.text;
+  }
+  CachedCaps& e = caps_[next_caps_];
+  next_caps_ = (next_caps_ + 1) % caps_.size();
+  e.caps = caps;
+  e.last_cap = last_cap;
+  e.text.clear();
+  append_capabilities(e.text, caps, last_cap);
+  return e.text;
+}
+
+// The identity's JSON text ("pid":1,...,"cap_inheritable":"...",). A node's events come from
+// comparatively few threads, and these 11 fields are a third of an event's appends: the texts are
+// kept in a direct-mapped table indexed by thread and process id.
+const std::string& EventEncoder::identity_text(const Identity& id) {
+  CachedIdentity& e = identities_[(id.tid * 0x9e3779b1u ^ id.pid) % identities_.size()];
+  if (e.valid && e.id == id) return e.text;
+  e.id = id;
+  e.valid = true;
+  e.text.clear();
+  const Credentials& c = id.credentials;
+  append_u32(e.text, "pid", id.pid);
+  append_u32(e.text, "tid", id.tid);
+  append_u32(e.text, "ppid", id.ppid);
+  append_u32(e.text, "uid", c.uid);
+  append_u32(e.text, "euid", c.euid);
+  append_u32(e.text, "gid", c.gid);
+  append_u32(e.text, "egid", c.egid);
+  append_u32(e.text, "auid", c.auid);
+  append_caps(e.text, "cap_effective", capability_text(c.cap_effective, id.last_cap));
+  append_caps(e.text, "cap_permitted", capability_text(c.cap_permitted, id.last_cap));
+  append_caps(e.text, "cap_inheritable", capability_text(c.cap_inheritable, id.last_cap));
+  return e.text;
+}
+
+// The image fields only change with the entry (exec and fork replace it) or with the clock
+// offset: encode them once and reuse the text for every event of the process.
+const std::string& EventEncoder::image_text(const ProcessEntry& entry, const BootClock& clock) {
+  if (entry.exited_ns != 0) {
+    uncached_image_.clear();
+    append_image(uncached_image_, entry, clock);
+    return uncached_image_;
+  }
+  const ImageKey key{entry.fork_start_ns, entry.image_start_ns, clock.unix_ns_at_boot(),
+                     entry.cloned};
+  auto it = images_.find(entry.pid);
+  if (it != images_.end()) {
+    if (it->second.key == key) return it->second.text;
+    image_bytes_ -= it->second.text.size();
+  } else {
+    if (images_.size() >= kMaxImages || image_bytes_ >= kMaxImageBytes) {
+      images_.clear();
+      image_bytes_ = 0;
+    }
+    it = images_.try_emplace(entry.pid).first;
+  }
+  CachedImage& c = it->second;
+  c.key = key;
+  c.text.clear();
+  append_image(c.text, entry, clock);
+  image_bytes_ += c.text.size();
+  return c.text;
+}
+
+void EventEncoder::forget_process(uint32_t pid) {
+  if (auto it = images_.find(pid); it != images_.end()) {
+    image_bytes_ -= it->second.text.size();
+    images_.erase(it);
+  }
+}
+
+// The `pod` object: the pod of the owner's container, built once per pod, container and label
+// setting within a pod snapshot, and reused for every event of that container.
+const std::string& EventEncoder::pod_text(const Attribution& a, uint64_t generation,
+                                          bool with_labels) {
+  if (generation != pod_generation_) {
+    pods_.clear();
+    pod_bytes_ = 0;
+    pod_generation_ = generation;
+  }
+  const PodKey key{a.pod, a.container, with_labels};
+  auto it = pods_.find(key);
+  if (it != pods_.end()) {
+    if (a.container || it->second.container_id == a.container_id) return it->second.text;
+    pod_bytes_ -= it->second.text.size();
+  } else {
+    if (pods_.size() >= kMaxPods || pod_bytes_ >= kMaxPodBytes) {
+      pods_.clear();
+      pod_bytes_ = 0;
+    }
+    it = pods_.try_emplace(key).first;
+  }
+  CachedPod& c = it->second;
+  if (a.container) {
+    c.container_id.clear();
+  } else {
+    c.container_id = a.container_id;
+  }
+  c.text.clear();
+  build_pod(c.text, a, with_labels);
+  pod_bytes_ += c.text.size();
+  return c.text;
+}
+
+EventEncoder::CacheSizes EventEncoder::cache_sizes() const {
+  return CacheSizes{images_.size(), image_bytes_, pods_.size(), pod_bytes_};
+}
+
+// The process object. `task` (the record's view, may be null) supplies ids, credentials and
+// capabilities; `entry` (the table's, may be null) the image fields. At least one is set.
+void EventEncoder::append_process(std::string& out, const TaskInfo* task, const ProcessEntry* entry,
+                                  int last_cap, const BootClock& clock,
+                                  std::string_view container_id) {
+  out += '{';
+  if (task) {
+    out += identity_text(Identity{task->pid, task->tid, task->ppid, *task, last_cap});
+  } else {
+    out += identity_text(Identity{entry->pid, entry->pid, entry->ppid, *entry, last_cap});
+  }
+  if (entry) {
+    out += image_text(*entry, clock);
+  } else {
+    // Not in the process table: what the kernel record knows.
+    append_key(out, "filename");
+    append_json_string(out, task->comm_view());
+    out += ',';
+    append_time(out, "start_time", task->start_ns, clock);
+    out += ',';
+    append_key(out, "exec_id");
+    append_json_string(out, make_exec_id(task->pid, task->start_ns));
+  }
+  if (!container_id.empty()) {
+    out += ',';
+    append_key(out, "container_id");
+    append_json_string(out, container_id);
+  }
+  out += '}';
+}
+
+void EventEncoder::append_event_line(std::string& out, const ConnectionEvent& e,
+                                     const EventContext& context, const BootClock& clock) {
   // Constant keys and punctuation go out joined, one append each: appends are most of the cost.
   out += "{\"type\":\"NetworkEvent\",\"timestamp\":\"";
   append_rfc3339_ms(out, clock.to_unix_ns(e.boot_ns));
@@ -402,7 +431,7 @@ void append_event_line(std::string& out, const ConnectionEvent& e, const EventCo
   if (context.attribution && context.attribution->pod) {
     out += ',';
     append_key(out, "pod");
-    append_pod(out, *context.attribution, context.pod_labels);
+    out += pod_text(*context.attribution, context.pod_generation, context.pod_labels);
   }
   if (!context.node_name.empty()) {
     out += ',';

@@ -25,11 +25,6 @@ struct ProcessEntry : Credentials {
   std::string exec_id;
   std::string parent_exec_id;  // "" when the parent was unknown
   uint64_t exited_ns = 0;      // 0 while alive
-
-  // The JSON text of the image fields, built by the output module on first use and reused; a
-  // replaced entry starts empty. Keyed by the boot-clock offset its start_time was written with.
-  mutable std::string json_image;
-  mutable int64_t json_image_offset = 0;
 };
 
 // Standard (RFC 4648) base64 with padding.

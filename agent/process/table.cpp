@@ -96,8 +96,7 @@ void ProcessTable::on_fork(const ForkEvent& f) {
   ProcessEntry e;
   const ProcessEntry* parent = lookup(f.child.ppid, f.parent_start_ns, false);
   if (parent) {
-    e = *parent;           // the image fields: a cloned process runs its parent's image
-    e.json_image.clear();  // its own exec_id, start_time and cloned differ from the parent's
+    e = *parent;  // the image fields: a cloned process runs its parent's image
     e.parent_exec_id = parent->exec_id;
   } else {
     e.filename = std::string(f.child.comm_view());

@@ -199,9 +199,12 @@ ProcessEntry make_entry() {
   return p;
 }
 
-std::string line_for(const ConnectionEvent& e, const EventContext& context = {}) {
+// The line of `e`, from `encoder` (keeping its caches from line to line) or from a new one.
+std::string line_for(const ConnectionEvent& e, const EventContext& context = {},
+                     EventEncoder* encoder = nullptr) {
+  EventEncoder fresh;
   std::string out;
-  append_event_line(out, e, context, BootClock(kBootUnixNs));
+  (encoder ? *encoder : fresh).append_event_line(out, e, context, BootClock(kBootUnixNs));
   return out;
 }
 
@@ -420,7 +423,7 @@ TEST(EventKindOfLine, ReadsTheTypeOfEveryKind) {
   for (const ConnKind kind :
        {ConnKind::kEstablish, ConnKind::kAccept, ConnKind::kClose, ConnKind::kFailed}) {
     std::string line;
-    append_event_line(line, make_event(kind), {}, clock);
+    EventEncoder().append_event_line(line, make_event(kind), {}, clock);
     EXPECT_EQ(event_kind_of_line(line), kind) << line;
   }
   EXPECT_EQ(event_kind_of_line("not an event"), ConnKind::kEstablish);
@@ -431,22 +434,24 @@ TEST(EventKindOfLine, ReadsTheTypeOfEveryKind) {
 TEST(AppendEventLine, AppendsAfterExistingLines) {
   std::string out;
   const BootClock clock(kBootUnixNs);
-  append_event_line(out, make_event(ConnKind::kEstablish), {}, clock);
+  EventEncoder encoder;
+  encoder.append_event_line(out, make_event(ConnKind::kEstablish), {}, clock);
   const size_t first = out.size();
-  append_event_line(out, make_event(ConnKind::kClose), {}, clock);
+  encoder.append_event_line(out, make_event(ConnKind::kClose), {}, clock);
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 2);
   EXPECT_EQ(json::parse(out.substr(0, first)).at("network_event").at("type"),
             "TcpConnectionEstablish");
   EXPECT_EQ(json::parse(out.substr(first)).at("network_event").at("type"), "TcpConnectionClose");
 }
 
-// Texts are cached per thread (identity) and per attribution (pod): what changes must show.
+// Texts are cached by the encoder (identity, image, pod): what changes must show.
 TEST(AppendEventLine, IdentityTextFollowsEveryField) {
+  EventEncoder encoder;
   ConnectionEvent e = make_event(ConnKind::kEstablish);
-  expect_task_ids(json::parse(line_for(e)).at("process"));
+  expect_task_ids(json::parse(line_for(e, {}, &encoder)).at("process"));
   e.task.uid = 0;  // the same thread after setuid()
   e.task.cap_effective = 0;
-  json p = json::parse(line_for(e)).at("process");
+  json p = json::parse(line_for(e, {}, &encoder)).at("process");
   EXPECT_EQ(p.at("tid"), 84538);
   EXPECT_EQ(p.at("uid"), 0);
   EXPECT_EQ(p.at("cap_effective"), "");
@@ -456,7 +461,7 @@ TEST(AppendEventLine, IdentityTextFollowsEveryField) {
       e.task.tid = tid;
       e.task.pid = tid / 4 + 1;
       e.task.euid = tid * 7;
-      p = json::parse(line_for(e)).at("process");
+      p = json::parse(line_for(e, {}, &encoder)).at("process");
       ASSERT_EQ(p.at("tid"), tid);
       ASSERT_EQ(p.at("pid"), tid / 4 + 1);
       ASSERT_EQ(p.at("euid"), tid * 7);
@@ -479,10 +484,12 @@ TEST(AppendEventLine, PodObjectIsBuiltOnceAndFollowsTheLabelSetting) {
   a.pod = &pod;
   a.container = &pod.containers[0];
   const ConnectionEvent e = make_event(ConnKind::kAccept);
+  EventEncoder encoder;
   for (int round = 0; round < 2; ++round) {
     for (bool labels : {true, false}) {
       SCOPED_TRACE(labels ? "with labels" : "without labels");
-      const std::string line = line_for(e, EventContext{.attribution = &a, .pod_labels = labels});
+      const std::string line =
+          line_for(e, EventContext{.attribution = &a, .pod_labels = labels}, &encoder);
       expect_one_line(line);
       const json j = json::parse(line);
       EXPECT_EQ(j.at("process").at("container_id"), "abc123");
@@ -503,6 +510,94 @@ TEST(AppendEventLine, PodObjectIsBuiltOnceAndFollowsTheLabelSetting) {
                                          {"image_id", "sha256:1"}}));
     }
   }
+}
+
+TEST(EventEncoder, ProcessImageFollowsTheEntry) {
+  EventEncoder encoder;
+  const ConnectionEvent e = make_event(ConnKind::kEstablish);
+  ProcessEntry entry = make_entry();
+  expect_entry_image(
+      json::parse(line_for(e, EventContext{.process = &entry}, &encoder)).at("process"));
+  EXPECT_EQ(encoder.cache_sizes().images, 1u);
+  // A new exec of the process: a new entry with a new image start.
+  entry.image_start_ns += kNsPerSec;
+  entry.binary_path = "/usr/bin/scp";
+  entry.filename = "scp";
+  json p = json::parse(line_for(e, EventContext{.process = &entry}, &encoder)).at("process");
+  EXPECT_EQ(p.at("binary_path"), "/usr/bin/scp");
+  EXPECT_EQ(p.at("start_time"), "2026-04-30T11:00:03.250Z");
+  // A fork: the child's entry copies the parent's image but is cloned and has its own start.
+  ProcessEntry child = entry;
+  child.pid = 8;
+  child.fork_start_ns = child.image_start_ns = 4 * kNsPerSec;
+  child.cloned = true;
+  p = json::parse(line_for(e, EventContext{.process = &child, .parent = &entry}, &encoder))
+          .at("process");
+  EXPECT_EQ(p.at("cloned"), true);
+  EXPECT_EQ(p.at("start_time"), "2026-04-30T11:00:04.000Z");
+  EXPECT_EQ(encoder.cache_sizes().images, 2u);
+  // A new boot clock offset (NTP stepped the wall clock): start times move.
+  std::string out;
+  encoder.append_event_line(out, e, EventContext{.process = &entry},
+                            BootClock(kBootUnixNs + kNsPerSec));
+  EXPECT_EQ(json::parse(out).at("process").at("start_time"), "2026-04-30T11:00:04.250Z");
+  // Exit: the text is dropped; an exited entry's image is written but not kept.
+  encoder.forget_process(entry.pid);
+  EXPECT_EQ(encoder.cache_sizes().images, 1u);
+  entry.exited_ns = 5 * kNsPerSec;
+  p = json::parse(line_for(e, EventContext{.process = &entry}, &encoder)).at("process");
+  EXPECT_EQ(p.at("binary_path"), "/usr/bin/scp");
+  EXPECT_EQ(encoder.cache_sizes().images, 1u);
+}
+
+TEST(EventEncoder, ImageCacheStaysWithinItsBound) {
+  EventEncoder encoder;
+  const ConnectionEvent e = make_event(ConnKind::kEstablish);
+  ProcessEntry entry = make_entry();
+  for (uint32_t pid = 1; pid <= EventEncoder::kMaxImages + 10; ++pid) {
+    entry.pid = pid;
+    entry.exec_id = std::to_string(pid);
+    const std::string line = line_for(e, EventContext{.process = &entry}, &encoder);
+    if (pid % 4096 == 0 || pid > EventEncoder::kMaxImages) {
+      ASSERT_EQ(json::parse(line).at("process").at("exec_id"), std::to_string(pid));
+    }
+    ASSERT_LE(encoder.cache_sizes().images, EventEncoder::kMaxImages);
+  }
+  EXPECT_LE(encoder.cache_sizes().image_bytes, EventEncoder::kMaxImageBytes);
+}
+
+TEST(EventEncoder, PodObjectIsEncodedAnewForANewSnapshot) {
+  PodMeta pod;
+  pod.namespace_name = "shop";
+  pod.name = "web-1";
+  pod.uid = "uid-1";
+  pod.labels = {{"app", "web"}};
+  pod.containers.push_back(ContainerMeta{"abc123", "containerd", "nginx", "nginx:1", "sha256:1"});
+  Attribution a;
+  a.container_id = "abc123";
+  a.pod = &pod;
+  a.container = &pod.containers[0];
+  const ConnectionEvent e = make_event(ConnKind::kAccept);
+  EventEncoder encoder;
+  auto pod_of = [&](uint64_t generation) {
+    return json::parse(
+               line_for(e, EventContext{.attribution = &a, .pod_generation = generation}, &encoder))
+        .at("pod");
+  };
+  EXPECT_EQ(pod_of(1).at("labels"), json({{"app", "web"}}));
+  EXPECT_EQ(encoder.cache_sizes().pods, 1u);
+  // The next snapshot has the pod with new labels and image (here: at the same address).
+  pod.labels = {{"app", "web"}, {"version", "2"}};
+  pod.containers[0].image = "nginx:2";
+  const json p = pod_of(2);
+  EXPECT_EQ(p.at("labels"), json({{"app", "web"}, {"version", "2"}}));
+  EXPECT_EQ(p.at("container").at("image"), "nginx:2");
+  EXPECT_EQ(encoder.cache_sizes().pods, 1u);
+  // A container the kubelet does not know: its id comes from the attribution, per cgroup.
+  a.container = nullptr;
+  EXPECT_EQ(pod_of(2).at("container"), json({{"id", "abc123"}}));
+  a.container_id = "def456";
+  EXPECT_EQ(pod_of(2).at("container"), json({{"id", "def456"}}));
 }
 
 }  // namespace
