@@ -14,8 +14,8 @@
 #include <sstream>
 #include <string>
 
+#include "app/output_flow.h"
 #include "app/pipeline.h"
-#include "app/reader_pause.h"
 #include "app/signals.h"
 #include "bpf/probe.h"
 #include "common/files.h"
@@ -37,7 +37,7 @@ namespace {
 // How long a stop may take to write what was read from the kernel before it.
 constexpr std::chrono::seconds kStopDrain{5};
 // While the output queue is full, how long the reader waits for room before it looks again at
-// the ring buffer's fill level and the pause's time bound (ReaderPause).
+// the ring buffer's fill level and the pause's time bound (OutputFlow).
 constexpr std::chrono::milliseconds kPauseStep{10};
 
 // The --proc-root directory is a proc filesystem: a wrong path would leave every event without
@@ -91,7 +91,7 @@ std::string by_stage_text(const LossCounts& n) {
 // (written or lost at the output), the lines written, the losses by stage, the lines written by
 // type (netmon_events_total{type}), the reader's waits, the process table.
 std::string summary(const Pipeline& pipeline, const OutputStats& out, const KernelCounters& k,
-                    const ProcessTableStats& p, const ReaderPause& pause) {
+                    const ProcessTableStats& p, const OutputFlow& pause) {
   const PipelineStats& s = pipeline.stats();
   return "records " + std::to_string(s.records) + ", " + by_kind_text(s.events_by_kind) +
          ", written " + std::to_string(out.lines_written) +
@@ -222,7 +222,7 @@ Result<CompiledRules> check_start(const Options& options, const KubeletOptions& 
 }  // namespace
 
 HealthSnapshot health(const Pipeline& pipeline, const OutputStats& out, const KernelCounters& k,
-                      const ProcessTableStats& p, const ReaderPause& pause,
+                      const ProcessTableStats& p, const OutputFlow& pause,
                       const Attributor& attributor, const KubeletWatcher* kubelet) {
   const PipelineStats& s = pipeline.stats();
   HealthSnapshot h;
@@ -298,8 +298,13 @@ int run_agent(const Options& options) {
   deps.metrics = &metrics;
   deps.verdicts = Verdicts(rules_configured(options.rules) ? &*rules : nullptr, options.events,
                            options.probe.max_connections);
-  Pipeline pipeline(writer, processes, read_last_cap(options.proc_root), std::move(deps));
-  pipeline.set_stop_flag(&stop_flag(), kStopDrain);
+  OutputFlow::Settings flow;
+  flow.max_pause = std::chrono::milliseconds(options.output_max_pause_ms);
+  flow.wait_step = kPauseStep;
+  flow.stop = &stop_flag();
+  flow.stop_drain = kStopDrain;
+  OutputFlow output(writer, std::move(flow));
+  Pipeline pipeline(output, processes, read_last_cap(options.proc_root), std::move(deps));
 
   if (probe_options.fault_skip_state) {
     log::warn("fault injection (NETMON_FAULT_SKIP_STATE): the state tracepoint programs ignore " +
@@ -328,7 +333,6 @@ int run_agent(const Options& options) {
   auto last_refresh = std::chrono::steady_clock::now();
   auto last_health = last_refresh - std::chrono::seconds(1);
   int exit_code = 0;
-  ReaderPause pause(std::chrono::milliseconds(options.output_max_pause_ms));
   bool observer = (*probe)->check_observer();
   while (!stop_flag().load()) {
     if (const int e = writer.output_error()) {
@@ -341,30 +345,22 @@ int run_agent(const Options& options) {
     }
     if (take_status_request()) {
       log::info("status: " +
-                summary(pipeline, writer.stats(), (*probe)->counters(), processes.stats(), pause));
+                summary(pipeline, writer.stats(), (*probe)->counters(), processes.stats(), output));
     }
     if (const int sig = take_ignored_signal()) {
       log::info("ignoring " + signal_name(sig) +
                 " (netmon stops on SIGTERM, SIGINT or SIGHUP; SIGUSR1 logs a status line)");
     }
-    if (!pipeline.held()) {
+    if (output.reading()) {
       auto polled = (*probe)->poll(100);
       if (!polled) {
         log::error(polled.error().message);
         exit_code = 1;
         break;
       }
-      pipeline.flush();
-    } else if (const auto begin = std::chrono::steady_clock::now();
-               pause.may_wait(begin, (*probe)->ring_fill())) {
-      // The output queue is full: leave the records in the ring buffer a little longer.
-      writer.wait_for_room(pipeline.held_bytes(), kPauseStep);
-      pause.waited(std::chrono::steady_clock::now() - begin);
-      pipeline.flush();
-      if (!pipeline.held()) pause.end(false);
+      output.flush();
     } else {
-      pipeline.shed();
-      pause.end(true);
+      output.wait_or_shed((*probe)->ring_fill());  // the output queue is full
     }
     const auto now = std::chrono::steady_clock::now();
     if (now - last_health >= std::chrono::milliseconds(500)) {
@@ -376,7 +372,7 @@ int run_agent(const Options& options) {
       }
       writer.check_output();  // a stdout whose reader is gone, even with nothing to write
       metrics.publish_health(health(pipeline, writer.stats(), (*probe)->counters(),
-                                    processes.stats(), pause, attributor, kubelet.get()));
+                                    processes.stats(), output, attributor, kubelet.get()));
       last_health = now;
     }
     if (now - last_refresh >= std::chrono::seconds(1)) {
@@ -389,12 +385,9 @@ int run_agent(const Options& options) {
     log::info("received " + signal_name(sig) + ": stopping");
   }
   // Deliver what the kernel has already written, then detach before the output drains. The
-  // backlog may be larger than the output queue: since the stop signal the pipeline waits for
-  // room (kStopDrain at most) instead of dropping (set_stop_flag above).
-  const auto drain_deadline = writer.drain_until(std::chrono::steady_clock::now() + kStopDrain);
-  pipeline.flush();  // a held batch first: from now on batches wait for room, none is held
-  (void)(*probe)->poll(0);
-  pipeline.flush();
+  // backlog may be larger than the output queue: since the stop signal batches wait for room
+  // (kStopDrain at most, shared with the final drain) instead of being dropped.
+  output.stop([&probe] { (void)(*probe)->poll(0); });
   const KernelCounters counters = (*probe)->counters();
   readiness.attached.store(false);
   http.reset();  // no scrape may read the probe's maps once it is gone
@@ -402,14 +395,12 @@ int run_agent(const Options& options) {
   const KubeletStats kubelet_stats = kubelet ? kubelet->stats() : KubeletStats{};
   readiness.kubelet.store(nullptr);
   kubelet.reset();  // aborts a request in flight; nothing is logged after the summary
-  const auto drain_left = std::chrono::duration_cast<std::chrono::milliseconds>(
-      drain_deadline - std::chrono::steady_clock::now());
-  if (!writer.finish(std::max(drain_left, std::chrono::milliseconds(0)))) {
+  if (!output.finish()) {
     log::warn("stdout did not drain within " + std::to_string(kStopDrain.count()) +
               " s; the remaining events are counted as lost");
   }
   std::string line =
-      "stopped: " + summary(pipeline, writer.stats(), counters, processes.stats(), pause);
+      "stopped: " + summary(pipeline, writer.stats(), counters, processes.stats(), output);
   if (kubelet_stats.synced || kubelet_stats.requests[0] > 0) {
     uint64_t failed = 0;
     for (size_t i = 1; i < kubelet_stats.requests.size(); ++i) failed += kubelet_stats.requests[i];

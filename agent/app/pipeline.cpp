@@ -1,5 +1,6 @@
 #include "app/pipeline.h"
 
+#include "app/output_flow.h"
 #include "common/log.h"
 #include "events/decode.h"
 #include "output/json.h"
@@ -9,18 +10,15 @@ namespace netmon {
 static_assert(kLineKinds == std::tuple_size_v<decltype(PipelineStats::events_by_kind)>,
               "the writer counts written lines by ConnKind");
 
-Pipeline::Pipeline(LineWriter& writer, ProcessTable& processes, int last_cap, PipelineDeps deps,
-                   size_t batch_bytes)
-    : writer_(writer),
+Pipeline::Pipeline(OutputFlow& output, ProcessTable& processes, int last_cap, PipelineDeps deps)
+    : output_(output),
       processes_(processes),
       last_cap_(last_cap),
       attributor_(deps.attributor),
       node_name_(std::move(deps.node_name)),
       pod_labels_(deps.pod_labels),
-      verdicts_(std::move(deps.verdicts)),
-      batch_bytes_(batch_bytes) {
+      verdicts_(std::move(deps.verdicts)) {
   if (deps.metrics) counters_.emplace(*deps.metrics);
-  batch_.reserve(batch_bytes_ + 4096);
 }
 
 bool Pipeline::on_record(std::span<const std::byte> record) noexcept {
@@ -34,7 +32,7 @@ bool Pipeline::on_record(std::span<const std::byte> record) noexcept {
         ++decode_errors_logged_;
         log::error("dropping a malformed kernel record: " + event.error().message);
       }
-      return !held_;
+      return output_.reading();
     }
     std::visit(
         [this](const auto& e) {
@@ -58,7 +56,7 @@ bool Pipeline::on_record(std::span<const std::byte> record) noexcept {
     // Only allocation can throw here; losing one record beats losing the agent.
     ++stats_.decode_errors;
   }
-  return !held_;
+  return output_.reading();
 }
 
 void Pipeline::handle(const ConnectionEvent& e) {
@@ -96,35 +94,8 @@ void Pipeline::handle(const ConnectionEvent& e) {
     return;
   }
   ++stats_.events_by_kind[static_cast<size_t>(e.kind)];
-  encoder_.append_event_line(batch_, e, context, clock_);
-  ++batch_lines_.by_kind[static_cast<size_t>(e.kind)];
-  if (batch_.size() >= batch_bytes_ && !held_) flush();
-}
-
-void Pipeline::flush() {
-  if (batch_lines_.total() == 0) return;
-  if (!draining_ && stop_ && stop_->load(std::memory_order_relaxed)) {
-    writer_.drain_until(std::chrono::steady_clock::now() + stop_drain_);
-    draining_ = true;
-  }
-  if (draining_ || shedding_) {
-    // Stopping: submit() waits for room until the drain deadline. Shedding: it drops at once.
-    if (writer_.submit(batch_, batch_lines_)) shedding_ = false;
-  } else if (!writer_.offer(batch_, batch_lines_)) {
-    held_ = true;
-    return;
-  }
-  held_ = false;
-  batch_lines_ = LineCount();
-}
-
-void Pipeline::shed() {
-  if (held_) {
-    writer_.drop(batch_, batch_lines_);
-    batch_lines_ = LineCount();
-    held_ = false;
-  }
-  shedding_ = true;
+  encoder_.append_event_line(output_.batch(), e, context, clock_);
+  output_.line_added(static_cast<size_t>(e.kind));
 }
 
 }  // namespace netmon

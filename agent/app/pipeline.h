@@ -2,18 +2,12 @@
 // exec, fork and exit records update the process table; a connection record goes through the
 // owner's pod attribution, the process table (owner and parent), the connection metrics and the
 // rules, and becomes at most one JSON line (none when the rules or the event switches leave it
-// out). Batches of lines go to the LineWriter.
-//
-// When the output queue has no room for a batch, the pipeline holds it (held()) and asks the
-// ring-buffer reader to stop, so that the records not read yet wait in the kernel's ring buffer,
-// which holds them in a tenth of the memory their JSON takes. The caller then either waits for
-// room and flushes again, or gives up (shed()): the held batch is dropped and counted, and until
-// the queue takes a batch again, batches that do not fit are dropped at once instead of held.
+// out). The lines go to the OutputFlow, which batches them for the LineWriter; while it holds a
+// batch the output queue has no room for, the pipeline asks the ring-buffer reader to stop
+// (on_record() returns false), so that the records not read yet wait in the kernel's ring buffer.
 #pragma once
 
 #include <array>
-#include <atomic>
-#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -26,12 +20,13 @@
 #include "metrics/connection_counters.h"
 #include "metrics/metrics.h"
 #include "output/json.h"
-#include "output/line_writer.h"
 #include "process/table.h"
 #include "rules/rules.h"
 #include "rules/verdicts.h"
 
 namespace netmon {
+
+class OutputFlow;
 
 struct PipelineStats {
   uint64_t records = 0;
@@ -44,7 +39,7 @@ struct PipelineStats {
   uint64_t events_filtered = 0;  // not written: a rule set matched none, or switched off
 };
 
-// What the pipeline works with besides the writer and the process table.
+// What the pipeline works with besides the output and the process table.
 struct PipelineDeps {
   // Kubernetes attribution (null: no container ids, no pods); must outlive the pipeline.
   Attributor* attributor = nullptr;
@@ -58,31 +53,13 @@ struct PipelineDeps {
 
 class Pipeline final : public RecordSink {
  public:
-  // `writer` and `processes` must outlive the pipeline. `last_cap`: the kernel's cap_last_cap.
-  // `batch_bytes`: a batch is handed over once this large, and at every flush().
-  Pipeline(LineWriter& writer, ProcessTable& processes, int last_cap, PipelineDeps deps = {},
-           size_t batch_bytes = 256u << 10);
+  // `output` and `processes` must outlive the pipeline. `last_cap`: the kernel's cap_last_cap.
+  Pipeline(OutputFlow& output, ProcessTable& processes, int last_cap, PipelineDeps deps = {});
 
-  // Returns false once a batch is held: read no more records until flush() hands it over.
+  // Returns false once the output holds a batch (OutputFlow::reading()): read no more records
+  // until it is handed over.
   bool on_record(std::span<const std::byte> record) noexcept override;
 
-  // Once `*stop` is set (by a signal handler), batches wait for room in the output queue, for
-  // `drain` at most from then, instead of being dropped: stopping writes the kernel's backlog.
-  void set_stop_flag(const std::atomic<bool>* stop, std::chrono::milliseconds drain) {
-    stop_ = stop;
-    stop_drain_ = drain;
-  }
-
-  // Hands the pending lines to the writer; call after each poll round. When the queue has no room
-  // they are held (unless shedding or stopping, where they are dropped and counted).
-  void flush();
-  // Whether a batch waits for room in the output queue.
-  bool held() const { return held_; }
-  // Its size in bytes (0 when none is held).
-  size_t held_bytes() const { return held_ ? batch_.size() : 0; }
-  // Drops the held batch, counted as lost at the output queue, and sheds from now on: batches
-  // that do not fit are dropped, not held, until the queue takes one again.
-  void shed();
   // Re-reads the offset between the boot clock and the wall clock (it moves when NTP steps).
   void refresh_clock() { clock_.refresh(); }
 
@@ -91,7 +68,7 @@ class Pipeline final : public RecordSink {
  private:
   void handle(const ConnectionEvent& e);
 
-  LineWriter& writer_;
+  OutputFlow& output_;
   ProcessTable& processes_;
   const int last_cap_;
   Attributor* const attributor_;
@@ -99,18 +76,10 @@ class Pipeline final : public RecordSink {
   const bool pod_labels_;
   std::optional<ConnectionCounters> counters_;
   Verdicts verdicts_;
-  const size_t batch_bytes_;
   BootClock clock_;
   EventEncoder encoder_;
-  std::string batch_;
-  LineCount batch_lines_;  // the lines of batch_, by ConnKind
   PipelineStats stats_;
   uint64_t decode_errors_logged_ = 0;
-  const std::atomic<bool>* stop_ = nullptr;
-  std::chrono::milliseconds stop_drain_{0};
-  bool draining_ = false;
-  bool held_ = false;      // batch_ waits for room in the output queue
-  bool shedding_ = false;  // the reader gave up waiting: drop what does not fit
 };
 
 }  // namespace netmon

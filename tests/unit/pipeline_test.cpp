@@ -1,6 +1,6 @@
-// The pipeline's side of back-pressure: a batch the output queue has no room for is held and
-// the reader told to stop, offered again by flush(), dropped and counted by shed(); and the
-// ReaderPause that decides between waiting and shedding.
+// The pipeline's side of back-pressure, through its OutputFlow: a batch the output queue has no
+// room for is held and the reader told to stop, offered again by flush(), dropped and counted
+// when the reader sheds; from the stop on, batches wait for room instead.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -14,8 +14,8 @@
 #include <thread>
 #include <vector>
 
+#include "app/output_flow.h"
 #include "app/pipeline.h"
-#include "app/reader_pause.h"
 #include "common/unique_fd.h"
 #include "records.h"
 #include "stalled_output.h"
@@ -57,12 +57,18 @@ class PipelineBackpressureTest : public ::testing::Test {
     proc_dir_ = dir;
     writer_ = std::make_unique<LineWriter>(write_end_.get(), 64u << 10);
     processes_ = std::make_unique<ProcessTable>(ProcReader(proc_dir_), 1024);
-    pipeline_ = std::make_unique<Pipeline>(*writer_, *processes_, 40, PipelineDeps{}, 16u << 10);
+    OutputFlow::Settings flow;
+    flow.batch_bytes = 16u << 10;
+    flow.stop = &stop_;
+    flow.stop_drain = 5000ms;
+    output_ = std::make_unique<OutputFlow>(*writer_, std::move(flow));
+    pipeline_ = std::make_unique<Pipeline>(*output_, *processes_, 40);
     stall_writer();
   }
 
   void TearDown() override {
     pipeline_.reset();
+    output_.reset();
     if (reader_.joinable()) (void)finish_reading();
     writer_.reset();
     rmdir(proc_dir_.c_str());
@@ -112,6 +118,8 @@ class PipelineBackpressureTest : public ::testing::Test {
   std::string proc_dir_;
   std::unique_ptr<LineWriter> writer_;
   std::unique_ptr<ProcessTable> processes_;
+  std::atomic<bool> stop_{false};
+  std::unique_ptr<OutputFlow> output_;
   std::unique_ptr<Pipeline> pipeline_;
   std::thread reader_;
   std::string received_;
@@ -122,18 +130,18 @@ TEST_F(PipelineBackpressureTest, HoldsTheBatchTheQueueRefusesAndStopsTheReader) 
   // The queue (64 KiB) takes about a hundred lines; then a batch is held.
   const size_t fed = feed_until_held(100000);
   ASSERT_LT(fed, 100000u);
-  EXPECT_TRUE(pipeline_->held());
-  EXPECT_GE(pipeline_->held_bytes(), 16u << 10);
-  pipeline_->flush();  // still no room: still held, nothing dropped
-  EXPECT_TRUE(pipeline_->held());
+  EXPECT_FALSE(output_->reading());
+  EXPECT_GE(output_->held_bytes(), 16u << 10);
+  output_->flush();  // still no room: still held, nothing dropped
+  EXPECT_FALSE(output_->reading());
   EXPECT_EQ(writer_->stats().lines_dropped_queue_full, 0u);
 
   // The reader resumes: the held batch goes on the next flush, and every line arrives.
   read_everything();
-  ASSERT_TRUE(writer_->wait_for_room(pipeline_->held_bytes(), 5s));
-  pipeline_->flush();
-  EXPECT_FALSE(pipeline_->held());
-  pipeline_->flush();
+  ASSERT_TRUE(writer_->wait_for_room(output_->held_bytes(), 5s));
+  output_->flush();
+  EXPECT_TRUE(output_->reading());
+  output_->flush();
   ASSERT_TRUE(finish_reading());
   EXPECT_EQ(count_lines(received_), fed);
   EXPECT_EQ(writer_->stats().lines_dropped_queue_full, 0u);
@@ -141,17 +149,17 @@ TEST_F(PipelineBackpressureTest, HoldsTheBatchTheQueueRefusesAndStopsTheReader) 
 
 TEST_F(PipelineBackpressureTest, ShedDropsAndCountsUntilTheQueueTakesABatchAgain) {
   const size_t fed = feed_until_held(100000);
-  ASSERT_TRUE(pipeline_->held());
-  pipeline_->shed();
-  EXPECT_FALSE(pipeline_->held());
+  ASSERT_FALSE(output_->reading());
+  output_->wait_or_shed(RingFill{});  // the ring buffer's fill unknown: shed at once
+  EXPECT_TRUE(output_->reading());
   const uint64_t dropped_first = writer_->stats().lines_dropped_queue_full;
   EXPECT_GT(dropped_first, 0u);
 
   // Shedding: a full batch that does not fit is dropped at once, never held.
   const size_t more = feed_until_held(200);
   EXPECT_EQ(more, 200u);
-  pipeline_->flush();
-  EXPECT_FALSE(pipeline_->held());
+  output_->flush();
+  EXPECT_TRUE(output_->reading());
   const uint64_t dropped = writer_->stats().lines_dropped_queue_full;
   EXPECT_GT(dropped, dropped_first);
 
@@ -161,61 +169,27 @@ TEST_F(PipelineBackpressureTest, ShedDropsAndCountsUntilTheQueueTakesABatchAgain
   ASSERT_TRUE(test::queue_empties(*writer_));
   const size_t after = feed_until_held(40);
   EXPECT_EQ(after, 40u);
-  pipeline_->flush();
-  EXPECT_FALSE(pipeline_->held());
+  output_->flush();
+  EXPECT_TRUE(output_->reading());
   ASSERT_TRUE(finish_reading());
   EXPECT_EQ(writer_->stats().lines_dropped_queue_full, dropped);  // nothing more dropped
   EXPECT_EQ(count_lines(received_) + dropped, fed + more + after);
 }
 
 TEST_F(PipelineBackpressureTest, StoppingWaitsForRoomInsteadOfHolding) {
-  std::atomic<bool> stop{false};
-  pipeline_->set_stop_flag(&stop, 5000ms);
   const size_t fed = feed_until_held(100000);
-  ASSERT_TRUE(pipeline_->held());
-  stop = true;
+  ASSERT_FALSE(output_->reading());
+  stop_ = true;
   std::thread late_reader([this] {
     std::this_thread::sleep_for(100ms);
     read_everything();
   });
-  pipeline_->flush();  // draining: waits for the reader instead of holding or dropping
-  EXPECT_FALSE(pipeline_->held());
+  output_->flush();  // draining: waits for the reader instead of holding or dropping
+  EXPECT_TRUE(output_->reading());
   late_reader.join();
   ASSERT_TRUE(finish_reading());
   EXPECT_EQ(count_lines(received_), fed);
   EXPECT_EQ(writer_->stats().lines_dropped_queue_full, 0u);
-}
-
-TEST(ReaderPauseTest, WaitsWhileTheRingBufferIsLessThanHalfFullAndWithinTheBound) {
-  using Clock = ReaderPause::Clock;
-  ReaderPause pause(1000ms);
-  const Clock::time_point t0{};
-  const RingFill quiet{100, 4096};
-  EXPECT_TRUE(pause.may_wait(t0, quiet));  // starts an episode
-  EXPECT_TRUE(pause.may_wait(t0 + 999ms, quiet));
-  EXPECT_FALSE(pause.may_wait(t0 + 1000ms, quiet));  // the bound counts from the episode's start
-  EXPECT_FALSE(pause.may_wait(t0 + 10ms, RingFill{2048, 4096}));  // half full
-  EXPECT_TRUE(pause.may_wait(t0 + 10ms, RingFill{2047, 4096}));
-  EXPECT_FALSE(pause.may_wait(t0 + 10ms, RingFill{0, 0}));  // fill unknown: never wait
-  pause.waited(30ms);
-  pause.end(true);
-  EXPECT_EQ(pause.episodes(), 1u);
-  EXPECT_EQ(pause.sheds(), 1u);
-  // A new episode has its own bound.
-  EXPECT_TRUE(pause.may_wait(t0 + 5s, quiet));
-  pause.waited(20ms);
-  pause.end(false);
-  pause.end(false);  // no episode: nothing counted
-  EXPECT_EQ(pause.episodes(), 2u);
-  EXPECT_EQ(pause.sheds(), 1u);
-  EXPECT_EQ(pause.waited(), 50ms);
-}
-
-TEST(ReaderPauseTest, ZeroBoundNeverWaits) {
-  ReaderPause pause(0ms);
-  EXPECT_FALSE(pause.may_wait(ReaderPause::Clock::now(), RingFill{0, 4096}));
-  pause.end(true);
-  EXPECT_EQ(pause.sheds(), 1u);
 }
 
 }  // namespace
