@@ -253,6 +253,113 @@ Result<void> validate_config(const Options& options) {
   return {};
 }
 
+namespace {
+
+// The running agent's parts, owned by run_agent(): what the loop and the stop sequence use.
+struct Running {
+  LineWriter& writer;
+  ProcessTable& processes;
+  Metrics& metrics;
+  Readiness& readiness;
+  Attributor& attributor;
+  OutputFlow& output;
+  Pipeline& pipeline;
+  std::unique_ptr<HttpServer>& http;
+  std::unique_ptr<KubeletWatcher>& kubelet;
+  std::unique_ptr<Probe>& probe;
+};
+
+// Reads the kernel and hands the lines to the output until a stop signal, a broken stdout
+// (kExitOutputFailed) or a failed poll (1). Twice a second: the observer's link, stdout's state
+// and the health snapshot; once a second: the boot clock's offset.
+int run_until_stopped(Running& r) {
+  Probe& probe = *r.probe;
+  auto last_refresh = std::chrono::steady_clock::now();
+  auto last_health = last_refresh - std::chrono::seconds(1);
+  bool observer = probe.check_observer();
+  while (!stop_flag().load()) {
+    if (const int e = r.writer.output_error()) {
+      log::error(std::string("writing events to stdout failed (") + std::strerror(e) +
+                 "): stopping with exit status " + std::to_string(kExitOutputFailed) +
+                 " so that the container is restarted with a new stdout; events that could not "
+                 "be written are counted as lost (output_error)");
+      return kExitOutputFailed;
+    }
+    if (take_status_request()) {
+      log::info("status: " + summary(r.pipeline, r.writer.stats(), probe.counters(),
+                                     r.processes.stats(), r.output));
+    }
+    if (const int sig = take_ignored_signal()) {
+      log::info("ignoring " + signal_name(sig) +
+                " (netmon stops on SIGTERM, SIGINT or SIGHUP; SIGUSR1 logs a status line)");
+    }
+    if (r.output.reading()) {
+      auto polled = probe.poll(100);
+      if (!polled) {
+        log::error(polled.error().message);
+        return 1;
+      }
+      r.output.flush();
+    } else {
+      r.output.wait_or_shed(probe.ring_fill());  // the output queue is full
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_health >= std::chrono::milliseconds(500)) {
+      if (observer && !probe.check_observer()) {
+        observer = false;
+        log::warn(
+            "the TCP state observer's cgroup link was detached: connection ends rely on the "
+            "tracepoint programs alone, which the kernel may skip");
+      }
+      r.writer.check_output();  // a stdout whose reader is gone, even with nothing to write
+      r.metrics.publish_health(health(r.pipeline, r.writer.stats(), probe.counters(),
+                                      r.processes.stats(), r.output, r.attributor,
+                                      r.kubelet.get()));
+      last_health = now;
+    }
+    if (now - last_refresh >= std::chrono::seconds(1)) {
+      r.pipeline.refresh_clock();
+      last_refresh = now;
+    }
+  }
+  if (const int sig = stop_signal(); sig != 0)
+    log::info("received " + signal_name(sig) + ": stopping");
+  return 0;
+}
+
+// Delivers what the kernel has already written, then detaches before the output drains (the
+// backlog may be larger than the output queue: since the stop signal batches wait for room,
+// kStopDrain at most, shared with the final drain, instead of being dropped), stops the HTTP
+// server and the kubelet watcher, and logs the "stopped:" line.
+void stop_and_report(Running& r) {
+  r.output.stop([&r] { (void)r.probe->poll(0); });
+  const KernelCounters counters = r.probe->counters();
+  r.readiness.attached.store(false);
+  r.http.reset();  // no scrape may read the probe's maps once it is gone
+  r.probe.reset();
+  const KubeletStats kubelet_stats = r.kubelet ? r.kubelet->stats() : KubeletStats{};
+  r.readiness.kubelet.store(nullptr);
+  r.kubelet.reset();  // aborts a request in flight; nothing is logged after the summary
+  if (!r.output.finish()) {
+    log::warn("stdout did not drain within " + std::to_string(kStopDrain.count()) +
+              " s; the remaining events are counted as lost");
+  }
+  std::string line =
+      "stopped: " + summary(r.pipeline, r.writer.stats(), counters, r.processes.stats(), r.output);
+  constexpr size_t kOk = static_cast<size_t>(KubeletResult::kOk);
+  if (kubelet_stats.synced || kubelet_stats.requests[kOk] > 0) {
+    uint64_t failed = 0;
+    for (size_t i = 0; i < kubelet_stats.requests.size(); ++i) {
+      if (i != kOk) failed += kubelet_stats.requests[i];
+    }
+    line += "; kubelet requests ok " + std::to_string(kubelet_stats.requests[kOk]) + ", failed " +
+            std::to_string(failed);
+  }
+  log::info(line);
+}
+
+}  // namespace
+
 int run_agent(const Options& options) {
   install_signal_handlers();  // first: a stop signal during the start-up is not lost
   const InClusterEnvironment cluster = InClusterEnvironment::of_process();
@@ -329,85 +436,10 @@ int run_agent(const Options& options) {
   readiness.attached.store(true);
 
   log::info("netmon is running; events go to stdout");
-
-  auto last_refresh = std::chrono::steady_clock::now();
-  auto last_health = last_refresh - std::chrono::seconds(1);
-  int exit_code = 0;
-  bool observer = (*probe)->check_observer();
-  while (!stop_flag().load()) {
-    if (const int e = writer.output_error()) {
-      log::error(std::string("writing events to stdout failed (") + std::strerror(e) +
-                 "): stopping with exit status " + std::to_string(kExitOutputFailed) +
-                 " so that the container is restarted with a new stdout; events that could not "
-                 "be written are counted as lost (output_error)");
-      exit_code = kExitOutputFailed;
-      break;
-    }
-    if (take_status_request()) {
-      log::info("status: " +
-                summary(pipeline, writer.stats(), (*probe)->counters(), processes.stats(), output));
-    }
-    if (const int sig = take_ignored_signal()) {
-      log::info("ignoring " + signal_name(sig) +
-                " (netmon stops on SIGTERM, SIGINT or SIGHUP; SIGUSR1 logs a status line)");
-    }
-    if (output.reading()) {
-      auto polled = (*probe)->poll(100);
-      if (!polled) {
-        log::error(polled.error().message);
-        exit_code = 1;
-        break;
-      }
-      output.flush();
-    } else {
-      output.wait_or_shed((*probe)->ring_fill());  // the output queue is full
-    }
-    const auto now = std::chrono::steady_clock::now();
-    if (now - last_health >= std::chrono::milliseconds(500)) {
-      if (observer && !(*probe)->check_observer()) {
-        observer = false;
-        log::warn(
-            "the TCP state observer's cgroup link was detached: connection ends rely on the "
-            "tracepoint programs alone, which the kernel may skip");
-      }
-      writer.check_output();  // a stdout whose reader is gone, even with nothing to write
-      metrics.publish_health(health(pipeline, writer.stats(), (*probe)->counters(),
-                                    processes.stats(), output, attributor, kubelet.get()));
-      last_health = now;
-    }
-    if (now - last_refresh >= std::chrono::seconds(1)) {
-      pipeline.refresh_clock();
-      last_refresh = now;
-    }
-  }
-
-  if (const int sig = stop_signal(); stop_flag().load() && sig != 0) {
-    log::info("received " + signal_name(sig) + ": stopping");
-  }
-  // Deliver what the kernel has already written, then detach before the output drains. The
-  // backlog may be larger than the output queue: since the stop signal batches wait for room
-  // (kStopDrain at most, shared with the final drain) instead of being dropped.
-  output.stop([&probe] { (void)(*probe)->poll(0); });
-  const KernelCounters counters = (*probe)->counters();
-  readiness.attached.store(false);
-  http.reset();  // no scrape may read the probe's maps once it is gone
-  probe->reset();
-  const KubeletStats kubelet_stats = kubelet ? kubelet->stats() : KubeletStats{};
-  readiness.kubelet.store(nullptr);
-  kubelet.reset();  // aborts a request in flight; nothing is logged after the summary
-  if (!output.finish()) {
-    log::warn("stdout did not drain within " + std::to_string(kStopDrain.count()) +
-              " s; the remaining events are counted as lost");
-  }
-  std::string line =
-      "stopped: " + summary(pipeline, writer.stats(), counters, processes.stats(), output);
-  if (kubelet_stats.synced || kubelet_stats.requests[0] > 0) {
-    uint64_t failed = 0;
-    for (size_t i = 1; i < kubelet_stats.requests.size(); ++i) failed += kubelet_stats.requests[i];
-    line += "; kubelet requests ok " + std::to_string(kubelet_stats.requests[0]) + ", failed " +
-            std::to_string(failed);
-  }
-  log::info(line);
+  Running running{writer, processes, metrics, readiness, attributor,
+                  output, pipeline,  http,    kubelet,   *probe};
+  const int exit_code = run_until_stopped(running);
+  stop_and_report(running);
   return exit_code;
 }
 
