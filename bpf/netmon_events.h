@@ -6,7 +6,10 @@
  * copies it.
  *
  * Compatibility rules: record types and counter indexes are never reused or renumbered; a record
- * only grows at its end, and its size is in its header.
+ * only grows at its end, and its size is in its header. An agent reads a record longer than the
+ * struct it knows as far as it knows it and rejects a shorter one; an exec record grows at the
+ * end of its fixed part (hdr.size - path_len - args_len bytes, a multiple of 8), which the path
+ * and the arguments follow.
  */
 #ifndef NETMON_BPF_NETMON_EVENTS_H
 #define NETMON_BPF_NETMON_EVENTS_H

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "events/counters.h"
 #include "events/format.h"
 
 namespace netmon {
@@ -205,17 +206,8 @@ void append_json_string(std::string& out, std::string_view s) {
 }
 
 std::string_view event_type_name(ConnKind kind) {
-  switch (kind) {
-    case ConnKind::kEstablish:
-      return "TcpConnectionEstablish";
-    case ConnKind::kAccept:
-      return "TcpConnectionAccept";
-    case ConnKind::kClose:
-      return "TcpConnectionClose";
-    case ConnKind::kFailed:
-      return "TcpConnectionFailed";
-  }
-  return "TcpConnectionUnknown";
+  const size_t i = kind_index(kind);
+  return i < kEventTypeNames.size() ? kEventTypeNames[i] : "TcpConnectionUnknown";
 }
 
 ConnKind event_kind_of_line(std::string_view line) {

@@ -8,7 +8,7 @@ namespace {
 std::vector<SensorProgram> programs(HookVariant variant, const KernelFacts&) {
   if (variant == HookVariant::kTpBtf) {
     // The nested copy after the main one: it runs when the main one is already running on this
-    // CPU (netmon.bpf.c).
+    // CPU (bpf/sensors/connection_state.bpf.h, state_copy()).
     return {{"handle_inet_sock_set_state_btf", "sock/inet_sock_set_state"},
             {"handle_inet_sock_set_state_btf_nested", "sock/inet_sock_set_state (nested runs)"}};
   }
@@ -22,8 +22,8 @@ void configure(netmon_bpf& skel, const SensorSettings& s) {
 
 void count(const SensorRuns& runs, KernelCounters& out) {
   // A miss of one copy of the tp_btf state program that the other copy made up for loses
-  // nothing (netmon.bpf.c). The counts are read at slightly different moments: never report
-  // less than zero.
+  // nothing (bpf/sensors/connection_state.bpf.h). The counts are read at slightly different
+  // moments: never report less than zero.
   const uint64_t spared = runs.kernel[NM_CNT_SPARED];
   const uint64_t misses = runs.recursion_misses > spared ? runs.recursion_misses - spared : 0;
   // With the TCP state observer attached (the kernel never skips it), the observer made up for
