@@ -66,7 +66,10 @@ void OutputFlow::wait_or_shed(RingFill fill) {
 
 void OutputFlow::stop(const std::function<void()>& read_rest) {
   drain_deadline_ = writer_.drain_until(Clock::now() + stop_drain_);
-  flush();  // a held batch first: with the stop flag set, batches wait for room, none is held
+  // Draining whatever ended the run loop (a stop signal, a failed poll, a broken stdout): a held
+  // batch and the rest wait for room and are written, or dropped and counted, never left held.
+  state_ = State::kDraining;
+  flush();  // a held batch first
   read_rest();
   flush();
 }

@@ -99,10 +99,11 @@ class OutputFlow {
   // buffer's fill level; unknown counts as full), drops it and sheds.
   void wait_or_shed(RingFill fill);
 
-  // The stop sequence, once the run loop has ended: from now on the writer waits for room until
-  // the drain deadline (`stop_drain` from now, or from the first hand-over that saw the stop
-  // flag); hands over the held batch, calls `read_rest` (which delivers what the kernel still
-  // holds to the pipeline), and hands that over too.
+  // The stop sequence, once the run loop has ended (for whatever reason: the stop flag need not
+  // be set): enters Draining, so that from now on the writer waits for room until the drain
+  // deadline (`stop_drain` from now, or from the first hand-over that saw the stop flag); hands
+  // over the held batch, calls `read_rest` (which delivers what the kernel still holds to the
+  // pipeline), and hands that over too. Every line is then written or counted as lost.
   void stop(const std::function<void()>& read_rest);
   // After stop(): waits for the writer to write everything until the drain deadline, then stops
   // it. False when the output did not drain (the rest is counted as lost).

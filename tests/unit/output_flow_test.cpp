@@ -259,6 +259,26 @@ TEST_F(OutputFlowTest, StopHandsOverTheHeldBatchAndTheRestWaitingForRoom) {
   EXPECT_EQ(flow_->episodes(), 0u);  // no round was asked: no wait counted
 }
 
+// A run loop that ends without the stop signal (a failed poll, a broken stdout) still drains: the
+// held batch is written or counted as dropped, never left held and uncounted.
+TEST_F(OutputFlowTest, StopWithoutTheStopFlagDrainsTheHeldBatchToo) {
+  make_flow();
+  const size_t fed = append_until_held();
+  ASSERT_EQ(flow_->state(), State::kHeld);
+  std::thread late_reader([this] {
+    std::this_thread::sleep_for(100ms);
+    read_everything();
+  });
+  flow_->stop([] {});
+  EXPECT_EQ(flow_->state(), State::kDraining);
+  late_reader.join();
+  ASSERT_TRUE(finish_reading(true));
+  const OutputStats stats = writer_->stats();
+  EXPECT_EQ(count_lines(received_), fed);
+  EXPECT_EQ(stats.lines_written, fed);
+  EXPECT_EQ(stats.lines_dropped_queue_full, 0u);
+}
+
 TEST_F(OutputFlowTest, WithoutTheStopFlagAFlushOffersAndHolds) {
   make_flow();
   append_until_held();
