@@ -185,15 +185,6 @@ std::string_view kube_api_error_name(KubeApiError error) {
   return "unknown";
 }
 
-// The same rule as the kubelet client's failure details (k8s/kubelet.cpp).
-std::string kube_api_detail(std::string_view text) {
-  constexpr size_t kMaxDetailBytes = 300;
-  std::string out = netmon::quoted(text, kMaxDetailBytes);
-  // netmon::quoted() wraps the text in single quotes: "'text'" or "'text...' (N bytes)".
-  const size_t close = out.rfind('\'');
-  return out.substr(1, close - 1) + out.substr(close + 1);
-}
-
 KubeApiError kube_api_error_of_status(int status) {
   if (status == 200) return KubeApiError::kNone;
   if (status == 401) return KubeApiError::kUnauthorized;
@@ -254,7 +245,7 @@ Result<std::unique_ptr<KubeApiClient>> KubeApiClient::create(KubeApiOptions opti
 }
 
 KubeApiClient::KubeApiClient(KubeApiOptions options, KubeApiUrl url)
-    : options_(std::move(options)), url_(std::move(url)) {}
+    : options_(std::move(options)), url_(std::move(url)), token_(options_.token_file) {}
 
 KubeApiClient::~KubeApiClient() { cancel(); }
 
@@ -268,32 +259,6 @@ void KubeApiClient::cancel() noexcept {
 bool KubeApiClient::cancelled() const noexcept {
   std::lock_guard lock(mutex_);
   return cancelled_;
-}
-
-Result<void> KubeApiClient::load_token(bool force) {
-  if (options_.token_file.empty()) return {};
-  struct stat st {};
-  if (::stat(options_.token_file.c_str(), &st) != 0) {
-    const int err = errno;
-    token_.clear();
-    token_stamp_.clear();
-    return fail(options_.token_file + ": " + std::strerror(err), err);
-  }
-  // Projected service-account tokens are replaced (atomically, via a symlink swap) before they
-  // expire: a new inode, size or mtime means a new token.
-  const std::string stamp = std::to_string(st.st_ino) + ":" + std::to_string(st.st_size) + ":" +
-                            std::to_string(st.st_mtim.tv_sec) + "." +
-                            std::to_string(st.st_mtim.tv_nsec);
-  if (!force && stamp == token_stamp_) return {};
-  token_.clear();
-  token_stamp_.clear();
-  auto text = read_regular_file(options_.token_file, kMaxTokenFileBytes);
-  if (!text) return tl::unexpected(text.error());
-  auto token = parse_bearer_token(*text);
-  if (!token) return fail(options_.token_file + ": " + token.error().message);
-  token_ = std::move(*token);
-  token_stamp_ = stamp;
-  return {};
 }
 
 KubeApiOutcome KubeApiClient::get(const std::string& path_and_query, std::string& body) {
@@ -321,7 +286,7 @@ KubeApiOutcome KubeApiClient::run_with_retry(Request& request) {
   if (outcome.error == KubeApiError::kUnauthorized && !options_.token_file.empty()) {
     outcome = run(request, true);
   }
-  outcome.detail = kube_api_detail(outcome.detail);
+  outcome.detail = capped_detail(outcome.detail);
   return outcome;
 }
 
@@ -332,7 +297,7 @@ KubeApiOutcome KubeApiClient::run(Request& request, bool reread_token) {
     outcome.detail = "stopped";
     return outcome;
   }
-  if (auto r = load_token(reread_token); !r) {
+  if (auto r = token_.load(reread_token); !r) {
     outcome.error = KubeApiError::kUnauthorized;
     outcome.detail = "cannot use the token file: " + r.error().message;
     return outcome;
@@ -355,7 +320,7 @@ KubeApiOutcome KubeApiClient::run(Request& request, bool reread_token) {
   client.set_keep_alive(false);
   client.enable_server_certificate_verification(!options_.insecure_skip_verify);
   if (!options_.ca_file.empty()) client.set_ca_cert_path(options_.ca_file);
-  if (!token_.empty()) client.set_bearer_token_auth(token_);
+  if (!token_.token().empty()) client.set_bearer_token_auth(token_.token());
 
   {
     std::lock_guard lock(mutex_);

@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include "common/result.h"
+#include "k8s/http_common.h"
 #include "k8s/in_cluster.h"
 
 namespace netmon {
@@ -83,9 +84,6 @@ enum class KubeApiError {
 };
 std::string_view kube_api_error_name(KubeApiError error);
 
-// `text` fit for a log line and a stats field: control characters escaped, cut at 300 bytes.
-std::string kube_api_detail(std::string_view text);
-
 // The error a status code means (kNone for 200).
 KubeApiError kube_api_error_of_status(int status);
 
@@ -99,7 +97,8 @@ struct KubeApiOutcome {
 };
 
 // The most of a non-200 body read for its Status message. The token and CA files have the
-// kubelet client's caps (kMaxTokenFileBytes, kMaxCaFileBytes in k8s/kubelet.h).
+// kubelet client's caps (kMaxTokenFileBytes in k8s/http_common.h, kMaxCaFileBytes in
+// k8s/kubelet.h).
 inline constexpr size_t kMaxKubeApiErrorBodyBytes = 64u << 10;
 
 // One GET at a time against the API server. Thread-compatible, except cancel(), which any thread
@@ -142,12 +141,10 @@ class KubeApiClient {
   struct Request;
   KubeApiOutcome run(Request& request, bool reread_token);
   KubeApiOutcome run_with_retry(Request& request);
-  Result<void> load_token(bool force);
 
   const KubeApiOptions options_;
   const KubeApiUrl url_;
-  std::string token_;
-  std::string token_stamp_;  // inode:size:mtime of the token file when last read
+  TokenFile token_;
 
   mutable std::mutex mutex_;
   bool cancelled_ = false;         // guarded by mutex_

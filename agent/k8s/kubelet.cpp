@@ -14,39 +14,7 @@
 #include "common/text.h"
 
 namespace netmon {
-namespace {
-
-// A failure's detail (it may quote the kubelet's reply) fit for a log line and /readyz: control
-// characters escaped, cut at kMaxDetailBytes.
-constexpr size_t kMaxDetailBytes = 300;
-
-std::string capped_detail(std::string_view text) {
-  std::string out = quoted(text, kMaxDetailBytes);
-  // quoted() wraps the text in single quotes: "'text'" or "'text...' (N bytes)".
-  const size_t close = out.rfind('\'');
-  return out.substr(1, close - 1) + out.substr(close + 1);
-}
-
-bool is_space(char c) {
-  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
-}
-
-}  // namespace
-
-Result<std::string> parse_bearer_token(std::string_view text) {
-  while (!text.empty() && is_space(text.front())) text.remove_prefix(1);
-  while (!text.empty() && is_space(text.back())) text.remove_suffix(1);
-  for (size_t i = 0; i < text.size(); ++i) {
-    const auto byte = static_cast<unsigned char>(text[i]);
-    if (byte < 0x20 || byte == 0x7f) {
-      static constexpr char kHex[] = "0123456789abcdef";
-      const std::string hex = {'0', 'x', kHex[byte >> 4], kHex[byte & 0xf]};
-      return fail("the token holds the control character " + hex + " at offset " +
-                  std::to_string(i) + " (a token is one line of printable characters)");
-    }
-  }
-  return std::string(text);
-}
+namespace {}  // namespace
 
 std::string_view kubelet_result_name(KubeletResult result) {
   switch (result) {
@@ -142,7 +110,7 @@ Result<std::unique_ptr<KubeletWatcher>> KubeletWatcher::create(KubeletOptions op
 }
 
 KubeletWatcher::KubeletWatcher(KubeletOptions options, KubeletUrl url)
-    : options_(std::move(options)), url_(std::move(url)) {}
+    : options_(std::move(options)), url_(std::move(url)), token_(options_.token_file) {}
 
 KubeletWatcher::~KubeletWatcher() {
   {
@@ -192,34 +160,8 @@ std::string KubeletWatcher::last_error() const {
   return last_error_;
 }
 
-Result<void> KubeletWatcher::load_token(bool force) {
-  if (options_.token_file.empty()) return {};
-  struct stat st {};
-  if (::stat(options_.token_file.c_str(), &st) != 0) {
-    const int err = errno;
-    return fail(options_.token_file + ": " + std::strerror(err), err);
-  }
-  // Projected service-account tokens are replaced (atomically, via a symlink swap) before they
-  // expire: a new inode, size or mtime means a new token.
-  const std::string stamp = std::to_string(st.st_ino) + ":" + std::to_string(st.st_size) + ":" +
-                            std::to_string(st.st_mtim.tv_sec) + "." +
-                            std::to_string(st.st_mtim.tv_nsec);
-  if (!force && stamp == token_stamp_) return {};
-  // Never a token that is not all in a regular file within the cap, nor one that could break
-  // the request's headers: the request goes out without it (and fails) instead.
-  token_.clear();
-  token_stamp_.clear();
-  auto text = read_regular_file(options_.token_file, kMaxTokenFileBytes);
-  if (!text) return tl::unexpected(text.error());
-  auto token = parse_bearer_token(*text);
-  if (!token) return fail(options_.token_file + ": " + token.error().message);
-  token_ = std::move(*token);
-  token_stamp_ = stamp;
-  return {};
-}
-
 KubeletResult KubeletWatcher::fetch(std::string& body, std::string& detail, bool reread_token) {
-  if (auto r = load_token(reread_token); !r) {
+  if (auto r = token_.load(reread_token); !r) {
     detail = "cannot use the token file: " + r.error().message;
     return KubeletResult::kUnauthorized;
   }
@@ -238,7 +180,7 @@ KubeletResult KubeletWatcher::fetch(std::string& body, std::string& detail, bool
   client.set_follow_location(false);
   client.enable_server_certificate_verification(!options_.insecure_skip_verify);
   if (!options_.ca_file.empty()) client.set_ca_cert_path(options_.ca_file);
-  if (!token_.empty()) client.set_bearer_token_auth(token_);
+  if (!token_.token().empty()) client.set_bearer_token_auth(token_.token());
 
   {
     std::lock_guard lock(mutex_);

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "common/result.h"
+#include "k8s/http_common.h"
 #include "k8s/pods.h"
 
 namespace netmon {
@@ -35,14 +36,9 @@ struct KubeletOptions {
   size_t max_response_bytes = 64u << 20;
 };
 
-// Caps on the files the watcher reads: a bigger one is refused (docs/kubernetes.md).
-inline constexpr size_t kMaxTokenFileBytes = 64u << 10;
+// Caps on the files the watcher reads: a bigger one is refused (docs/kubernetes.md). The token
+// file's, kMaxTokenFileBytes, is in k8s/http_common.h.
 inline constexpr size_t kMaxCaFileBytes = 1u << 20;
-
-// The bearer token in the text of a token file: surrounding whitespace trimmed. Fails when it
-// holds a control character (a CR or LF in it would end the Authorization header and start
-// another); the message names the character's offset, never the token.
-Result<std::string> parse_bearer_token(std::string_view file_text);
 
 // How a request to the kubelet ended. Names (for logs and metric labels) by kubelet_result_name.
 enum class KubeletResult {
@@ -111,12 +107,10 @@ class KubeletWatcher {
   void run();
   KubeletResult poll_once(std::string& detail);
   KubeletResult fetch(std::string& body, std::string& detail, bool reread_token);
-  Result<void> load_token(bool force);
 
   const KubeletOptions options_;
   const KubeletUrl url_;
-  std::string token_;
-  std::string token_stamp_;  // mtime+size+inode of the token file when last read
+  TokenFile token_;
 
   mutable std::mutex mutex_;
   std::condition_variable wake_;

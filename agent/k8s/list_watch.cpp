@@ -161,7 +161,7 @@ KubeApiOutcome ListWatcher::list_all() {
   };
   auto handler_error = [&](const char* what) {
     delivered = false;  // a handler that threw is not asked to abandon
-    return abandon(KubeApiOutcome{KubeApiError::kHandler, 0, kube_api_detail(what)});
+    return abandon(KubeApiOutcome{KubeApiError::kHandler, 0, capped_detail(what)});
   };
   const std::string from = list_resource_version();
   for (uint32_t page = 0;; ++page) {
@@ -241,7 +241,7 @@ KubeApiOutcome ListWatcher::list_all() {
   try {
     handler_.on_list(items, list_rv);
   } catch (const std::exception& e) {
-    return KubeApiOutcome{KubeApiError::kHandler, 0, kube_api_detail(e.what())};
+    return KubeApiOutcome{KubeApiError::kHandler, 0, capped_detail(e.what())};
   } catch (...) {
     return KubeApiOutcome{KubeApiError::kHandler, 0, "unknown exception"};
   }
@@ -318,7 +318,7 @@ ListWatcher::WatchEnd ListWatcher::watch_once(KubeApiOutcome& outcome, bool& pro
   outcome = client_->stream_lines(path, std::chrono::seconds(timeout_s), on_line);
   if (outcome.ok() && stream_error.error != KubeApiError::kNone) {
     outcome = stream_error;
-    outcome.detail = kube_api_detail(outcome.detail);
+    outcome.detail = capped_detail(outcome.detail);
   }
   if (outcome.status == 200 && !started) {
     std::lock_guard lock(mutex_);
