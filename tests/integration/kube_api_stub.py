@@ -30,13 +30,14 @@ logged with its query and token.
 
 import base64
 import copy
-import http.server
 import json
 import threading
 import time
 import urllib.parse
 
-from kubelet_stub import REQUEST_TIMEOUT, make_certificates, reserve_port  # noqa: F401
+from https_stub import (StubHandler, StubServer, bearer_token, reserve_port,  # noqa: F401
+                        start_server, stop_server)
+from kubelet_stub import make_certificates  # noqa: F401
 
 WATCH_LIMIT = 120.0  # seconds a watch is held at most, whatever timeoutSeconds asks
 
@@ -66,23 +67,11 @@ class Collection:
         self.items = {}  # key -> object (without kind/apiVersion)
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    timeout = REQUEST_TIMEOUT
+class _Handler(StubHandler):
     server_version = "netmon-kube-api-stub"
 
-    def log_message(self, format, *args):  # noqa: A002 - the base class's signature
-        pass
-
     def send_json(self, status, document):
-        body = json.dumps(document).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
-        self.close_connection = True
+        self.send_body(status, json.dumps(document).encode())
 
     def start_chunked(self):
         self.send_response(200)
@@ -105,33 +94,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             pass  # the client went away
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-
-    def __init__(self, address, stub, context):
-        self.stub = stub
-        self.context = context
-        super().__init__(address, _Handler)
-
-    def finish_request(self, request, client_address):
-        # In the connection's thread: a bounded TLS handshake, then HTTP.
-        request.settimeout(REQUEST_TIMEOUT)
-        try:
-            tls = self.context.wrap_socket(request, server_side=True) if self.context else request
-        except OSError:
-            return
-        try:
-            self.RequestHandlerClass(tls, client_address, self)
-        finally:
-            try:
-                tls.close()
-            except OSError:
-                pass
-
-    def handle_error(self, request, client_address):
-        pass
+class _Server(StubServer):
+    handler_class = _Handler
 
 
 class KubeApiStub:
@@ -304,27 +268,14 @@ class KubeApiStub:
         return f"{'https' if self.certfile else 'http'}://127.0.0.1:{self.port}"
 
     def start(self):
-        import ssl
-        context = None
-        if self.certfile:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(self.certfile, self.keyfile)
-        self._server = _Server(("127.0.0.1", self.port), self, context)
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05},
-                                        name="kube-api-stub", daemon=True)
-        self._thread.start()
+        start_server(self, _Server, "kube-api-stub")
         return self
 
     def stop(self):
         if self._server is None:
             return
         self.close_watches(abrupt=True)
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
-        self._server = None
+        stop_server(self)
 
     # -- serving
 
@@ -337,8 +288,7 @@ class KubeApiStub:
     def _handle(self, handler):
         path, _, query_text = handler.path.partition("?")
         query = dict(urllib.parse.parse_qsl(query_text, keep_blank_values=True))
-        auth = handler.headers.get("Authorization")
-        token = auth[len("Bearer "):] if auth and auth.startswith("Bearer ") else None
+        token = bearer_token(handler)
         watch = query.get("watch") in ("1", "true")
         with self._lock:
             collection = self._collections.get(path)

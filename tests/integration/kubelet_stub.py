@@ -17,17 +17,16 @@ certificate it signed for IP 127.0.0.1, and a second, unrelated CA.
 """
 
 import datetime
-import http.server
 import json
 import os
-import socket
-import ssl
 import subprocess
 import threading
 import time
 
+from https_stub import (StubHandler, StubServer, bearer_token, reserve_port,  # noqa: F401
+                        start_server, stop_server)
+
 OPENSSL_TIMEOUT = 60.0  # seconds per openssl command
-REQUEST_TIMEOUT = 10.0  # seconds a connection may take to send its request
 HANG_LIMIT = 60.0  # seconds a hung request is held at most
 
 
@@ -161,22 +160,8 @@ def pod_list(items):
 # The server
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    timeout = REQUEST_TIMEOUT
+class _Handler(StubHandler):
     server_version = "netmon-kubelet-stub"
-
-    def log_message(self, format, *args):  # noqa: A002 - the base class's signature
-        pass  # the stub records requests itself; nothing goes to the test's stderr
-
-    def _send(self, status, body, content_type="application/json"):
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
-        self.close_connection = True
 
     def _send_raw(self, data):
         """Bytes as they are, instead of an HTTP response."""
@@ -207,36 +192,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.server.stub._handle(self)
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
+class _Server(StubServer):
+    handler_class = _Handler
 
-    def __init__(self, address, stub, context):
-        self.stub = stub
-        self.context = context
-        super().__init__(address, _Handler)
+    def tls_failed(self, error):
+        self.stub._record_tls_failure(error)
 
-    def finish_request(self, request, client_address):
-        # In the connection's thread: a bounded TLS handshake (unless plain HTTP), then HTTP.
-        request.settimeout(REQUEST_TIMEOUT)
-        try:
-            tls = self.context.wrap_socket(request, server_side=True) if self.context else request
-        except (ssl.SSLError, OSError) as e:
-            self.stub._record_tls_failure(e)
-            return
-        before = self.stub.request_count()
-        try:
-            self.RequestHandlerClass(tls, client_address, self)
-        finally:
-            self.stub._record_connection(before)
-            try:
-                tls.close()
-            except OSError:
-                pass
+    def connection_started(self):
+        return self.stub.request_count()
 
-    def handle_error(self, request, client_address):
-        pass  # a client that went away mid-request; the test looks at what was recorded
+    def connection_ended(self, requests_before):
+        self.stub._record_connection(requests_before)
 
 
 class KubeletStub:
@@ -348,16 +314,7 @@ class KubeletStub:
     # -- lifecycle
 
     def start(self):
-        context = None
-        if self.certfile:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(self.certfile, self.keyfile)
-        self._server = _Server(("127.0.0.1", self.port), self, context)
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05},
-                                        name="kubelet-stub", daemon=True)
-        self._thread.start()
+        start_server(self, _Server, "kubelet-stub")
         return self
 
     def stop(self):
@@ -366,10 +323,7 @@ class KubeletStub:
             return
         with self._lock:
             self._oversized = None  # an oversized response in flight ends
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
-        self._server = None
+        stop_server(self)
 
     @property
     def running(self):
@@ -388,8 +342,7 @@ class KubeletStub:
                                     else "no_request")
 
     def _handle(self, handler):
-        auth = handler.headers.get("Authorization")
-        token = auth[len("Bearer "):] if auth and auth.startswith("Bearer ") else None
+        token = bearer_token(handler)
         with self._lock:
             expected = self._token
             forced = self._fail_next.pop(0) if self._fail_next else None
@@ -421,18 +374,12 @@ class KubeletStub:
             with self._lock:
                 self.oversized_bytes_sent.append(sent)
         elif status == 200 and garbage:
-            handler._send(200, b'{"kind":"PodList","apiVersion":"v1","items":[{"metadata":')
+            handler.send_body(200, b'{"kind":"PodList","apiVersion":"v1","items":[{"metadata":')
         elif status == 200:
-            handler._send(200, json.dumps(pods).encode())
+            handler.send_body(200, json.dumps(pods).encode())
         elif status == 404:
-            handler._send(404, b"404 page not found\n", "text/plain; charset=utf-8")
+            handler.send_body(404, b"404 page not found\n", "text/plain; charset=utf-8")
         else:
             reason = {401: "Unauthorized", 403: "Forbidden"}.get(status, "Error")
-            handler._send(status, f"{reason}\n".encode(), "text/plain; charset=utf-8")
+            handler.send_body(status, f"{reason}\n".encode(), "text/plain; charset=utf-8")
 
-
-def reserve_port():
-    """A port on 127.0.0.1 where nothing listens now (for a stub started later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
