@@ -9,30 +9,19 @@
 #include <string>
 #include <vector>
 
+#include "pod_meta.h"
+
 namespace netmon {
 namespace {
 
+// A pod of namespace shop, its own workload, with one container "main".
 PodMeta make_pod(std::string name, std::string uid, std::string container_id) {
-  PodMeta pod;
-  pod.namespace_name = "shop";
-  pod.name = std::move(name);
-  pod.uid = std::move(uid);
-  pod.workload = pod.name;
-  pod.workload_kind = "Deployment";
-  ContainerMeta c;
-  c.id = std::move(container_id);
-  c.name = "main";
-  pod.containers.push_back(std::move(c));
-  return pod;
+  std::string workload = name;
+  return test::make_pod("shop", std::move(name), std::move(uid), std::move(workload),
+                        std::move(container_id), "main");
 }
 
-Attribution attribution_of(const PodMeta& pod) {
-  Attribution a;
-  a.container_id = pod.containers.at(0).id;
-  a.pod = &pod;
-  a.container = &pod.containers.at(0);
-  return a;
-}
+using test::attribution_of;
 
 ConnectionEvent established(uint64_t cgroup) {
   ConnectionEvent e;

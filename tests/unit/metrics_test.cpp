@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "metrics/http_server.h"
+#include "pod_meta.h"
 
 namespace netmon {
 namespace {
@@ -72,31 +73,8 @@ ConnectionEvent closed(Direction direction, uint64_t bytes_sent, uint64_t bytes_
   return e;
 }
 
-PodMeta make_pod(std::string ns, std::string name, std::string uid, std::string workload,
-                 std::string container_id, std::string container_name) {
-  PodMeta pod;
-  pod.namespace_name = std::move(ns);
-  pod.name = std::move(name);
-  pod.uid = std::move(uid);
-  pod.workload = std::move(workload);
-  pod.workload_kind = "Deployment";
-  pod.node_name = "node-1";
-  ContainerMeta c;
-  c.id = std::move(container_id);
-  c.runtime = "containerd";
-  c.name = std::move(container_name);
-  c.image = "example/image:1";
-  pod.containers.push_back(std::move(c));
-  return pod;
-}
-
-Attribution attribution_of(const PodMeta& pod) {
-  Attribution a;
-  a.container_id = pod.containers.at(0).id;
-  a.pod = &pod;
-  a.container = &pod.containers.at(0);
-  return a;
-}
+using test::attribution_of;
+using test::make_pod;
 
 // ---- reading render()'s output back ----------------------------------------------------------
 

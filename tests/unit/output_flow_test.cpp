@@ -4,7 +4,6 @@
 // queue takes the batch; from the stop on, batches wait for room until the drain deadline.
 #include "app/output_flow.h"
 
-#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
@@ -14,7 +13,7 @@
 #include <string>
 #include <thread>
 
-#include "common/unique_fd.h"
+#include "output_pipe.h"
 #include "stalled_output.h"
 
 namespace netmon {
@@ -26,12 +25,6 @@ using State = OutputFlow::State;
 
 constexpr RingFill kQuiet{100, 4096};
 
-size_t count_lines(const std::string& s) {
-  size_t n = 0;
-  for (char c : s) n += c == '\n';
-  return n;
-}
-
 // A flow of 16 KiB batches into an output queue of 64 KiB whose writer thread is stalled
 // (stalled_output.h) on a pipe nobody reads until the test does, with a clock the test moves: each
 // reading of it returns `now_` and then advances it by `tick_`.
@@ -40,21 +33,15 @@ class OutputFlowTest : public ::testing::Test {
   static void SetUpTestSuite() { signal(SIGPIPE, SIG_IGN); }
 
   void SetUp() override {
-    int fds[2];
-    ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
-    read_end_ = UniqueFd(fds[0]);
-    write_end_ = UniqueFd(fds[1]);
-    writer_ = std::make_unique<LineWriter>(write_end_.get(), 64u << 10);
-    filled_ = test::fill_pipe(write_end_.get());
+    ASSERT_TRUE(pipe_.ok());
+    writer_ = std::make_unique<LineWriter>(pipe_.write_fd(), 64u << 10);
+    filled_ = test::stall(*writer_, pipe_.write_fd());
     ASSERT_GT(filled_, 0u);
-    std::string filler = "in-flight";
-    ASSERT_TRUE(writer_->submit(filler, 0));
-    ASSERT_TRUE(test::queue_empties(*writer_));
   }
 
   void TearDown() override {
     flow_.reset();
-    if (!reader_.joinable()) read_everything();  // lets the stalled writer finish
+    if (!pipe_.reading()) read_everything();  // lets the stalled writer finish
     (void)finish_reading();
     writer_.reset();
   }
@@ -91,41 +78,29 @@ class OutputFlowTest : public ::testing::Test {
     std::string buf(filled_, '\0');
     size_t got = 0;
     while (got < filled_) {
-      const ssize_t n = ::read(read_end_.get(), buf.data() + got, filled_ - got);
+      const ssize_t n = ::read(pipe_.read_fd(), buf.data() + got, filled_ - got);
       ASSERT_GT(n, 0);
       got += static_cast<size_t>(n);
     }
   }
 
-  void read_everything() {
-    reader_ = std::thread([this] {
-      char buf[65536];
-      for (;;) {
-        const ssize_t n = ::read(read_end_.get(), buf, sizeof(buf));
-        if (n <= 0) break;
-        received_.append(buf, static_cast<size_t>(n));
-      }
-    });
-  }
+  void read_everything() { pipe_.read_everything(); }
 
   // Stops the writer once it has written everything (through the flow's finish() after its
   // stop()), closes the pipe, waits for the reader. Whether the writer drained in time.
   bool finish_reading(bool stopped = false) {
     const bool drained = stopped ? flow_->finish() : writer_->finish(5s);
-    write_end_.reset();
-    reader_.join();
+    pipe_.close_and_join();
     return drained;
   }
 
-  UniqueFd read_end_, write_end_;
+  test::OutputPipe pipe_;
   size_t filled_ = 0;
   std::unique_ptr<LineWriter> writer_;
   std::atomic<bool> stop_{false};
   Clock::time_point now_{};
   Clock::duration tick_{};
   std::unique_ptr<OutputFlow> flow_;
-  std::thread reader_;
-  std::string received_;
 };
 
 TEST_F(OutputFlowTest, WaitsWithinTheBoundFromTheEpisodesFirstRoundThenSheds) {
@@ -197,7 +172,7 @@ TEST_F(OutputFlowTest, SheddingDropsWhatDoesNotFitUntilTheQueueTakesABatch) {
   EXPECT_EQ(flow_->state(), State::kFlowing);
   const uint64_t dropped = writer_->stats().lines_dropped_queue_full;
   ASSERT_TRUE(finish_reading());
-  EXPECT_EQ(count_lines(received_) + dropped, fed + more + after);
+  EXPECT_EQ(test::count_lines(pipe_.received()) + dropped, fed + more + after);
   EXPECT_EQ(flow_->episodes(), 1u);
   EXPECT_EQ(flow_->sheds(), 1u);
 }
@@ -254,7 +229,7 @@ TEST_F(OutputFlowTest, StopHandsOverTheHeldBatchAndTheRestWaitingForRoom) {
   EXPECT_EQ(flow_->state(), State::kDraining);
   late_reader.join();
   ASSERT_TRUE(finish_reading(true));
-  EXPECT_EQ(count_lines(received_), fed + rest);
+  EXPECT_EQ(test::count_lines(pipe_.received()), fed + rest);
   EXPECT_EQ(writer_->stats().lines_dropped_queue_full, 0u);
   EXPECT_EQ(flow_->episodes(), 0u);  // no round was asked: no wait counted
 }
@@ -274,7 +249,7 @@ TEST_F(OutputFlowTest, StopWithoutTheStopFlagDrainsTheHeldBatchToo) {
   late_reader.join();
   ASSERT_TRUE(finish_reading(true));
   const OutputStats stats = writer_->stats();
-  EXPECT_EQ(count_lines(received_), fed);
+  EXPECT_EQ(test::count_lines(pipe_.received()), fed);
   EXPECT_EQ(stats.lines_written, fed);
   EXPECT_EQ(stats.lines_dropped_queue_full, 0u);
 }

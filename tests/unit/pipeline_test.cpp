@@ -1,7 +1,6 @@
 // The pipeline's side of back-pressure, through its OutputFlow: a batch the output queue has no
 // room for is held and the reader told to stop, offered again by flush(), dropped and counted
 // when the reader sheds; from the stop on, batches wait for room instead.
-#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -16,7 +15,7 @@
 
 #include "app/output_flow.h"
 #include "app/pipeline.h"
-#include "common/unique_fd.h"
+#include "output_pipe.h"
 #include "records.h"
 #include "stalled_output.h"
 
@@ -32,12 +31,6 @@ std::vector<std::byte> close_record(uint64_t cookie) {
   return test::to_bytes(r);
 }
 
-size_t count_lines(const std::string& s) {
-  size_t n = 0;
-  for (char c : s) n += c == '\n';
-  return n;
-}
-
 // A pipeline writing into a pipe that nobody reads until read_everything(), through an output
 // queue of 64 KiB, with batches of 16 KiB (a line is ~600 bytes here). Before any record, the
 // writer thread is stalled (stalled_output.h) on a filled pipe and a filler with no newline, so
@@ -48,14 +41,11 @@ class PipelineBackpressureTest : public ::testing::Test {
   static void SetUpTestSuite() { signal(SIGPIPE, SIG_IGN); }
 
   void SetUp() override {
-    int fds[2];
-    ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
-    read_end_ = UniqueFd(fds[0]);
-    write_end_ = UniqueFd(fds[1]);
+    ASSERT_TRUE(pipe_.ok());
     char dir[] = "/tmp/netmon-pipeline-test-XXXXXX";
     ASSERT_NE(mkdtemp(dir), nullptr);
     proc_dir_ = dir;
-    writer_ = std::make_unique<LineWriter>(write_end_.get(), 64u << 10);
+    writer_ = std::make_unique<LineWriter>(pipe_.write_fd(), 64u << 10);
     processes_ = std::make_unique<ProcessTable>(ProcReader(proc_dir_), 1024);
     OutputFlow::Settings flow;
     flow.batch_bytes = 16u << 10;
@@ -69,7 +59,7 @@ class PipelineBackpressureTest : public ::testing::Test {
   void TearDown() override {
     pipeline_.reset();
     output_.reset();
-    if (reader_.joinable()) (void)finish_reading();
+    if (pipe_.reading()) (void)finish_reading();
     writer_.reset();
     rmdir(proc_dir_.c_str());
   }
@@ -78,19 +68,13 @@ class PipelineBackpressureTest : public ::testing::Test {
   // pipe and waits for the reader. Whether the writer drained in time.
   bool finish_reading() {
     const bool drained = writer_->finish(5s);
-    write_end_.reset();
-    reader_.join();
+    pipe_.close_and_join();
     return drained;
   }
 
   // Blocks the writer's thread in write(2) until read_everything(); what it writes there
   // counts as no line.
-  void stall_writer() {
-    ASSERT_GT(test::fill_pipe(write_end_.get()), 0u);
-    std::string filler = "in-flight";
-    ASSERT_TRUE(writer_->submit(filler, 0));
-    ASSERT_TRUE(test::queue_empties(*writer_));
-  }
+  void stall_writer() { ASSERT_GT(test::stall(*writer_, pipe_.write_fd()), 0u); }
 
   // Feeds records until the pipeline asks to stop; returns how many it took.
   size_t feed_until_held(size_t limit) {
@@ -103,26 +87,15 @@ class PipelineBackpressureTest : public ::testing::Test {
     return n;
   }
 
-  void read_everything() {
-    reader_ = std::thread([this] {
-      char buf[65536];
-      for (;;) {
-        const ssize_t n = ::read(read_end_.get(), buf, sizeof(buf));
-        if (n <= 0) break;
-        received_.append(buf, static_cast<size_t>(n));
-      }
-    });
-  }
+  void read_everything() { pipe_.read_everything(); }
 
-  UniqueFd read_end_, write_end_;
+  test::OutputPipe pipe_;
   std::string proc_dir_;
   std::unique_ptr<LineWriter> writer_;
   std::unique_ptr<ProcessTable> processes_;
   std::atomic<bool> stop_{false};
   std::unique_ptr<OutputFlow> output_;
   std::unique_ptr<Pipeline> pipeline_;
-  std::thread reader_;
-  std::string received_;
   uint64_t cookie_ = 0;
 };
 
@@ -143,7 +116,7 @@ TEST_F(PipelineBackpressureTest, HoldsTheBatchTheQueueRefusesAndStopsTheReader) 
   EXPECT_TRUE(output_->reading());
   output_->flush();
   ASSERT_TRUE(finish_reading());
-  EXPECT_EQ(count_lines(received_), fed);
+  EXPECT_EQ(test::count_lines(pipe_.received()), fed);
   EXPECT_EQ(writer_->stats().lines_dropped_queue_full, 0u);
 }
 
@@ -173,7 +146,7 @@ TEST_F(PipelineBackpressureTest, ShedDropsAndCountsUntilTheQueueTakesABatchAgain
   EXPECT_TRUE(output_->reading());
   ASSERT_TRUE(finish_reading());
   EXPECT_EQ(writer_->stats().lines_dropped_queue_full, dropped);  // nothing more dropped
-  EXPECT_EQ(count_lines(received_) + dropped, fed + more + after);
+  EXPECT_EQ(test::count_lines(pipe_.received()) + dropped, fed + more + after);
 }
 
 TEST_F(PipelineBackpressureTest, StoppingWaitsForRoomInsteadOfHolding) {
@@ -188,7 +161,7 @@ TEST_F(PipelineBackpressureTest, StoppingWaitsForRoomInsteadOfHolding) {
   EXPECT_TRUE(output_->reading());
   late_reader.join();
   ASSERT_TRUE(finish_reading());
-  EXPECT_EQ(count_lines(received_), fed);
+  EXPECT_EQ(test::count_lines(pipe_.received()), fed);
   EXPECT_EQ(writer_->stats().lines_dropped_queue_full, 0u);
 }
 

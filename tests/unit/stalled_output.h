@@ -47,4 +47,15 @@ inline size_t fill_pipe(int fd) {
   return total;
 }
 
+// Stalls `writer`'s thread on its pipe (write end `fd`, read by nobody): fills the pipe, hands
+// the writer a filler with no newline and waits until its thread took it. Returns the bytes
+// fill_pipe() wrote, or 0 when a step failed.
+inline size_t stall(LineWriter& writer, int fd) {
+  const size_t filled = fill_pipe(fd);
+  if (filled == 0) return 0;
+  std::string filler = "in-flight";
+  if (!writer.submit(filler, 0) || !queue_empties(writer)) return 0;
+  return filled;
+}
+
 }  // namespace netmon::test
