@@ -71,8 +71,13 @@ Result<KubeApiOptions> in_cluster_kube_api(const InClusterSource& source) {
   }
   KubeApiOptions options;
   const bool ipv6 = host_text.find(':') != std::string_view::npos;
-  options.url = "https://" + (ipv6 ? "[" + std::string(host_text) + "]" : std::string(host_text)) +
-                ":" + std::string(port);
+  // Appended piece by piece: GCC 12's -O3 -Wrestrict misfires on "literal" + std::string&&.
+  options.url = "https://";
+  if (ipv6) options.url += '[';
+  options.url += host_text;
+  if (ipv6) options.url += ']';
+  options.url += ':';
+  options.url += port;
   std::string dir = source.service_account_dir;
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
   options.token_file = dir + "/token";
