@@ -17,6 +17,7 @@
 #include "common/clock.h"
 #include "events/event.h"
 #include "k8s/attribution.h"
+#include "k8s/peer_snapshots.h"
 #include "metrics/connection_counters.h"
 #include "metrics/metrics.h"
 #include "output/json.h"
@@ -36,7 +37,8 @@ struct PipelineStats {
   std::array<uint64_t, 4> events_by_kind{};
   uint64_t events_without_process = 0;
   uint64_t events_with_pod = 0;
-  uint64_t events_filtered = 0;  // not written: a rule set matched none, or switched off
+  uint64_t events_filtered = 0;     // not written: a rule set matched none, or switched off
+  PeerLookupCounts peer_lookups{};  // connection events whose peer was looked up, by PeerKind
 };
 
 // What the pipeline works with besides the output and the process table.
@@ -49,6 +51,9 @@ struct PipelineDeps {
   Metrics* metrics = nullptr;
   // Which events are written, under which rule's name (default: every event, no rule names).
   Verdicts verdicts;
+  // The peer index (null: no `peer` object); must outlive the pipeline.
+  PeerSnapshots* peers = nullptr;
+  bool peer_labels = false;  // write a pod peer's labels
 };
 
 class Pipeline final : public RecordSink {

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "bpf/probe.h"
@@ -42,6 +43,20 @@ struct Options {
   bool pod_labels = true;   // kubernetes.labels: write the pod's labels into events
   std::string node_name;    // default: $NODE_NAME, else the host name
   std::string cgroup_root;  // default: the cgroup2 mount from /proc/self/mountinfo
+  // The Kubernetes API server, for the peers' names (issue #19). An empty kube_api_url is
+  // resolved at start: in a cluster (KUBERNETES_SERVICE_HOST/PORT set) the in-cluster URL with
+  // the service-account token and CA, else off (peers are named from this node's kubelet, its
+  // own addresses and external_networks only).
+  std::string kube_api_url;         // kubernetes.api_url, --kube-api-url
+  std::string kube_api_token_file;  // kubernetes.api_token_file; default in a cluster: the SA token
+  std::string kube_api_ca_file;     // kubernetes.api_ca_file; default in a cluster: the SA CA
+  bool kube_api_insecure_skip_verify = false;  // kubernetes.api_insecure_skip_verify
+  bool kube_api_allow_http_token = false;      // kubernetes.api_allow_http_token
+  bool watch_pods = false;   // kubernetes.watch_pods: also watch this cluster's Pods
+  bool peer_labels = false;  // kubernetes.peer_labels: write a pod peer's labels into events
+  // kubernetes.external_networks: ordered (class name, CIDRs) pairs naming external peers
+  // (CidrClasses::parse checks them); empty: every external peer is "internet".
+  std::vector<std::pair<std::string, std::vector<std::string>>> external_networks;
   std::string metrics_address = "0.0.0.0:9477";  // "" disables the HTTP endpoint
   std::vector<std::string> metrics_drop_labels;
   // NETMON_FAULT_SKIP_STATE as given (fault injection for tests; its bits are in

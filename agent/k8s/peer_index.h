@@ -51,6 +51,7 @@
 // replace_local_pods()).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -67,6 +68,9 @@ namespace netmon {
 
 enum class PeerKind : uint8_t { kExternal, kPod, kService, kNode, kHost };
 std::string_view to_string(PeerKind kind);  // "external", "pod", "service", "node", "host"
+inline constexpr size_t kPeerKinds = 5;
+// Lookups by the kind they answered (netmon_peer_lookups_total{result}), indexed by PeerKind.
+using PeerLookupCounts = std::array<uint64_t, kPeerKinds>;
 
 struct PeerLabel {
   std::string_view key;
