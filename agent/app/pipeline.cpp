@@ -17,7 +17,9 @@ Pipeline::Pipeline(OutputFlow& output, ProcessTable& processes, int last_cap, Pi
       attributor_(deps.attributor),
       node_name_(std::move(deps.node_name)),
       pod_labels_(deps.pod_labels),
-      verdicts_(std::move(deps.verdicts)) {
+      verdicts_(std::move(deps.verdicts)),
+      peers_(deps.peers),
+      peer_labels_(deps.peer_labels) {
   if (deps.metrics) counters_.emplace(*deps.metrics);
 }
 
@@ -59,8 +61,36 @@ bool Pipeline::on_record(std::span<const std::byte> record) noexcept {
   return output_.reading();
 }
 
+bool Pipeline::look_up_peer(const ConnectionEvent& e, Peer& peer) {
+  if (peers_ == nullptr) return false;
+  // One acquire load per event; the lock in load() only when a new snapshot was published. A
+  // snapshot published between the two calls is loaded again next time (harmless).
+  const uint64_t version = peers_->version();
+  if (version != peer_version_) {
+    peer_index_ = peers_->load();
+    peer_version_ = version;
+  }
+  if (!peer_index_) return false;
+  // Who owned the remote address when the connection opened (IP reuse): a Close is looked up
+  // at its open time, which the kernel may not know (0: a connection open before the agent).
+  uint64_t opened_ns = e.boot_ns;
+  if (e.kind == ConnKind::kClose && e.close.open_boot_ns != 0) opened_ns = e.close.open_boot_ns;
+  peer = peer_index_->lookup(e.daddr, e.dport, opened_ns);
+  ++stats_.peer_lookups[static_cast<size_t>(peer.kind)];
+  return true;
+}
+
 void Pipeline::handle(const ConnectionEvent& e) {
+  // Every connection event's peer is looked up, filtered or not: the metrics count them all and
+  // the rules may need it.
+  Peer peer;
+  const bool has_peer = look_up_peer(e, peer);
+
   EventContext context;
+  if (has_peer) {
+    context.peer = &peer;
+    context.peer_labels = peer_labels_;
+  }
   context.last_cap = last_cap_;
   context.node_name = node_name_;
   context.pod_labels = pod_labels_;
@@ -89,6 +119,7 @@ void Pipeline::handle(const ConnectionEvent& e) {
     owner.pod = context.attribution->pod;
     owner.container = context.attribution->container;
   }
+  owner.peer = context.peer;
   if (!verdicts_.decide(e, owner, context.rule)) {
     ++stats_.events_filtered;
     return;

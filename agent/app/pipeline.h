@@ -2,9 +2,11 @@
 // exec, fork and exit records update the process table; a connection record goes through the
 // owner's pod attribution, the process table (owner and parent), the connection metrics and the
 // rules, and becomes at most one JSON line (none when the rules or the event switches leave it
-// out). The lines go to the OutputFlow, which batches them for the LineWriter; while it holds a
-// batch the output queue has no room for, the pipeline asks the ring-buffer reader to stop
-// (on_record() returns false), so that the records not read yet wait in the kernel's ring buffer.
+// out). The remote end of each connection event is looked up in the peer index, when there is
+// one, for its `peer` object and the rules (a lookup neither locks nor allocates). The lines go to
+// the OutputFlow, which batches them for the LineWriter; while it holds a batch the output queue
+// has no room for, the pipeline asks the ring-buffer reader to stop (on_record() returns false), so
+// that the records not read yet wait in the kernel's ring buffer.
 #pragma once
 
 #include <array>
@@ -72,6 +74,9 @@ class Pipeline final : public RecordSink {
 
  private:
   void handle(const ConnectionEvent& e);
+  // The remote end of `e` in the current peer snapshot (re-loaded when its version changed);
+  // false when there is no snapshot (no peers, or none published yet).
+  bool look_up_peer(const ConnectionEvent& e, Peer& peer);
 
   OutputFlow& output_;
   ProcessTable& processes_;
@@ -83,6 +88,10 @@ class Pipeline final : public RecordSink {
   Verdicts verdicts_;
   BootClock clock_;
   EventEncoder encoder_;
+  PeerSnapshots* const peers_;
+  const bool peer_labels_;
+  uint64_t peer_version_ = 0;                    // of peer_index_
+  std::shared_ptr<const PeerIndex> peer_index_;  // held: the Peer views point into it
   PipelineStats stats_;
   uint64_t decode_errors_logged_ = 0;
 };

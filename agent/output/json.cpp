@@ -145,7 +145,75 @@ void build_pod(std::string& out, const Attribution& a, bool with_labels) {
   out += "}}";
 }
 
+// PeerKind's names (k8s/peer_index.h's to_string(), which this module does not link).
+std::string_view peer_kind_name(PeerKind kind) {
+  switch (kind) {
+    case PeerKind::kPod:
+      return "pod";
+    case PeerKind::kService:
+      return "service";
+    case PeerKind::kNode:
+      return "node";
+    case PeerKind::kHost:
+      return "host";
+    case PeerKind::kExternal:
+      break;
+  }
+  return "external";
+}
+
 }  // namespace
+
+void append_peer(std::string& out, const Peer& peer, bool with_labels) {
+  out += "{\"kind\":\"";
+  out += peer_kind_name(peer.kind);
+  out += '"';
+  switch (peer.kind) {
+    case PeerKind::kPod:
+      out += ",\"namespace\":";
+      append_json_string(out, peer.namespace_name);
+      out += ",\"name\":";
+      append_json_string(out, peer.name);
+      out += ",\"uid\":";
+      append_json_string(out, peer.uid);
+      out += ",\"workload\":";
+      append_json_string(out, peer.workload);
+      out += ",\"workload_kind\":";
+      append_json_string(out, peer.workload_kind);
+      if (with_labels) {
+        out += ",\"labels\":{";
+        for (size_t i = 0; i < peer.labels.size(); ++i) {
+          if (i > 0) out += ',';
+          append_json_string(out, peer.labels[i].key);
+          out += ':';
+          append_json_string(out, peer.labels[i].value);
+        }
+        out += '}';
+      }
+      break;
+    case PeerKind::kService:
+      out += ",\"namespace\":";
+      append_json_string(out, peer.namespace_name);
+      out += ",\"name\":";
+      append_json_string(out, peer.name);
+      out += ",\"port_name\":";
+      append_json_string(out, peer.port_name);
+      out += ",\"type\":";
+      append_json_string(out, peer.service_type);
+      break;
+    case PeerKind::kNode:
+      out += ",\"name\":";
+      append_json_string(out, peer.name);
+      break;
+    case PeerKind::kHost:
+      break;
+    case PeerKind::kExternal:
+      out += ",\"network\":";
+      append_json_string(out, peer.network);
+      break;
+  }
+  out += '}';
+}
 
 void append_json_string(std::string& out, std::string_view s) {
   static constexpr char kHex[] = "0123456789abcdef";
@@ -381,6 +449,10 @@ void EventEncoder::append_event_line(std::string& out, const ConnectionEvent& e,
   append_address(out, e.daddr);
   out += "\",\"dport\":";
   append_number(out, e.dport);
+  if (context.peer) {
+    out += ",\"peer\":";
+    append_peer(out, *context.peer, context.peer_labels);
+  }
   out += ",\"cookie\":";
   append_number(out, e.cookie);
   if (e.kind == ConnKind::kFailed) {

@@ -10,7 +10,8 @@
 
 #include "common/clock.h"
 #include "events/event.h"
-#include "k8s/pods.h"  // Attribution: plain types, no kubelet client
+#include "k8s/peer_index.h"  // Peer: plain views, no API server client
+#include "k8s/pods.h"        // Attribution: plain types, no kubelet client
 #include "process/process.h"
 
 namespace netmon {
@@ -46,7 +47,14 @@ struct EventContext {
   std::string_view node_name{};  // "": no node_name field
   std::string_view rule{};       // the matching rule's name; "": no rule field
   bool pod_labels = true;        // false: the pod's labels are written as {}
+  // The remote end (network_event.peer); null: no peer field (the agent has no peer index).
+  const Peer* peer = nullptr;
+  bool peer_labels = false;  // a pod peer's labels (kubernetes.peer_labels)
 };
+
+// Appends the `peer` object ({"kind":"pod","namespace":...}) of docs/events.md: per kind only
+// its fields, every string escaped; `labels` for a pod only when `with_labels`.
+void append_peer(std::string& out, const Peer& peer, bool with_labels);
 
 // Writes events as JSON lines. The parts of a line that repeat from event to event are encoded
 // once and kept, keyed by what they are made of; appends are most of an event's cost, and these

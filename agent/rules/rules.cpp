@@ -27,8 +27,15 @@
 // - binary_name is the last component of binary_path; binary_prefix is a prefix match on
 //   binary_path; container is the container's name (and needs a pod, like every Kubernetes
 //   attribute).
-// - Scope predicates see the process and pod, event predicates the connection's addresses and
-//   ports; an attribute used in the other one is an error.
+// - Scope predicates see the process and pod, event predicates the connection's addresses,
+//   ports and peer; an attribute used in the other one is an error.
+// - peer_* attributes describe the connection's remote end (the record's daddr, whatever the
+//   direction: for an accepted connection, the client), as the event's `peer` object does. A
+//   field the peer does not have (no peer index, a kind without that field, an empty value such
+//   as the workload of a pod only an EndpointSlice names) is unknown, like a host process's pod:
+//   peer_namespace is a pod's or a service's namespace, peer_pod and peer_workload a pod's,
+//   peer_service a service's name, peer_network an external peer's network, peer_label a pod's
+//   label. peer_kind's values must be one of the five kinds.
 // - Macros are expanded at compile time (each macro compiled once per scope/event use and
 //   shared as a sub-DAG); cycles are errors. A list may be named by `in NAME` or inside a list
 //   literal, where its values are spliced in.
@@ -69,9 +76,17 @@ enum class Attr : uint8_t {
   kWorkload,
   kWorkloadKind,
   kPodLabel,
+  kPeerKind,
+  kPeerNamespace,
+  kPeerPod,
+  kPeerWorkload,
+  kPeerService,
+  kPeerNetwork,
+  kPeerLabel,
 };
 
-enum class Kind : uint8_t { kIpv4, kIpv6, kPort, kUid, kString };
+// kPeerKind: a PeerKind in Value::number.
+enum class Kind : uint8_t { kIpv4, kIpv6, kPort, kUid, kString, kPeerKind };
 enum class Where : uint8_t { kScope, kEvent, kAny };
 
 struct AttrInfo {
@@ -99,7 +114,20 @@ constexpr AttrInfo kAttrs[] = {
     {"workload", Attr::kWorkload, Kind::kString, Where::kScope},
     {"workload_kind", Attr::kWorkloadKind, Kind::kString, Where::kScope},
     {"pod_label", Attr::kPodLabel, Kind::kString, Where::kScope},
+    {"peer_kind", Attr::kPeerKind, Kind::kPeerKind, Where::kEvent},
+    {"peer_namespace", Attr::kPeerNamespace, Kind::kString, Where::kEvent},
+    {"peer_pod", Attr::kPeerPod, Kind::kString, Where::kEvent},
+    {"peer_workload", Attr::kPeerWorkload, Kind::kString, Where::kEvent},
+    {"peer_service", Attr::kPeerService, Kind::kString, Where::kEvent},
+    {"peer_network", Attr::kPeerNetwork, Kind::kString, Where::kEvent},
+    {"peer_label", Attr::kPeerLabel, Kind::kString, Where::kEvent},
 };
+
+// Attributes written attr["key"].
+constexpr bool has_key(Attr attr) { return attr == Attr::kPodLabel || attr == Attr::kPeerLabel; }
+
+constexpr PeerKind kRulePeerKinds[] = {PeerKind::kPod, PeerKind::kService, PeerKind::kNode,
+                                       PeerKind::kHost, PeerKind::kExternal};
 
 enum class Op : uint8_t { kAnd, kOr, kNot, kPred };
 
@@ -123,7 +151,7 @@ struct Pred {
   Attr attr;
   uint32_t first = 0;
   uint32_t count = 0;
-  uint32_t key_off = 0;  // pod_label's key in strings
+  uint32_t key_off = 0;  // pod_label's and peer_label's key in strings
   uint32_t key_len = 0;
 };
 
@@ -191,9 +219,51 @@ bool prefix_match(const uint8_t* addr, const uint8_t* net, uint32_t prefix) {
   return (addr[full] & mask) == net[full];
 }
 
+// A peer attribute's string; nullopt when unknown (no peer, a field its kind lacks, or empty).
+std::optional<std::string_view> peer_string_of(Attr attr, std::string_view key, const Peer* peer) {
+  if (peer == nullptr) return std::nullopt;
+  std::string_view s;
+  switch (attr) {
+    case Attr::kPeerNamespace:
+      if (peer->kind == PeerKind::kPod || peer->kind == PeerKind::kService) {
+        s = peer->namespace_name;
+      }
+      break;
+    case Attr::kPeerPod:
+      if (peer->kind == PeerKind::kPod) s = peer->name;
+      break;
+    case Attr::kPeerWorkload:
+      if (peer->kind == PeerKind::kPod) s = peer->workload;
+      break;
+    case Attr::kPeerService:
+      if (peer->kind == PeerKind::kService) s = peer->name;
+      break;
+    case Attr::kPeerNetwork:
+      if (peer->kind == PeerKind::kExternal) s = peer->network;
+      break;
+    case Attr::kPeerLabel:
+      if (peer->kind != PeerKind::kPod) break;
+      for (const PeerLabel& label : peer->labels) {  // few labels: linear
+        if (label.key == key) return label.value;
+      }
+      break;
+    default:
+      break;
+  }
+  if (s.empty()) return std::nullopt;
+  return s;
+}
+
 // The string an attribute has for this input; nullopt when unknown.
 std::optional<std::string_view> string_of(Attr attr, std::string_view key, const RuleInput& in) {
   switch (attr) {
+    case Attr::kPeerNamespace:
+    case Attr::kPeerPod:
+    case Attr::kPeerWorkload:
+    case Attr::kPeerService:
+    case Attr::kPeerNetwork:
+    case Attr::kPeerLabel:
+      return peer_string_of(attr, key, in.peer);
     case Attr::kBinaryPath:
     case Attr::kBinaryPrefix:
       if (in.binary_path.empty()) return std::nullopt;
@@ -258,6 +328,11 @@ bool RuleSet::Impl::test(const Pred& pred, const RuleInput& in) const {
       const uint32_t port = pred.attr == Attr::kPortSrc ? in.sport : in.dport;
       return std::any_of(begin, end, [&](const Value& v) { return v.number == port; });
     }
+    case Attr::kPeerKind:
+      if (in.peer == nullptr) return false;
+      return std::any_of(begin, end, [&](const Value& v) {
+        return v.number == static_cast<uint32_t>(in.peer->kind);
+      });
     case Attr::kUid:
       if (!in.uid) return false;
       return std::any_of(begin, end, [&](const Value& v) { return v.number == *in.uid; });
@@ -756,6 +831,18 @@ class Compiler {
         v.str_off = intern(text);
         v.str_len = static_cast<uint32_t>(text.size());
         break;
+      case Kind::kPeerKind: {
+        const PeerKind* kind = std::find_if(std::begin(kRulePeerKinds), std::end(kRulePeerKinds),
+                                            [&](PeerKind k) { return to_string(k) == text; });
+        if (is_number || kind == std::end(kRulePeerKinds)) {
+          throw CompileError{0, std::string(attr.name) +
+                                    " needs one of \"pod\", \"service\", \"node\", \"host\", "
+                                    "\"external\", got " +
+                                    (is_number ? "number " + shown(text) : netmon::quoted(text))};
+        }
+        v.number = static_cast<uint32_t>(*kind);
+        break;
+      }
     }
     out_.values.push_back(v);
   }
@@ -849,14 +936,16 @@ uint32_t Parser::parse_predicate(const AttrInfo& attr, const Token& name) {
   }
   RuleSet::Impl& out = c_.out();
   Pred pred{attr.attr};
-  if (attr.attr == Attr::kPodLabel) {
+  if (has_key(attr.attr)) {
+    const std::string name_text(attr.name);
     const Token& open = next();
     if (open.type != Tok::kLBracket) {
-      throw_at(open.pos, "pod_label needs a key: pod_label[\"app\"], got " + describe(open));
+      throw_at(open.pos,
+               name_text + " needs a key: " + name_text + "[\"app\"], got " + describe(open));
     }
     const Token& key = next();
     if (key.type != Tok::kString) {
-      throw_at(key.pos, "pod_label needs a double-quoted key, got " + describe(key));
+      throw_at(key.pos, name_text + " needs a double-quoted key, got " + describe(key));
     }
     const Token& close = next();
     if (close.type != Tok::kRBracket) {

@@ -15,6 +15,7 @@
 
 #include "common/result.h"
 #include "events/event.h"
+#include "k8s/peer_index.h"
 #include "k8s/pods.h"
 
 namespace netmon {
@@ -52,6 +53,7 @@ struct RuleInput {
   std::optional<uint32_t> uid;          // nullopt when the owner is unknown
   const PodMeta* pod = nullptr;         // null for host processes
   const ContainerMeta* container = nullptr;
+  const Peer* peer = nullptr;  // the remote end (daddr of the record); null: no peer index
 };
 
 // The compiled rules of one direction.

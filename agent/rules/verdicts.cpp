@@ -46,6 +46,7 @@ bool Verdicts::decide(const ConnectionEvent& e, const EventOwner& owner, std::st
     if (e.owner_known) in.uid = e.task.uid;
     in.pod = owner.pod;
     in.container = owner.container;
+    in.peer = owner.peer;
     auto matched = set.match(in);
     if (!matched) return false;
     rule = *matched;

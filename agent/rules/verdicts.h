@@ -24,12 +24,14 @@ struct EventSwitches {
   bool failed = true;
 };
 
-// What the rules look at besides the record: the owner's process, its parent and its pod.
+// What the rules look at besides the record: the owner's process, its parent and its pod, and
+// who the remote end is.
 struct EventOwner {
   std::string_view binary_path;         // "" when unknown
   std::string_view parent_binary_path;  // "" when unknown
   const PodMeta* pod = nullptr;         // null for host processes, or a pod still unknown
   const ContainerMeta* container = nullptr;
+  const Peer* peer = nullptr;  // the remote end (the record's daddr); null: no peer index
 };
 
 struct VerdictStats {

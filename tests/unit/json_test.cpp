@@ -600,5 +600,168 @@ TEST(EventEncoder, PodObjectIsEncodedAnewForANewSnapshot) {
   EXPECT_EQ(pod_of(2).at("container"), json({{"id", "def456"}}));
 }
 
+// ---- the peer object (issue #19) -------------------------------------------------------------
+
+// The `peer` object of a line whose context names `peer`; also checks that it sits right after
+// "dport" (next to the address it names).
+json peer_of_line(const std::string& line) {
+  EXPECT_NE(line.find("\"dport\":80,\"peer\":{"), std::string::npos) << line;
+  expect_one_line(line);
+  return json::parse(line).at("network_event").at("peer");
+}
+
+json peer_json(const Peer& peer, bool labels = false) {
+  EventContext context;
+  context.peer = &peer;
+  context.peer_labels = labels;
+  return peer_of_line(line_for(make_event(ConnKind::kEstablish), context));
+}
+
+TEST(AppendEventLine, NoPeerFieldWithoutAnIndex) {
+  const std::string line = line_for(make_event(ConnKind::kEstablish));
+  EXPECT_EQ(line.find("\"peer\""), std::string::npos);
+  EXPECT_FALSE(json::parse(line).at("network_event").contains("peer"));
+}
+
+TEST(AppendEventLine, PeerSitsAfterDportInEveryType) {
+  Peer peer;
+  peer.kind = PeerKind::kHost;
+  for (const TypeCase& t : kTypes) {
+    SCOPED_TRACE(t.name);
+    EventContext context;
+    context.peer = &peer;
+    const std::string line = line_for(make_event(t.kind), context);
+    EXPECT_EQ(peer_of_line(line), json({{"kind", "host"}}));
+    // One more field than without a peer, and nothing else moved.
+    const json n = json::parse(line).at("network_event");
+    const json without = json::parse(line_for(make_event(t.kind))).at("network_event");
+    EXPECT_EQ(n.size(), without.size() + 1);
+    json stripped = n;
+    stripped.erase("peer");
+    EXPECT_EQ(stripped, without);
+  }
+}
+
+const PeerLabel kLabels[] = {{"app", "web"}, {"tier", "front"}};
+
+Peer pod_peer() {
+  Peer p;
+  p.kind = PeerKind::kPod;
+  p.namespace_name = "shop";
+  p.name = "web-7d4b9c8f5-x2x1q";
+  p.uid = "0b1c2d3e-0000-4000-8000-000000000001";
+  p.workload = "web";
+  p.workload_kind = "Deployment";
+  p.labels = kLabels;
+  // Fields of other kinds stay out of a pod's object even when set.
+  p.port_name = "http";
+  p.service_type = "ClusterIP";
+  p.network = "private";
+  return p;
+}
+
+TEST(AppendPeer, PodHasExactlyItsFields) {
+  EXPECT_EQ(peer_json(pod_peer()), json({{"kind", "pod"},
+                                         {"namespace", "shop"},
+                                         {"name", "web-7d4b9c8f5-x2x1q"},
+                                         {"uid", "0b1c2d3e-0000-4000-8000-000000000001"},
+                                         {"workload", "web"},
+                                         {"workload_kind", "Deployment"}}));
+}
+
+TEST(AppendPeer, PodLabelsOnlyWhenSwitchedOn) {
+  const json with = peer_json(pod_peer(), true);
+  EXPECT_EQ(with.size(), 7u) << with.dump();
+  EXPECT_EQ(with.at("labels"), json({{"app", "web"}, {"tier", "front"}}));
+  EXPECT_FALSE(peer_json(pod_peer(), false).contains("labels"));
+  // A pod only an EndpointSlice names: no workload, no labels known; the fields stay, empty.
+  Peer bare;
+  bare.kind = PeerKind::kPod;
+  bare.namespace_name = "shop";
+  bare.name = "db-0";
+  bare.uid = "u";
+  EXPECT_EQ(peer_json(bare, true), json({{"kind", "pod"},
+                                         {"namespace", "shop"},
+                                         {"name", "db-0"},
+                                         {"uid", "u"},
+                                         {"workload", ""},
+                                         {"workload_kind", ""},
+                                         {"labels", json::object()}}));
+}
+
+TEST(AppendPeer, ServiceHasExactlyItsFields) {
+  Peer p;
+  p.kind = PeerKind::kService;
+  p.namespace_name = "shop";
+  p.name = "web";
+  p.uid = "svc-uid";
+  p.port_name = "http";
+  p.service_type = "NodePort";
+  p.workload = "not written";
+  p.network = "not written";
+  EXPECT_EQ(peer_json(p, true), json({{"kind", "service"},
+                                      {"namespace", "shop"},
+                                      {"name", "web"},
+                                      {"port_name", "http"},
+                                      {"type", "NodePort"}}));
+  p.port_name = {};  // no service port matched
+  EXPECT_EQ(peer_json(p).at("port_name"), "");
+}
+
+TEST(AppendPeer, NodeHostAndExternalHaveExactlyTheirFields) {
+  Peer node;
+  node.kind = PeerKind::kNode;
+  node.name = "node-1";
+  node.uid = "node-uid";
+  node.namespace_name = "not written";
+  EXPECT_EQ(peer_json(node, true), json({{"kind", "node"}, {"name", "node-1"}}));
+
+  Peer host;
+  host.kind = PeerKind::kHost;
+  host.name = "not written";
+  EXPECT_EQ(peer_json(host, true), json({{"kind", "host"}}));
+
+  Peer external;
+  external.kind = PeerKind::kExternal;
+  external.network = "internet";
+  external.name = "not written";
+  EXPECT_EQ(peer_json(external, true), json({{"kind", "external"}, {"network", "internet"}}));
+  external.network = "metadata";
+  EXPECT_EQ(peer_json(external).at("network"), "metadata");
+}
+
+// Every string comes from the API server: each is escaped, whatever bytes it holds.
+TEST(AppendPeer, EscapesEveryString) {
+  const std::string_view nasty("a\"b\\c\n\x01\xff", 8);
+  const std::string decoded = round_trip(nasty);
+  const PeerLabel labels[] = {{nasty, nasty}};
+  Peer p;
+  p.kind = PeerKind::kPod;
+  p.namespace_name = nasty;
+  p.name = nasty;
+  p.uid = nasty;
+  p.workload = nasty;
+  p.workload_kind = nasty;
+  p.labels = labels;
+  const json pod = peer_json(p, true);
+  for (const char* key : {"namespace", "name", "uid", "workload", "workload_kind"}) {
+    EXPECT_EQ(pod.at(key), decoded) << key;
+  }
+  EXPECT_EQ(pod.at("labels"), json({{decoded, decoded}}));
+
+  p.kind = PeerKind::kService;
+  p.port_name = nasty;
+  p.service_type = nasty;
+  const json service = peer_json(p);
+  for (const char* key : {"namespace", "name", "port_name", "type"}) {
+    EXPECT_EQ(service.at(key), decoded) << key;
+  }
+  p.kind = PeerKind::kNode;
+  EXPECT_EQ(peer_json(p).at("name"), decoded);
+  p.kind = PeerKind::kExternal;
+  p.network = nasty;
+  EXPECT_EQ(peer_json(p).at("network"), decoded);
+}
+
 }  // namespace
 }  // namespace netmon

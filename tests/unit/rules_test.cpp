@@ -82,6 +82,7 @@ struct Conn {
   std::optional<uint32_t> uid = 1000;
   const PodMeta* pod = nullptr;
   const ContainerMeta* container = nullptr;
+  const Peer* peer = nullptr;
 
   RuleInput input() const {
     RuleInput in;
@@ -94,6 +95,7 @@ struct Conn {
     in.uid = uid;
     in.pod = pod;
     in.container = container;
+    in.peer = peer;
     return in;
   }
 };
@@ -938,6 +940,216 @@ TEST(RulesKubernetes, HostProcessesHaveNoKubernetesAttributes) {
   EXPECT_FALSE(scope_holds("container == \"nginx\"", orphan));
 }
 
+// ---- peers (issue #19) -------------------------------------------------------------------------
+
+const PeerLabel kPeerLabels[] = {{"app", "db"}, {"empty", ""}, {"tier", "backend"}};
+
+Peer peer_pod() {
+  Peer p;
+  p.kind = PeerKind::kPod;
+  p.namespace_name = "payments";
+  p.name = "db-0";
+  p.uid = "u-db-0";
+  p.workload = "db";
+  p.workload_kind = "StatefulSet";
+  p.labels = kPeerLabels;
+  return p;
+}
+
+Peer peer_service() {
+  Peer p;
+  p.kind = PeerKind::kService;
+  p.namespace_name = "shop";
+  p.name = "web";
+  p.uid = "u-web";
+  p.port_name = "http";
+  p.service_type = "ClusterIP";
+  return p;
+}
+
+Peer peer_external(std::string_view network) {
+  Peer p;
+  p.kind = PeerKind::kExternal;
+  p.network = network;
+  return p;
+}
+
+TEST(RulesPeer, KindOfEachPeer) {
+  Conn c;
+  const Peer pod = peer_pod();
+  const Peer service = peer_service();
+  Peer node;
+  node.kind = PeerKind::kNode;
+  node.name = "node-1";
+  Peer host;
+  host.kind = PeerKind::kHost;
+  const Peer external = peer_external("internet");
+  const std::pair<const Peer*, const char*> cases[] = {{&pod, "pod"},
+                                                       {&service, "service"},
+                                                       {&node, "node"},
+                                                       {&host, "host"},
+                                                       {&external, "external"}};
+  for (const auto& [peer, kind] : cases) {
+    c.peer = peer;
+    for (const char* other : {"pod", "service", "node", "host", "external"}) {
+      EXPECT_EQ(event_holds(std::string("peer_kind == \"") + other + "\"", c),
+                std::string_view(other) == kind)
+          << kind << " vs " << other;
+    }
+  }
+  c.peer = &pod;
+  EXPECT_TRUE(event_holds(R"(peer_kind in ["service", "pod"])", c));
+  EXPECT_TRUE(event_holds("peer_kind in kinds", c, {{"kinds", {"node", "pod"}}}));
+}
+
+TEST(RulesPeer, PodAttributes) {
+  const Peer pod = peer_pod();
+  Conn c;
+  c.peer = &pod;
+  EXPECT_TRUE(event_holds(R"(peer_namespace == "payments")", c));
+  EXPECT_FALSE(event_holds(R"(peer_namespace == "shop")", c));
+  EXPECT_TRUE(event_holds(R"(peer_pod == "db-0")", c));
+  EXPECT_TRUE(event_holds(R"(peer_workload == "db")", c));
+  EXPECT_TRUE(event_holds(R"(peer_label["app"] == "db")", c));
+  EXPECT_TRUE(event_holds(R"(peer_label["tier"] in ["frontend", "backend"])", c));
+  EXPECT_FALSE(event_holds(R"(peer_label["app"] == "web")", c));
+  EXPECT_FALSE(event_holds(R"(peer_label["missing"] == "")", c));
+  EXPECT_TRUE(event_holds(R"(peer_label["empty"] == "")", c));  // a label whose value is ""
+  // A pod has no service and no network.
+  EXPECT_FALSE(event_holds(R"(peer_service == "db-0")", c));
+  EXPECT_FALSE(event_holds(R"(peer_network == "internet")", c));
+  // Combined with the connection's own attributes.
+  EXPECT_TRUE(event_holds(R"(peer_pod == "db-0" AND port_dst == 80)", c));
+  // A pod only an EndpointSlice names: no workload known.
+  Peer bare = pod;
+  bare.workload = {};
+  bare.labels = {};
+  c.peer = &bare;
+  EXPECT_FALSE(event_holds(R"(peer_workload == "")", c));
+  EXPECT_TRUE(event_holds(R"(NOT peer_workload == "db")", c));
+  EXPECT_FALSE(event_holds(R"(peer_label["app"] == "db")", c));
+}
+
+TEST(RulesPeer, ServiceAndExternalAttributes) {
+  const Peer service = peer_service();
+  Conn c;
+  c.peer = &service;
+  EXPECT_TRUE(event_holds(R"(peer_service == "web")", c));
+  EXPECT_TRUE(event_holds(R"(peer_namespace == "shop")", c));
+  EXPECT_FALSE(event_holds(R"(peer_pod == "web")", c));
+  EXPECT_FALSE(event_holds(R"(peer_workload == "web")", c));
+  EXPECT_FALSE(event_holds(R"(peer_label["app"] == "web")", c));
+
+  const Peer internet = peer_external("internet");
+  const Peer metadata = peer_external("metadata");
+  c.peer = &internet;
+  EXPECT_TRUE(event_holds(R"(peer_network == "internet")", c));
+  EXPECT_FALSE(event_holds(R"(peer_namespace == "")", c));
+  c.peer = &metadata;
+  EXPECT_FALSE(event_holds(R"(peer_network == "internet")", c));
+  EXPECT_TRUE(event_holds(R"(peer_network in ["metadata", "private"])", c));
+  Peer node;
+  node.kind = PeerKind::kNode;
+  node.name = "node-1";
+  c.peer = &node;  // a node's name is not a pod's nor a service's
+  for (const char* p : {R"(peer_pod == "node-1")", R"(peer_service == "node-1")",
+                        R"(peer_namespace == "")", R"(peer_network == "")"}) {
+    EXPECT_FALSE(event_holds(p, c)) << p;
+  }
+}
+
+// No peer (the agent has no index): every peer predicate is false, its negation true, as for a
+// host process's pod attributes.
+TEST(RulesPeer, WithoutAPeerEveryPeerPredicateIsFalse) {
+  const Conn c;
+  for (const char* p :
+       {R"(peer_kind == "external")", R"(peer_kind in ["pod", "service", "node", "host"])",
+        R"(peer_namespace == "shop")", R"(peer_pod == "x")", R"(peer_workload == "x")",
+        R"(peer_service == "x")", R"(peer_network == "internet")", R"(peer_label["app"] == "x")",
+        R"(peer_namespace == "")"}) {
+    EXPECT_FALSE(event_holds(p, c)) << p;
+    EXPECT_TRUE(event_holds(std::string("NOT ") + p, c)) << p;
+  }
+}
+
+// The examples of docs/rules.md.
+TEST(RulesPeer, DocumentedExamples) {
+  PodMeta shop_pod;
+  shop_pod.namespace_name = "shop";
+  shop_pod.name = "web-1";
+  PodMeta other_pod = shop_pod;
+  other_pod.namespace_name = "payments";
+  const Peer in_shop = [] {
+    Peer p = peer_pod();
+    p.namespace_name = "shop";
+    return p;
+  }();
+  const Peer outside = peer_pod();  // payments
+  const Peer service = peer_service();
+  const Peer internet = peer_external("internet");
+  const Peer private_net = peer_external("private");
+
+  const std::string scope = R"(namespace == "shop")";
+  const std::string leaves = R"(peer_kind == "pod" AND NOT peer_namespace == "shop")";
+  auto leaves_shop = [&](const PodMeta* pod, const Peer* peer) {
+    Conn c;
+    c.pod = pod;
+    c.peer = peer;
+    return holds(scope, leaves, c);
+  };
+  EXPECT_TRUE(leaves_shop(&shop_pod, &outside));
+  EXPECT_FALSE(leaves_shop(&shop_pod, &in_shop));
+  EXPECT_FALSE(leaves_shop(&shop_pod, &service));
+  EXPECT_FALSE(leaves_shop(&shop_pod, &internet));
+  EXPECT_FALSE(leaves_shop(&other_pod, &outside));
+  EXPECT_FALSE(leaves_shop(nullptr, &outside));
+  EXPECT_FALSE(leaves_shop(&shop_pod, nullptr));
+
+  Conn c;
+  c.peer = &internet;
+  EXPECT_TRUE(event_holds(R"(peer_network == "internet")", c));
+  c.peer = &private_net;
+  EXPECT_FALSE(event_holds(R"(peer_network == "internet")", c));
+  c.peer = &service;
+  EXPECT_FALSE(event_holds(R"(peer_network == "internet")", c));
+}
+
+TEST(RulesPeer, Errors) {
+  EXPECT_EQ(event_error(R"(peer_kind == "Pod")"),
+            "egress rule 'r' event, column 14: peer_kind needs one of \"pod\", \"service\", "
+            "\"node\", \"host\", \"external\", got 'Pod'");
+  EXPECT_EQ(event_error(R"(peer_kind in ["pod", "internet"])"),
+            "egress rule 'r' event, column 22: peer_kind needs one of \"pod\", \"service\", "
+            "\"node\", \"host\", \"external\", got 'internet'");
+  EXPECT_EQ(event_error("peer_kind == 1"),
+            "egress rule 'r' event, column 14: peer_kind needs one of \"pod\", \"service\", "
+            "\"node\", \"host\", \"external\", got number 1");
+  EXPECT_EQ(event_error("peer_kind in kinds", {{"kinds", {"pod", "cluster"}}}),
+            "egress rule 'r' event, column 14: list 'kinds' item 2: peer_kind needs one of "
+            "\"pod\", \"service\", \"node\", \"host\", \"external\", got 'cluster'");
+  EXPECT_EQ(event_error(R"(peer_label == "x")"),
+            "egress rule 'r' event, column 12: peer_label needs a key: peer_label[\"app\"], got "
+            "'=='");
+  EXPECT_EQ(event_error("peer_label[app] == \"x\""),
+            "egress rule 'r' event, column 12: peer_label needs a double-quoted key, got 'app'");
+  EXPECT_EQ(event_error(R"(peer_pod["a"] == "x")"),
+            "egress rule 'r' event, column 9: attribute 'peer_pod' takes no key");
+  EXPECT_EQ(event_error("peer_namespace == 3"),
+            "egress rule 'r' event, column 19: peer_namespace needs a double-quoted string, got "
+            "number 3");
+  EXPECT_EQ(event_error("peer_cluster == \"x\""),
+            "egress rule 'r' event, column 1: unknown attribute 'peer_cluster'");
+  for (const char* p : {R"(peer_kind == "pod")", R"(peer_namespace == "x")", R"(peer_pod == "x")",
+                        R"(peer_workload == "x")", R"(peer_service == "x")",
+                        R"(peer_network == "x")", R"(peer_label["a"] == "x")"}) {
+    EXPECT_NE(scope_error(p).find("belongs in event, not in scope"), std::string::npos) << p;
+  }
+  // A macro may not take a peer attribute's name.
+  RulesSpec spec = one_rule("", "");
+  spec.macros = {{"peer_pod", "port_dst == 1"}};
+  EXPECT_EQ(error_of(spec), "macro 'peer_pod': the name is an attribute's");
+}
+
 // ---- the reference's example ------------------------------------------------------------------
 
 RulesSpec reference_example() {
@@ -1023,6 +1235,10 @@ TEST(RulesAllocation, MatchDoesNotAllocate) {
       {"k8s",
        "k8s_web AND container == \"nginx\" AND uid in [0, 1000] AND binary_prefix == \"/usr\"",
        "ipv6_dst in private6 OR ipv4_dst in private AND port_dst in [80, 443]"});
+  spec.egress.rules.insert(spec.egress.rules.begin() + 1,
+                           {"to-db", "",
+                            R"(peer_kind in ["pod", "service"] AND peer_namespace == "payments" )"
+                            R"(AND peer_label["app"] == "db" AND NOT peer_network == "internet")"});
   const auto compiled = compile_rules(spec);
   ASSERT_TRUE(compiled) << compiled.error().message;
   const PodMeta pod = fake_pod();
@@ -1031,7 +1247,10 @@ TEST(RulesAllocation, MatchDoesNotAllocate) {
   in_pod.container = &pod.containers[0];
   const Conn host = conn_v6("2001:db8::1", "2001:db8::2", 22);
   const Conn lo = conn_v4(v4(127, 0, 0, 1), v4(127, 0, 0, 1), 7878);
-  const RuleInput inputs[] = {in_pod.input(), host.input(), lo.input()};
+  const Peer peer = peer_pod();
+  Conn to_peer = host;
+  to_peer.peer = &peer;
+  const RuleInput inputs[] = {in_pod.input(), host.input(), lo.input(), to_peer.input()};
 
   size_t hits = 0;
   const uint64_t before = g_new_calls;
@@ -1043,8 +1262,9 @@ TEST(RulesAllocation, MatchDoesNotAllocate) {
   }
   const uint64_t after = g_new_calls;
   EXPECT_EQ(after - before, 0u);
-  EXPECT_EQ(hits, 300u);  // all three match an egress rule, none the ingress one
+  EXPECT_EQ(hits, 400u);  // all four match an egress rule, none the ingress one
   EXPECT_EQ(compiled->egress.match(in_pod.input()), "k8s");
+  EXPECT_EQ(compiled->egress.match(to_peer.input()), "to-db");
 
   // The counter works.
   const uint64_t probe = g_new_calls;

@@ -152,5 +152,34 @@ TEST(VerdictsTest, TheOwnerIsWhatScopesSee) {
   EXPECT_FALSE(decide(v, event(ConnKind::kEstablish, 21, 80)).written);
 }
 
+// The peer is the remote end whatever the direction: for an accepted connection, the client
+// (while port_dst is this host's port: rules speak of who sent the SYN to whom).
+TEST(VerdictsTest, RulesSeeThePeerOfEitherDirection) {
+  RulesSpec spec;
+  spec.egress.rules.push_back(RuleSpec{"to-internet", "", R"(peer_network == "internet")", 0});
+  spec.ingress.rules.push_back(
+      RuleSpec{"from-shop", "", R"(peer_namespace == "shop" AND port_dst == 8080)", 0});
+  const CompiledRules rules = compiled(spec);
+  Verdicts v(&rules, {}, 16);
+  Peer internet;
+  internet.kind = PeerKind::kExternal;
+  internet.network = "internet";
+  Peer client;
+  client.kind = PeerKind::kPod;
+  client.namespace_name = "shop";
+  client.name = "web-1";
+  EventOwner owner;
+  owner.peer = &internet;
+  EXPECT_EQ(decide(v, event(ConnKind::kEstablish, 1, 443), owner).rule, "to-internet");
+  EXPECT_FALSE(decide(v, event(ConnKind::kEstablish, 2, 443)).written);  // no peer
+  owner.peer = &client;
+  EXPECT_FALSE(decide(v, event(ConnKind::kEstablish, 3, 443), owner).written);
+  const Decision in = decide(v, event(ConnKind::kAccept, 4, 41000), owner);
+  EXPECT_TRUE(in.written);
+  EXPECT_EQ(in.rule, "from-shop");
+  owner.peer = &internet;
+  EXPECT_FALSE(decide(v, event(ConnKind::kAccept, 5, 41000), owner).written);
+}
+
 }  // namespace
 }  // namespace netmon
