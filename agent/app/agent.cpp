@@ -23,6 +23,7 @@
 #include "events/counters.h"
 #include "k8s/attribution.h"
 #include "k8s/in_cluster.h"
+#include "k8s/kube_api.h"
 #include "metrics/http_server.h"
 #include "metrics/metrics.h"
 #include "output/json.h"
@@ -249,6 +250,14 @@ Result<void> validate_config(const Options& options) {
     // As given, without the in-cluster defaults (they look at the host's files).
     const KubeletOptions given = configured_kubelet(options);
     if (auto settings = KubeletWatcher::validate_settings(given); !settings) return settings;
+  }
+  if (!options.kube_api_url.empty()) {
+    // As given too; an empty URL is the in-cluster one (https, the service-account token).
+    KubeApiOptions api;
+    api.url = options.kube_api_url;
+    api.token_file = options.kube_api_token_file;
+    api.allow_http_token = options.kube_api_allow_http_token;
+    if (auto settings = KubeApiClient::validate_settings(api); !settings) return settings;
   }
   return {};
 }

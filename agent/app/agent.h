@@ -12,9 +12,10 @@ namespace netmon {
 constexpr int kExitOutputFailed = 3;
 
 // Everything about the configuration that a start checks before it touches the kernel or the
-// host: the rules compile (macro cycles, depth, ports, addresses), the kubelet URL parses. What
-// depends on the host (the --proc-root directory, BTF, privileges) is checked by run_agent(). Used
-// by --check-config and --print-config.
+// host: the rules compile (macro cycles, depth, ports, addresses), the kubelet and API server
+// URLs parse, a token goes over http:// only when allowed. What depends on the host (the
+// --proc-root directory, BTF, privileges) is checked by run_agent(). Used by --check-config and
+// --print-config.
 Result<void> validate_config(const Options& options);
 
 // Returns the process exit code: 0 after a stop by SIGTERM, SIGINT or SIGHUP (SIGUSR1 logs a

@@ -8,6 +8,8 @@
 
 #include "common/text.h"
 #include "config/config.h"
+#include "k8s/cidr.h"
+#include "k8s/kube_api.h"
 #include "metrics/http_server.h"
 #include "metrics/metrics.h"
 
@@ -21,6 +23,8 @@ enum class Type {
   kNumber,
   kString,
   kList,  // comma separated; a YAML list in the file
+  // NAME=ITEM,ITEM;NAME=ITEM; an ordered YAML mapping of names to lists in the file
+  kMapOfLists,
 };
 
 // One setting: the single source of truth for its flag, variable, key, help, default (show() of
@@ -34,6 +38,9 @@ struct Setting {
   const char* help;        // the default is added from show(Options{}) when that is not empty
   std::function<Result<void>(Options&, std::string_view)> apply;
   std::function<std::string(const Options&)> show;  // the value as apply() takes it
+  // Optional, for a list in the file: checks one item there, so that the error names its line
+  // and column (apply() checks them again, from every source).
+  Result<void> (*check_item)(std::string_view item) = nullptr;
 };
 
 Result<uint64_t> parse_size(std::string_view text, uint64_t min, uint64_t max) {
@@ -151,6 +158,54 @@ Setting text(const char* flag, const char* env, const char* key, const char* val
             return {};
           },
           [field](const Options& o) { return field(o); }};
+}
+
+// The caps on kubernetes.external_networks. Each external peer's lookup tries the CIDRs in
+// order (CidrClasses::classify), so their number bounds its cost.
+constexpr size_t kMaxExternalNetworkClasses = 64;
+constexpr size_t kMaxExternalNetworkCidrs = 4096;  // in all classes together
+constexpr size_t kMaxExternalNetworkNameBytes = 63;
+
+// A class name as events and rules show it (peer.network, peer_network): 1 to 63 letters,
+// digits, '_', '-' and '.'.
+bool external_network_name(std::string_view name) {
+  return !name.empty() && name.size() <= kMaxExternalNetworkNameBytes &&
+         name.find_first_not_of(
+             "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.") ==
+             std::string_view::npos;
+}
+
+// One CIDR of kubernetes.external_networks, as CidrClasses::parse takes it.
+Result<void> check_cidr(std::string_view text) {
+  if (auto cidr = Cidr::parse(text); !cidr) {
+    return fail(quoted(text) + " is not a CIDR: " + cidr.error().message);
+  }
+  return {};
+}
+
+// NAME=CIDR,CIDR;NAME=CIDR (the YAML mapping arrives in this form too): the classes within the
+// caps, each name valid, each CIDR one CidrClasses::parse takes.
+Result<config::NamedLists> parse_external_networks(std::string_view text) {
+  auto classes = config::parse_map_of_lists_text(text);
+  if (!classes) return classes;
+  if (classes->size() > kMaxExternalNetworkClasses) {
+    return fail(std::to_string(classes->size()) + " classes; at most " +
+                std::to_string(kMaxExternalNetworkClasses) + " are allowed");
+  }
+  size_t cidrs = 0;
+  for (const auto& [name, list] : *classes) {
+    if (!external_network_name(name)) {
+      return fail("the class name " + quoted(name) +
+                  " is not 1 to 63 letters, digits, '_', '-' or '.'");
+    }
+    cidrs += list.size();
+  }
+  if (cidrs > kMaxExternalNetworkCidrs) {
+    return fail(std::to_string(cidrs) + " CIDRs; at most " +
+                std::to_string(kMaxExternalNetworkCidrs) + " are allowed in all classes");
+  }
+  if (auto checked = CidrClasses::parse(*classes); !checked) return fail(checked.error().message);
+  return classes;
 }
 
 Setting command(const char* flag, const char* help, bool Options::*member) {
@@ -306,6 +361,61 @@ const std::vector<Setting>& settings() {
          return {};
        },
        [](const Options& o) { return o.cgroup_root; }},
+      {"kube-api-url", "NETMON_KUBE_API_URL", "kubernetes.api_url", Type::kString, "URL",
+       "the Kubernetes API server, https://HOST:PORT without a path, watched for the peers' "
+       "names (services, endpoint slices, nodes, optionally pods); empty (the default): "
+       "$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT in a cluster, else none (peers are "
+       "named from this node's pods, its own addresses and the external networks)",
+       [](Options& o, std::string_view v) -> Result<void> {
+         if (!v.empty()) {
+           if (auto url = parse_kube_api_url(v); !url) return fail(url.error().message);
+         }
+         o.kube_api_url = std::string(v);
+         return {};
+       },
+       [](const Options& o) { return o.kube_api_url; }},
+      text(
+          "kube-api-token-file", "NETMON_KUBE_API_TOKEN_FILE", "kubernetes.api_token_file", "FILE",
+          "bearer token for the API server, re-read when it changes; empty (the default): the "
+          "service-account token in a cluster",
+          [](auto& o) -> auto& { return o.kube_api_token_file; }),
+      text(
+          "kube-api-ca-file", "NETMON_KUBE_API_CA_FILE", "kubernetes.api_ca_file", "FILE",
+          "CA bundle that signed the API server's certificate; empty (the default): the "
+          "service-account CA in a cluster",
+          [](auto& o) -> auto& { return o.kube_api_ca_file; }),
+      boolean(
+          "kube-api-insecure-skip-verify", "NETMON_KUBE_API_INSECURE_SKIP_VERIFY",
+          "kubernetes.api_insecure_skip_verify", "do not verify the API server's certificate",
+          [](auto& o) -> auto& { return o.kube_api_insecure_skip_verify; }),
+      boolean(
+          "kube-api-allow-http-token", "NETMON_KUBE_API_ALLOW_HTTP_TOKEN",
+          "kubernetes.api_allow_http_token",
+          "send the bearer token to an http:// API server URL, in cleartext (without it, a "
+          "token with such a URL is a configuration error)",
+          [](auto& o) -> auto& { return o.kube_api_allow_http_token; }),
+      boolean(
+          "watch-pods", "NETMON_WATCH_PODS", "kubernetes.watch_pods",
+          "also watch every pod of the cluster, to name pods that no service selects (an API "
+          "server watch of all pods from each node)",
+          [](auto& o) -> auto& { return o.watch_pods; }),
+      boolean(
+          "peer-labels", "NETMON_PEER_LABELS", "kubernetes.peer_labels",
+          "write a pod peer's labels into events (peer.labels)",
+          [](auto& o) -> auto& { return o.peer_labels; }),
+      {"external-networks", "NETMON_EXTERNAL_NETWORKS", "kubernetes.external_networks",
+       Type::kMapOfLists, "CLASSES",
+       "named classes of CIDRs for peers outside the cluster, "
+       "NAME=CIDR,CIDR;NAME=CIDR (in the file a mapping of names to lists, in order): "
+       "peer.network is the first class with a CIDR containing the address, else internet; "
+       "at most 64 classes and 4096 CIDRs; default none",
+       [](Options& o, std::string_view v) -> Result<void> {
+         auto classes = parse_external_networks(v);
+         if (!classes) return fail(classes.error().message);
+         o.external_networks = std::move(*classes);
+         return {};
+       },
+       [](const Options& o) { return config::map_of_lists_text(o.external_networks); }, check_cidr},
       {"metrics-address", "NETMON_METRICS_ADDRESS", "metrics.address", Type::kString, "HOST:PORT",
        "where /metrics, /healthz and /readyz are served: IPV4:PORT, [IPV6]:PORT, NAME:PORT or "
        ":PORT; port 0 picks a free port; \"off\" disables",
@@ -397,6 +507,8 @@ config::Kind kind_of(Type type) {
       return config::Kind::kNumber;
     case Type::kList:
       return config::Kind::kList;
+    case Type::kMapOfLists:
+      return config::Kind::kMapOfLists;
     case Type::kString:
     case Type::kSwitch:
       break;
@@ -408,7 +520,7 @@ const std::vector<config::Key>& config_keys() {
   static const std::vector<config::Key> kKeys = [] {
     std::vector<config::Key> keys;
     for (const Setting& s : settings()) {
-      if (s.key) keys.push_back({s.key, kind_of(s.type)});
+      if (s.key) keys.push_back({s.key, kind_of(s.type), s.check_item});
     }
     return keys;
   }();
@@ -515,6 +627,7 @@ Result<Options> parse_options(const std::vector<std::string>& args, const EnvLoo
       case Type::kNumber:
       case Type::kString:
       case Type::kList:
+      case Type::kMapOfLists:
         if (inline_value) {
           value = *inline_value;
         } else if (i + 1 < args.size()) {

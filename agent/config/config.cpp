@@ -11,6 +11,7 @@
 #include <exception>
 #include <functional>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "common/files.h"
@@ -408,6 +409,7 @@ class Reader {
               return error(item.Mark(), item_path,
                            excerpt(*s) + " is not a single item (empty or with a comma)");
             }
+            if (auto r = checked_item(key, item, item_path, *s); !r) return r;
             items.push_back(std::move(*s));
           }
           out.text = join(items, ",");
@@ -416,9 +418,72 @@ class Reader {
                        "expected a list or a comma-separated string, got " + describe(value));
         }
         break;
+      case Kind::kMapOfLists: {
+        auto lists = map_of_lists(key, key_node, value);
+        if (!lists) return tl::unexpected(lists.error());
+        out.text = map_of_lists_text(*lists);
+        break;
+      }
     }
     document_.values.push_back(std::move(out));
     return {};
+  }
+
+  // key.check_item's verdict on one item, at the item's position.
+  Result<void> checked_item(const Key& key, const YAML::Node& item, std::string_view item_path,
+                            std::string_view text) const {
+    if (!key.check_item) return {};
+    if (auto r = key.check_item(text); !r) return error(item.Mark(), item_path, r.error().message);
+    return {};
+  }
+
+  // A kMapOfLists value: a mapping (in the file's order) of names to lists of scalars.
+  Result<NamedLists> map_of_lists(const Key& key, const YAML::Node& key_node,
+                                  const YAML::Node& value) const {
+    const std::string_view path = key.path;
+    const YAML::Mark mark = value_mark(key_node, value);
+    if (value.IsNull()) return error(mark, path, "has no value (write {} for none)");
+    if (!value.IsMap()) {
+      return error(mark, path, "expected a mapping of names to lists, got " + describe(value));
+    }
+    NamedLists lists;
+    auto r = for_each_entry(
+        value, path,
+        [&](const std::string& name, const YAML::Node& name_node,
+            const YAML::Node& list) -> Result<void> {
+          const std::string list_path = child_path(path, name);
+          if (name.find_first_of("=;,") != std::string::npos) {
+            return error(name_node.Mark(), path,
+                         "the name " + excerpt(name) + " holds '=', ';' or ','");
+          }
+          if (!list.IsSequence()) {
+            return error(value_mark(name_node, list), list_path,
+                         "expected a list, got " + describe(list));
+          }
+          std::vector<std::string> items;
+          for (size_t i = 0; i < list.size(); ++i) {
+            const YAML::Node item = list[i];
+            const std::string item_path = list_path + "[" + std::to_string(i) + "]";
+            if (!item.IsScalar()) {
+              return error(value_mark(list, item), item_path,
+                           "expected a string, got " + describe(item));
+            }
+            auto s = scalar(item, item_path);
+            if (!s) return tl::unexpected(s.error());
+            if (s->empty() || s->find_first_of(",;") != std::string::npos) {
+              return error(item.Mark(), item_path,
+                           excerpt(*s) + " is not a single item (empty, or with ',' or ';')");
+            }
+            if (auto checked = checked_item(key, item, item_path, *s); !checked) {
+              return tl::unexpected(checked.error());
+            }
+            items.push_back(std::move(*s));
+          }
+          lists.emplace_back(name, std::move(items));
+          return {};
+        });
+    if (!r) return tl::unexpected(r.error());
+    return lists;
   }
 
   Result<void> direction(const YAML::Node& key_node, const YAML::Node& value,
@@ -628,16 +693,43 @@ YAML::Emitter& string(YAML::Emitter& out, std::string_view text) {
   return out << std::string(text);
 }
 
+// An item of a flow list ("[a, b]"): as string(), and double-quoted when it holds a ':'. yaml-cpp
+// writes "::1" or "fd00::/8" plain there, which it reads back but YAML 1.1 parsers such as
+// PyYAML refuse ("found ':'").
+YAML::Emitter& flow_item(YAML::Emitter& out, std::string_view text) {
+  if (text.find(':') != std::string_view::npos) out << YAML::DoubleQuoted;
+  return string(out, text);
+}
+
 void emit_list(YAML::Emitter& out, std::string_view csv) {
   out << YAML::Flow << YAML::BeginSeq;
   size_t pos = 0;
   while (pos < csv.size()) {
     size_t comma = csv.find(',', pos);
     if (comma == std::string_view::npos) comma = csv.size();
-    if (comma > pos) string(out, csv.substr(pos, comma - pos));
+    if (comma > pos) flow_item(out, csv.substr(pos, comma - pos));
     pos = comma + 1;
   }
   out << YAML::EndSeq;
+}
+
+// A kMapOfLists value from its text (as the settings show it): a block mapping of flow lists,
+// or {} when empty. Text that does not read (no setting shows such) is written as a string, for
+// parse() to refuse with a message.
+void emit_map_of_lists(YAML::Emitter& out, std::string_view text) {
+  auto lists = parse_map_of_lists_text(text);
+  if (!lists) {
+    string(out, text);
+    return;
+  }
+  if (lists->empty()) out << YAML::Flow;
+  out << YAML::BeginMap;
+  for (const auto& [name, items] : *lists) {
+    string(out << YAML::Key, name) << YAML::Value << YAML::Flow << YAML::BeginSeq;
+    for (const std::string& item : items) flow_item(out, item);
+    out << YAML::EndSeq;
+  }
+  out << YAML::EndMap;
 }
 
 void emit(YAML::Emitter& out, const Section& section) {
@@ -645,6 +737,8 @@ void emit(YAML::Emitter& out, const Section& section) {
   if (section.leaf) {
     if (section.leaf->first.kind == Kind::kList) {
       emit_list(out, section.leaf->second);
+    } else if (section.leaf->first.kind == Kind::kMapOfLists) {
+      emit_map_of_lists(out, section.leaf->second);
     } else {
       string(out, section.leaf->second);
     }
@@ -670,7 +764,58 @@ void emit(YAML::Emitter& out, std::string_view name, const DirectionSpec& direct
   out << YAML::EndSeq << YAML::EndMap;
 }
 
+// `text` without the spaces at either end.
+std::string_view trim_spaces(std::string_view text) {
+  while (!text.empty() && text.front() == ' ') text.remove_prefix(1);
+  while (!text.empty() && text.back() == ' ') text.remove_suffix(1);
+  return text;
+}
+
 }  // namespace
+
+std::string map_of_lists_text(const NamedLists& lists) {
+  std::string out;
+  for (const auto& [name, items] : lists) {
+    if (!out.empty()) out += ';';
+    out += name;
+    out += '=';
+    out += join(items, ",");
+  }
+  return out;
+}
+
+Result<NamedLists> parse_map_of_lists_text(std::string_view text) {
+  NamedLists lists;
+  if (trim_spaces(text).empty()) return lists;
+  std::set<std::string, std::less<>> names;
+  while (true) {
+    const size_t semicolon = std::min(text.find(';'), text.size());
+    const std::string_view entry = text.substr(0, semicolon);
+    const size_t equals = entry.find('=');
+    if (equals == std::string_view::npos) {
+      return fail("the entry " + excerpt(entry) +
+                  " is not NAME=ITEM,ITEM (entries separated by ';')");
+    }
+    const std::string name(trim_spaces(entry.substr(0, equals)));
+    if (name.empty()) return fail("the entry " + excerpt(entry) + " has an empty name");
+    if (!names.insert(name).second) return fail("the name " + excerpt(name) + " is given twice");
+    std::vector<std::string> items;
+    const std::string_view csv = entry.substr(equals + 1);
+    if (!trim_spaces(csv).empty()) {
+      for (size_t pos = 0; pos <= csv.size();) {
+        const size_t comma = std::min(csv.find(',', pos), csv.size());
+        const std::string_view item = trim_spaces(csv.substr(pos, comma - pos));
+        if (item.empty()) return fail("the entry " + excerpt(entry) + " has an empty item");
+        items.emplace_back(item);
+        pos = comma + 1;
+      }
+    }
+    lists.emplace_back(name, std::move(items));
+    if (semicolon == text.size()) break;
+    text.remove_prefix(semicolon + 1);
+  }
+  return lists;
+}
 
 Result<Document> parse(std::string_view text, std::string_view source,
                        const std::vector<Key>& keys) {
@@ -726,7 +871,7 @@ std::string render(const std::vector<std::pair<Key, std::string>>& values, const
   out << YAML::BeginMap;
   for (const auto& [name, list] : rules.lists) {
     string(out << YAML::Key, name) << YAML::Value << YAML::Flow << YAML::BeginSeq;
-    for (const std::string& item : list) string(out, item);
+    for (const std::string& item : list) flow_item(out, item);
     out << YAML::EndSeq;
   }
   out << YAML::EndMap;

@@ -29,15 +29,23 @@ enum class Kind {
   kNumber,  // an unquoted scalar; its text is handed on as written (the setting checks range)
   kString,  // any scalar, quoted or not; null (an empty value) is rejected, "" is the empty string
   kList,    // a list of scalars, or one comma-separated string
+  // An ordered mapping of names to lists of scalars, e.g. {private: [10.0.0.0/8], metadata: []}:
+  // names are non-empty, given once, without '=', ';' or ','; items are non-empty scalars
+  // without ',' or ';'. Its text is map_of_lists_text()'s, e.g. "private=10.0.0.0/8;metadata=".
+  kMapOfLists,
 };
 
 struct Key {
   std::string_view path;  // dotted, e.g. "kubernetes.kubelet_url"
   Kind kind;
+  // Optional: checks each item of a kList (given as a list) or kMapOfLists value, so that a bad
+  // one is reported at its own line and column. The message is the "why" of the error.
+  Result<void> (*check_item)(std::string_view item) = nullptr;
 };
 
 // One setting as written in the file, as text a flag would take: booleans "true"/"false",
-// numbers and strings as written, lists joined with commas.
+// numbers and strings as written, lists joined with commas, mappings of lists as
+// map_of_lists_text() writes them.
 struct Value {
   std::string key;  // the dotted path
   std::string text;
@@ -52,6 +60,19 @@ struct Document {
 
 // The keys reserved for the rules; no Key may use them.
 inline constexpr std::string_view kRuleKeys[] = {"egress", "ingress", "lists", "macros"};
+
+// A kMapOfLists value: (name, items) pairs in the file's order.
+using NamedLists = std::vector<std::pair<std::string, std::vector<std::string>>>;
+
+// The text form of a kMapOfLists value, as a flag or an environment variable takes it: entries
+// separated by ';', each NAME=ITEM,ITEM (a name without items: "NAME="); "" when there is none.
+// Lists as parse() gives them (no separator in a name or item) read back the same.
+std::string map_of_lists_text(const NamedLists& lists);
+
+// Reads map_of_lists_text()'s form. Spaces around a name or an item are dropped; "" (or only
+// spaces) is no entry. Fails, naming the entry, on an entry without '=', an empty name or item
+// (between two separators), and a name given twice.
+Result<NamedLists> parse_map_of_lists_text(std::string_view text);
 
 // Parses one YAML document against `keys`. `source` (the file name) starts every error message:
 // "SOURCE:LINE:COLUMN: KEY: why". An empty document is an empty configuration.

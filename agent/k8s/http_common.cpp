@@ -32,6 +32,15 @@ Result<std::string> parse_bearer_token(std::string_view text) {
   return std::string(text);
 }
 
+Result<void> check_token_over_http(std::string_view server, std::string_view url, bool plain_http,
+                                   std::string_view token_file, bool allowed,
+                                   std::string_view allow_flag) {
+  if (!plain_http || token_file.empty() || allowed) return {};
+  return fail("the " + std::string(server) + " URL " + quoted(url) +
+              " is plain HTTP and would carry the bearer token of " + quoted(token_file) +
+              " in cleartext; use https, or allow it with " + std::string(allow_flag));
+}
+
 std::string capped_detail(std::string_view text) {
   constexpr size_t kMaxDetailBytes = 300;
   std::string out = quoted(text, kMaxDetailBytes);

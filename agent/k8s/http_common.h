@@ -19,6 +19,13 @@ inline constexpr size_t kMaxTokenFileBytes = 64u << 10;
 // another); the message names the character's offset, never the token.
 Result<std::string> parse_bearer_token(std::string_view file_text);
 
+// Refuses a bearer token over plain HTTP: fails when `plain_http` and `token_file` is not empty
+// and not `allowed`, naming the `server` ("kubelet", "API server"), its `url`, the token file and
+// the flag that allows it. The kubelet's and the API server's settings are checked with it.
+Result<void> check_token_over_http(std::string_view server, std::string_view url, bool plain_http,
+                                   std::string_view token_file, bool allowed,
+                                   std::string_view allow_flag);
+
 // `text` (a failure's detail; it may quote a server's reply) fit for a log line, /readyz and a
 // stats field: control characters escaped, cut at 300 bytes.
 std::string capped_detail(std::string_view text);

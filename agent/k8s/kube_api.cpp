@@ -211,14 +211,15 @@ struct KubeApiClient::Request {
   const std::function<bool(std::string_view)>* on_line = nullptr;  // stream
 };
 
-Result<void> KubeApiClient::validate(const KubeApiOptions& options) {
+Result<void> KubeApiClient::validate_settings(const KubeApiOptions& options) {
   auto url = parse_kube_api_url(options.url);
   if (!url) return fail("invalid API server URL: " + url.error().message);
-  if (!url->https && !options.token_file.empty() && !options.allow_http_token) {
-    return fail("the API server URL " + netmon::quoted(options.url) +
-                " is plain HTTP and would carry the bearer token of " +
-                netmon::quoted(options.token_file) + " in cleartext; use https");
-  }
+  return check_token_over_http("API server", options.url, !url->https, options.token_file,
+                               options.allow_http_token, "--kube-api-allow-http-token");
+}
+
+Result<void> KubeApiClient::validate(const KubeApiOptions& options) {
+  if (auto settings = validate_settings(options); !settings) return settings;
   if (options.max_response_bytes == 0 || options.max_line_bytes == 0) {
     return fail("the API server response and line caps must be above 0");
   }

@@ -106,10 +106,13 @@ inline constexpr size_t kMaxKubeApiErrorBodyBytes = 64u << 10;
 // for minutes, and lists are rare).
 class KubeApiClient {
  public:
-  // Checks the options without the network: the URL; a token over http:// only with
-  // allow_http_token; the CA file (a regular file within the cap); the token file when it exists
-  // (a missing one is only a failed request: it may appear later).
+  // Checks the options without the network: validate_settings(); the caps; the CA file (a
+  // regular file within the cap); the token file when it exists (a missing one is only a failed
+  // request: it may appear later).
   static Result<void> validate(const KubeApiOptions& options);
+  // The part of validate() that reads no file: the URL, and a token over http:// only with
+  // allow_http_token. For --check-config, which must not depend on the host's files.
+  static Result<void> validate_settings(const KubeApiOptions& options);
   static Result<std::unique_ptr<KubeApiClient>> create(KubeApiOptions options);
   ~KubeApiClient();
   KubeApiClient(const KubeApiClient&) = delete;

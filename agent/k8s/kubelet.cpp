@@ -62,14 +62,9 @@ Result<KubeletUrl> parse_kubelet_url(std::string_view url) {
 Result<void> KubeletWatcher::validate_settings(const KubeletOptions& options) {
   auto url = parse_kubelet_url(options.url);
   if (!url) return fail("invalid kubelet URL: " + url.error().message);
-  if (url->scheme_host_port.starts_with("http://") && !options.token_file.empty() &&
-      !options.allow_http_token) {
-    return fail("the kubelet URL " + netmon::quoted(options.url) +
-                " is plain HTTP and would carry the bearer token of " +
-                netmon::quoted(options.token_file) +
-                " in cleartext; use https, or allow it with --kubelet-allow-http-token");
-  }
-  return {};
+  return check_token_over_http("kubelet", options.url, url->scheme_host_port.starts_with("http://"),
+                               options.token_file, options.allow_http_token,
+                               "--kubelet-allow-http-token");
 }
 
 Result<void> KubeletWatcher::validate(const KubeletOptions& options) {

@@ -67,6 +67,32 @@ TEST(ValidateConfig, RefusesATokenOverPlainHttpWithoutTheFlag) {
             "");
 }
 
+TEST(ValidateConfig, RefusesATokenOverPlainHttpToTheApiServerWithoutTheFlag) {
+  const std::string yaml =
+      "kubernetes:\n  api_url: http://127.0.0.1:8080\n  api_token_file: /nonexistent/token\n";
+  EXPECT_EQ(invalid(yaml),
+            "the API server URL 'http://127.0.0.1:8080' is plain HTTP and would carry the bearer "
+            "token of '/nonexistent/token' in cleartext; use https, or allow it with "
+            "--kube-api-allow-http-token");
+  EXPECT_EQ(invalid(yaml + "  api_allow_http_token: true\n"), "");
+  // Without a token, or over https, there is nothing to allow; the files are not read here.
+  EXPECT_EQ(invalid("kubernetes:\n  api_url: http://127.0.0.1:8080\n"), "");
+  EXPECT_EQ(invalid("kubernetes:\n  api_url: https://127.0.0.1:6443\n  api_token_file: "
+                    "/nonexistent/token\n  api_ca_file: /nonexistent/ca\n"),
+            "");
+  // The kubelet's flag does not allow it for the API server, nor the other way round.
+  EXPECT_NE(invalid(yaml + "  kubelet_allow_http_token: true\n"), "");
+  // A flag or variable is checked the same way (--check-config exits 2).
+  auto r = parse_options(
+      {"--check-config", "--kube-api-url=http://api:8080", "--kube-api-token-file=/t"},
+      no_environment());
+  ASSERT_TRUE(r) << r.error().message;
+  auto valid = validate_config(*r);
+  ASSERT_FALSE(valid);
+  EXPECT_TRUE(contains(valid.error().message, "--kube-api-allow-http-token"))
+      << valid.error().message;
+}
+
 TEST(ValidateConfig, ABadFaultInjectionVariableIsRefusedWithTheSettings) {
   // Read with the other NETMON_... variables: --check-config and a start refuse it alike.
   auto r = parse_options({"--check-config"}, [](const char* name) -> std::optional<std::string> {

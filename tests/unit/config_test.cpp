@@ -117,6 +117,19 @@ kubernetes:
   labels: false
   node_name: node-7
   cgroup_root: /sys/fs/cgroup
+  api_url: https://10.96.0.1:443
+  api_token_file: /var/run/api-token
+  api_ca_file: /var/run/api-ca.crt
+  api_insecure_skip_verify: true
+  api_allow_http_token: true
+  watch_pods: true
+  peer_labels: true
+  external_networks:
+    zeta: [10.0.0.0/8, "192.168.0.0/16"]
+    metadata:
+    - 169.254.169.254/32
+    v6: [fd00::/8]
+    none: []
 metrics:
   address: 127.0.0.1:9999
   drop_labels: [pod, container]
@@ -126,6 +139,13 @@ events:
   close: true
   failed: false
 )";
+
+// kEveryKey's kubernetes.external_networks, in the file's order (not sorted).
+const std::vector<std::pair<std::string, std::vector<std::string>>> kEveryKeyNetworks = {
+    {"zeta", {"10.0.0.0/8", "192.168.0.0/16"}},
+    {"metadata", {"169.254.169.254/32"}},
+    {"v6", {"fd00::/8"}},
+    {"none", {}}};
 
 TEST_F(ConfigTest, EveryKeyIsParsed) {
   const Options o = load_ok(kEveryKey);
@@ -153,6 +173,14 @@ TEST_F(ConfigTest, EveryKeyIsParsed) {
   EXPECT_TRUE(o.events.close);
   EXPECT_FALSE(o.events.failed);
   EXPECT_FALSE(o.print_config);
+  EXPECT_EQ(o.kube_api_url, "https://10.96.0.1:443");
+  EXPECT_EQ(o.kube_api_token_file, "/var/run/api-token");
+  EXPECT_EQ(o.kube_api_ca_file, "/var/run/api-ca.crt");
+  EXPECT_TRUE(o.kube_api_insecure_skip_verify);
+  EXPECT_TRUE(o.kube_api_allow_http_token);
+  EXPECT_TRUE(o.watch_pods);
+  EXPECT_TRUE(o.peer_labels);
+  EXPECT_EQ(o.external_networks, kEveryKeyNetworks);
 }
 
 TEST_F(ConfigTest, EmptyFileCommentsAndEmptySectionsKeepDefaults) {
@@ -678,6 +706,14 @@ void expect_same_configuration(const Options& a, const Options& b) {
   EXPECT_EQ(a.events.accept, b.events.accept);
   EXPECT_EQ(a.events.close, b.events.close);
   EXPECT_EQ(a.events.failed, b.events.failed);
+  EXPECT_EQ(a.kube_api_url, b.kube_api_url);
+  EXPECT_EQ(a.kube_api_token_file, b.kube_api_token_file);
+  EXPECT_EQ(a.kube_api_ca_file, b.kube_api_ca_file);
+  EXPECT_EQ(a.kube_api_insecure_skip_verify, b.kube_api_insecure_skip_verify);
+  EXPECT_EQ(a.kube_api_allow_http_token, b.kube_api_allow_http_token);
+  EXPECT_EQ(a.watch_pods, b.watch_pods);
+  EXPECT_EQ(a.peer_labels, b.peer_labels);
+  EXPECT_EQ(a.external_networks, b.external_networks);
   for (auto [x, y] : {std::pair{&a.rules.egress, &b.rules.egress},
                       std::pair{&a.rules.ingress, &b.rules.ingress}}) {
     EXPECT_EQ(x->enabled, y->enabled);
@@ -710,7 +746,10 @@ TEST_F(ConfigTest, PrintedDefaultsNameEveryKeyAndLoadBack) {
         "kubernetes:\n  kubelet_url: \"\"\n  token_file: \"\"\n  ca_file: \"\"\n"
         "  insecure_skip_verify: false\n  kubelet_allow_http_token: false\n"
         "  poll_interval_seconds: 10\n"
-        "  pod_grace_period_seconds: 60\n  labels: true\n  node_name: \"\"\n  cgroup_root: \"\"\n",
+        "  pod_grace_period_seconds: 60\n  labels: true\n  node_name: \"\"\n  cgroup_root: \"\"\n"
+        "  api_url: \"\"\n  api_token_file: \"\"\n  api_ca_file: \"\"\n"
+        "  api_insecure_skip_verify: false\n  api_allow_http_token: false\n"
+        "  watch_pods: false\n  peer_labels: false\n  external_networks: {}\n",
         "metrics:\n  address: 0.0.0.0:9477\n  drop_labels: []\n",
         "events:\n  establish: true\n  accept: true\n  close: true\n  failed: true\n",
         "egress:\n  enabled: true\n  rules: []\n", "ingress:\n  enabled: true\n  rules: []\n",
@@ -757,6 +796,172 @@ macros:
   EXPECT_EQ(reloaded.rules.ingress.rules[0].scope,
             "binary_name == \"nc\"\nOR binary_prefix == \"/usr/\"");
   EXPECT_EQ(render_config(reloaded), printed);
+  EXPECT_EQ(reloaded.external_networks, kEveryKeyNetworks);
+  EXPECT_TRUE(contains(printed,
+                       "  external_networks:\n    zeta: [10.0.0.0/8, 192.168.0.0/16]\n"
+                       "    metadata: [169.254.169.254/32]\n    v6: [\"fd00::/8\"]\n"
+                       "    none: []\n"))
+      << printed;
+}
+
+// The API server and the peers' settings (#19): from the file, under the environment and the
+// flags; external_networks as an ordered mapping, and what the file may not hold there.
+
+TEST_F(ConfigTest, PeerSettingsPrecedence) {
+  const std::string yaml =
+      "kubernetes:\n  api_url: https://file:6443\n  watch_pods: true\n"
+      "  external_networks:\n    file: [10.0.0.0/8]\n";
+  Options o = load_ok(yaml);
+  EXPECT_EQ(o.kube_api_url, "https://file:6443");
+  EXPECT_TRUE(o.watch_pods);
+  ASSERT_EQ(o.external_networks.size(), 1u);
+  EXPECT_EQ(o.external_networks[0].first, "file");
+  o = load_ok(yaml, {},
+              {{"NETMON_KUBE_API_URL", "https://env:6443"},
+               {"NETMON_WATCH_PODS", "false"},
+               {"NETMON_EXTERNAL_NETWORKS", "env=192.168.0.0/16"}});
+  EXPECT_EQ(o.kube_api_url, "https://env:6443");
+  EXPECT_FALSE(o.watch_pods);
+  ASSERT_EQ(o.external_networks.size(), 1u);
+  EXPECT_EQ(o.external_networks[0].first, "env");
+  o = load_ok(yaml, {"--kube-api-url=https://flag:6443", "--watch-pods", "--external-networks="},
+              {{"NETMON_KUBE_API_URL", "https://env:6443"},
+               {"NETMON_WATCH_PODS", "false"},
+               {"NETMON_EXTERNAL_NETWORKS", "env=192.168.0.0/16"}});
+  EXPECT_EQ(o.kube_api_url, "https://flag:6443");
+  EXPECT_TRUE(o.watch_pods);
+  EXPECT_TRUE(o.external_networks.empty());  // "" given: none, over the file and variable
+  // Every value in the file is checked, also one a flag overrides.
+  const std::string e = error_of("kubernetes:\n  external_networks:\n    a: [10.0.0.1/8]\n",
+                                 {"--external-networks="});
+  EXPECT_TRUE(contains(e, at_line(3) + "9: kubernetes.external_networks.a[0]: '10.0.0.1/8' is "
+                                       "not a CIDR: address bits past the /8 prefix are not zero"))
+      << e;
+}
+
+TEST_F(ConfigTest, BadPeerSettingsNameTheKeyAndPosition) {
+  std::string e = error_of("kubernetes:\n  api_url: https://api:6443/api\n");
+  EXPECT_TRUE(contains(e, at_line(2) + "12: kubernetes.api_url: 'https://api:6443/api' has a path"))
+      << e;
+  e = error_of("kubernetes:\n  api_url: api:6443\n");
+  EXPECT_TRUE(contains(e, at_line(2) + "12: kubernetes.api_url: 'api:6443' has no scheme")) << e;
+  e = error_of("kubernetes:\n  watch_pods: yes\n");
+  EXPECT_TRUE(contains(e, at_line(2) + "15: kubernetes.watch_pods: expected true or false")) << e;
+  e = error_of("kubernetes:\n  peer_labels: \"true\"\n");
+  EXPECT_TRUE(contains(e, "kubernetes.peer_labels: expected true or false, got the quoted")) << e;
+  e = error_of("kubernetes:\n  api_token_file: [a]\n");
+  EXPECT_TRUE(contains(e, "kubernetes.api_token_file: expected a string, got a list")) << e;
+  e = error_of("kubernetes:\n  api_ulr: https://x\n");
+  EXPECT_TRUE(contains(e, "did you mean kubernetes.api_url?")) << e;
+  // The bad CIDR at its own line and column, in a block and in a flow list.
+  e = error_of(
+      "kubernetes:\n  external_networks:\n    private:\n    - 10.0.0.0/8\n"
+      "    - 192.168.0.0/33\n");
+  EXPECT_TRUE(contains(e, at_line(5) + "7: kubernetes.external_networks.private[1]: "
+                                       "'192.168.0.0/33' is not a CIDR: prefix length is not a "
+                                       "number from 0 to 32"))
+      << e;
+  e = error_of("kubernetes:\n  external_networks: {a: [10.0.0.0/8], b: [::1/129]}\n");
+  EXPECT_TRUE(contains(e, at_line(2) + "44: kubernetes.external_networks.b[0]: '::1/129' is not "
+                                       "a CIDR"))
+      << e;
+  // A class name the events and rules could not show.
+  e = error_of("kubernetes:\n  external_networks:\n    \"my net\": [10.0.0.0/8]\n");
+  EXPECT_TRUE(contains(e, at_line(3) + "5: kubernetes.external_networks: the class name 'my net' "
+                                       "is not 1 to 63 letters"))
+      << e;
+}
+
+TEST_F(ConfigTest, HostileExternalNetworks) {
+  const std::pair<const char*, const char*> bad[] = {
+      // Nested mappings where a list is expected, and every other wrong shape.
+      {"  external_networks:\n    a:\n      b: [10.0.0.0/8]\n",
+       ":4:7: kubernetes.external_networks.a: expected a list, got a mapping"},
+      {"  external_networks:\n    a: [{b: 10.0.0.0/8}]\n",
+       ":3:9: kubernetes.external_networks.a[0]: expected a string, got a mapping"},
+      {"  external_networks:\n    a: [[10.0.0.0/8]]\n",
+       ":3:9: kubernetes.external_networks.a[0]: expected a string, got a list"},
+      {"  external_networks:\n    a: [~]\n",
+       "kubernetes.external_networks.a[0]: expected a string, got an empty value"},
+      {"  external_networks:\n    a: 10.0.0.0/8\n",
+       ":3:8: kubernetes.external_networks.a: expected a list, got the scalar '10.0.0.0/8'"},
+      {"  external_networks:\n    a:\n",
+       ":3:5: kubernetes.external_networks.a: expected a list, got an empty value"},
+      {"  external_networks: [10.0.0.0/8]\n",
+       ":2:22: kubernetes.external_networks: expected a mapping of names to lists, got a list"},
+      {"  external_networks: \"a=10.0.0.0/8\"\n",
+       "kubernetes.external_networks: expected a mapping of names to lists, got the scalar"},
+      {"  external_networks:\n", ":2:3: kubernetes.external_networks: has no value (write {}"},
+      // Names: given twice, empty, not a scalar, with a separator of the text form.
+      {"  external_networks:\n    a: [10.0.0.0/8]\n    a: []\n",
+       ":4:5: kubernetes.external_networks.a: given twice (first on line 3)"},
+      {"  external_networks:\n    \"\": [10.0.0.0/8]\n",
+       ":3:5: kubernetes.external_networks: a key is empty"},
+      {"  external_networks:\n    [a]: [10.0.0.0/8]\n",
+       ":3:5: kubernetes.external_networks: keys must be names, got a list"},
+      {"  external_networks:\n    \"a=b\": [10.0.0.0/8]\n",
+       ":3:5: kubernetes.external_networks: the name 'a=b' holds '=', ';' or ','"},
+      {"  external_networks:\n    a: [\"10.0.0.0/8;b=1.2.3.4\"]\n",
+       "kubernetes.external_networks.a[0]: '10.0.0.0/8;b=1.2.3.4' is not a single item"},
+      {"  external_networks:\n    a: [\"10.0.0.0/8,1.2.3.4\"]\n", "is not a single item"},
+      {"  external_networks:\n    a: [\"\"]\n", "'' is not a single item"},
+      // An alias that makes a list of mappings.
+      {"  external_networks:\n    a: &x [10.0.0.0/8]\n    b: [*x]\n",
+       "kubernetes.external_networks.b[0]: expected a string, got a list"},
+  };
+  for (const auto& [body, why] : bad) {
+    const std::string e = error_of(std::string("kubernetes:\n") + body);
+    // A position (":LINE:COLUMN: ...") right after the file's name.
+    EXPECT_TRUE(contains(e, why[0] == ':' ? file_ + why : std::string(why))) << body << "\n" << e;
+  }
+}
+
+TEST_F(ConfigTest, HugeExternalNetworksAreBounded) {
+  // 65 classes, and 4097 CIDRs in one class: refused naming the key and the cap.
+  std::string yaml = "kubernetes:\n  external_networks:\n";
+  for (int c = 0; c < 65; ++c) yaml += "    c" + std::to_string(c) + ": [10.0.0.0/8]\n";
+  std::string e = error_of(yaml);
+  EXPECT_TRUE(contains(e, at_line(3) + "5: kubernetes.external_networks: 65 classes; at most 64"))
+      << e.substr(0, 300);
+  yaml = "kubernetes:\n  external_networks:\n    big:\n";
+  for (int i = 0; i < 4097; ++i) {
+    yaml += "    - 10." + std::to_string(i >> 8) + "." + std::to_string(i & 255) + ".0/24\n";
+  }
+  e = error_of(yaml);
+  EXPECT_TRUE(contains(e, "kubernetes.external_networks: 4097 CIDRs; at most 4096")) << e;
+  EXPECT_LT(e.size(), 300u);  // the message does not carry the list
+}
+
+TEST(ConfigModule, MapOfListsText) {
+  const config::NamedLists lists = {{"b", {"1", "2"}}, {"a", {}}, {"c", {"3"}}};
+  EXPECT_EQ(config::map_of_lists_text(lists), "b=1,2;a=;c=3");
+  EXPECT_EQ(config::map_of_lists_text({}), "");
+  auto back = config::parse_map_of_lists_text("b=1,2;a=;c=3");
+  ASSERT_TRUE(back) << back.error().message;
+  EXPECT_EQ(*back, lists);
+  back = config::parse_map_of_lists_text(" b = 1 , 2 ;a= ; c=3 ");
+  ASSERT_TRUE(back) << back.error().message;
+  EXPECT_EQ(*back, lists);
+  EXPECT_TRUE(config::parse_map_of_lists_text("")->empty());
+  for (const char* text : {"a", "a=1;", ";a=1", "=1", " =1", "a=1,", "a=,1", "a=1;a=2"}) {
+    EXPECT_FALSE(config::parse_map_of_lists_text(text)) << text;
+  }
+  // The YAML mapping arrives in the same text, in the file's order; render writes it back as a
+  // mapping that parses to the same text.
+  const std::vector<config::Key> keys = {{"m", config::Kind::kMapOfLists},
+                                         {"s.m", config::Kind::kMapOfLists}};
+  auto doc = config::parse("m:\n  z: [x, 'y']\n  a: []\ns:\n  m: {}\n", "t", keys);
+  ASSERT_TRUE(doc) << doc.error().message;
+  ASSERT_EQ(doc->values.size(), 2u);
+  EXPECT_EQ(doc->values[0].text, "z=x,y;a=");
+  EXPECT_EQ(doc->values[0].line, 2);
+  EXPECT_EQ(doc->values[1].text, "");
+  const std::string rendered =
+      config::render({{keys[0], doc->values[0].text}, {keys[1], ""}}, RulesSpec{}, "");
+  EXPECT_TRUE(rendered.starts_with("m:\n  z: [x, y]\n  a: []\ns:\n  m: {}\n")) << rendered;
+  auto again = config::parse(rendered, "t", keys);
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_EQ(again->values[0].text, "z=x,y;a=");
 }
 
 TEST_F(ConfigTest, MetricsOffRoundTrips) {

@@ -70,6 +70,14 @@ TEST(OptionsParse, DefaultsWithoutFlagsOrEnvironment) {
   EXPECT_TRUE(r->rules.ingress.enabled);
   EXPECT_TRUE(r->rules.egress.rules.empty());
   EXPECT_TRUE(r->rules.ingress.rules.empty());
+  EXPECT_EQ(r->kube_api_url, "");
+  EXPECT_EQ(r->kube_api_token_file, "");
+  EXPECT_EQ(r->kube_api_ca_file, "");
+  EXPECT_FALSE(r->kube_api_insecure_skip_verify);
+  EXPECT_FALSE(r->kube_api_allow_http_token);
+  EXPECT_FALSE(r->watch_pods);
+  EXPECT_FALSE(r->peer_labels);
+  EXPECT_TRUE(r->external_networks.empty());
 }
 
 TEST(OptionsParse, LogLevelSeparateAndInlineValue) {
@@ -398,6 +406,14 @@ TEST(OptionsUsage, MentionsEveryFlagAndVariable) {
                            "--events-accept[=BOOL]",
                            "--events-close[=BOOL]",
                            "--events-failed[=BOOL]",
+                           "--kube-api-url URL",
+                           "--kube-api-token-file FILE",
+                           "--kube-api-ca-file FILE",
+                           "--kube-api-insecure-skip-verify[=BOOL]",
+                           "--kube-api-allow-http-token[=BOOL]",
+                           "--watch-pods[=BOOL]",
+                           "--peer-labels[=BOOL]",
+                           "--external-networks CLASSES",
                            "--print-config",
                            "--help",
                            "--version"}) {
@@ -425,7 +441,15 @@ TEST(OptionsUsage, MentionsEveryFlagAndVariable) {
                           "NETMON_EVENTS_ESTABLISH",
                           "NETMON_EVENTS_ACCEPT",
                           "NETMON_EVENTS_CLOSE",
-                          "NETMON_EVENTS_FAILED"}) {
+                          "NETMON_EVENTS_FAILED",
+                          "NETMON_KUBE_API_URL",
+                          "NETMON_KUBE_API_TOKEN_FILE",
+                          "NETMON_KUBE_API_CA_FILE",
+                          "NETMON_KUBE_API_INSECURE_SKIP_VERIFY",
+                          "NETMON_KUBE_API_ALLOW_HTTP_TOKEN",
+                          "NETMON_WATCH_PODS",
+                          "NETMON_PEER_LABELS",
+                          "NETMON_EXTERNAL_NETWORKS"}) {
     EXPECT_TRUE(contains(u, var)) << var;
   }
 }
@@ -460,7 +484,15 @@ TEST(OptionsUsage, NamesEveryConfigurationKeyAndDefault) {
                           "key events.accept",
                           "key events.close",
                           "key events.failed",
-                          "key output.max_pause_ms"}) {
+                          "key output.max_pause_ms",
+                          "key kubernetes.api_url",
+                          "key kubernetes.api_token_file",
+                          "key kubernetes.api_ca_file",
+                          "key kubernetes.api_insecure_skip_verify",
+                          "key kubernetes.api_allow_http_token",
+                          "key kubernetes.watch_pods",
+                          "key kubernetes.peer_labels",
+                          "key kubernetes.external_networks"}) {
     EXPECT_TRUE(contains(u, key)) << key;
   }
   for (const char* d :
@@ -600,6 +632,158 @@ TEST(OptionsParse, PrintConfigAndConfigFlags) {
   EXPECT_FALSE(r->show_help);
   const std::string e = error_of({"--config"});
   EXPECT_TRUE(contains(e, "--config needs a value (FILE)")) << e;
+}
+
+// The API server and the peers' settings (#19).
+
+TEST(OptionsParse, KubeApiSettingsFromFlags) {
+  const auto r =
+      parse({"--kube-api-url=https://10.96.0.1:443", "--kube-api-token-file", "/var/run/api-token",
+             "--kube-api-ca-file=/var/run/api-ca.crt", "--kube-api-insecure-skip-verify",
+             "--kube-api-allow-http-token=true", "--watch-pods", "--peer-labels=yes"});
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->kube_api_url, "https://10.96.0.1:443");
+  EXPECT_EQ(r->kube_api_token_file, "/var/run/api-token");
+  EXPECT_EQ(r->kube_api_ca_file, "/var/run/api-ca.crt");
+  EXPECT_TRUE(r->kube_api_insecure_skip_verify);
+  EXPECT_TRUE(r->kube_api_allow_http_token);
+  EXPECT_TRUE(r->watch_pods);
+  EXPECT_TRUE(r->peer_labels);
+  // A boolean flag never takes the next argument as its value.
+  const auto off = parse({"--watch-pods=false", "--peer-labels=0"});
+  ASSERT_TRUE(off) << off.error().message;
+  EXPECT_FALSE(off->watch_pods);
+  EXPECT_FALSE(off->peer_labels);
+}
+
+TEST(OptionsParse, KubeApiSettingsFromTheEnvironment) {
+  const auto r = parse({}, {{"NETMON_KUBE_API_URL", "https://[fd00::1]:6443/"},
+                            {"NETMON_KUBE_API_TOKEN_FILE", "/t"},
+                            {"NETMON_KUBE_API_CA_FILE", "/c"},
+                            {"NETMON_KUBE_API_INSECURE_SKIP_VERIFY", "1"},
+                            {"NETMON_KUBE_API_ALLOW_HTTP_TOKEN", "yes"},
+                            {"NETMON_WATCH_PODS", "true"},
+                            {"NETMON_PEER_LABELS", "true"},
+                            {"NETMON_EXTERNAL_NETWORKS", "private=10.0.0.0/8"}});
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->kube_api_url, "https://[fd00::1]:6443/");
+  EXPECT_EQ(r->kube_api_token_file, "/t");
+  EXPECT_EQ(r->kube_api_ca_file, "/c");
+  EXPECT_TRUE(r->kube_api_insecure_skip_verify);
+  EXPECT_TRUE(r->kube_api_allow_http_token);
+  EXPECT_TRUE(r->watch_pods);
+  EXPECT_TRUE(r->peer_labels);
+  ASSERT_EQ(r->external_networks.size(), 1u);
+  EXPECT_EQ(r->external_networks[0].first, "private");
+  // The flags beat the variables, a bad variable hidden behind its flag included.
+  const auto flags = parse({"--kube-api-url=https://api:6443", "--watch-pods=false",
+                            "--external-networks=a=192.168.0.0/16"},
+                           {{"NETMON_KUBE_API_URL", "https://x/with/a/path"},
+                            {"NETMON_WATCH_PODS", "true"},
+                            {"NETMON_EXTERNAL_NETWORKS", "b=10.0.0.0/8"}});
+  ASSERT_TRUE(flags) << flags.error().message;
+  EXPECT_EQ(flags->kube_api_url, "https://api:6443");
+  EXPECT_FALSE(flags->watch_pods);
+  ASSERT_EQ(flags->external_networks.size(), 1u);
+  EXPECT_EQ(flags->external_networks[0].first, "a");
+  const std::string e = error_of({}, {{"NETMON_WATCH_PODS", "sometimes"}});
+  EXPECT_EQ(e, "invalid NETMON_WATCH_PODS: 'sometimes' is not true or false");
+}
+
+TEST(OptionsParse, KubeApiUrl) {
+  for (const char* url : {"https://10.96.0.1:443", "https://kubernetes.default.svc",
+                          "http://127.0.0.1:8080", "https://[::1]:6443", "https://api:6443/"}) {
+    const auto r = parse({std::string("--kube-api-url=") + url});
+    ASSERT_TRUE(r) << url << ": " << r.error().message;
+    EXPECT_EQ(r->kube_api_url, url);
+  }
+  EXPECT_EQ(parse({"--kube-api-url="})->kube_api_url, "");  // the in-cluster default
+  const std::pair<const char*, const char*> bad[] = {
+      {"10.96.0.1:443", "has no scheme"},
+      {"ftp://api:21", "scheme 'ftp' is not https or http"},
+      {"https://api:6443/api/v1", "has a path; give the API server as scheme://host:port"},
+      {"https://", "has no valid host"},
+      {"https://api:http", "has an invalid port"},
+      {"https://fd00::1:6443", "an IPv6 address must be in brackets"},
+      {"https://[fd00::1", "has an unclosed '['"},
+  };
+  for (const auto& [url, why] : bad) {
+    const std::string e = error_of({std::string("--kube-api-url=") + url});
+    EXPECT_TRUE(contains(e, "invalid --kube-api-url: ")) << url << ": " << e;
+    EXPECT_TRUE(contains(e, why)) << url << ": " << e;
+    const std::string env = error_of({}, {{"NETMON_KUBE_API_URL", url}});
+    EXPECT_TRUE(contains(env, "invalid NETMON_KUBE_API_URL: ")) << url << ": " << env;
+  }
+}
+
+TEST(OptionsParse, ExternalNetworksKeepTheirOrder) {
+  const auto r = parse({"--external-networks",
+                        " zeta = 10.0.0.0/8 , 192.168.0.0/16;metadata=169.254.169.254/32;"
+                        "v6=fd00::/8,2001:db8::1;none="});
+  ASSERT_TRUE(r) << r.error().message;
+  using Classes = std::vector<std::pair<std::string, std::vector<std::string>>>;
+  EXPECT_EQ(r->external_networks, (Classes{{"zeta", {"10.0.0.0/8", "192.168.0.0/16"}},
+                                           {"metadata", {"169.254.169.254/32"}},
+                                           {"v6", {"fd00::/8", "2001:db8::1"}},
+                                           {"none", {}}}));
+  EXPECT_TRUE(parse({"--external-networks="})->external_networks.empty());
+  EXPECT_TRUE(parse({}, {{"NETMON_EXTERNAL_NETWORKS", "  "}})->external_networks.empty());
+}
+
+TEST(OptionsParse, BadExternalNetworksNameTheFlagAndTheCidr) {
+  const std::pair<const char*, const char*> bad[] = {
+      {"private=10.0.0.1/8",
+       "external network class 'private': '10.0.0.1/8' is not a CIDR: address bits past the /8 "
+       "prefix are not zero"},
+      {"a=10.0.0.0/8;b=10.0.0.0/33", "class 'b': '10.0.0.0/33' is not a CIDR"},
+      {"a=not-an-address", "'not-an-address' is not a CIDR: not an IP address"},
+      {"a=10.0.0.0/8;a=192.168.0.0/16", "the name 'a' is given twice"},
+      {"=10.0.0.0/8", "has an empty name"},
+      {"10.0.0.0/8", "the entry '10.0.0.0/8' is not NAME=ITEM,ITEM"},
+      {"a=10.0.0.0/8;", "the entry '' is not NAME=ITEM,ITEM"},
+      {"a=10.0.0.0/8,,192.168.0.0/16", "has an empty item"},
+      {"my net=10.0.0.0/8", "the class name 'my net' is not 1 to 63 letters"},
+      {"a,b=10.0.0.0/8", "the class name 'a,b' is not"},
+      {"\xc3\xa9t\xc3\xa9=10.0.0.0/8", "is not 1 to 63 letters"},
+  };
+  for (const auto& [text, why] : bad) {
+    const std::string e = error_of({std::string("--external-networks=") + text});
+    EXPECT_TRUE(contains(e, "invalid --external-networks: ")) << text << ": " << e;
+    EXPECT_TRUE(contains(e, why)) << text << ": " << e;
+    const std::string env = error_of({}, {{"NETMON_EXTERNAL_NETWORKS", text}});
+    EXPECT_TRUE(contains(env, "invalid NETMON_EXTERNAL_NETWORKS: ")) << text << ": " << env;
+  }
+  EXPECT_TRUE(contains(error_of({"--external-networks=" + std::string(64, 'n') + "=10.0.0.0/8"}),
+                       "is not 1 to 63 letters"));
+  EXPECT_TRUE(parse({"--external-networks=" + std::string(63, 'n') + "=10.0.0.0/8"}));
+}
+
+TEST(OptionsParse, ExternalNetworksAreBounded) {
+  // 64 classes and 4096 CIDRs in all are accepted; one more of either is refused.
+  auto classes = [](size_t count, size_t cidrs_each) {
+    std::string text;
+    for (size_t c = 0; c < count; ++c) {
+      text += (c ? ";c" : "c") + std::to_string(c) + "=";
+      for (size_t i = 0; i < cidrs_each; ++i) {
+        const size_t n = c * cidrs_each + i;
+        text +=
+            (i ? ",10." : "10.") + std::to_string(n >> 8) + "." + std::to_string(n & 255) + ".0/24";
+      }
+    }
+    return text;
+  };
+  const auto most = parse({"--external-networks=" + classes(64, 64)});
+  ASSERT_TRUE(most) << most.error().message;
+  EXPECT_EQ(most->external_networks.size(), 64u);
+  EXPECT_EQ(most->external_networks[63].second.size(), 64u);
+  EXPECT_EQ(most->external_networks[63].second.back(), "10.15.255.0/24");
+  EXPECT_TRUE(contains(error_of({"--external-networks=" + classes(65, 1)}),
+                       "invalid --external-networks: 65 classes; at most 64 are allowed"));
+  EXPECT_TRUE(parse({"--external-networks=" + classes(1, 4096)}));
+  EXPECT_TRUE(contains(error_of({"--external-networks=" + classes(1, 4097)}),
+                       "4097 CIDRs; at most 4096 are allowed in all classes"));
+  EXPECT_TRUE(
+      contains(error_of({"--external-networks=" + classes(2, 2049)}), "4098 CIDRs; at most 4096"));
 }
 
 TEST(OptionsEnvironment, ReadsRealEnvironment) {
