@@ -56,6 +56,17 @@ CUSTOM_VALUES = {
     "extraEnv": [{"name": "NETMON_MAX_PROCESSES", "value": "4096"}],
     "extraVolumes": [{"name": "scratch", "emptyDir": {}}],
     "extraVolumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+    "kubernetes": {
+        "apiUrl": "https://10.96.0.1:443",
+        "watchPods": True,
+        "peerLabels": True,
+        # Not in alphabetical order, and overlapping: the order must survive to the config file.
+        "externalNetworks": [
+            {"name": "vpc", "cidrs": ["10.20.0.0/16", "fd12:3456::/32"]},
+            {"name": "corp", "cidrs": ["10.0.0.0/8"]},
+            {"name": "metadata", "cidrs": ["169.254.169.254/32"]},
+        ],
+    },
     "config": {
         "log_level": "warn",
         "ring_buffer_bytes": 16777216,
@@ -161,12 +172,98 @@ def test_lint_strict_custom(helm, custom_values_file):
     ids=lambda bad: bad[1],
 )
 def test_schema_rejects_bad_values(helm, bad):
+    _assert_schema_refuses(helm, bad)
+
+
+def _assert_schema_refuses(helm, bad):
     proc = subprocess.run(
         [helm, "template", "netmon", CHART, *bad],
         capture_output=True, text=True, timeout=120, check=False,
     )
     assert proc.returncode != 0, f"{bad} was accepted"
     assert "values don't meet the specifications of the schema" in proc.stderr, proc.stderr
+
+
+def external_networks_values(tmp_path, classes, name="networks.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump({"kubernetes": {"externalNetworks": classes}}))
+    return ["-f", str(path)]
+
+
+@pytest.mark.parametrize(
+    "classes",
+    [
+        # a mapping: Helm would sort its keys, and the order decides (first match wins)
+        {"private": ["10.0.0.0/8"], "metadata": ["169.254.169.254/32"]},
+        [{"name": "private"}],  # no cidrs
+        [{"cidrs": ["10.0.0.0/8"]}],  # no name
+        [{"name": "private", "cidrs": []}],  # a class that could never match
+        [{"name": "private", "cidrs": "10.0.0.0/8"}],  # a string, not a list
+        [{"name": "private", "cidrs": ["10.0.0.0/8"], "order": 1}],  # an unknown key
+        [{"name": "", "cidrs": ["10.0.0.0/8"]}],
+        [{"name": "a;b", "cidrs": ["10.0.0.0/8"]}],  # ';' and '=' are the flag form's separators
+        [{"name": "a=b", "cidrs": ["10.0.0.0/8"]}],
+        [{"name": "x" * 64, "cidrs": ["10.0.0.0/8"]}],
+        [{"name": "private", "cidrs": ["10.0.0.0/8,192.168.0.0/16"]}],  # one CIDR per item
+        [{"name": "private", "cidrs": ["private"]}],
+        [{"name": "private", "cidrs": [8]}],
+    ],
+    ids=lambda c: yaml.safe_dump(c, default_flow_style=True).strip()[:60],
+)
+def test_schema_rejects_bad_external_networks(helm, tmp_path, classes):
+    _assert_schema_refuses(helm, external_networks_values(tmp_path, classes))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--set", "kubernetes.apiUrl=https://10.96.0.1:443/api"],  # no path
+        ["--set", "kubernetes.apiUrl=10.96.0.1:443"],  # no scheme
+        ["--set-string", "kubernetes.watchPods=yes"],
+        ["--set-string", "kubernetes.peerLabels=true"],
+        ["--set", "kubernetes.watch_pods=true"],  # the agent's spelling is config's, not a value
+    ],
+    ids=lambda bad: bad[1],
+)
+def test_schema_rejects_bad_peer_values(helm, bad):
+    _assert_schema_refuses(helm, bad)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--set", "config.kubernetes.watch_pods=true"],
+         "config.kubernetes.watch_pods: set the chart value kubernetes.watchPods instead"),
+        (["--set", "config.kubernetes.peer_labels=true"],
+         "config.kubernetes.peer_labels: set the chart value kubernetes.peerLabels instead"),
+        (["--set", "config.kubernetes.api_url=https://x:443"],
+         "config.kubernetes.api_url: set the chart value kubernetes.apiUrl instead"),
+        (["--set", "config.kubernetes.external_networks.a={10.0.0.0/8}"],
+         "config.kubernetes.external_networks: set the chart value kubernetes.externalNetworks"),
+        (["--set", "config.kubernetes=on"], "config.kubernetes must be a mapping"),
+    ],
+    ids=lambda a: a[1] if isinstance(a, list) else "",
+)
+def test_chart_refuses_peer_keys_set_twice(helm, args, message):
+    """The chart writes these keys from its kubernetes values; the same key in `config` too would
+    be silently overridden one way or the other, so the chart refuses it."""
+    err = helm_refuses(helm, *args)
+    assert message in err, err
+
+
+@pytest.mark.parametrize(
+    "classes,message",
+    [
+        ([{"name": "a", "cidrs": ["10.0.0.0/8"]}, {"name": "a", "cidrs": ["fc00::/7"]}],
+         'the class "a" is given twice'),
+        ([{"name": "internet", "cidrs": ["10.0.0.0/8"]}],
+         '"internet" names the addresses in no class'),
+    ],
+    ids=["twice", "internet"],
+)
+def test_chart_refuses_ambiguous_class_names(helm, tmp_path, classes, message):
+    err = helm_refuses(helm, *external_networks_values(tmp_path, classes))
+    assert message in err, err
 
 
 # ---- default values ----
@@ -260,11 +357,20 @@ def test_ports_probes_annotations(default_docs):
     assert len(annotations["checksum/config"]) == 64
 
 
+# The kubelet's /pods (nodes/proxy; nodes/pods on newer kubelets) and what kube-proxy watches on
+# every node, for the peer names. No cluster-wide pods without kubernetes.watchPods.
+RBAC_RULES = [
+    {"apiGroups": [""], "resources": ["nodes/proxy", "nodes/pods"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["services", "nodes"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+     "verbs": ["get", "list", "watch"]},
+]
+PODS_RULE = {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}
+
+
 def test_rbac(default_docs):
     role = by_kind(default_docs, "ClusterRole")
-    assert role["rules"] == [
-        {"apiGroups": [""], "resources": ["nodes/proxy", "nodes/pods"], "verbs": ["get"]}
-    ]
+    assert role["rules"] == RBAC_RULES
     binding = by_kind(default_docs, "ClusterRoleBinding")
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role["metadata"]["name"],
@@ -273,6 +379,19 @@ def test_rbac(default_docs):
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": NAMESPACE}
     ]
+
+
+def test_rbac_watch_pods(helm, custom_docs):
+    """Pods cluster-wide only with kubernetes.watchPods (custom_docs has it on)."""
+    assert by_kind(custom_docs, "ClusterRole")["rules"] == RBAC_RULES + [PODS_RULE]
+    _, docs = template(helm, "--set", "kubernetes.watchPods=false")
+    assert by_kind(docs, "ClusterRole")["rules"] == RBAC_RULES
+
+
+def test_no_rbac_objects_without_rbac_create(helm):
+    _, docs = template(helm, "--set", "rbac.create=false", "--set", "kubernetes.watchPods=true")
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == ["ConfigMap", "DaemonSet", "ServiceAccount"]
 
 
 # ---- non-default values ----
@@ -331,13 +450,63 @@ def test_no_cgroup_root_flag_when_empty(helm):
     assert not any(a.startswith("--cgroup-root") for a in c["args"])
 
 
-def test_config_checksum_changes(default_docs, custom_docs):
+def test_config_checksum_changes(helm, default_docs, custom_docs):
     def checksum(docs):
         return by_kind(docs, "DaemonSet")["spec"]["template"]["metadata"]["annotations"][
             "checksum/config"
         ]
 
     assert checksum(default_docs) != checksum(custom_docs)
+    _, docs = template(helm, "--set", "kubernetes.watchPods=true")
+    assert checksum(docs) != checksum(default_docs), "watchPods must roll the pods"
+
+
+def config_text(docs):
+    return by_kind(docs, "ConfigMap")["data"]["config.yaml"]
+
+
+DEFAULT_EXTERNAL_NETWORKS = [
+    ("metadata", ["169.254.169.254/32", "fd00:ec2::254/128"]),
+    ("private", ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"]),
+]
+
+
+def test_default_peer_config(default_docs):
+    """The rendered file (before the agent reads it): the peer keys with the chart's defaults;
+    no api_url (in-cluster); the default classes in the values' order."""
+    kube = yaml.safe_load(config_text(default_docs))["kubernetes"]
+    assert kube == {
+        "watch_pods": False,
+        "peer_labels": False,
+        "external_networks": dict(DEFAULT_EXTERNAL_NETWORKS),
+    }
+    assert list(kube["external_networks"].items()) == DEFAULT_EXTERNAL_NETWORKS
+
+
+def test_custom_peer_config_keeps_the_order(custom_docs):
+    """The values' list becomes the file's mapping in list order (not sorted: corp would sort
+    before vpc and, containing it, name every vpc address), merged into config.kubernetes."""
+    kube = yaml.safe_load(config_text(custom_docs))["kubernetes"]
+    want = [(c["name"], c["cidrs"]) for c in CUSTOM_VALUES["kubernetes"]["externalNetworks"]]
+    assert list(kube["external_networks"].items()) == want
+    assert kube["api_url"] == "https://10.96.0.1:443"
+    assert kube["watch_pods"] is True
+    assert kube["peer_labels"] is True
+    assert kube["insecure_skip_verify"] is True  # from `config`, kept
+    assert kube["poll_interval_seconds"] == 5
+
+
+def test_no_external_networks(helm):
+    _, docs = template(helm, "--set", "kubernetes.externalNetworks=null")
+    assert "external_networks" not in yaml.safe_load(config_text(docs))["kubernetes"]
+    _, docs = template(helm, "--set-json", "kubernetes.externalNetworks=[]")
+    assert "external_networks" not in yaml.safe_load(config_text(docs))["kubernetes"]
+
+
+def test_empty_config_value(helm):
+    """`config: {}` still gives a file with the kubernetes keys (and nothing else)."""
+    _, docs = template(helm, "--set", "config=null")
+    assert set(yaml.safe_load(config_text(docs))) == {"kubernetes"}
 
 
 # ---- the config the agent reads ----
@@ -363,6 +532,11 @@ def test_default_config_loads(default_docs, tmp_path):
     assert cfg["log_level"] == "info"
     assert cfg["kubernetes"]["insecure_skip_verify"] is False
     assert cfg["metrics"]["drop_labels"] == []
+    kube = cfg["kubernetes"]
+    assert kube["api_url"] == ""  # in-cluster
+    assert kube["watch_pods"] is False
+    assert kube["peer_labels"] is False
+    assert list(kube["external_networks"].items()) == DEFAULT_EXTERNAL_NETWORKS
 
 
 def test_custom_config_loads(custom_docs, tmp_path):
@@ -378,6 +552,30 @@ def test_custom_config_loads(custom_docs, tmp_path):
     assert cfg["egress"]["rules"] == want["egress"]["rules"]
     assert cfg["ingress"]["rules"] == want["ingress"]["rules"]
     assert cfg["lists"] == want["lists"]
+    kube = cfg["kubernetes"]
+    assert kube["api_url"] == "https://10.96.0.1:443"
+    assert kube["watch_pods"] is True
+    assert kube["peer_labels"] is True
+    assert list(kube["external_networks"].items()) == [
+        (c["name"], c["cidrs"]) for c in CUSTOM_VALUES["kubernetes"]["externalNetworks"]]
+
+
+@pytest.mark.parametrize("cidr", ["10.0.0.1/8", "300.0.0.0/8", "10.0.0.0/33", "fc00::/129",
+                                  "1:2:3"])
+def test_check_config_refuses_a_cidr_the_schema_lets_through(helm, tmp_path, cidr):
+    """The schema checks the shape; the agent checks the CIDRs themselves (host bits, ranges) and
+    names the key, so a bad class fails --check-config (and the pod) rather than naming nothing."""
+    if not os.access(AGENT, os.X_OK):
+        skip_or_fail(f"no agent binary at {AGENT} (build it, or set NETMON_AGENT)")
+    _, docs = template(helm, *external_networks_values(
+        tmp_path, [{"name": "ok", "cidrs": ["192.168.0.0/16"]}, {"name": "bad", "cidrs": [cidr]}]))
+    path = tmp_path / "config.yaml"
+    path.write_text(config_text(docs))
+    proc = subprocess.run([AGENT, "--config", str(path), "--check-config"], capture_output=True,
+                          text=True, timeout=30, check=False,
+                          env={k: v for k, v in os.environ.items() if not k.startswith("NETMON_")})
+    assert proc.returncode == 2, proc.stderr
+    assert "external_networks" in proc.stderr and cidr in proc.stderr, proc.stderr
 
 
 def test_agent_rejects_bad_config_value(helm, tmp_path):

@@ -67,11 +67,52 @@ A loopback address is refused: the kubelet's probes connect to the pod's IP. */}
 {{- end }}
 {{- end }}
 
-{{/* The agent's config file. */}}
+{{/* The agent's config file: the `config` value, with the `kubernetes` values merged into its
+kubernetes mapping (api_url, watch_pods, peer_labels, external_networks). Those four keys in
+`config.kubernetes` too are refused rather than silently overridden. external_networks is written
+by hand, one class per line in the list's order: toYaml sorts a mapping's keys, and the agent
+names an address after the first class that contains it. Names and CIDRs are written as JSON
+strings, which YAML reads unchanged. */}}
 {{- define "netmon.config" -}}
-{{- if .Values.config }}
-{{- toYaml .Values.config }}
-{{- else }}
-{}
+{{- $config := deepCopy (.Values.config | default dict) }}
+{{- $kube := dict }}
+{{- if hasKey $config "kubernetes" }}
+{{- if not (kindIs "map" $config.kubernetes) }}
+{{- fail "config.kubernetes must be a mapping (docs/configuration.md)" }}
 {{- end }}
+{{- $kube = $config.kubernetes }}
+{{- end }}
+{{- $owned := dict "api_url" "apiUrl" "watch_pods" "watchPods" "peer_labels" "peerLabels" "external_networks" "externalNetworks" }}
+{{- range $key := keys $owned | sortAlpha }}
+{{- if hasKey $kube $key }}
+{{- fail (printf "config.kubernetes.%s: set the chart value kubernetes.%s instead (docs/deployment.md)" $key (get $owned $key)) }}
+{{- end }}
+{{- end }}
+{{- $values := .Values.kubernetes }}
+{{- if $values.apiUrl }}
+{{- $_ := set $kube "api_url" $values.apiUrl }}
+{{- end }}
+{{- $_ := set $kube "watch_pods" $values.watchPods }}
+{{- $_ := set $kube "peer_labels" $values.peerLabels }}
+{{- $seen := dict }}
+{{- range $values.externalNetworks }}
+{{- if hasKey $seen .name }}
+{{- fail (printf "kubernetes.externalNetworks: the class %s is given twice" (.name | quote)) }}
+{{- end }}
+{{- if eq .name "internet" }}
+{{- fail "kubernetes.externalNetworks: \"internet\" names the addresses in no class; give the class another name" }}
+{{- end }}
+{{- $_ := set $seen .name true }}
+{{- end }}
+{{- with omit $config "kubernetes" }}
+{{- toYaml . }}{{ "\n" }}
+{{- end -}}
+kubernetes:
+  {{- toYaml $kube | nindent 2 }}
+  {{- with $values.externalNetworks }}
+  external_networks:
+    {{- range . }}
+    {{ .name | toJson }}: {{ .cidrs | toJson }}
+    {{- end }}
+  {{- end }}
 {{- end }}
