@@ -503,6 +503,15 @@ def test_no_external_networks(helm):
     assert "external_networks" not in yaml.safe_load(config_text(docs))["kubernetes"]
 
 
+def test_release_values_without_the_kubernetes_values(helm):
+    """`helm upgrade --reuse-values` of a release installed before these values existed renders
+    them as absent: the chart must still render, with the agent's defaults."""
+    _, docs = template(helm, "--set", "kubernetes=null")
+    assert yaml.safe_load(config_text(docs))["kubernetes"] == {
+        "watch_pods": False, "peer_labels": False}
+    assert by_kind(docs, "ClusterRole")["rules"] == RBAC_RULES
+
+
 def test_empty_config_value(helm):
     """`config: {}` still gives a file with the kubernetes keys (and nothing else)."""
     _, docs = template(helm, "--set", "config=null")

@@ -88,12 +88,13 @@ strings, which YAML reads unchanged. */}}
 {{- fail (printf "config.kubernetes.%s: set the chart value kubernetes.%s instead (docs/deployment.md)" $key (get $owned $key)) }}
 {{- end }}
 {{- end }}
-{{- $values := .Values.kubernetes }}
+{{- /* default dict: a release upgraded with --reuse-values from a chart without these values */}}
+{{- $values := .Values.kubernetes | default dict }}
 {{- if $values.apiUrl }}
 {{- $_ := set $kube "api_url" $values.apiUrl }}
 {{- end }}
-{{- $_ := set $kube "watch_pods" $values.watchPods }}
-{{- $_ := set $kube "peer_labels" $values.peerLabels }}
+{{- $_ := set $kube "watch_pods" ($values.watchPods | default false) }}
+{{- $_ := set $kube "peer_labels" ($values.peerLabels | default false) }}
 {{- $seen := dict }}
 {{- range $values.externalNetworks }}
 {{- if hasKey $seen .name }}
