@@ -204,6 +204,8 @@ def external_networks_values(tmp_path, classes, name="networks.yaml"):
         [{"name": "a;b", "cidrs": ["10.0.0.0/8"]}],  # ';' and '=' are the flag form's separators
         [{"name": "a=b", "cidrs": ["10.0.0.0/8"]}],
         [{"name": "x" * 64, "cidrs": ["10.0.0.0/8"]}],
+        [{"name": "a b", "cidrs": ["10.0.0.0/8"]}],
+        [{"name": f"c{i}", "cidrs": ["10.0.0.0/8"]} for i in range(65)],  # the agent's cap: 64
         [{"name": "private", "cidrs": ["10.0.0.0/8,192.168.0.0/16"]}],  # one CIDR per item
         [{"name": "private", "cidrs": ["private"]}],
         [{"name": "private", "cidrs": [8]}],
