@@ -24,6 +24,8 @@
 #include "k8s/attribution.h"
 #include "k8s/in_cluster.h"
 #include "k8s/kube_api.h"
+#include "k8s/peer_snapshots.h"
+#include "k8s/peer_watch.h"
 #include "metrics/http_server.h"
 #include "metrics/metrics.h"
 #include "output/json.h"
@@ -122,6 +124,17 @@ KubeletOptions configured_kubelet(const Options& o) {
   return k;
 }
 
+// The API server settings as configured, without the in-cluster defaults.
+KubeApiOptions configured_kube_api(const Options& o) {
+  KubeApiOptions a;
+  a.url = o.kube_api_url;
+  a.token_file = o.kube_api_token_file;
+  a.ca_file = o.kube_api_ca_file;
+  a.insecure_skip_verify = o.kube_api_insecure_skip_verify;
+  a.allow_http_token = o.kube_api_allow_http_token;
+  return a;
+}
+
 // Whether the configuration names rules or turns a direction off: without, the pipeline writes
 // every event switched on and remembers nothing for the Closes.
 bool rules_configured(const RulesSpec& rules) {
@@ -162,6 +175,39 @@ Result<std::unique_ptr<HttpServer>> serve_http(const std::string& address, const
   log::info("serving /metrics, /healthz and /readyz on http://" + host + ":" +
             std::to_string((*server)->port()));
   return server;
+}
+
+// The peer watcher for `api` (the API server settings with the in-cluster defaults; an empty url:
+// none) and the peer options; not started.
+Result<std::unique_ptr<PeerWatcher>> create_peer_watcher(const Options& options,
+                                                         const KubeApiOptions& api,
+                                                         const std::string& node_name,
+                                                         PeerSnapshots& snapshots) {
+  PeerWatchOptions p;
+  if (!api.url.empty()) p.api = api;
+  p.watch_pods = options.watch_pods;
+  p.node_name = node_name;
+  auto classes = CidrClasses::parse(options.external_networks);
+  if (!classes) return fail("kubernetes.external_networks: " + classes.error().message);
+  p.external_networks = std::move(*classes);
+  p.pod_grace_ns = static_cast<uint64_t>(options.pod_grace_period_s) * 1'000'000'000u;
+  auto watcher = PeerWatcher::create(std::move(p), snapshots);
+  if (!watcher) return fail("kubernetes.api_url: " + watcher.error().message);
+  return watcher;
+}
+
+// Starts `peers` (publishing the first index) and says where the peers' names come from.
+void start_peers(PeerWatcher& peers, const KubeApiOptions& api, bool watch_pods) {
+  peers.start();
+  if (api.url.empty()) {
+    log::info(
+        "no API server configured: peers are named from this node's kubelet, its own addresses "
+        "and the external networks only");
+    return;
+  }
+  log::info("peer names from the API server " + api.url + " (services, endpointslices, nodes" +
+            (watch_pods ? ", pods" : "") + ")" +
+            (api.insecure_skip_verify ? " (TLS not verified)" : ""));
 }
 
 // The kubelet watcher, started, for `k` (the kubelet settings with the in-cluster defaults);
@@ -209,8 +255,13 @@ void report_probe(const Probe& probe, Metrics& metrics) {
 // What a start checks before it touches the kernel: the configuration (validate_config()), the
 // --proc-root directory, and the kubelet settings `kubelet` (a token over http://, the token and
 // CA files). Gives the compiled rules.
-Result<CompiledRules> check_start(const Options& options, const KubeletOptions& kubelet) {
+Result<CompiledRules> check_start(const Options& options, const KubeletOptions& kubelet,
+                                  const KubeApiOptions& api) {
   if (auto valid = validate_config(options); !valid) return tl::unexpected(valid.error());
+  if (!api.url.empty()) {
+    if (auto r = KubeApiClient::validate(api); !r)
+      return fail("kubernetes.api_url: " + r.error().message);
+  }
   if (auto proc = check_proc_root(options.proc_root); !proc) return tl::unexpected(proc.error());
   auto rules = compile_rules(options.rules);
   if (!rules) return rules;
@@ -224,7 +275,8 @@ Result<CompiledRules> check_start(const Options& options, const KubeletOptions& 
 
 HealthSnapshot health(const Pipeline& pipeline, const OutputStats& out, const KernelCounters& k,
                       const ProcessTableStats& p, const OutputFlow& pause,
-                      const Attributor& attributor, const KubeletWatcher* kubelet) {
+                      const Attributor& attributor, const KubeletWatcher* kubelet,
+                      const PeerWatcher* peers) {
   const PipelineStats& s = pipeline.stats();
   HealthSnapshot h;
   h.output_waits = pause.episodes();
@@ -241,6 +293,9 @@ HealthSnapshot health(const Pipeline& pipeline, const OutputStats& out, const Ke
   h.process_table_evictions = p.evictions;
   h.kubelet_enabled = kubelet != nullptr;
   if (kubelet) h.kubelet = kubelet->stats();
+  h.peers_enabled = peers != nullptr;
+  h.peer_lookups = s.peer_lookups;
+  if (peers) h.peer_watch = peers->stats();
   return h;
 }
 
@@ -259,6 +314,9 @@ Result<void> validate_config(const Options& options) {
     api.allow_http_token = options.kube_api_allow_http_token;
     if (auto settings = KubeApiClient::validate_settings(api); !settings) return settings;
   }
+  if (auto classes = CidrClasses::parse(options.external_networks); !classes) {
+    return fail("kubernetes.external_networks: " + classes.error().message);
+  }
   return {};
 }
 
@@ -275,6 +333,7 @@ struct Running {
   Pipeline& pipeline;
   std::unique_ptr<HttpServer>& http;
   std::unique_ptr<KubeletWatcher>& kubelet;
+  std::unique_ptr<PeerWatcher>& peers;
   std::unique_ptr<Probe>& probe;
 };
 
@@ -322,8 +381,8 @@ int run_until_stopped(Running& r) {
       }
       r.writer.check_output();  // a stdout whose reader is gone, even with nothing to write
       r.metrics.publish_health(health(r.pipeline, r.writer.stats(), probe.counters(),
-                                      r.processes.stats(), r.output, r.attributor,
-                                      r.kubelet.get()));
+                                      r.processes.stats(), r.output, r.attributor, r.kubelet.get(),
+                                      r.peers.get()));
       last_health = now;
     }
     if (now - last_refresh >= std::chrono::seconds(1)) {
@@ -349,6 +408,7 @@ void stop_and_report(Running& r) {
   const KubeletStats kubelet_stats = r.kubelet ? r.kubelet->stats() : KubeletStats{};
   r.readiness.kubelet.store(nullptr);
   r.kubelet.reset();  // aborts a request in flight; nothing is logged after the summary
+  r.peers->stop();    // aborts the API server requests in flight
   if (!r.output.finish()) {
     log::warn("stdout did not drain within " + std::to_string(kStopDrain.count()) +
               " s; the remaining events are counted as lost");
@@ -372,9 +432,13 @@ void stop_and_report(Running& r) {
 int run_agent(const Options& options) {
   install_signal_handlers();  // first: a stop signal during the start-up is not lost
   const InClusterEnvironment cluster = InClusterEnvironment::of_process();
-  const KubeletOptions kubelet_settings =
-      with_in_cluster_defaults(configured_kubelet(options), cluster);
-  auto rules = check_start(options, kubelet_settings);
+  KubeletOptions kubelet_settings = with_in_cluster_defaults(configured_kubelet(options), cluster);
+  auto api_settings = kube_api_with_in_cluster_defaults(configured_kube_api(options), cluster);
+  if (!api_settings) {
+    log::error("configuration error: kubernetes.api_url: " + api_settings.error().message);
+    return 2;
+  }
+  auto rules = check_start(options, kubelet_settings, *api_settings);
   if (!rules) {
     log::error("configuration error: " + rules.error().message);
     return 2;
@@ -397,19 +461,34 @@ int run_agent(const Options& options) {
     http = std::move(*server);
   }
 
-  // What the pipeline needs is there before the probe that feeds it starts.
+  // What the pipeline needs is there before the probe that feeds it starts. The peer watcher
+  // first (the kubelet hands it this node's pods), started after the kubelet.
+  const std::string node_name = node_name_or_default(options.node_name, cluster);
+  PeerSnapshots peer_snapshots;
+  auto peers_created = create_peer_watcher(options, *api_settings, node_name, peer_snapshots);
+  if (!peers_created) {
+    log::error("configuration error: " + peers_created.error().message);
+    return 2;
+  }
+  std::unique_ptr<PeerWatcher> peers = std::move(*peers_created);
+  kubelet_settings.on_pods = [p = peers.get()](std::vector<KubePod> pods) {
+    p->set_local_pods(std::move(pods));
+  };
   auto kubelet_started = start_kubelet(kubelet_settings);
   if (!kubelet_started) {
     log::error("configuration error: " + kubelet_started.error().message);
     return 2;
   }
   std::unique_ptr<KubeletWatcher> kubelet = std::move(*kubelet_started);
+  start_peers(*peers, *api_settings, options.watch_pods);
   ProbeOptions probe_options = options.probe;
   probe_options.cgroup_root = cgroup2_root_or_default(options.cgroup_root);
   Attributor attributor(open_cgroups(probe_options.cgroup_root), kubelet.get());
   PipelineDeps deps;
   deps.attributor = &attributor;
-  deps.node_name = node_name_or_default(options.node_name, cluster);
+  deps.node_name = node_name;
+  deps.peers = &peer_snapshots;
+  deps.peer_labels = options.peer_labels;
   deps.pod_labels = options.pod_labels;
   deps.metrics = &metrics;
   deps.verdicts = Verdicts(rules_configured(options.rules) ? &*rules : nullptr, options.events,
@@ -445,8 +524,8 @@ int run_agent(const Options& options) {
   readiness.attached.store(true);
 
   log::info("netmon is running; events go to stdout");
-  Running running{writer, processes, metrics, readiness, attributor,
-                  output, pipeline,  http,    kubelet,   *probe};
+  Running running{writer,   processes, metrics, readiness, attributor, output,
+                  pipeline, http,      kubelet, peers,     *probe};
   const int exit_code = run_until_stopped(running);
   stop_and_report(running);
   return exit_code;

@@ -25,6 +25,8 @@ InClusterEnvironment InClusterEnvironment::of_process() {
   InClusterEnvironment env;
   env.node_ip = env_or_empty("NODE_IP");
   env.node_name = env_or_empty("NODE_NAME");
+  env.kubernetes_service_host = env_or_empty("KUBERNETES_SERVICE_HOST");
+  env.kubernetes_service_port = env_or_empty("KUBERNETES_SERVICE_PORT");
   return env;
 }
 
@@ -41,6 +43,42 @@ KubeletOptions with_in_cluster_defaults(KubeletOptions k, const InClusterEnviron
     }
   }
   if (k.token_file.empty() && in_cluster) k.token_file = sa_token;
+  if (k.ca_file.empty() && !k.insecure_skip_verify && file_exists(sa_ca)) k.ca_file = sa_ca;
+  return k;
+}
+
+Result<KubeApiOptions> in_cluster_kube_api(const InClusterEnvironment& env) {
+  if (env.kubernetes_service_host.empty()) {
+    return fail("KUBERNETES_SERVICE_HOST is not set (not running in a Kubernetes pod)");
+  }
+  if (env.kubernetes_service_port.empty()) {
+    return fail("KUBERNETES_SERVICE_PORT is not set (not running in a Kubernetes pod)");
+  }
+  auto url = kube_api_url_of(env.kubernetes_service_host, env.kubernetes_service_port);
+  if (!url) return fail("KUBERNETES_SERVICE_HOST/PORT: " + url.error().message);
+  KubeApiOptions options;
+  options.url = std::move(*url);
+  std::string dir = env.service_account_dir;
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  options.token_file = dir + "/token";
+  options.ca_file = dir + "/ca.crt";
+  return options;
+}
+
+Result<KubeApiOptions> kube_api_with_in_cluster_defaults(KubeApiOptions k,
+                                                         const InClusterEnvironment& env) {
+  if (k.url.empty()) {
+    if (env.kubernetes_service_host.empty() && env.kubernetes_service_port.empty()) return k;
+    auto in_cluster = in_cluster_kube_api(env);
+    if (!in_cluster) return in_cluster;
+    k.url = std::move(in_cluster->url);
+    // The in-cluster API server: the service account's token even when not there (yet): a
+    // request then fails naming the file.
+    if (k.token_file.empty()) k.token_file = std::move(in_cluster->token_file);
+  }
+  const std::string sa_token = env.service_account_dir + "/token";
+  const std::string sa_ca = env.service_account_dir + "/ca.crt";
+  if (k.token_file.empty() && file_exists(sa_token)) k.token_file = sa_token;
   if (k.ca_file.empty() && !k.insecure_skip_verify && file_exists(sa_ca)) k.ca_file = sa_ca;
   return k;
 }

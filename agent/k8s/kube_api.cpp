@@ -46,43 +46,24 @@ std::string status_detail(int status, std::string_view body) {
 
 }  // namespace
 
-Result<KubeApiOptions> in_cluster_kube_api(const InClusterSource& source) {
-  const auto getenv = source.getenv ? source.getenv : [](const char* name) -> const char* {
-    return std::getenv(name);
-  };
-  const char* host = getenv("KUBERNETES_SERVICE_HOST");
-  const char* port = getenv("KUBERNETES_SERVICE_PORT");
-  if (host == nullptr || *host == '\0') {
-    return fail("KUBERNETES_SERVICE_HOST is not set (not running in a Kubernetes pod)");
-  }
-  if (port == nullptr || *port == '\0') {
-    return fail("KUBERNETES_SERVICE_PORT is not set (not running in a Kubernetes pod)");
-  }
-  std::string_view host_text(host);
+Result<std::string> kube_api_url_of(std::string_view host, std::string_view port) {
+  std::string_view host_text = host;
   if (host_text.size() > 2 && host_text.front() == '[' && host_text.back() == ']') {
     host_text = host_text.substr(1, host_text.size() - 2);
   }
   if (!valid_host(host_text)) {
-    return fail("KUBERNETES_SERVICE_HOST " + netmon::quoted(host) +
-                " is not a host name or address");
+    return fail("host " + netmon::quoted(host) + " is not a host name or address");
   }
-  if (!valid_port(port)) {
-    return fail("KUBERNETES_SERVICE_PORT " + netmon::quoted(port) + " is not a port number");
-  }
-  KubeApiOptions options;
+  if (!valid_port(port)) return fail("port " + netmon::quoted(port) + " is not a port number");
   const bool ipv6 = host_text.find(':') != std::string_view::npos;
   // Appended piece by piece: GCC 12's -O3 -Wrestrict misfires on "literal" + std::string&&.
-  options.url = "https://";
-  if (ipv6) options.url += '[';
-  options.url += host_text;
-  if (ipv6) options.url += ']';
-  options.url += ':';
-  options.url += port;
-  std::string dir = source.service_account_dir;
-  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
-  options.token_file = dir + "/token";
-  options.ca_file = dir + "/ca.crt";
-  return options;
+  std::string url = "https://";
+  if (ipv6) url += '[';
+  url += host_text;
+  if (ipv6) url += ']';
+  url += ':';
+  url += port;
+  return url;
 }
 
 Result<KubeApiUrl> parse_kube_api_url(std::string_view url) {

@@ -14,7 +14,6 @@
 
 #include "common/result.h"
 #include "k8s/http_common.h"
-#include "k8s/in_cluster.h"
 
 namespace netmon {
 
@@ -34,18 +33,11 @@ struct KubeApiOptions {
   size_t max_line_bytes = 4u << 20;       // one watch event (etcd stores objects up to 1.5 MiB)
 };
 
-// Where in-cluster configuration comes from; injectable for tests.
-struct InClusterSource {
-  // Reads an environment variable; nullptr when unset. Default: ::getenv.
-  std::function<const char*(const char*)> getenv;
-  std::string service_account_dir = kServiceAccountDir;  // k8s/in_cluster.h
-};
-
-// The options of a client running in a pod: url from KUBERNETES_SERVICE_HOST (an IPv6 address
-// is bracketed) and KUBERNETES_SERVICE_PORT, token_file and ca_file in the service-account
-// directory (<dir>/token, <dir>/ca.crt). Reads no file: a missing token or CA shows when
-// validated or used. Fails when the variables are unset or malformed (not in a cluster).
-Result<KubeApiOptions> in_cluster_kube_api(const InClusterSource& source = {});
+// "https://<host>:<port>" (an IPv6 host bracketed; a bracketed one accepted) for the API server
+// at `host` and `port`, as KUBERNETES_SERVICE_HOST/PORT give them (in_cluster_kube_api in
+// k8s/in_cluster.h). Fails when the host has characters no host name or address has, or the port
+// is not 1..65535.
+Result<std::string> kube_api_url_of(std::string_view host, std::string_view port);
 
 // "https://host:port" split for the HTTP client; a trailing "/" is dropped, any other path is
 // refused (resource paths are absolute, e.g. /api/v1/services).

@@ -303,12 +303,14 @@ KubeletResult KubeletWatcher::poll_once(std::string& detail) {
     r = fetch(body, detail, true);
   }
   if (r == KubeletResult::kOk) {
-    auto pods = parse_pod_list(body);
+    std::vector<KubePod> peers;
+    auto pods = parse_pod_list(body, options_.on_pods ? &peers : nullptr);
     std::string().swap(body);
     if (!pods) {
       detail = pods.error().message;
       r = KubeletResult::kBadResponse;
     } else {
+      if (options_.on_pods) options_.on_pods(std::move(peers));
       std::shared_ptr<const PodSnapshot> previous = snapshot();
       auto next = PodSnapshot::build(std::move(*pods), previous.get(),
                                      std::chrono::steady_clock::now(), options_.pod_grace);

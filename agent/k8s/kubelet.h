@@ -8,14 +8,17 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 #include "common/result.h"
 #include "k8s/http_common.h"
+#include "k8s/kube_objects.h"
 #include "k8s/pods.h"
 
 namespace netmon {
@@ -34,6 +37,10 @@ struct KubeletOptions {
   std::chrono::milliseconds min_refresh_interval{1000};  // early refreshes at most this often
   std::chrono::milliseconds pod_grace{60000};            // deleted pods stay resolvable this long
   size_t max_response_bytes = 64u << 20;
+  // Optional: gets this node's pods as the peer index sees them (KubePod) after each successful
+  // poll, on the watcher's thread, from the same parse of the response (PeerWatcher's
+  // set_local_pods). Should not block for long.
+  std::function<void(std::vector<KubePod>)> on_pods;
 };
 
 // Caps on the files the watcher reads: a bigger one is refused (docs/kubernetes.md). The token

@@ -4,6 +4,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "k8s/kube_json.h"
+#include "k8s/kube_objects.h"
+
 namespace netmon {
 
 namespace {
@@ -193,7 +196,7 @@ bool all_digits(std::string_view s) {
 
 }  // namespace
 
-Result<std::vector<PodMeta>> parse_pod_list(std::string_view text) {
+Result<std::vector<PodMeta>> parse_pod_list(std::string_view text, std::vector<KubePod>* peers) {
   try {
     json doc;
     try {
@@ -208,7 +211,10 @@ Result<std::vector<PodMeta>> parse_pod_list(std::string_view text) {
     const json* items = member(doc, "items");
     if (items == nullptr) return fail("kubelet pod list: no \"items\" member");
     // Go encodes an empty list as null: a node without pods.
-    if (items->is_null()) return std::vector<PodMeta>{};
+    if (items->is_null()) {
+      if (peers) peers->clear();
+      return std::vector<PodMeta>{};
+    }
     if (!items->is_array()) {
       return fail(std::string("kubelet pod list: \"items\" is ") + items->type_name() +
                   ", not an array");
@@ -218,6 +224,11 @@ Result<std::vector<PodMeta>> parse_pod_list(std::string_view text) {
     for (const json& item : *items) {
       PodMeta pod;
       if (parse_pod(item, pod)) pods.push_back(std::move(pod));
+    }
+    if (peers) {
+      auto kube = parse_kube_pod_items(*items);
+      peers->clear();
+      if (kube) *peers = std::move(kube->items);
     }
     return pods;
   } catch (const json::exception& e) {

@@ -51,7 +51,13 @@ struct Attribution {
 // Parses a PodList. Pods without metadata.uid are skipped; containers without a containerID
 // (not started yet) are listed without an id. Fails, naming what is wrong, on malformed JSON or
 // when the top level is not an object with an "items" array.
-Result<std::vector<PodMeta>> parse_pod_list(std::string_view json);
+//
+// With `peers` (not null), the same document's items are also parsed as the peer index sees pods
+// (KubePod, parse_kube_pod_items in k8s/kube_json.h; items that do not parse are left out, as
+// is everything when the list has more than kKubeMaxListItems): the JSON is parsed once.
+struct KubePod;
+Result<std::vector<PodMeta>> parse_pod_list(std::string_view json,
+                                            std::vector<KubePod>* peers = nullptr);
 
 // Owner reference -> workload: ReplicaSet "web-7d4b9c" with the pod-template-hash label
 // "7d4b9c" -> ("web", "Deployment") (a ReplicaSet whose name does not end in "-<hash>" stays

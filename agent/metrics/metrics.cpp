@@ -237,6 +237,54 @@ std::vector<ClientMetric::Label> series_labels(const ConnectionSeries& s) {
   return out;
 }
 
+// The peer names' metrics (#19): the lookups, the index's size, and with an API server each
+// watched resource's sync state and errors.
+void render_peers(const HealthSnapshot& h, std::vector<MetricFamily>& out) {
+  auto lookups = family("netmon_peer_lookups_total",
+                        "Connection events whose peer was looked up, by the kind that named it.",
+                        MetricType::Counter);
+  for (size_t k = 0; k < kPeerKinds; ++k) {
+    lookups.metric.push_back(
+        counter(static_cast<double>(h.peer_lookups[k]),
+                {{"result", std::string(to_string(static_cast<PeerKind>(k)))}}));
+  }
+  out.push_back(std::move(lookups));
+  const PeerIndex::Stats& index = h.peer_watch.index;
+  auto objects = family("netmon_peer_index_objects",
+                        "Objects in the current peer index, by kind (addresses: distinct "
+                        "addresses indexed).",
+                        MetricType::Gauge);
+  for (const auto& [kind, n] : {std::pair<const char*, size_t>{"pods", index.pods},
+                                {"services", index.services},
+                                {"nodes", index.nodes},
+                                {"addresses", index.addresses}}) {
+    objects.metric.push_back(gauge(static_cast<double>(n), {{"kind", kind}}));
+  }
+  out.push_back(std::move(objects));
+  if (!h.peer_watch.api_enabled) return;
+  auto synced =
+      family("netmon_kube_api_synced",
+             "1 once the resource's first list from the API server completed.", MetricType::Gauge);
+  auto errors = family("netmon_kube_api_watch_errors_total",
+                       "Failed list and watch requests to the API server, by resource and reason.",
+                       MetricType::Counter);
+  for (size_t r = 0; r < h.peer_watch.resources.size(); ++r) {
+    const PeerResourceStats& s = h.peer_watch.resources[r];
+    if (!s.watched) continue;
+    const std::string resource(to_string(static_cast<PeerResource>(r)));
+    synced.metric.push_back(gauge(s.synced ? 1 : 0, {{"resource", resource}}));
+    for (size_t e = 0; e < s.errors.size(); ++e) {
+      const auto error = static_cast<KubeApiError>(e);
+      if (error == KubeApiError::kNone || error == KubeApiError::kCancelled) continue;
+      errors.metric.push_back(
+          counter(static_cast<double>(s.errors[e]),
+                  {{"resource", resource}, {"reason", std::string(kube_api_error_name(error))}}));
+    }
+  }
+  out.push_back(std::move(synced));
+  out.push_back(std::move(errors));
+}
+
 }  // namespace
 
 std::string Metrics::render() const {
@@ -382,6 +430,8 @@ std::string Metrics::render() const {
     synced.metric.push_back(gauge(h.kubelet.synced ? 1 : 0));
     out.push_back(std::move(synced));
   }
+
+  if (h.peers_enabled) render_peers(h, out);
 
   auto hook =
       family("netmon_hook_info", "The variant each kernel hook attached with.", MetricType::Gauge);

@@ -21,6 +21,8 @@
 #include "events/event.h"
 #include "k8s/attribution.h"
 #include "k8s/kubelet.h"
+#include "k8s/peer_index.h"
+#include "k8s/peer_watch_stats.h"
 
 namespace netmon {
 
@@ -51,6 +53,12 @@ struct HealthSnapshot {
   uint64_t process_table_evictions = 0;
   bool kubelet_enabled = false;
   KubeletStats kubelet;
+  // Peer names (#19): with a peer index, the lookups by the kind they answered
+  // (PipelineStats::peer_lookups) and the watcher's state; its API server metrics only when
+  // peer_watch.api_enabled.
+  bool peers_enabled = false;
+  PeerLookupCounts peer_lookups{};
+  PeerWatchStats peer_watch;
 };
 
 class Metrics {

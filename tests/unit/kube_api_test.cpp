@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "k8s/in_cluster.h"
 #include "k8s/kube_api.h"
 #include "k8s/list_watch.h"
 #include "k8s/watch_stream.h"
@@ -18,15 +19,12 @@
 namespace netmon {
 namespace {
 
-InClusterSource env_of(std::map<std::string, std::string> vars, std::string dir = "/sa") {
-  InClusterSource source;
-  auto shared = std::make_shared<std::map<std::string, std::string>>(std::move(vars));
-  source.getenv = [shared](const char* name) -> const char* {
-    const auto it = shared->find(name);
-    return it == shared->end() ? nullptr : it->second.c_str();
-  };
-  source.service_account_dir = std::move(dir);
-  return source;
+InClusterEnvironment env_of(std::map<std::string, std::string> vars, std::string dir = "/sa") {
+  InClusterEnvironment env;
+  env.kubernetes_service_host = vars["KUBERNETES_SERVICE_HOST"];
+  env.kubernetes_service_port = vars["KUBERNETES_SERVICE_PORT"];
+  env.service_account_dir = std::move(dir);
+  return env;
 }
 
 TEST(InClusterKubeApi, FillsUrlTokenAndCaFromTheEnvironment) {
