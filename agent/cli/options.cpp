@@ -160,8 +160,8 @@ Setting text(const char* flag, const char* env, const char* key, const char* val
           [field](const Options& o) { return field(o); }};
 }
 
-// The caps on kubernetes.external_networks. Each external peer's lookup tries the CIDRs in
-// order (CidrClasses::classify), so their number bounds its cost.
+// The caps on kubernetes.external_networks: a configuration mistake stays small. (An external
+// peer's lookup, CidrClasses::classify, costs one binary search per distinct prefix length.)
 constexpr size_t kMaxExternalNetworkClasses = 64;
 constexpr size_t kMaxExternalNetworkCidrs = 4096;  // in all classes together
 constexpr size_t kMaxExternalNetworkNameBytes = 63;

@@ -18,6 +18,17 @@ size_t address_length(IpAddress::Family family) {
 
 constexpr std::array<uint8_t, 12> kV4MappedPrefix = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
+// `bytes` with the bits past `prefix` zeroed.
+std::array<uint8_t, 16> masked(const std::array<uint8_t, 16>& bytes, unsigned prefix) {
+  std::array<uint8_t, 16> out{};
+  const unsigned full = prefix / 8;
+  std::memcpy(out.data(), bytes.data(), full);
+  if (const unsigned rest = prefix % 8; rest != 0) {
+    out[full] = static_cast<uint8_t>(bytes[full] & (0xff << (8 - rest)));
+  }
+  return out;
+}
+
 }  // namespace
 
 std::optional<IpAddress> parse_ip_address(std::string_view text) {
@@ -101,7 +112,7 @@ Result<CidrClasses> CidrClasses::parse(
     if (std::find(out.names_.begin(), out.names_.end(), name) != out.names_.end()) {
       return fail("external network class " + quoted(name) + " is given twice");
     }
-    const size_t index = out.names_.size();
+    const auto index = static_cast<uint32_t>(out.names_.size());
     out.names_.push_back(name);
     for (const std::string& text : cidrs) {
       Result<Cidr> cidr = Cidr::parse(text);
@@ -109,7 +120,22 @@ Result<CidrClasses> CidrClasses::parse(
         return fail("external network class " + quoted(name) + ": " + quoted(text) +
                     " is not a CIDR: " + cidr.error().message);
       }
-      out.cidrs_.emplace_back(*cidr, index);
+      std::vector<Level>& levels =
+          cidr->network.family == IpAddress::Family::kV4 ? out.v4_ : out.v6_;
+      auto level = std::find_if(levels.begin(), levels.end(),
+                                [&](const Level& l) { return l.prefix == cidr->prefix; });
+      if (level == levels.end()) level = levels.insert(levels.end(), Level{cidr->prefix, {}});
+      level->networks.emplace_back(cidr->network.bytes, index);
+    }
+  }
+  // Sorted by network, then class; a network in several classes keeps the first.
+  for (std::vector<Level>* levels : {&out.v4_, &out.v6_}) {
+    for (Level& level : *levels) {
+      auto& networks = level.networks;
+      std::sort(networks.begin(), networks.end());
+      networks.erase(std::unique(networks.begin(), networks.end(),
+                                 [](const auto& a, const auto& b) { return a.first == b.first; }),
+                     networks.end());
     }
   }
   return out;
@@ -117,10 +143,16 @@ Result<CidrClasses> CidrClasses::parse(
 
 std::string_view CidrClasses::classify(const IpAddress& address) const {
   const IpAddress canonical = canonical_address(address);
-  for (const auto& [cidr, index] : cidrs_) {
-    if (cidr.contains(canonical)) return names_[index];
+  const std::vector<Level>& levels = canonical.family == IpAddress::Family::kV4 ? v4_ : v6_;
+  uint32_t best = UINT32_MAX;  // the first class with a network containing the address
+  for (const Level& level : levels) {
+    const std::array<uint8_t, 16> key = masked(canonical.bytes, level.prefix);
+    const auto it = std::lower_bound(
+        level.networks.begin(), level.networks.end(), key,
+        [](const auto& entry, const std::array<uint8_t, 16>& k) { return entry.first < k; });
+    if (it != level.networks.end() && it->first == key) best = std::min(best, it->second);
   }
-  return {};
+  return best == UINT32_MAX ? std::string_view() : std::string_view(names_[best]);
 }
 
 }  // namespace netmon

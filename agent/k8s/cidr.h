@@ -3,6 +3,7 @@
 // the classes as (name, [cidr, ...]) pairs.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -40,7 +41,8 @@ struct Cidr {
 // Ordered named classes of CIDRs, e.g. {private: [10.0.0.0/8, 192.168.0.0/16], metadata:
 // [169.254.169.254/32]}: an address belongs to the first class (in the given order) that has a
 // CIDR containing it; overlapping classes are allowed and the earlier one wins. Immutable after
-// parse; classify() does not allocate and is safe from any thread.
+// parse; classify() does not allocate and is safe from any thread. Its cost grows with the number
+// of distinct prefix lengths (one binary search each), not with the number of CIDRs.
 class CidrClasses {
  public:
   CidrClasses() = default;
@@ -56,8 +58,16 @@ class CidrClasses {
   size_t class_count() const { return names_.size(); }
 
  private:
+  // The networks of one family and prefix length, sorted, each with the index of the first class
+  // that holds it.
+  struct Level {
+    uint8_t prefix = 0;
+    std::vector<std::pair<std::array<uint8_t, 16>, uint32_t>> networks;
+  };
+
   std::vector<std::string> names_;
-  std::vector<std::pair<Cidr, size_t>> cidrs_;  // in class order, then the CIDRs' order
+  std::vector<Level> v4_;
+  std::vector<Level> v6_;
 };
 
 }  // namespace netmon

@@ -213,6 +213,81 @@ TEST(CidrClasses, FirstMatchWinsAndErrorsNameTheCidr) {
   EXPECT_FALSE(CidrClasses::parse({{"", {"10.0.0.0/8"}}}));
 }
 
+TEST(CidrClasses, IndexedLookupAgreesWithTryingEveryCidrInOrder) {
+  // classify() searches one sorted table per prefix length; the reference tries each CIDR of
+  // each class in order. Random classes of both families, overlapping, with the same network in
+  // several classes, and addresses inside and next to their CIDRs, IPv4-mapped ones included.
+  uint64_t state = 0x9e3779b97f4a7c15ULL;
+  auto next = [&state] {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return state;
+  };
+  auto random_address = [&](bool v4) {
+    IpAddress a;
+    a.family = v4 ? IpAddress::Family::kV4 : IpAddress::Family::kV6;
+    for (size_t i = 0; i < (v4 ? 4u : 16u); ++i) a.bytes[i] = static_cast<uint8_t>(next());
+    if (v4 && next() % 2) a.bytes[0] = 10;  // crowd them, so that classes overlap
+    if (!v4 && next() % 2) a.bytes[0] = 0xfd;
+    return a;
+  };
+  for (int round = 0; round < 50; ++round) {
+    std::vector<std::pair<std::string, std::vector<std::string>>> spec;
+    std::vector<std::pair<Cidr, size_t>> reference;  // in class order, then the CIDRs' order
+    const size_t class_count = 1 + next() % 8;
+    for (size_t c = 0; c < class_count; ++c) {
+      spec.push_back({"c" + std::to_string(c), {}});
+      const size_t count = next() % 12;
+      for (size_t i = 0; i < count; ++i) {
+        Cidr cidr;
+        if (c > 0 && next() % 5 == 0 && !reference.empty()) {
+          cidr = reference[next() % reference.size()].first;  // a network of an earlier class
+        } else {
+          const bool v4 = next() % 2;
+          cidr.prefix = static_cast<uint8_t>(next() % ((v4 ? 32 : 128) + 1));
+          cidr.network = random_address(v4);
+          for (unsigned bit = cidr.prefix; bit < 128; ++bit) {
+            cidr.network.bytes[bit / 8] &= static_cast<uint8_t>(~(0x80 >> (bit % 8)));
+          }
+        }
+        spec.back().second.push_back(cidr.to_string());
+        reference.emplace_back(cidr, c);
+      }
+    }
+    auto classes = CidrClasses::parse(spec);
+    ASSERT_TRUE(classes) << classes.error().message;
+    for (int probe = 0; probe < 400; ++probe) {
+      IpAddress address;
+      if (probe % 2 == 0 && !reference.empty()) {
+        // Inside (or, with a flipped bit past the prefix, still inside) a CIDR, or just outside.
+        const Cidr& cidr = reference[next() % reference.size()].first;
+        address = cidr.network;
+        const unsigned bits = cidr.network.family == IpAddress::Family::kV4 ? 32 : 128;
+        const unsigned bit = static_cast<unsigned>(next() % bits);
+        address.bytes[bit / 8] ^= static_cast<uint8_t>(0x80 >> (bit % 8));
+      } else {
+        address = random_address(next() % 2);
+      }
+      std::string_view want;
+      for (const auto& [cidr, c] : reference) {
+        if (cidr.contains(address)) {
+          want = spec[c].first;
+          break;
+        }
+      }
+      ASSERT_EQ(classes->classify(address), want) << round << "/" << probe;
+      if (address.family == IpAddress::Family::kV4) {
+        IpAddress mapped;
+        mapped.family = IpAddress::Family::kV6;
+        mapped.bytes[10] = mapped.bytes[11] = 0xff;
+        std::copy(address.bytes.begin(), address.bytes.begin() + 4, mapped.bytes.begin() + 12);
+        ASSERT_EQ(classes->classify(mapped), want) << round << "/" << probe << " mapped";
+      }
+    }
+  }
+}
+
 // ---- naming rules ------------------------------------------------------------------------------
 
 TEST(PeerIndex, ServicesByClusterIpDualStackWithPortName) {
