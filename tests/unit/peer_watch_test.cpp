@@ -250,14 +250,18 @@ TEST(InClusterKubeApiDefaults, InOrOutOfACluster) {
   EXPECT_TRUE(kube_api_with_in_cluster_defaults(given, env));  // a configured URL needs no variable
 }
 
-// A plain-HTTP API server on 127.0.0.1: a list of each resource (or a canned error status), and
-// watches held open, to which push() sends events. One thread per connection.
+// A plain-HTTP API server on 127.0.0.1 (on `port`, 0: any free one): a list of each resource (or
+// a canned error status), and watches held open, to which push() sends events pushed after they
+// opened. One thread per connection.
 class FakeApiServer {
  public:
-  FakeApiServer() {
+  explicit FakeApiServer(int port = 0) {
     fd_.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    const int one = 1;
+    ::setsockopt(fd_.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t len = sizeof(addr);
     if (::bind(fd_.get(), reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
@@ -284,6 +288,7 @@ class FakeApiServer {
   FakeApiServer& operator=(const FakeApiServer&) = delete;
 
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  int port() const { return port_; }
 
   // The list at `path` (its items, JSON text), or an error status for it.
   void set_list(const std::string& path, const std::string& items) {
@@ -293,6 +298,11 @@ class FakeApiServer {
   void set_status(const std::string& path, int status) {
     std::lock_guard lock(mutex_);
     statuses_[path] = status;
+  }
+  size_t list_requests(const std::string& path) const {
+    std::lock_guard lock(mutex_);
+    const auto it = list_requests_.find(path);
+    return it == list_requests_.end() ? 0 : it->second;
   }
   // Sends a watch event line to the watches of `path` open now and later.
   void push(const std::string& path, const std::string& line) {
@@ -365,6 +375,7 @@ class FakeApiServer {
       lock.unlock();
       send_all(fd, reply);
     } else if (!watch) {
+      ++list_requests_[path];
       const std::string body =
           R"({"kind":"List","apiVersion":"v1","metadata":{"resourceVersion":"10"},"items":)" +
           (lists_.count(path) ? lists_[path] : std::string("[]")) + "}";
@@ -377,8 +388,8 @@ class FakeApiServer {
       bool ok = send_all(fd,
                          "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                          "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
-      size_t sent = 0;
       lock.lock();
+      size_t sent = events_[path].size();  // only what is pushed from now on
       while (ok && !closing_) {
         auto& events = events_[path];
         if (sent < events.size()) {
@@ -409,6 +420,7 @@ class FakeApiServer {
   std::map<std::string, std::string> lists_;
   std::map<std::string, int> statuses_;
   std::map<std::string, std::vector<std::string>> events_;
+  std::map<std::string, size_t> list_requests_;
   std::vector<int> open_;
   size_t watches_ = 0;
   std::vector<std::thread> connections_;
@@ -559,6 +571,77 @@ TEST(PeerWatcherApi, AForbiddenResourceIsCountedAndTheOthersStillName) {
             std::string::npos);
   EXPECT_NE(text.find("netmon_peer_index_objects{kind=\"services\"} 1"), std::string::npos);
   EXPECT_EQ(text.find("reason=\"cancelled\""), std::string::npos);
+  (*watcher)->stop();
+}
+
+// The API server down at start (nothing listens on its port): the first index is out at once,
+// the failures are counted as unreachable, and the names come once it answers.
+TEST(PeerWatcherApi, AnApiServerDownAtStartIsRetriedUntilItAnswers) {
+  int port = 0;
+  std::string url;
+  {
+    FakeApiServer probe;  // a free port, closed again
+    port = probe.port();
+    url = probe.url();
+  }
+  TestClock clock;
+  PeerSnapshots snapshots;
+  PeerWatchOptions o = base_options(clock, {"192.168.1.10"});
+  KubeApiOptions api;
+  api.url = url;
+  api.connect_timeout = 1s;
+  o.api = api;
+  o.min_build_interval = 100ms;
+  o.list_watch.backoff.min = 50ms;
+  o.list_watch.backoff.max = 200ms;
+  auto watcher = PeerWatcher::create(std::move(o), snapshots);
+  ASSERT_TRUE(watcher);
+  (*watcher)->start();
+  ASSERT_EQ(snapshots.version(), 1u);
+  const uint64_t t = clock.ns.load() + 1;
+  EXPECT_EQ(lookup(snapshots, "192.168.1.10", 22, t).kind, PeerKind::kHost);
+  EXPECT_EQ(lookup(snapshots, "10.96.0.10", 80, t).network, "private");
+  const size_t services = index_of(PeerResource::kServices);
+  const size_t unreachable = static_cast<size_t>(KubeApiError::kUnreachable);
+  ASSERT_TRUE(
+      eventually([&] { return (*watcher)->stats().resources[services].errors[unreachable] >= 2; }));
+  EXPECT_FALSE((*watcher)->stats().resources[services].synced);
+
+  FakeApiServer server(port);
+  ASSERT_EQ(server.port(), port);
+  server.set_list("/api/v1/services", kServices);
+  ASSERT_TRUE(eventually([&] { return lookup(snapshots, "10.96.0.10", 80, t).name == "web"; }));
+  EXPECT_TRUE((*watcher)->stats().resources[services].synced);
+  (*watcher)->stop();
+}
+
+// 410 Gone on a watch: the resource is listed again and the new list replaces the old state
+// (an object that is no longer in it stops naming).
+TEST(PeerWatcherApi, GoneRelistsAndTheNewListReplacesTheState) {
+  FakeApiServer server;
+  server.set_list("/api/v1/services", kServices);
+  TestClock clock;
+  PeerSnapshots snapshots;
+  auto watcher = PeerWatcher::create(api_options(clock, server), snapshots);
+  ASSERT_TRUE(watcher);
+  (*watcher)->start();
+  uint64_t t = clock.ns.load() + 1;
+  ASSERT_TRUE(eventually([&] { return lookup(snapshots, "10.96.0.10", 80, t).name == "web"; }));
+  ASSERT_TRUE(eventually([&] { return server.open_watches() == 3; }));
+  const size_t lists = server.list_requests("/api/v1/services");
+  clock.ns += 1'000'000;
+  server.set_list(
+      "/api/v1/services",
+      R"([{"metadata":{"name":"api","namespace":"shop","uid":"u-svc-api","resourceVersion":"30"},)"
+      R"("spec":{"clusterIP":"10.96.0.20","ports":[{"name":"grpc","port":9090}]}}])");
+  server.push("/api/v1/services",
+              R"({"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","status":"Failure",)"
+              R"("message":"too old resource version: 10 [25]","reason":"Expired","code":410}})");
+  t = clock.ns.load() + 1;
+  ASSERT_TRUE(eventually([&] { return lookup(snapshots, "10.96.0.20", 9090, t).name == "api"; }));
+  EXPECT_EQ(lookup(snapshots, "10.96.0.10", 80, t).kind, PeerKind::kExternal);
+  EXPECT_EQ(server.list_requests("/api/v1/services"), lists + 1);
+  EXPECT_EQ((*watcher)->stats().resources[index_of(PeerResource::kServices)].objects, 1u);
   (*watcher)->stop();
 }
 
