@@ -1,5 +1,5 @@
-"""A stand-in for the Kubernetes API server's list and watch, for test_kube_api.py (and later the
-peer-naming tests of issue #19).
+"""A stand-in for the Kubernetes API server's list and watch, for test_kube_api.py and the
+peer-naming tests of issue #19 (test_peers.py; builders of their objects at the end).
 
 It runs in threads of the pytest process, on 127.0.0.1 only, over HTTPS (the certificates of
 kubelet_stub.make_certificates) with a bearer-token check, and serves resource collections the
@@ -177,6 +177,23 @@ class KubeApiStub:
             last["metadata"]["resourceVersion"] = str(self._rv)
             self._history.append((self._rv, path, "DELETED", self._typed(collection, last)))
             self._lock.notify_all()
+            return str(self._rv)
+
+    def put_unseen(self, path, obj):
+        """Creates or replaces an object that no watch is told about: the history is compacted
+        past the change at once, as when a watch fell behind a compaction. A watch resumed
+        from an earlier version gets 410 Gone; only a new list shows the object. Returns its
+        resourceVersion."""
+        with self._lock:
+            collection = self._collections[path]
+            self._rv += 1
+            stored = copy.deepcopy(obj)
+            stored.setdefault("metadata", {})["resourceVersion"] = str(self._rv)
+            stored.pop("kind", None)
+            stored.pop("apiVersion", None)
+            collection.items[object_key(obj)] = stored
+            self._compacted = self._rv
+            self._history = [h for h in self._history if h[0] >= self._compacted]
             return str(self._rv)
 
     def bump(self, count=1):
@@ -452,3 +469,120 @@ class KubeApiStub:
         finally:
             with self._lock:
                 self._watches.remove(watch)
+
+
+# ---------------------------------------------------------------------------------------------
+# Objects in the wire format of a current API server (a GET of one object; put() drops kind and
+# apiVersion, as list items carry none, and watch events add them back)
+
+SERVICES = "/api/v1/services"
+ENDPOINTSLICES = "/apis/discovery.k8s.io/v1/endpointslices"
+NODES = "/api/v1/nodes"
+PODS = "/api/v1/pods"
+COLLECTIONS = {
+    SERVICES: ("Service", "v1"),
+    ENDPOINTSLICES: ("EndpointSlice", "discovery.k8s.io/v1"),
+    NODES: ("Node", "v1"),
+    PODS: ("Pod", "v1"),
+}
+CREATED = "2026-12-06T10:00:00Z"
+
+
+def add_collections(stub, paths=tuple(COLLECTIONS)):
+    """Empty collections of `paths` (of COLLECTIONS) in `stub`."""
+    for path in paths:
+        kind, api_version = COLLECTIONS[path]
+        stub.add_collection(path, kind, api_version)
+
+
+def ip_family(address):
+    return "IPv6" if ":" in address else "IPv4"
+
+
+def service_object(name, namespace, uid, cluster_ips, ports, service_type="ClusterIP",
+                   external_ips=(), ingress_ips=(), selector=None):
+    """A Service. cluster_ips: one per family (dual-stack: IPv4 first), [] for "None"
+    (headless); ports: (name, port, protocol, node_port or None)."""
+    spec = {
+        "ports": [dict({"name": port_name, "protocol": protocol, "port": port,
+                        "targetPort": port},
+                       **({"nodePort": node_port} if node_port else {}))
+                  for port_name, port, protocol, node_port in ports],
+        "selector": dict(selector or {"app": name}),
+        "clusterIP": cluster_ips[0] if cluster_ips else "None",
+        "clusterIPs": list(cluster_ips) or ["None"],
+        "type": service_type,
+        "sessionAffinity": "None",
+        "ipFamilies": [ip_family(a) for a in cluster_ips] or ["IPv4"],
+        "ipFamilyPolicy": "PreferDualStack" if len(cluster_ips) > 1 else "SingleStack",
+        "internalTrafficPolicy": "Cluster",
+    }
+    if external_ips:
+        spec["externalIPs"] = list(external_ips)
+    if service_type in ("NodePort", "LoadBalancer"):
+        spec["externalTrafficPolicy"] = "Cluster"
+    status = {"loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"} for ip in ingress_ips]}
+              if ingress_ips else {}}
+    return {
+        "kind": "Service", "apiVersion": "v1",
+        "metadata": {"name": name, "namespace": namespace, "uid": uid,
+                     "resourceVersion": "1", "creationTimestamp": CREATED,
+                     "labels": {"app": name}},
+        "spec": spec,
+        "status": status,
+    }
+
+
+def endpoint_slice_object(name, namespace, uid, service, service_uid, address_type, endpoints,
+                          ports):
+    """An EndpointSlice of `service` as the EndpointSlice controller writes it. endpoints:
+    dicts with address, node_name, pod (namespace, name, uid) and optional ready/serving/
+    terminating; ports: (name, port)."""
+    return {
+        "kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1",
+        "metadata": {
+            "name": name, "generateName": f"{service}-", "namespace": namespace, "uid": uid,
+            "resourceVersion": "1", "generation": 1, "creationTimestamp": CREATED,
+            "labels": {"endpointslice.kubernetes.io/managed-by":
+                       "endpointslice-controller.k8s.io",
+                       "kubernetes.io/service-name": service},
+            "annotations": {"endpoints.kubernetes.io/last-change-trigger-time": CREATED},
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": service,
+                                 "uid": service_uid, "controller": True,
+                                 "blockOwnerDeletion": True}],
+        },
+        "addressType": address_type,
+        "endpoints": [{
+            "addresses": [e["address"]],
+            "conditions": {"ready": e.get("ready", True), "serving": e.get("serving", True),
+                           "terminating": e.get("terminating", False)},
+            "nodeName": e["node_name"],
+            "targetRef": {"kind": "Pod", "namespace": e["pod"][0], "name": e["pod"][1],
+                          "uid": e["pod"][2]},
+        } for e in endpoints],
+        "ports": [{"name": port_name, "protocol": "TCP", "port": port}
+                  for port_name, port in ports],
+    }
+
+
+def node_object(name, uid, internal_ips, pod_cidrs=()):
+    """A Ready Node with InternalIP addresses (one per family) and its hostname."""
+    return {
+        "kind": "Node", "apiVersion": "v1",
+        "metadata": {"name": name, "uid": uid, "resourceVersion": "1",
+                     "creationTimestamp": CREATED,
+                     "labels": {"kubernetes.io/arch": "amd64", "kubernetes.io/hostname": name,
+                                "kubernetes.io/os": "linux"}},
+        "spec": {"podCIDR": pod_cidrs[0], "podCIDRs": list(pod_cidrs)} if pod_cidrs else {},
+        "status": {
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                            "message": "kubelet is posting ready status",
+                            "lastHeartbeatTime": CREATED, "lastTransitionTime": CREATED}],
+            "addresses": [{"type": "InternalIP", "address": ip} for ip in internal_ips]
+            + [{"type": "Hostname", "address": name}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "nodeInfo": {"kubeletVersion": "v1.31.2", "kubeProxyVersion": "v1.31.2",
+                         "containerRuntimeVersion": "containerd://1.7.22",
+                         "operatingSystem": "linux", "architecture": "amd64"},
+        },
+    }
