@@ -22,6 +22,10 @@ Addresses per fake cluster n (1..254), IPv4 / IPv6:
   this node (Node)     10.215.n.2    fd00:215:n::2   (kind host)
   external "docs"      198.18.n.9    2001:db8:18:n::9 (also in class "lab", listed second)
   internet             203.0.113.n   3fff:0:n::9
+  service shop/front   198.19.n.5    2001:db8:19:n::5 (externalIPs; in class "docs")
+                       198.20.n.6    2001:db8:20:n::6 (load-balancer ingress; in "docs")
+                       node port NODE_PORT on node B
+  pod monitoring/node-exporter-...   node B's addresses (hostNetwork), port EXPORTER_PORT
 """
 
 import ipaddress
@@ -60,6 +64,8 @@ from test_kubernetes import (  # noqa: F401 - k8s_host, kubelet, kubelet_certs, 
 from test_lifecycle import ACCEPT, CLOSE, ESTABLISH, FAILED, Listener, only
 
 CLOSED_PORT = SERVER_PORT + 1  # nothing listens there: connects are refused
+NODE_PORT = 30443  # service shop/front's node port
+EXPORTER_PORT = 9100  # the hostNetwork pod's port
 NODE_B = f"netmon-peer-node-b-{os.getpid()}"
 EXTERNAL_NETWORKS = "docs=198.16.0.0/12,2001:db8::/32;lab=198.18.0.0/15,2001:db8:18::/48"
 RESOURCES = {"services": SERVICES, "endpointslices": ENDPOINTSLICES, "nodes": NODES,
@@ -124,12 +130,14 @@ class PeerCluster(FakeCluster):
                      "vip": f"10.96.{n}.10", "vip2": f"10.96.{n}.11",
                      "remote_pod": f"10.214.{n}.7", "node_b": f"10.215.{n}.3",
                      "this_node": f"10.215.{n}.2", "docs": f"198.18.{n}.9",
-                     "internet": f"203.0.113.{n}"},
+                     "internet": f"203.0.113.{n}", "external_ip": f"198.19.{n}.5",
+                     "ingress_ip": f"198.20.{n}.6"},
             "ipv6": {"server": f"fd00:213:{n:x}::1", "client": f"fd00:213:{n:x}::2",
                      "vip": f"fd00:96:{n:x}::10", "vip2": f"fd00:96:{n:x}::11",
                      "remote_pod": f"fd00:214:{n:x}::7", "node_b": f"fd00:215:{n:x}::3",
                      "this_node": f"fd00:215:{n:x}::2", "docs": f"2001:db8:18:{n:x}::9",
-                     "internet": f"3fff:0:{n:x}::9"},
+                     "internet": f"3fff:0:{n:x}::9", "external_ip": f"2001:db8:19:{n:x}::5",
+                     "ingress_ip": f"2001:db8:20:{n:x}::6"},
         }
         for family in self.FAMILIES:  # as the agent writes them (inet_ntop)
             self.addr[family] = {k: ipaddress.ip_address(v).compressed
@@ -172,16 +180,36 @@ class PeerCluster(FakeCluster):
             host_ip=self.addr["ipv4"]["node_b"], ips=self.both("remote_pod"))
         return item
 
+    def exporter_pod(self):
+        """A DaemonSet's hostNetwork pod on node B (its IPs are the node's), declaring
+        EXPORTER_PORT. Returns (the Pod object, its expected peer)."""
+        uid = new_uid()
+        item = kube_api_stub_pod(
+            name="node-exporter-4hz8m", namespace="monitoring", uid=uid, node_name=NODE_B,
+            labels={"app.kubernetes.io/name": "node-exporter"},
+            owner=("DaemonSet", "node-exporter"), host_ip=self.addr["ipv4"]["node_b"],
+            ips=self.both("node_b"), host_port=EXPORTER_PORT)
+        return item, {"kind": "pod", "namespace": "monitoring", "name": "node-exporter-4hz8m",
+                      "uid": uid, "workload": "node-exporter", "workload_kind": "DaemonSet"}
 
-def kube_api_stub_pod(*, name, namespace, uid, node_name, labels, owner, host_ip, ips):
-    """A Pod object as the API server (and the kubelet) return it."""
+
+def kube_api_stub_pod(*, name, namespace, uid, node_name, labels, owner, host_ip, ips,
+                      host_port=None):
+    """A Pod object as the API server (and the kubelet) return it; with `host_port`, a
+    hostNetwork pod whose container declares that port."""
     item = kubelet_stub.pod_item(
         name=name, namespace=namespace, uid=uid, node_name=node_name, labels=labels,
-        owner=owner, containers=[{"name": "app", "image": "registry.example/ledger:2.4.1",
-                                  "image_id": "registry.example/ledger@sha256:" + "ab" * 32,
+        owner=owner, containers=[{"name": "app", "image": "registry.example/app:2.4.1",
+                                  "image_id": "registry.example/app@sha256:" + "ab" * 32,
                                   "container_id": os.urandom(32).hex()}],
         qos_class="BestEffort", pod_ip=ips[0], host_ip=host_ip)
     item["status"]["podIPs"] = [{"ip": a} for a in ips]
+    if host_port is not None:
+        item["spec"]["hostNetwork"] = True
+        item["spec"]["dnsPolicy"] = "ClusterFirstWithHostNet"
+        item["spec"]["containers"][0]["ports"] = [
+            {"name": "metrics", "containerPort": host_port, "hostPort": host_port,
+             "protocol": "TCP"}]
     return {"kind": "Pod", "apiVersion": "v1", **item}
 
 
@@ -209,6 +237,14 @@ def cart_service(cluster):
     """shop/cart at the vip2 addresses, its port "http" = SERVER_PORT."""
     return kube_api_stub.service_object(
         "cart", NAMESPACE, new_uid(), cluster.both("vip2"), [("http", SERVER_PORT, "TCP", None)])
+
+
+def front_service(cluster):
+    """shop/front: a LoadBalancer service with external IPs, ingress IPs and a node port."""
+    return kube_api_stub.service_object(
+        "front", NAMESPACE, new_uid(), [], [("https", SERVER_PORT, "TCP", NODE_PORT)],
+        service_type="LoadBalancer", external_ips=cluster.both("external_ip"),
+        ingress_ips=cluster.both("ingress_ip"))
 
 
 def db_slices(cluster, service):
@@ -517,6 +553,74 @@ def test_every_kind_of_peer(start_agent, cluster, kubelet, token_file, kubelet_c
     listener.kill()
 
 
+@pytest.mark.parametrize("family", PeerCluster.FAMILIES)
+def test_ports_tell_services_and_host_network_pods_from_addresses(
+        start_agent, cluster, kubelet, token_file, kubelet_certs, kube_api, api_token,
+        real_tools, family):
+    """A LoadBalancer service's external IP and ingress IP on its port are the service (types
+    ExternalIP and LoadBalancer), though they are in the external class "docs"; on another port
+    the external IP is still the service, without port_name. Node B's address is the service
+    (NodePort) on its node port, the hostNetwork pod on the port it declares, and the node on any
+    other port."""
+    a = cluster.addr[family]
+    stub = kube_api(cluster)
+    front = front_service(cluster)
+    front["spec"]["clusterIP"], front["spec"]["clusterIPs"] = "None", ["None"]
+    stub.put(SERVICES, front)
+    exporter, exporter_peer = cluster.exporter_pod()
+    stub.put(PODS, exporter)
+    agent = start_peer_agent(start_agent, cluster, kubelet, token_file, kubelet_certs, stub,
+                             api_token)
+    start_listener(cluster, ports=(SERVER_PORT, NODE_PORT, EXPORTER_PORT))
+    for role, port, expected in (
+            ("external_ip", SERVER_PORT, service_peer("front", "https", service_type="ExternalIP")),
+            ("ingress_ip", SERVER_PORT,
+             service_peer("front", "https", service_type="LoadBalancer")),
+            ("node_b", NODE_PORT, service_peer("front", "https", service_type="NodePort")),
+            ("node_b", EXPORTER_PORT, exporter_peer),
+            ("node_b", SERVER_PORT, NODE_B_PEER)):
+        opened = connect_until_peer(cluster, agent, real_tools, a[role], expected, port=port,
+                                    kind=ESTABLISH)
+        assert_close_peer(agent, opened, expected)
+    failed = probe(cluster, agent, real_tools, a["external_ip"], CLOSED_PORT)
+    assert failed["network_event"]["type"] == FAILED, json.dumps(failed)
+    assert peer_of(failed) == service_peer("front", "", service_type="ExternalIP")
+
+
+def test_without_pods_watch_a_headless_service_names_its_pods(
+        start_agent, cluster, kubelet, token_file, kubelet_certs, kube_api, api_token,
+        real_tools):
+    """Without --watch-pods the agent never asks for pods; the pod of another node behind a
+    headless service is named through the service's EndpointSlices alone: namespace, name and
+    uid, an empty workload (only its Pod object knows it). This node's pods keep their workload
+    (the kubelet)."""
+    stub = kube_api(cluster)
+    r = cluster.remote_pod
+    headless = kube_api_stub.service_object("ledger", r["namespace"], new_uid(), [],
+                                            [("grpc", SERVER_PORT, "TCP", None)])
+    stub.put(SERVICES, headless)
+    for family, address_type in (("ipv4", "IPv4"), ("ipv6", "IPv6")):
+        stub.put(ENDPOINTSLICES, kube_api_stub.endpoint_slice_object(
+            f"ledger-{family[-1]}q4rt", r["namespace"], new_uid(), "ledger",
+            headless["metadata"]["uid"], address_type,
+            [{"address": cluster.addr[family]["remote_pod"], "node_name": NODE_B,
+              "pod": (r["namespace"], r["name"], r["uid"])}],
+            [("grpc", SERVER_PORT)]))
+    agent = start_peer_agent(start_agent, cluster, kubelet, token_file, kubelet_certs, stub,
+                             api_token, watch_pods=False)
+    start_listener(cluster)
+    slice_only = dict(remote_pod_peer(cluster), workload="", workload_kind="")
+    for family in PeerCluster.FAMILIES:
+        a = cluster.addr[family]
+        opened = connect_until_peer(cluster, agent, real_tools, a["remote_pod"], slice_only)
+        assert_close_peer(agent, opened, slice_only)
+        connect_until_peer(cluster, agent, real_tools, a["server"], pod_peer(cluster.server))
+    assert requested_resources(stub) == {SERVICES, ENDPOINTSLICES, NODES}
+    text = agent.published_metrics_text()
+    assert samples(text, "netmon_kube_api_synced") == {
+        frozenset({("resource", r)}): 1.0 for r in watched(watch_pods=False)}
+
+
 RULES = """\
 egress:
   rules:
@@ -760,7 +864,8 @@ def test_api_server_down_or_forbidden_at_start(start_agent, cluster, kubelet, to
         wait_log(agent, synced_line(resource), timeout=DOWN_TIMEOUT)
     connect_until_peer(cluster, agent, real_tools, a["vip"], service_peer("db", "postgres"))
     connect_until_peer(cluster, agent, real_tools, a["this_node"], HOST_PEER)
-    text = agent.metrics_text()
+    # Published with (after) the events just read: the syncs came before the names.
+    text = agent.published_metrics_text()
     for resource in watched():
         assert sample(text, "netmon_kube_api_synced", resource=resource) == 1.0, resource
     with urllib.request.urlopen(agent.metrics_url + "/readyz", timeout=5) as reply:
