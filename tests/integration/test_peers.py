@@ -46,6 +46,7 @@ import kubelet_stub
 from conftest import free_port, same_connection, wait_for
 from kube_api_stub import ENDPOINTSLICES, NODES, PODS, SERVICES, reserve_port
 from test_kubernetes import (  # noqa: F401 - k8s_host, kubelet, kubelet_certs, token_file: fixtures
+    LOG,
     NAMESPACE,
     NODE_NAME,
     SERVER_PORT,
@@ -725,9 +726,10 @@ def assert_cart_unknown(cluster, agent, tools):
 def test_interrupted_watches_resume_and_name_a_new_service(start_agent, cluster, kubelet,
                                                            token_file, kubelet_certs, kube_api,
                                                            api_token, real_tools):
-    """The API server breaks every watch off mid-stream (no last chunk): each is resumed from
-    its last version without a re-list, counted once as reason "interrupted", and a service
-    created afterwards names connections to its cluster IPs."""
+    """The API server sends each watch a bookmark (other resources changed meanwhile), then
+    breaks every watch off mid-stream (no last chunk): each is resumed from the bookmark's
+    version without a re-list, counted once as reason "interrupted", and a service created
+    afterwards names connections to its cluster IPs."""
     stub = kube_api(cluster)
     agent = start_peer_agent(start_agent, cluster, kubelet, token_file, kubelet_certs, stub,
                              api_token)
@@ -737,13 +739,16 @@ def test_interrupted_watches_resume_and_name_a_new_service(start_agent, cluster,
     time.sleep(1.5)  # a watch broken off sooner, with nothing in it, also counts as short
     lists = len(stub.requests("list"))
     watches = stub.requests("watch")
+    assert {w["query"].get("allowWatchBookmarks") for w in watches} == {"true"}, watches
+    stub.bump(25)
+    bookmark = stub.bookmark()  # written before the cut, so the agent reads it first
     stub.close_watches(abrupt=True)
     wait_for(lambda: len(stub.requests("watch")) >= 2 * len(watches)
              and stub.open_watch_count() == len(watched()),
              timeout=NAME_TIMEOUT, what="the resumed watches")
     resumed = stub.requests("watch")[len(watches):]
-    last = {w["resource"]: w["query"]["resourceVersion"] for w in watches}
-    assert {(w["resource"], w["query"]["resourceVersion"]) for w in resumed} == set(last.items())
+    assert sorted((w["resource"], w["query"]["resourceVersion"]) for w in resumed) == sorted(
+        (path, bookmark) for path in RESOURCES.values()), resumed
     assert len(stub.requests("list")) == lists  # resumed, not re-listed
 
     stub.put(SERVICES, cart_service(cluster))
@@ -752,6 +757,22 @@ def test_interrupted_watches_resume_and_name_a_new_service(start_agent, cluster,
     for resource in watched():
         assert watch_errors(text, resource, "interrupted") == 1.0, resource
         assert sample(text, "netmon_kube_api_synced", resource=resource) == 1.0, resource
+
+
+def test_stop_with_open_watches_is_prompt(start_agent, cluster, kubelet, token_file,
+                                          kubelet_certs, kube_api, api_token):
+    """SIGTERM while the four watches are open (each blocked reading its stream): the agent
+    exits 0 within 3 s, its "stopped:" summary the last line."""
+    stub = kube_api(cluster)
+    agent = start_peer_agent(start_agent, cluster, kubelet, token_file, kubelet_certs, stub,
+                             api_token)
+    wait_for(lambda: stub.open_watch_count() == len(watched()), what="the four watches")
+    started = time.monotonic()
+    code = agent.stop()
+    elapsed = time.monotonic() - started
+    assert code == 0, agent.stderr_text()
+    assert elapsed < 3.0, f"the agent took {elapsed:.1f} s to stop"
+    assert re.fullmatch(LOG + "stopped: .+", agent.stderr_lines[-1]), agent.stderr_lines[-3:]
 
 
 def test_410_gone_relists_and_names_a_service_only_the_list_shows(start_agent, cluster, kubelet,
