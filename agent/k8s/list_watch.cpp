@@ -138,7 +138,7 @@ std::string ListWatcher::list_resource_version() const {
   // cache could be as old as the version that expired); otherwise a list from the API server's
   // watch cache, the kind every kube-proxy makes: "0" (any version) at first, then not older than
   // what this watcher has already seen.
-  if (!options_.list_from_watch_cache || relist_consistent_) return "";
+  if (!options_.list_from_watch_cache || relist_consistent_ || watch_cache_too_large_) return "";
   return resource_version_.empty() ? "0" : resource_version_;
 }
 
@@ -189,6 +189,15 @@ KubeApiOutcome ListWatcher::list_all() {
       restarted = true;
       page = static_cast<uint32_t>(-1);
       continue;
+    }
+    if (outcome.error == KubeApiError::kTooLarge && !from.empty() && !watch_cache_too_large_) {
+      // Before 1.31 the watch cache ignores limit and sends the whole collection at once. Past
+      // the cap, list from etcd in pages from now on (each page fits), as a client without the
+      // watch cache would: costlier for the API server, but it works at any size.
+      watch_cache_too_large_ = true;
+      log::warn("kube-api " + options_.name + ": the list from the API server's watch cache is " +
+                "over " + std::to_string(client_->options().max_response_bytes) +
+                " bytes; listing in pages of " + std::to_string(options_.page_size) + " instead");
     }
     if (!outcome.ok()) return abandon(outcome);
     nlohmann::json doc = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);

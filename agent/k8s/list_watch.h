@@ -56,8 +56,9 @@ struct ListWatchOptions {
   std::string name;
   // List from the API server's watch cache (resourceVersion "0", then not older than the last
   // version seen), as kube-proxy's informers do: no etcd read per node, but such a list ignores
-  // limit on servers before 1.31 (one response: mind max_response_bytes). A re-list after 410 is
-  // always consistent (no resourceVersion, paged). False: every list consistent and paged.
+  // limit on servers before 1.31 (one response: mind max_response_bytes; one over it makes the
+  // watcher list in consistent pages from then on). A re-list after 410 is always consistent (no
+  // resourceVersion, paged). False: every list consistent and paged.
   bool list_from_watch_cache = true;
   uint32_t page_size = 500;    // limit of each list page
   uint32_t max_pages = 10000;  // a list of more pages fails (kTooLarge)
@@ -133,6 +134,9 @@ class ListWatcher {
   std::string resource_version_;    // watcher thread only; copied into stats under mutex_
   uint32_t failures_ = 0;           // consecutive; watcher thread only
   bool relist_consistent_ = false;  // the next list follows a 410; watcher thread only
+  // A list from the watch cache came over max_response_bytes: list in pages from etcd from now
+  // on (watcher thread only).
+  bool watch_cache_too_large_ = false;
   KubeApiError last_logged_error_ = KubeApiError::kNone;
   std::chrono::steady_clock::time_point last_logged_{};
 

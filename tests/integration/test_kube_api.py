@@ -271,6 +271,35 @@ def test_a_list_from_the_watch_cache_comes_whole(stub, start_watch):
     assert [r["query"] for r in stub.requests("list")] == [{"limit": "2", "resourceVersion": "0"}]
 
 
+def test_a_watch_cache_list_over_the_cap_falls_back_to_consistent_pages(stub, start_watch):
+    # Before 1.31 the watch cache answers a list whole, whatever its limit: a collection bigger
+    # than the response cap could never be listed that way. The watcher must then page from etcd.
+    padding = "x" * (16 << 10)
+    for i in range(24):  # about 400 KiB whole, about 50 KiB per page of 3
+        svc = service(f"big-{i:02d}", cluster_ip=f"10.96.9.{i}")
+        svc["metadata"]["annotations"] = {"example.com/padding": padding}
+        stub.put(SERVICES, svc)
+    expected = stub.keys(SERVICES)
+    watch = start_watch(stub.url, SERVICES, "--page-size", "3", "--max-response-bytes",
+                        str(256 << 10), "--backoff-min-ms", "100", "--backoff-max-ms", "200",
+                        "--throw-on-event", "1")
+    listed = watch.wait(watch.lists, "the list in pages")[0]
+    assert listed["items"] == expected
+    assert watch.stats()["errors"].get("too_large") == 1
+    queries = [r["query"] for r in stub.requests("list")]
+    assert queries[0] == {"limit": "3", "resourceVersion": "0"}  # the watch cache's: too big
+    assert all("resourceVersion" not in q and q["limit"] == "3" for q in queries[1:])
+    assert len(queries) == 1 + -(-len(expected) // 3)
+    # It stays paged: the re-list after a handler failure (which would otherwise ask the watch
+    # cache again) is paged too.
+    watch.wait(lambda: stub.open_watch_count() == 1, "the watch")
+    stub.put(SERVICES, service("after"))  # the handler throws on it: re-list
+    watch.wait(lambda: len(watch.lists()) == 2, "the re-list after the handler failed")
+    assert watch.stats()["errors"].get("too_large") == 1
+    assert watch.stats()["errors"].get("handler") == 1
+    assert all("resourceVersion" not in r["query"] for r in stub.requests("list")[1:])
+
+
 @pytest.mark.parametrize("pages", [False, True], ids=["whole", "page-wise"])
 def test_an_expired_continue_token_restarts_the_list(stub, start_watch, pages):
     for i in range(4):
