@@ -363,9 +363,10 @@ const std::vector<Setting>& settings() {
        [](const Options& o) { return o.cgroup_root; }},
       {"kube-api-url", "NETMON_KUBE_API_URL", "kubernetes.api_url", Type::kString, "URL",
        "the Kubernetes API server, https://HOST:PORT without a path, watched for the peers' "
-       "names (services, endpoint slices, nodes, optionally pods); empty (the default): "
-       "$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT in a cluster, else none (peers are "
-       "named from this node's pods, its own addresses and the external networks)",
+       "names (services, endpoint slices, nodes, optionally pods); empty (the default): in a "
+       "cluster https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT with the "
+       "service-account token and CA, else none (peers are named from this node's pods, its "
+       "own addresses and the external networks)",
        [](Options& o, std::string_view v) -> Result<void> {
          if (!v.empty()) {
            if (auto url = parse_kube_api_url(v); !url) return fail(url.error().message);
