@@ -3,191 +3,28 @@
 // service, one EndpointSlice each) and 5 000 nodes (an internal and an external IP each).
 //   build/tests/bench/netmon-bench-peer-index
 // Reports lookup ns/op per kind of answer (pod, service cluster IP, node, node port, external
-// miss, host), the time of a full re-list (replace every resource + build), of a build alone,
-// and memory: the index's own byte count and the RSS the state and the index add.
+// miss, host; a lookup that allocates fails the benchmark), the time of a full re-list (replace
+// every resource + build), of a build alone, and memory: the index's own byte count and the RSS
+// the state and the index add. The cluster is tests/bench/peer_cluster.h's.
 
 #include <benchmark/benchmark.h>
-#include <malloc.h>
 
 #include <cstdint>
-#include <cstdio>
 #include <memory>
 #include <random>
-#include <string>
 #include <vector>
 
-#include "k8s/cidr.h"
-#include "k8s/kube_objects.h"
+#include "count_new.h"
 #include "k8s/peer_index.h"
+#include "peer_cluster.h"
 
 namespace netmon {
 namespace {
 
-constexpr size_t kServices = 10'000;
-constexpr size_t kPodsPerService = 10;  // 100 000 endpoints
-constexpr size_t kNodes = 5'000;
-constexpr uint64_t kNow = 1'000'000'000'000ull;
-
-IpAddress v4(uint32_t value) {
-  IpAddress ip;
-  ip.family = IpAddress::Family::kV4;
-  ip.bytes[0] = static_cast<uint8_t>(value >> 24);
-  ip.bytes[1] = static_cast<uint8_t>(value >> 16);
-  ip.bytes[2] = static_cast<uint8_t>(value >> 8);
-  ip.bytes[3] = static_cast<uint8_t>(value);
-  return ip;
-}
-
-IpAddress v6(uint32_t prefix, uint32_t value) {
-  IpAddress ip;
-  ip.family = IpAddress::Family::kV6;
-  ip.bytes[0] = 0xfd;
-  ip.bytes[2] = static_cast<uint8_t>(prefix >> 8);
-  ip.bytes[3] = static_cast<uint8_t>(prefix);
-  for (int i = 0; i < 4; ++i) ip.bytes[12 + i] = static_cast<uint8_t>(value >> (24 - 8 * i));
-  return ip;
-}
-
-uint32_t addr(uint8_t a, uint8_t b, uint8_t c, uint8_t d) {
-  return uint32_t{a} << 24 | uint32_t{b} << 16 | uint32_t{c} << 8 | d;
-}
-
-IpAddress service_ip(size_t i) { return v4(addr(10, 96, 0, 0) + static_cast<uint32_t>(i)); }
-IpAddress pod_ip(size_t i) { return v4(addr(10, 128, 0, 0) + static_cast<uint32_t>(i)); }
-IpAddress node_ip(size_t i) { return v4(addr(192, 168, 0, 0) + static_cast<uint32_t>(i)); }
-IpAddress node_external_ip(size_t i) { return v4(addr(100, 64, 0, 0) + static_cast<uint32_t>(i)); }
-
-std::string uid(const char* kind, size_t i) {
-  char buffer[64];
-  std::snprintf(buffer, sizeof(buffer), "%s-0000-4000-8000-%012zu", kind, i);
-  return buffer;
-}
-
-struct Objects {
-  std::vector<KubeService> services;
-  std::vector<KubeEndpointSlice> slices;
-  std::vector<KubeNode> nodes;
-};
-
-Objects make_objects() {
-  Objects o;
-  o.services.reserve(kServices);
-  o.slices.reserve(kServices);
-  for (size_t s = 0; s < kServices; ++s) {
-    KubeService svc;
-    svc.namespace_name = "ns-" + std::to_string(s % 200);
-    svc.name = "service-" + std::to_string(s);
-    svc.uid = uid("svc", s);
-    svc.cluster_ips.push_back(service_ip(s));
-    if (s % 10 == 0) svc.cluster_ips.push_back(v6(0x96, static_cast<uint32_t>(s)));
-    svc.ports = {{"http", "TCP", 80, 0}, {"metrics", "TCP", 9090, 0}};
-    if (s % 20 == 0) {
-      svc.type = KubeServiceType::kNodePort;
-      svc.ports[0].node_port = static_cast<uint16_t>(30000 + s / 20);
-    }
-    if (s % 50 == 1) {
-      svc.type = KubeServiceType::kLoadBalancer;
-      svc.ingress_ips.push_back(v4(addr(203, 0, 0, 0) + static_cast<uint32_t>(s)));
-    }
-    o.services.push_back(std::move(svc));
-
-    KubeEndpointSlice slice;
-    slice.namespace_name = "ns-" + std::to_string(s % 200);
-    slice.name = "service-" + std::to_string(s) + "-abcde";
-    slice.uid = uid("eps", s);
-    slice.service_name = "service-" + std::to_string(s);
-    slice.ports = {{"http", "TCP", 8080}, {"metrics", "TCP", 9090}};
-    slice.endpoints.reserve(kPodsPerService);  // as the parser does
-    for (size_t p = 0; p < kPodsPerService; ++p) {
-      const size_t pod = s * kPodsPerService + p;
-      KubeEndpoint e;
-      e.addresses.push_back(pod_ip(pod));
-      e.target = KubeObjectRef{"Pod", slice.namespace_name,
-                               "service-" + std::to_string(s) + "-7d4b9c8f5-" + std::to_string(p),
-                               uid("pod", pod)};
-      e.node_name = "node-" + std::to_string(pod % kNodes);
-      slice.endpoints.push_back(std::move(e));
-    }
-    o.slices.push_back(std::move(slice));
-  }
-  o.nodes.reserve(kNodes);
-  for (size_t n = 0; n < kNodes; ++n) {
-    KubeNode node;
-    node.name = "node-" + std::to_string(n);
-    node.uid = uid("node", n);
-    node.addresses = {{KubeNodeAddressType::kInternalIP, "", node_ip(n)},
-                      {KubeNodeAddressType::kExternalIP, "", node_external_ip(n)},
-                      {KubeNodeAddressType::kHostname, node.name, std::nullopt}};
-    o.nodes.push_back(std::move(node));
-  }
-  return o;
-}
-
-PeerIndexOptions options() {
-  PeerIndexOptions o;
-  o.host_addresses = {node_ip(0)};
-  auto classes = CidrClasses::parse({{"metadata", {"169.254.169.254/32"}},
-                                     {"private", {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"}},
-                                     {"cgnat", {"100.64.0.0/10"}}});
-  if (classes) o.external_networks = std::move(*classes);
-  return o;
-}
-
-long rss_kib() {
-  FILE* f = std::fopen("/proc/self/statm", "r");
-  if (f == nullptr) return 0;
-  long pages = 0;
-  long resident = 0;
-  if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
-  std::fclose(f);
-  return resident * 4;
-}
-
-double heap_mib() {
-  const struct mallinfo2 m = mallinfo2();  // in use: small chunks + mmapped large blocks
-  return static_cast<double>(m.uordblks + m.hblkhd) / (1024.0 * 1024.0);
-}
-
-// The cluster, built once for all benchmarks; the memory figures are taken while building it:
-// heap bytes in use (what the state and the index hold) and RSS (what the process pays,
-// including what freeing the objects the state compacts leaves behind in malloc's arenas).
-struct Cluster {
-  std::unique_ptr<ClusterState> state;
-  std::shared_ptr<const PeerIndex> index;
-  Objects copy;  // for re-lists
-  double objects_heap_mib = 0;
-  double state_heap_mib = 0;
-  double index_heap_mib = 0;
-  double state_rss_mib = 0;
-  double index_rss_mib = 0;
-
-  Cluster() {
-    malloc_trim(0);
-    const long rss_before = rss_kib();
-    const double heap_before = heap_mib();
-    {
-      Objects objects = make_objects();
-      objects_heap_mib = heap_mib() - heap_before;
-      state = std::make_unique<ClusterState>(options());
-      state->replace_services(std::move(objects.services), kNow);
-      state->replace_endpoint_slices(std::move(objects.slices), kNow);
-      state->replace_nodes(std::move(objects.nodes), kNow);
-    }
-    malloc_trim(0);
-    const long rss_state = rss_kib();
-    const double heap_state = heap_mib();
-    index = state->build(kNow);
-    malloc_trim(0);
-    state_heap_mib = heap_state - heap_before;
-    index_heap_mib = heap_mib() - heap_state;
-    state_rss_mib = static_cast<double>(rss_state - rss_before) / 1024.0;
-    index_rss_mib = static_cast<double>(rss_kib() - rss_state) / 1024.0;
-    copy = make_objects();
-  }
-};
+using namespace bench;
 
 Cluster& cluster() {
-  static Cluster c;
+  static Cluster c(true);
   return c;
 }
 
@@ -232,14 +69,18 @@ void BM_Lookup(benchmark::State& state) {
                                PeerKind::kService, PeerKind::kExternal, PeerKind::kHost};
   size_t i = 0;
   size_t wrong = 0;
+  const uint64_t allocations_before = new_calls();
   for (auto _ : state) {
     const auto& [address, port] = queries[i++ & (queries.size() - 1)];
     Peer p = c.index->lookup(address, port, kNow + 1);
     wrong += p.kind != expected[kind];
     benchmark::DoNotOptimize(p);
   }
+  const uint64_t allocations = new_calls() - allocations_before;
   state.SetLabel(kKindNames[kind]);
+  state.counters["allocations"] = static_cast<double>(allocations);
   if (wrong != 0) state.SkipWithError("a lookup gave the wrong kind of peer");
+  if (allocations != 0) state.SkipWithError("lookups allocated");
 }
 BENCHMARK(BM_Lookup)->DenseRange(kPod, kHost);
 

@@ -4,12 +4,21 @@
 // directory and is seeded with exec records. Target: at least 1 million events per second on one
 // core.
 //
-// Variants (Args {metrics, rules}): the bare pipeline, with Metrics attached, with a small
-// compiled rule set, and with both, to show what each costs.
+// Variants (Args {metrics, rules, peers}): the bare pipeline, with Metrics attached, with a small
+// compiled rule set, with both, and with peer lookups (issue #19) against the index of
+// tests/bench/peer_cluster.h (10 000 services, 100 000 endpoints, 5 000 nodes), to show what
+// each costs. The records' remote ends are a mix of that cluster's service IPs, pod IPs and node
+// addresses and of external addresses, and an accepted connection's client is a pod, in every
+// variant. Counters of a peers variant: the pipeline's allocations per event in its steady
+// state (operator new on this thread, apart from the output's batch handovers; a peers variant
+// that allocates more than the same variant without peers fails), the CPU time
+// per event relative to the same variant without peers run before it in this process
+// (cpu_vs_no_peers; > 1: slower), and the memory the cluster's state and index add.
 
 #include <benchmark/benchmark.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -17,6 +26,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -24,9 +34,12 @@
 
 #include "app/output_flow.h"
 #include "app/pipeline.h"
+#include "count_new.h"
+#include "k8s/peer_snapshots.h"
 #include "metrics/metrics.h"
 #include "netmon_events.h"
 #include "output/line_writer.h"
+#include "peer_cluster.h"
 #include "process/proc_reader.h"
 #include "process/table.h"
 #include "rules/rules.h"
@@ -137,14 +150,19 @@ void add_connection(uint32_t i, std::vector<Record>& out) {
   c.hdr.ts_ns = open_ns;
   c.task = task_of(client);
   c.cookie = 0x10000 + uint64_t{i} * 2;
-  // IPv4: half to private addresses (the rules filter those), half to public ones.
+  // IPv4: the client is a pod of the bench cluster; half go to private addresses of the cluster
+  // (a service's cluster IP, a pod, a node: the rules filter those), half to public ones.
   if (v6) {
     set_v6(c.saddr, 0x2001, 0x0a000001 + i);
     set_v6(c.daddr, 0x2001, 0x0a100001 + i * 7);
   } else {
-    set_v4(c.saddr, 10, 1, static_cast<uint8_t>(i >> 8), static_cast<uint8_t>(i));
+    constexpr size_t kPods = bench::kServices * bench::kPodsPerService;
+    std::memcpy(c.saddr, bench::pod_ip(size_t{i} * 13 % kPods).bytes.data(), 4);
     if (i % 4 == 0) {
-      set_v4(c.daddr, 10, 2, static_cast<uint8_t>(i >> 8), static_cast<uint8_t>(i + 1));
+      const IpAddress remote = i % 8 == 0    ? bench::service_ip(i / 8 % bench::kServices)
+                               : i % 16 == 4 ? bench::pod_ip(size_t{i} * 7 % kPods)
+                                             : bench::node_ip(1 + i / 16 % (bench::kNodes - 1));
+      std::memcpy(c.daddr, remote.bytes.data(), 4);
     } else {
       set_v4(c.daddr, 93, 184, static_cast<uint8_t>(i >> 8), static_cast<uint8_t>(i + 1));
     }
@@ -196,6 +214,12 @@ RulesSpec small_rules() {
   return spec;
 }
 
+// The peer index's cluster, built once (and only when a peers variant runs).
+const bench::Cluster& cluster() {
+  static const bench::Cluster c(false);
+  return c;
+}
+
 // Everything one run needs; the records are built before timing starts.
 struct Fixture {
   std::string proc_dir;
@@ -205,11 +229,13 @@ struct Fixture {
   std::unique_ptr<ProcessTable> processes;
   std::unique_ptr<Metrics> metrics;
   std::unique_ptr<CompiledRules> rules;
+  PeerSnapshots peers;
   std::unique_ptr<Pipeline> pipeline;
   std::vector<Record> connections;
   std::string error;
 
-  Fixture(bool with_metrics, bool with_rules) {
+  Fixture(bool with_metrics, bool with_rules, bool with_peers,
+          size_t batch_bytes = OutputFlow::Settings{}.batch_bytes) {
     char dir[] = "/tmp/netmon-bench-proc-XXXXXX";
     if (!mkdtemp(dir)) {
       error = "mkdtemp failed";
@@ -238,7 +264,13 @@ struct Fixture {
       rules = std::make_unique<CompiledRules>(std::move(*compiled));
       deps.verdicts = Verdicts(rules.get(), EventSwitches{}, 65536);
     }
-    output = std::make_unique<OutputFlow>(*writer, OutputFlow::Settings{});
+    if (with_peers) {
+      peers.publish(cluster().index);
+      deps.peers = &peers;
+    }
+    OutputFlow::Settings settings;
+    settings.batch_bytes = batch_bytes;
+    output = std::make_unique<OutputFlow>(*writer, settings);
     pipeline = std::make_unique<Pipeline>(*output, *processes, kLastCap, std::move(deps));
     // Seed the process table through the pipeline, as the kernel's exec records would.
     for (uint32_t p = 0; p < kProcesses; ++p) {
@@ -263,8 +295,47 @@ struct Fixture {
   }
 };
 
+uint64_t thread_cpu_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+// Allocations per event of the pipeline in its steady state, apart from the output's batch
+// handovers (each batch handed to the writer is replaced by a new buffer, and a longer line
+// makes more batches): one pass over the records to warm every cache, then a counted pass into
+// a batch reserved large enough for it. Deterministic; the same for a variant with peers as
+// without unless a lookup allocates.
+double steady_allocations_per_event(bool with_metrics, bool with_rules, bool with_peers) {
+  Fixture f(with_metrics, with_rules, with_peers, size_t{1} << 30);
+  if (!f.error.empty()) return -1;
+  auto pass = [&] {
+    for (const Record& r : f.connections) {
+      f.pipeline->on_record(std::span<const std::byte>(r.data(), r.size()));
+    }
+  };
+  pass();
+  const size_t pass_bytes = f.output->batch().size();
+  f.output->flush();
+  f.output->batch().reserve(2 * pass_bytes);
+  const uint64_t before = bench::new_calls();
+  pass();
+  const uint64_t allocations = bench::new_calls() - before;
+  f.output->flush();
+  return static_cast<double>(allocations) / static_cast<double>(f.connections.size());
+}
+
+// The CPU time per event of the last run of each {metrics, rules} variant without peers.
+std::map<std::pair<int64_t, int64_t>, double>& cpu_without_peers() {
+  static std::map<std::pair<int64_t, int64_t>, double> m;
+  return m;
+}
+
 void BM_Pipeline(benchmark::State& state) {
-  Fixture f(state.range(0) != 0, state.range(1) != 0);
+  const bool with_metrics = state.range(0) != 0;
+  const bool with_rules = state.range(1) != 0;
+  const bool with_peers = state.range(2) != 0;
+  Fixture f(with_metrics, with_rules, with_peers);
   if (!f.error.empty()) {
     state.SkipWithError(f.error.c_str());
     return;
@@ -274,6 +345,7 @@ void BM_Pipeline(benchmark::State& state) {
   const size_t n = f.connections.size();
   size_t next = 0;
   uint64_t since_flush = 0;
+  const uint64_t cpu_before = thread_cpu_ns();
   for (auto _ : state) {
     const Record& r = f.connections[next];
     pipeline.on_record(std::span<const std::byte>(r.data(), r.size()));
@@ -284,7 +356,15 @@ void BM_Pipeline(benchmark::State& state) {
     }
   }
   output.flush();
+  const double cpu_per_event =
+      static_cast<double>(thread_cpu_ns() - cpu_before) / static_cast<double>(state.iterations());
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
+  const auto variant = std::make_pair(state.range(0), state.range(1));
+  if (!with_peers) {
+    cpu_without_peers()[variant] = cpu_per_event;
+  } else if (const auto it = cpu_without_peers().find(variant); it != cpu_without_peers().end()) {
+    state.counters["cpu_vs_no_peers"] = cpu_per_event / it->second;
+  }
 
   // The benchmark measures what it claims only if every record took the intended path.
   const PipelineStats& s = pipeline.stats();
@@ -300,19 +380,58 @@ void BM_Pipeline(benchmark::State& state) {
     state.SkipWithError("events without their process: the table lookup missed");
   } else if (written + s.events_filtered != connection_events) {
     state.SkipWithError("events neither written nor filtered");
-  } else if (state.range(1) == 0 && s.events_filtered != 0) {
+  } else if (!with_rules && s.events_filtered != 0) {
     state.SkipWithError("events filtered without rules");
   } else if (out.lines_dropped_write_error != 0) {
     state.SkipWithError("writing to /dev/null failed");
   }
+  uint64_t lookups = 0;
+  for (uint64_t k : s.peer_lookups) lookups += k;
+  if (!with_peers) {
+    if (lookups != 0) state.SkipWithError("peer lookups without peers");
+    return;
+  }
+  // Every connection event was looked up, and the records reach every kind of the cluster.
+  const auto looked_up = [&](PeerKind k) { return s.peer_lookups[static_cast<size_t>(k)]; };
+  if (lookups != connection_events) {
+    state.SkipWithError("connection events without a peer lookup");
+  } else if (state.iterations() >= int64_t{kConnections} * 4 &&
+             (looked_up(PeerKind::kPod) == 0 || looked_up(PeerKind::kService) == 0 ||
+              looked_up(PeerKind::kNode) == 0 || looked_up(PeerKind::kExternal) == 0)) {
+    state.SkipWithError("the records miss a kind of peer of the cluster");
+  }
+  for (const PeerKind k :
+       {PeerKind::kPod, PeerKind::kService, PeerKind::kNode, PeerKind::kExternal}) {
+    state.counters[std::string("peer_") + std::string(to_string(k))] =
+        static_cast<double>(looked_up(k)) / static_cast<double>(connection_events);
+  }
+  const bench::Cluster& c = cluster();
+  state.counters["rss_state_MiB"] = c.state_rss_mib;
+  state.counters["rss_index_MiB"] = c.index_rss_mib;
+  // Lookups allocate nothing: the steady pipeline allocates as often with peers as without.
+  const double with = steady_allocations_per_event(with_metrics, with_rules, true);
+  const double without = steady_allocations_per_event(with_metrics, with_rules, false);
+  state.counters["steady_allocs_per_event"] = with;
+  state.counters["steady_allocs_per_event_no_peers"] = without;
+  if (with < 0 || without < 0) {
+    state.SkipWithError("the allocation probe's fixture failed");
+  } else if (with != without) {
+    const std::string message = "peer lookups allocate: " + std::to_string(with) +
+                                " allocations per event with peers, " + std::to_string(without) +
+                                " without";
+    state.SkipWithError(message.c_str());
+  }
 }
 
+// Each peers variant after its variant without peers, for cpu_vs_no_peers.
 BENCHMARK(BM_Pipeline)
-    ->ArgNames({"metrics", "rules"})
-    ->Args({0, 0})
-    ->Args({1, 0})
-    ->Args({0, 1})
-    ->Args({1, 1})
+    ->ArgNames({"metrics", "rules", "peers"})
+    ->Args({0, 0, 0})
+    ->Args({0, 0, 1})
+    ->Args({1, 0, 0})
+    ->Args({0, 1, 0})
+    ->Args({1, 1, 0})
+    ->Args({1, 1, 1})
     ->Unit(benchmark::kNanosecond);
 
 }  // namespace

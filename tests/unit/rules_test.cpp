@@ -1112,6 +1112,18 @@ TEST(RulesPeer, DocumentedExamples) {
   EXPECT_FALSE(event_holds(R"(peer_network == "internet")", c));
   c.peer = &service;
   EXPECT_FALSE(event_holds(R"(peer_network == "internet")", c));
+
+  const std::string db =
+      R"(peer_namespace == "payments" AND (peer_service == "db" OR peer_label["app"] == "db"))";
+  Peer db_service = peer_service();
+  db_service.namespace_name = "payments";
+  db_service.name = "db";
+  c.peer = &db_service;
+  EXPECT_TRUE(event_holds(db, c));
+  c.peer = &outside;  // payments/db-0, label app=db
+  EXPECT_TRUE(event_holds(db, c));
+  c.peer = &service;  // shop/web
+  EXPECT_FALSE(event_holds(db, c));
 }
 
 TEST(RulesPeer, Errors) {
