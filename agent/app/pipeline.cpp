@@ -72,7 +72,8 @@ bool Pipeline::look_up_peer(const ConnectionEvent& e, Peer& peer) {
   }
   if (!peer_index_) return false;
   // Who owned the remote address when the connection opened (IP reuse): a Close is looked up
-  // at its open time, which the kernel may not know (0: a connection open before the agent).
+  // at its open event's time (0 would mean unknown, which the kernel side never sends: then
+  // the Close's own time).
   uint64_t opened_ns = e.boot_ns;
   if (e.kind == ConnKind::kClose && e.close.open_boot_ns != 0) opened_ns = e.close.open_boot_ns;
   peer = peer_index_->lookup(e.daddr, e.dport, opened_ns);
