@@ -375,6 +375,27 @@ TEST_F(PipelinePeersTest, EveryKindOfEventNamesItsRemoteEndAndIsCounted) {
   EXPECT_EQ(peer(out[7]), json({{"kind", "host"}}));
 }
 
+// The pipeline holds the snapshot it reads (its Peer views point into it) until a new one is
+// published, then lets go of the old one: a snapshot lives as long as a reader needs it.
+TEST_F(PipelinePeersTest, HoldsTheSnapshotUntilANewOneIsPublished) {
+  std::shared_ptr<const PeerIndex> first = cluster_index(kT0);
+  snapshots_.publish(first);
+  start_with_peers();
+  EXPECT_EQ(first.use_count(), 2);  // here and in snapshots_
+  feed(connection(NM_CONN_ESTABLISH, "10.96.0.10", 80, kT0 + kSecond, 0, 1));
+  EXPECT_EQ(first.use_count(), 3);  // and the pipeline's
+  std::shared_ptr<const PeerIndex> second = cluster_index(kT0 + kSecond);
+  snapshots_.publish(second);
+  EXPECT_EQ(first.use_count(), 2);  // here and in the pipeline, which has not read since
+  feed(connection(NM_CONN_ESTABLISH, "10.96.0.10", 80, kT0 + 2 * kSecond, 0, 2));
+  EXPECT_EQ(first.use_count(), 1);
+  EXPECT_EQ(second.use_count(), 3);
+  feed(connection(NM_CONN_ESTABLISH, "8.8.8.8", 443, kT0 + 3 * kSecond, 0, 3));
+  EXPECT_EQ(second.use_count(), 3);
+  EXPECT_EQ(lookups(PeerKind::kService), 2u);
+  EXPECT_EQ(lookups(PeerKind::kExternal), 1u);
+}
+
 // IP reuse, through the pipeline: the old pod is deleted, its IP given to a new one. A Close is
 // named by whoever owned the address when the connection opened; a connection opened after the
 // old pod went never names it.
