@@ -632,8 +632,9 @@ std::shared_ptr<const PeerIndex> ClusterState::build(uint64_t now_ns) {
     claim(service.ingress_ips, ClaimKind::kIngressIP);
   }
 
-  // Pods: records from the Pod objects first (they know workload and labels).
-  auto pod_from_object = [&](const KubePod& pod) {
+  // Pods: records from the Pod objects first (they know workload and labels). `pod`: a KubePod,
+  // or a gone claim (it keeps the same fields).
+  auto pod_record = [&](const auto& pod) {
     return b.pod(pod.uid, [&](PeerIndex::PodRecord& r) {
       r.namespace_name = b.intern(pod.namespace_name);
       r.name = b.add(pod.name);
@@ -650,11 +651,13 @@ std::shared_ptr<const PeerIndex> ClusterState::build(uint64_t now_ns) {
     c.port = port;
     b.add_claim(ip, c);
   };
-  auto pod_claim = [&](const IpAddress& ip, uint32_t pod, uint64_t since_ns, bool terminating) {
+  auto pod_claim = [&](const IpAddress& ip, uint32_t pod, uint64_t since_ns, bool terminating,
+                       uint64_t gone_ns = UINT64_MAX) {
     Claim c;
     c.kind = ClaimKind::kPod;
     c.target = pod;
     c.since_ns = since_ns;
+    c.gone_ns = gone_ns;
     c.terminating = terminating;
     b.add_claim(ip, c);
   };
@@ -662,7 +665,7 @@ std::shared_ptr<const PeerIndex> ClusterState::build(uint64_t now_ns) {
     for (const auto& [uid, stored] : *store) {
       const KubePod& pod = stored.pod;
       if (pod.terminal) continue;
-      const uint32_t p = pod_from_object(pod);
+      const uint32_t p = pod_record(pod);
       for (size_t i = 0; i < pod.pod_ips.size(); ++i) {
         const IpAddress& ip = pod.pod_ips[i];
         if (pod.host_network || is_node_address(ip)) {
@@ -693,20 +696,7 @@ std::shared_ptr<const PeerIndex> ClusterState::build(uint64_t now_ns) {
   // Gone pod claims in their grace period (never on a node address: those are host-network).
   for (const Impl::GoneClaim& g : st.gone) {
     if (is_node_address(g.address)) continue;
-    const uint32_t p = b.pod(g.uid, [&](PeerIndex::PodRecord& r) {
-      r.namespace_name = b.intern(g.namespace_name);
-      r.name = b.add(g.name);
-      r.uid = b.add(g.uid);
-      r.workload = b.intern(g.workload);
-      r.workload_kind = b.intern(g.workload_kind);
-      b.labels(r, g.labels);
-    });
-    Claim c;
-    c.kind = ClaimKind::kPod;
-    c.target = p;
-    c.since_ns = g.since_ns;
-    c.gone_ns = g.gone_ns;
-    b.add_claim(g.address, c);
+    pod_claim(g.address, pod_record(g), g.since_ns, false, g.gone_ns);
   }
 
   b.finish();

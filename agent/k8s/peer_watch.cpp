@@ -390,7 +390,12 @@ void PeerWatcher::start() {
 }
 
 void PeerWatcher::stop() {
-  for (auto& w : watchers_) w->stop();  // each aborts its request in flight and joins
+  // Each aborts its request in flight and joins its thread; all at once, so that watchers still
+  // connecting to an address that does not answer (stop() waits up to the connect timeout) do
+  // not add up.
+  std::vector<std::thread> stopping;
+  for (auto& w : watchers_) stopping.emplace_back([&w] { w->stop(); });
+  for (std::thread& t : stopping) t.join();
   {
     std::lock_guard lock(state_mutex_);
     stop_ = true;

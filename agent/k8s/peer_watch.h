@@ -79,7 +79,8 @@ class PeerWatcher {
   // Publishes the first index, then starts the builder and the watchers.
   void start();
   // Any thread, idempotent: stops the watchers (aborting their requests in flight) and the
-  // builder, and joins them. Prompt: about as long as ListWatcher::stop().
+  // builder, and joins them. Prompt: about as long as one ListWatcher::stop() (they stop in
+  // parallel).
   void stop();
 
   // Any thread (the kubelet poller's): this node's pods as its kubelet lists them, on each

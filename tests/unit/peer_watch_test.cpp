@@ -645,6 +645,43 @@ TEST(PeerWatcherApi, GoneRelistsAndTheNewListReplacesTheState) {
   (*watcher)->stop();
 }
 
+// A stop while every watcher is still connecting to an address that does not answer (a listener
+// whose accept queue is full: the kernel drops the SYNs) is bounded by the connect timeout: a
+// connect in flight is not aborted, it runs out, and nothing is tried after it. (The watchers stop
+// in parallel, so that connects started at different times do not add up either.)
+TEST(PeerWatcherApi, AStopWhileConnectingToASilentAddressTakesAtMostTheConnectTimeout) {
+  UniqueFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), len), 0);
+  ASSERT_EQ(::listen(listener.get(), 0), 0);
+  ASSERT_EQ(::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  std::vector<UniqueFd> fillers;  // never accepted: the queue stays full
+  for (int i = 0; i < 3; ++i) {
+    fillers.emplace_back(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    (void)::connect(fillers.back().get(), reinterpret_cast<sockaddr*>(&addr), len);
+  }
+  std::this_thread::sleep_for(100ms);
+  TestClock clock;
+  PeerSnapshots snapshots;
+  PeerWatchOptions o = base_options(clock);
+  KubeApiOptions api;
+  api.url = "http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  api.connect_timeout = 2s;
+  o.api = api;
+  o.watch_pods = true;  // four watchers
+  auto watcher = PeerWatcher::create(std::move(o), snapshots);
+  ASSERT_TRUE(watcher);
+  (*watcher)->start();
+  std::this_thread::sleep_for(300ms);
+  const auto before = Clock::now();
+  (*watcher)->stop();
+  EXPECT_LT(Clock::now() - before, 3500ms);
+  for (const PeerResourceStats& r : (*watcher)->stats().resources) EXPECT_FALSE(r.synced);
+}
+
 TEST(PeerMetrics, RenderedOnlyWhenTheyApply) {
   Metrics metrics({}, "test");
   metrics.publish_health(HealthSnapshot{});
