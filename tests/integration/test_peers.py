@@ -55,6 +55,7 @@ from test_kubernetes import (  # noqa: F401 - k8s_host, kubelet, kubelet_certs, 
     k8s_host,
     kubelet,
     kubelet_certs,
+    log_lines,
     netns_listening,
     synced_pattern,
     token_file,
@@ -336,8 +337,10 @@ def synced_line(resource):
 def start_peer_agent(start_agent, cluster, kubelet, token_file, kubelet_certs, stub, api_token,
                      watch_pods=True, labels=False, extra=(), wait_api=True):
     """An agent with the kubelet stub (serving this node's two pods) and the API server stub;
-    once it is running and (wait_api) every resource it watches has synced."""
+    once it is running and (wait_api) every resource it watches has synced. The kubelet stub
+    is cluster.kubelet_stub."""
     pods = kubelet([cluster.item(cluster.server), cluster.item(cluster.client)])
+    cluster.kubelet_stub = pods
     agent = start_agent(*peer_flags(cluster, pods, token_file, kubelet_certs, stub.url,
                                     api_token, watch_pods, labels), *extra)
     wait_log(agent, synced_pattern(pods.url))
@@ -870,13 +873,16 @@ def test_api_server_down_or_forbidden_at_start(start_agent, cluster, kubelet, to
     assert peer_of(probe(cluster, agent, real_tools, a["this_node"])) == \
         external_peer("internet")
 
-    def all_failed():
+    def all_failed_twice():
         text = agent.metrics_text()
-        return all(watch_errors(text, r, fault) >= 1 for r in watched()) and text
+        return all(watch_errors(text, r, fault) >= 2 for r in watched()) and text
 
-    text = wait_for(all_failed, timeout=SYNC_TIMEOUT, what=f"{fault} errors counted")
+    text = wait_for(all_failed_twice, timeout=SYNC_TIMEOUT, what=f"{fault} errors counted")
     for resource in watched():
         assert sample(text, "netmon_kube_api_synced", resource=resource) == 0.0, resource
+        # One warning when the failure starts, not one per attempt.
+        assert len(log_lines(agent, rf"kube-api {resource}: {fault}: .+")) == 1, \
+            agent.stderr_text()
     if fault == "unreachable":
         stub.start()
     else:
@@ -889,14 +895,54 @@ def test_api_server_down_or_forbidden_at_start(start_agent, cluster, kubelet, to
     text = agent.published_metrics_text()
     for resource in watched():
         assert sample(text, "netmon_kube_api_synced", resource=resource) == 1.0, resource
+        assert len(log_lines(agent, rf"kube-api {resource}: the API server answers again")) \
+            == 1, agent.stderr_text()
     with urllib.request.urlopen(agent.metrics_url + "/readyz", timeout=5) as reply:
         assert reply.status == 200
+
+
+def test_api_server_down_later_keeps_the_names_known(start_agent, cluster, kubelet, token_file,
+                                                     kubelet_certs, kube_api, api_token,
+                                                     real_tools):
+    """The API server goes away after the first sync (its watches cut, then nothing listens):
+    connections keep the names already known (service, node, the pod of another node), each
+    resource warns once that the known names stay in use; when it is back a new service is
+    named."""
+    a = cluster.addr["ipv4"]
+    stub = kube_api(cluster)
+    agent = start_peer_agent(start_agent, cluster, kubelet, token_file, kubelet_certs, stub,
+                             api_token)
+    start_listener(cluster)
+    named = {"vip": service_peer("db", "postgres"), "node_b": NODE_B_PEER,
+             "remote_pod": remote_pod_peer(cluster), "this_node": HOST_PEER}
+    for role, expected in named.items():
+        connect_until_peer(cluster, agent, real_tools, a[role], expected)
+    stub.stop()
+
+    def all_unreachable():
+        text = agent.metrics_text()
+        return all(watch_errors(text, r, "unreachable") >= 1 for r in watched()) and text
+
+    wait_for(all_unreachable, timeout=SYNC_TIMEOUT, what="unreachable errors counted")
+    for role, expected in named.items():
+        event = probe(cluster, agent, real_tools, a[role])
+        assert peer_of(event) == expected, json.dumps(event)
+    for resource in watched():
+        assert log_lines(agent, rf"kube-api {resource}: \w+: .+; the names already known stay "
+                                rf"in use"), agent.stderr_text()
+    stub.put(SERVICES, cart_service(cluster))
+    stub.start()  # on the same port
+    assert_cart_named(cluster, agent, real_tools)
+    text = agent.published_metrics_text()
+    for resource in watched():
+        assert sample(text, "netmon_kube_api_synced", resource=resource) == 1.0, resource
 
 
 def test_without_api_server(start_agent, cluster, kubelet, token_file, kubelet_certs,
                             real_tools):
     """No --kube-api-url and not in a cluster (no API server): peers are still named from what the node knows: this node's pods (the kubelet), host, external classes."""
     pods = kubelet([cluster.item(cluster.server), cluster.item(cluster.client)])
+    cluster.kubelet_stub = pods
     agent = start_agent(*agent_flags(cluster, pods.url, token_file, ca_file=kubelet_certs["ca"]),
                         "--external-networks", EXTERNAL_NETWORKS)
     wait_log(agent, synced_pattern(pods.url))
@@ -942,3 +988,47 @@ def test_pod_ip_reused_by_a_new_pod(start_agent, cluster, kubelet, token_file, k
     telnet.kill()
     wait_exit(telnet)
     assert_close_peer(agent, held, old)
+
+
+def test_local_pod_recreated_with_the_same_ip(start_agent, cluster, kubelet, token_file,
+                                              kubelet_certs, kube_api, api_token, real_tools):
+    """StatefulSet pod db-0 of this node is recreated (same name, new uid) with the same IPs:
+    the kubelet lists the new pod, the pods watch deletes the old one and adds the new one,
+    the EndpointSlices point at the new one. Connections opened afterwards name the new pod
+    (both families); a connection opened before, still open, closes named after the old one."""
+    s = cluster.server
+    v4 = cluster.addr["ipv4"]["server"]
+    stub = kube_api(cluster)
+    agent = start_peer_agent(start_agent, cluster, kubelet, token_file, kubelet_certs, stub,
+                             api_token)
+    start_listener(cluster)
+    old = pod_peer(s)
+    connect_until_peer(cluster, agent, real_tools, v4, old)
+    telnet = cluster.start(cluster.client, [real_tools["telnet"], v4, str(SERVER_PORT)])
+    held = agent.wait_events(kind=ESTABLISH, pid=telnet.pid, daddr=v4, dport=SERVER_PORT)[0]
+    assert peer_of(held) == old, json.dumps(held)
+
+    recreated = cluster.item(s)
+    recreated["metadata"]["uid"] = new_uid()
+    new = dict(old, uid=recreated["metadata"]["uid"])
+    cluster.kubelet_stub.set_pods([recreated, cluster.item(cluster.client)])
+    stub.delete(PODS, f"{s.namespace}/{s.name}")
+    stub.put(PODS, recreated)
+    for key in stub.keys(ENDPOINTSLICES):  # the same slices (uids), modified
+        slice_ = stub_object(stub, ENDPOINTSLICES, key)
+        assert slice_["endpoints"][0]["targetRef"]["uid"] == old["uid"]
+        slice_["endpoints"][0]["targetRef"]["uid"] = new["uid"]
+        stub.put(ENDPOINTSLICES, slice_)
+    for address in cluster.both("server"):
+        after = connect_until_peer(cluster, agent, real_tools, address, new)
+        assert_close_peer(agent, after, new)
+
+    telnet.kill()
+    wait_exit(telnet)
+    assert_close_peer(agent, held, old)
+
+
+def stub_object(stub, path, key):
+    """The object `key` of the stub's collection `path`, as stored."""
+    with stub._lock:
+        return json.loads(json.dumps(stub._collections[path].items[key]))
