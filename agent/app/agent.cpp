@@ -252,6 +252,23 @@ void report_probe(const Probe& probe, Metrics& metrics) {
   metrics.set_map_memory(std::move(map_memory));
 }
 
+// The API server settings `api` (with the in-cluster defaults), each failure naming its key:
+// the URL and a token over http://, the CA file, the token file.
+Result<void> check_kube_api(const KubeApiOptions& api) {
+  if (auto r = KubeApiClient::validate_settings(api); !r) {
+    return fail("kubernetes.api_url: " + r.error().message);
+  }
+  KubeApiOptions without_token = api;
+  without_token.token_file.clear();
+  if (auto r = KubeApiClient::validate(without_token); !r) {
+    return fail("kubernetes.api_ca_file: " + r.error().message);
+  }
+  if (auto r = KubeApiClient::validate(api); !r) {
+    return fail("kubernetes.api_token_file: " + r.error().message);
+  }
+  return {};
+}
+
 // What a start checks before it touches the kernel: the configuration (validate_config()), the
 // --proc-root directory, and the kubelet settings `kubelet` (a token over http://, the token and
 // CA files). Gives the compiled rules.
@@ -259,8 +276,7 @@ Result<CompiledRules> check_start(const Options& options, const KubeletOptions& 
                                   const KubeApiOptions& api) {
   if (auto valid = validate_config(options); !valid) return tl::unexpected(valid.error());
   if (!api.url.empty()) {
-    if (auto r = KubeApiClient::validate(api); !r)
-      return fail("kubernetes.api_url: " + r.error().message);
+    if (auto r = check_kube_api(api); !r) return tl::unexpected(r.error());
   }
   if (auto proc = check_proc_root(options.proc_root); !proc) return tl::unexpected(proc.error());
   auto rules = compile_rules(options.rules);
