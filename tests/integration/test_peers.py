@@ -1032,3 +1032,48 @@ def stub_object(stub, path, key):
     """The object `key` of the stub's collection `path`, as stored."""
     with stub._lock:
         return json.loads(json.dumps(stub._collections[path].items[key]))
+
+
+@pytest.mark.parametrize("source", ["file", "env"])
+def test_settings_from_the_config_file_and_the_environment(start_agent, cluster, kubelet,
+                                                           token_file, kubelet_certs, kube_api,
+                                                           api_token, real_tools, tmp_path,
+                                                           source):
+    """The API server, watch_pods, peer_labels and external_networks given as the file's
+    kubernetes keys (external_networks an ordered mapping) or as NETMON_ variables: the pod of
+    another node is named with its labels (the pods watch), the service, and an address of two
+    overlapping classes by the first one."""
+    stub = kube_api(cluster)
+    pods = kubelet([cluster.item(cluster.server), cluster.item(cluster.client)])
+    flags = agent_flags(cluster, pods.url, token_file, ca_file=kubelet_certs["ca"])
+    env = None
+    if source == "file":
+        config = tmp_path / "netmon.yaml"
+        config.write_text(textwrap.dedent(f"""\
+            kubernetes:
+              api_url: "{stub.url}"
+              api_token_file: "{api_token}"
+              api_ca_file: "{kubelet_certs['ca']}"
+              watch_pods: true
+              peer_labels: true
+              external_networks:
+                docs: [198.16.0.0/12, "2001:db8::/32"]
+                lab: [198.18.0.0/15, "2001:db8:18::/48"]
+            """))
+        flags += ["--config", str(config)]
+    else:
+        env = {"NETMON_KUBE_API_URL": stub.url, "NETMON_KUBE_API_TOKEN_FILE": str(api_token),
+               "NETMON_KUBE_API_CA_FILE": kubelet_certs["ca"], "NETMON_WATCH_PODS": "true",
+               "NETMON_PEER_LABELS": "true", "NETMON_EXTERNAL_NETWORKS": EXTERNAL_NETWORKS}
+    agent = start_agent(*flags, env=env)
+    for resource in watched():
+        wait_log(agent, synced_line(resource), timeout=SYNC_TIMEOUT)
+    start_listener(cluster)
+    remote = dict(remote_pod_peer(cluster),
+                  labels={"app": "ledger", "pod-template-hash": "7d4b9c8f6"})
+    for family in PeerCluster.FAMILIES:
+        a = cluster.addr[family]
+        for role, expected in (("remote_pod", remote), ("vip", service_peer("db", "postgres")),
+                               ("docs", external_peer("docs"))):
+            connect_until_peer(cluster, agent, real_tools, a[role], expected)
+    assert requested_resources(stub) == set(RESOURCES.values())
