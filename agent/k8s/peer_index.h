@@ -2,11 +2,12 @@
 // (and port) to a pod, service, node, this host, or an external network, built from the
 // Kubernetes objects a ClusterState holds.
 //
-// Threads: one thread (the API watcher) owns the ClusterState, applies lists and watch events to
-// it and calls build(); it publishes each new snapshot by swapping a
-// std::shared_ptr<const PeerIndex> (std::atomic_store or a mutex-guarded swap outside the event
-// path). PeerIndex is immutable: lookup() is const, never locks, never allocates, and may run on
-// any number of threads at once.
+// Threads: the ClusterState is single-threaded; its owner (k8s/peer_watch.h's PeerWatcher)
+// serialises the lists, watch events and kubelet pods its threads apply, and the builds, with one
+// mutex, and publishes each new snapshot through PeerSnapshots (k8s/peer_snapshots.h), a
+// mutex-guarded swap of a std::shared_ptr<const PeerIndex> outside the event path. PeerIndex is
+// immutable: lookup() is const, never locks, never allocates, and may run on any number of
+// threads at once.
 //
 // Times are CLOCK_BOOTTIME nanoseconds, the events' clock (ConnectionEvent::boot_ns; a Close
 // event's open time is close.open_boot_ns), and must be > 0.
