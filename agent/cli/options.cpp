@@ -396,6 +396,16 @@ const std::vector<Setting>& settings() {
           "token with such a URL is a configuration error)",
           [](auto& o) -> auto& { return o.kube_api_allow_http_token; }),
       boolean(
+          "watch-services", "NETMON_WATCH_SERVICES", "kubernetes.watch_services",
+          "watch the cluster's Services and EndpointSlices to name service and pod peers, as "
+          "kube-proxy does on every node (default true)",
+          [](auto& o) -> auto& { return o.watch_services; }),
+      boolean(
+          "watch-nodes", "NETMON_WATCH_NODES", "kubernetes.watch_nodes",
+          "watch the cluster's Nodes to name node peers (default true; its API server cost grows "
+          "with the square of the node count: docs/kubernetes.md)",
+          [](auto& o) -> auto& { return o.watch_nodes; }),
+      boolean(
           "watch-pods", "NETMON_WATCH_PODS", "kubernetes.watch_pods",
           "also watch every pod of the cluster, to name pods that no service selects (an API "
           "server watch of all pods from each node)",

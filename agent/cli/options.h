@@ -52,8 +52,12 @@ struct Options {
   std::string kube_api_ca_file;     // kubernetes.api_ca_file; default in a cluster: the SA CA
   bool kube_api_insecure_skip_verify = false;  // kubernetes.api_insecure_skip_verify
   bool kube_api_allow_http_token = false;      // kubernetes.api_allow_http_token
-  bool watch_pods = false;   // kubernetes.watch_pods: also watch this cluster's Pods
-  bool peer_labels = false;  // kubernetes.peer_labels: write a pod peer's labels into events
+  // What is watched on the API server (each false: that resource is not watched; all three
+  // false: no API server at all, even in a cluster).
+  bool watch_services = true;  // kubernetes.watch_services: Services and EndpointSlices
+  bool watch_nodes = true;     // kubernetes.watch_nodes: Nodes
+  bool watch_pods = false;     // kubernetes.watch_pods: also watch this cluster's Pods
+  bool peer_labels = false;    // kubernetes.peer_labels: write a pod peer's labels into events
   // kubernetes.external_networks: ordered (class name, CIDRs) pairs naming external peers
   // (CidrClasses::parse checks them); empty: every external peer is "internet".
   std::vector<std::pair<std::string, std::vector<std::string>>> external_networks;

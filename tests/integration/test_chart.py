@@ -223,6 +223,8 @@ def test_schema_rejects_bad_external_networks(helm, tmp_path, classes):
         ["--set", "kubernetes.apiUrl=10.96.0.1:443"],  # no scheme
         ["--set-string", "kubernetes.watchPods=yes"],
         ["--set-string", "kubernetes.peerLabels=true"],
+        ["--set-string", "kubernetes.watchNodes=false"],
+        ["--set-string", "kubernetes.watchServices=no"],
         ["--set", "kubernetes.watch_pods=true"],  # the agent's spelling is config's, not a value
     ],
     ids=lambda bad: bad[1],
@@ -236,6 +238,8 @@ def test_schema_rejects_bad_peer_values(helm, bad):
     [
         (["--set", "config.kubernetes.watch_pods=true"],
          "config.kubernetes.watch_pods: set the chart value kubernetes.watchPods instead"),
+        (["--set", "config.kubernetes.watch_nodes=false"],
+         "config.kubernetes.watch_nodes: set the chart value kubernetes.watchNodes instead"),
         (["--set", "config.kubernetes.peer_labels=true"],
          "config.kubernetes.peer_labels: set the chart value kubernetes.peerLabels instead"),
         (["--set", "config.kubernetes.api_url=https://x:443"],
@@ -361,12 +365,14 @@ def test_ports_probes_annotations(default_docs):
 
 # The kubelet's /pods (nodes/proxy; nodes/pods on newer kubelets) and what kube-proxy watches on
 # every node, for the peer names. No cluster-wide pods without kubernetes.watchPods.
-RBAC_RULES = [
-    {"apiGroups": [""], "resources": ["nodes/proxy", "nodes/pods"], "verbs": ["get"]},
-    {"apiGroups": [""], "resources": ["services", "nodes"], "verbs": ["get", "list", "watch"]},
+KUBELET_RULE = {"apiGroups": [""], "resources": ["nodes/proxy", "nodes/pods"], "verbs": ["get"]}
+SERVICES_RULES = [
+    {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
      "verbs": ["get", "list", "watch"]},
 ]
+NODES_RULE = {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}
+RBAC_RULES = [KUBELET_RULE] + SERVICES_RULES + [NODES_RULE]
 PODS_RULE = {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}
 
 
@@ -388,6 +394,24 @@ def test_rbac_watch_pods(helm, custom_docs):
     assert by_kind(custom_docs, "ClusterRole")["rules"] == RBAC_RULES + [PODS_RULE]
     _, docs = template(helm, "--set", "kubernetes.watchPods=false")
     assert by_kind(docs, "ClusterRole")["rules"] == RBAC_RULES
+
+
+def test_rbac_and_config_follow_the_watched_resources(helm, tmp_path):
+    """watchServices and watchNodes default to true and each false drops its grant and its watch;
+    all off: only the kubelet's grant, and the agent watches nothing on the API server."""
+    cases = [((), RBAC_RULES, True, True),
+             (("kubernetes.watchNodes=false",), [KUBELET_RULE] + SERVICES_RULES, True, False),
+             (("kubernetes.watchServices=false",), [KUBELET_RULE, NODES_RULE], False, True),
+             (("kubernetes.watchServices=false", "kubernetes.watchNodes=false"), [KUBELET_RULE],
+              False, False)]
+    for sets, rules, services, nodes in cases:
+        args = [a for s in sets for a in ("--set", s)]
+        _, docs = template(helm, *args)
+        assert by_kind(docs, "ClusterRole")["rules"] == rules, sets
+        kube = yaml.safe_load(config_text(docs))["kubernetes"]
+        assert (kube["watch_services"], kube["watch_nodes"]) == (services, nodes), sets
+        cfg = print_config(docs, tmp_path)["kubernetes"]
+        assert (cfg["watch_services"], cfg["watch_nodes"]) == (services, nodes), sets
 
 
 def test_no_rbac_objects_without_rbac_create(helm):
@@ -478,6 +502,8 @@ def test_default_peer_config(default_docs):
     no api_url (in-cluster); the default classes in the values' order."""
     kube = yaml.safe_load(config_text(default_docs))["kubernetes"]
     assert kube == {
+        "watch_services": True,
+        "watch_nodes": True,
         "watch_pods": False,
         "peer_labels": False,
         "external_networks": dict(DEFAULT_EXTERNAL_NETWORKS),
@@ -510,7 +536,7 @@ def test_release_values_without_the_kubernetes_values(helm):
     them as absent: the chart must still render, with the agent's defaults."""
     _, docs = template(helm, "--set", "kubernetes=null")
     assert yaml.safe_load(config_text(docs))["kubernetes"] == {
-        "watch_pods": False, "peer_labels": False}
+        "watch_services": True, "watch_nodes": True, "watch_pods": False, "peer_labels": False}
     assert by_kind(docs, "ClusterRole")["rules"] == RBAC_RULES
 
 

@@ -122,6 +122,8 @@ kubernetes:
   api_ca_file: /var/run/api-ca.crt
   api_insecure_skip_verify: true
   api_allow_http_token: true
+  watch_services: false
+  watch_nodes: false
   watch_pods: true
   peer_labels: true
   external_networks:
@@ -178,6 +180,8 @@ TEST_F(ConfigTest, EveryKeyIsParsed) {
   EXPECT_EQ(o.kube_api_ca_file, "/var/run/api-ca.crt");
   EXPECT_TRUE(o.kube_api_insecure_skip_verify);
   EXPECT_TRUE(o.kube_api_allow_http_token);
+  EXPECT_FALSE(o.watch_services);
+  EXPECT_FALSE(o.watch_nodes);
   EXPECT_TRUE(o.watch_pods);
   EXPECT_TRUE(o.peer_labels);
   EXPECT_EQ(o.external_networks, kEveryKeyNetworks);
@@ -711,6 +715,8 @@ void expect_same_configuration(const Options& a, const Options& b) {
   EXPECT_EQ(a.kube_api_ca_file, b.kube_api_ca_file);
   EXPECT_EQ(a.kube_api_insecure_skip_verify, b.kube_api_insecure_skip_verify);
   EXPECT_EQ(a.kube_api_allow_http_token, b.kube_api_allow_http_token);
+  EXPECT_EQ(a.watch_services, b.watch_services);
+  EXPECT_EQ(a.watch_nodes, b.watch_nodes);
   EXPECT_EQ(a.watch_pods, b.watch_pods);
   EXPECT_EQ(a.peer_labels, b.peer_labels);
   EXPECT_EQ(a.external_networks, b.external_networks);
@@ -749,6 +755,7 @@ TEST_F(ConfigTest, PrintedDefaultsNameEveryKeyAndLoadBack) {
         "  pod_grace_period_seconds: 60\n  labels: true\n  node_name: \"\"\n  cgroup_root: \"\"\n"
         "  api_url: \"\"\n  api_token_file: \"\"\n  api_ca_file: \"\"\n"
         "  api_insecure_skip_verify: false\n  api_allow_http_token: false\n"
+        "  watch_services: true\n  watch_nodes: true\n"
         "  watch_pods: false\n  peer_labels: false\n  external_networks: {}\n",
         "metrics:\n  address: 0.0.0.0:9477\n  drop_labels: []\n",
         "events:\n  establish: true\n  accept: true\n  close: true\n  failed: true\n",
@@ -837,6 +844,22 @@ TEST_F(ConfigTest, PeerSettingsPrecedence) {
   EXPECT_TRUE(contains(e, at_line(3) + "9: kubernetes.external_networks.a[0]: '10.0.0.1/8' is "
                                        "not a CIDR: address bits past the /8 prefix are not zero"))
       << e;
+}
+
+TEST_F(ConfigTest, WatchedResourcesDefaultOnAndSwitchOffOneByOne) {
+  Options o = load_ok("");
+  EXPECT_TRUE(o.watch_services);
+  EXPECT_TRUE(o.watch_nodes);
+  EXPECT_FALSE(o.watch_pods);
+  o = load_ok("kubernetes:\n  watch_nodes: false\n");
+  EXPECT_TRUE(o.watch_services);
+  EXPECT_FALSE(o.watch_nodes);
+  o = load_ok("kubernetes:\n  watch_nodes: false\n", {"--watch-nodes"},
+              {{"NETMON_WATCH_SERVICES", "false"}});
+  EXPECT_FALSE(o.watch_services);
+  EXPECT_TRUE(o.watch_nodes);
+  const std::string e = error_of("kubernetes:\n  watch_services: maybe\n");
+  EXPECT_TRUE(contains(e, "kubernetes.watch_services")) << e;
 }
 
 TEST_F(ConfigTest, BadPeerSettingsNameTheKeyAndPosition) {

@@ -68,7 +68,8 @@ A loopback address is refused: the kubelet's probes connect to the pod's IP. */}
 {{- end }}
 
 {{/* The agent's config file: the `config` value, with the `kubernetes` values merged into its
-kubernetes mapping (api_url, watch_pods, peer_labels, external_networks). Those four keys in
+kubernetes mapping (api_url, watch_services, watch_nodes, watch_pods, peer_labels,
+external_networks). Those keys in
 `config.kubernetes` too are refused rather than silently overridden. external_networks is written
 by hand, one class per line in the list's order: toYaml sorts a mapping's keys, and the agent
 names an address after the first class that contains it. Names and CIDRs are written as JSON
@@ -82,7 +83,7 @@ strings, which YAML reads unchanged. */}}
 {{- end }}
 {{- $kube = $config.kubernetes }}
 {{- end }}
-{{- $owned := dict "api_url" "apiUrl" "watch_pods" "watchPods" "peer_labels" "peerLabels" "external_networks" "externalNetworks" }}
+{{- $owned := dict "api_url" "apiUrl" "watch_services" "watchServices" "watch_nodes" "watchNodes" "watch_pods" "watchPods" "peer_labels" "peerLabels" "external_networks" "externalNetworks" }}
 {{- range $key := keys $owned | sortAlpha }}
 {{- if hasKey $kube $key }}
 {{- fail (printf "config.kubernetes.%s: set the chart value kubernetes.%s instead (docs/deployment.md)" $key (get $owned $key)) }}
@@ -93,6 +94,9 @@ strings, which YAML reads unchanged. */}}
 {{- if $values.apiUrl }}
 {{- $_ := set $kube "api_url" $values.apiUrl }}
 {{- end }}
+{{- /* watchServices and watchNodes default to true: `default` would turn a false into true */}}
+{{- $_ := set $kube "watch_services" (ternary $values.watchServices true (hasKey $values "watchServices")) }}
+{{- $_ := set $kube "watch_nodes" (ternary $values.watchNodes true (hasKey $values "watchNodes")) }}
 {{- $_ := set $kube "watch_pods" ($values.watchPods | default false) }}
 {{- $_ := set $kube "peer_labels" ($values.peerLabels | default false) }}
 {{- $seen := dict }}
