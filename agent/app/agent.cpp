@@ -185,6 +185,8 @@ Result<std::unique_ptr<PeerWatcher>> create_peer_watcher(const Options& options,
                                                          PeerSnapshots& snapshots) {
   PeerWatchOptions p;
   if (!api.url.empty()) p.api = api;
+  p.watch_services = options.watch_services;
+  p.watch_nodes = options.watch_nodes;
   p.watch_pods = options.watch_pods;
   p.node_name = node_name;
   auto classes = CidrClasses::parse(options.external_networks);
@@ -196,17 +198,35 @@ Result<std::unique_ptr<PeerWatcher>> create_peer_watcher(const Options& options,
   return watcher;
 }
 
+// Whether any resource is to be watched on the API server.
+bool watches_api(const Options& o) { return o.watch_services || o.watch_nodes || o.watch_pods; }
+
 // Starts `peers` (publishing the first index) and says where the peers' names come from.
-void start_peers(PeerWatcher& peers, const KubeApiOptions& api, bool watch_pods) {
+void start_peers(PeerWatcher& peers, const KubeApiOptions& api, const Options& options) {
   peers.start();
+  if (!watches_api(options)) {
+    log::info(
+        "no API server watch (kubernetes.watch_services, watch_nodes and watch_pods are false): "
+        "peers are named from this node's kubelet, its own addresses and the external networks "
+        "only");
+    return;
+  }
   if (api.url.empty()) {
     log::info(
         "no API server configured: peers are named from this node's kubelet, its own addresses "
         "and the external networks only");
     return;
   }
-  log::info("peer names from the API server " + api.url + " (services, endpointslices, nodes" +
-            (watch_pods ? ", pods" : "") + ")" +
+  std::string watched;
+  auto add = [&](bool on, std::string_view what) {
+    if (!on) return;
+    if (!watched.empty()) watched += ", ";
+    watched += what;
+  };
+  add(options.watch_services, "services, endpointslices");
+  add(options.watch_nodes, "nodes");
+  add(options.watch_pods, "pods");
+  log::info("peer names from the API server " + api.url + " (" + watched + ")" +
             (api.insecure_skip_verify ? " (TLS not verified)" : ""));
 }
 
@@ -454,6 +474,7 @@ int run_agent(const Options& options) {
     log::error("configuration error: kubernetes.api_url: " + api_settings.error().message);
     return 2;
   }
+  if (!watches_api(options)) *api_settings = KubeApiOptions{};  // nothing to ask it
   auto rules = check_start(options, kubelet_settings, *api_settings);
   if (!rules) {
     log::error("configuration error: " + rules.error().message);
@@ -496,7 +517,7 @@ int run_agent(const Options& options) {
     return 2;
   }
   std::unique_ptr<KubeletWatcher> kubelet = std::move(*kubelet_started);
-  start_peers(*peers, *api_settings, options.watch_pods);
+  start_peers(*peers, *api_settings, options);
   ProbeOptions probe_options = options.probe;
   probe_options.cgroup_root = cgroup2_root_or_default(options.cgroup_root);
   Attributor attributor(open_cgroups(probe_options.cgroup_root), kubelet.get());

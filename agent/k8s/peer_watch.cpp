@@ -328,7 +328,7 @@ Result<std::unique_ptr<PeerWatcher>> PeerWatcher::create(PeerWatchOptions option
   if (!w->options_.api) return w;
   for (size_t i = 0; i < static_cast<size_t>(PeerResource::kCount); ++i) {
     const auto r = static_cast<PeerResource>(i);
-    if (r == PeerResource::kPods && !w->options_.watch_pods) continue;
+    if (!w->watches(r)) continue;
     w->resource_stats_[i].watched = true;
     auto handler = std::make_unique<Handler>(*w, r);
     ListWatchOptions lw = w->options_.list_watch;
@@ -340,6 +340,21 @@ Result<std::unique_ptr<PeerWatcher>> PeerWatcher::create(PeerWatchOptions option
     w->watchers_.push_back(std::move(*watcher));
   }
   return w;
+}
+
+bool PeerWatcher::watches(PeerResource r) const {
+  switch (r) {
+    case PeerResource::kServices:
+    case PeerResource::kEndpointSlices:
+      return options_.watch_services;
+    case PeerResource::kNodes:
+      return options_.watch_nodes;
+    case PeerResource::kPods:
+      return options_.watch_pods;
+    case PeerResource::kCount:
+      break;
+  }
+  return false;
 }
 
 PeerWatcher::~PeerWatcher() { stop(); }

@@ -46,8 +46,10 @@ namespace netmon {
 struct PeerWatchOptions {
   // The API server; none: only this node's kubelet, its addresses and the external classes.
   std::optional<KubeApiOptions> api;
-  bool watch_pods = false;  // also watch all the cluster's pods (kubernetes.watch_pods)
-  std::string node_name;    // this node: its Node object's addresses are this host's
+  bool watch_services = true;  // services and endpointslices (kubernetes.watch_services)
+  bool watch_nodes = true;     // nodes (kubernetes.watch_nodes)
+  bool watch_pods = false;     // also watch all the cluster's pods (kubernetes.watch_pods)
+  std::string node_name;       // this node: its Node object's addresses are this host's
   CidrClasses external_networks;
   uint64_t pod_grace_ns = 60'000'000'000;  // PeerIndexOptions::pod_grace_ns
   // Builds, at most this often while changes come in (a first sync builds at once).
@@ -92,6 +94,7 @@ class PeerWatcher {
  private:
   class Handler;
   PeerWatcher(PeerWatchOptions options, PeerSnapshots& out);
+  bool watches(PeerResource r) const;  // by the options
   void run_builder();
   // Under state_mutex_: the host's addresses (interfaces + this Node's) into the state; true
   // when they changed.

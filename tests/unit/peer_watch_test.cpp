@@ -521,6 +521,52 @@ TEST(PeerWatcherApi, ListsWatchesAndStopsPromptly) {
   EXPECT_EQ(snapshots.version(), version);  // nothing builds after the stop
 }
 
+TEST(PeerWatcherApi, WatchesOnlyTheResourcesSwitchedOn) {
+  FakeApiServer server;
+  server.set_list("/api/v1/services", kServices);
+  server.set_list("/apis/discovery.k8s.io/v1/endpointslices", kSlices);
+  server.set_list("/api/v1/nodes", kNodes);
+  TestClock clock;
+  PeerSnapshots snapshots;
+  PeerWatchOptions o = api_options(clock, server);
+  o.watch_nodes = false;  // a large cluster: no nodes watch
+  auto watcher = PeerWatcher::create(o, snapshots);
+  ASSERT_TRUE(watcher) << watcher.error().message;
+  (*watcher)->start();
+  ASSERT_TRUE(eventually([&] {
+    const PeerWatchStats s = (*watcher)->stats();
+    return s.resources[index_of(PeerResource::kServices)].synced &&
+           s.resources[index_of(PeerResource::kEndpointSlices)].synced;
+  }));
+  ASSERT_TRUE(eventually([&] { return server.open_watches() == 2; }));
+  const uint64_t t = clock.ns.load() + 1;
+  ASSERT_TRUE(eventually(
+      [&] { return lookup(snapshots, "10.96.0.10", 80, t).kind == PeerKind::kService; }, 2s));
+  // No Node object: its address is nobody's.
+  EXPECT_EQ(lookup(snapshots, "192.168.1.11", 22, t).kind, PeerKind::kExternal);
+  EXPECT_EQ(server.list_requests("/api/v1/nodes"), 0u);
+  const PeerWatchStats s = (*watcher)->stats();
+  EXPECT_FALSE(s.resources[index_of(PeerResource::kNodes)].watched);
+  EXPECT_TRUE(s.resources[index_of(PeerResource::kServices)].watched);
+  EXPECT_TRUE(s.resources[index_of(PeerResource::kEndpointSlices)].watched);
+  (*watcher)->stop();
+
+  // Services off, nodes on: only the nodes are asked for.
+  FakeApiServer nodes_only;
+  nodes_only.set_list("/api/v1/nodes", kNodes);
+  PeerSnapshots snapshots2;
+  PeerWatchOptions o2 = api_options(clock, nodes_only);
+  o2.watch_services = false;
+  auto watcher2 = PeerWatcher::create(o2, snapshots2);
+  ASSERT_TRUE(watcher2) << watcher2.error().message;
+  (*watcher2)->start();
+  ASSERT_TRUE(eventually(
+      [&] { return (*watcher2)->stats().resources[index_of(PeerResource::kNodes)].synced; }));
+  EXPECT_EQ(nodes_only.list_requests("/api/v1/services"), 0u);
+  EXPECT_EQ(nodes_only.list_requests("/apis/discovery.k8s.io/v1/endpointslices"), 0u);
+  (*watcher2)->stop();
+}
+
 TEST(PeerWatcherApi, AForbiddenResourceIsCountedAndTheOthersStillName) {
   FakeApiServer server;
   server.set_list("/api/v1/services", kServices);
