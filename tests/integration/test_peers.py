@@ -625,6 +625,39 @@ def test_without_pods_watch_a_headless_service_names_its_pods(
         frozenset({("resource", r)}): 1.0 for r in watched(watch_pods=False)}
 
 
+def test_watch_switches_limit_what_the_api_server_is_asked(
+        start_agent, cluster, kubelet, token_file, kubelet_certs, kube_api, api_token,
+        real_tools):
+    """--watch-nodes=false (a cluster of thousands of nodes): the agent never asks for nodes, a
+    node's address is external while services are still named; all three watches off: no request
+    at all although an API server is given, and the node still names its own pods."""
+    stub = kube_api(cluster)
+    agent = start_peer_agent(start_agent, cluster, kubelet, token_file, kubelet_certs, stub,
+                             api_token, watch_pods=False, extra=("--watch-nodes=false",),
+                             wait_api=False)
+    for resource in ("services", "endpointslices"):
+        wait_log(agent, synced_line(resource), timeout=SYNC_TIMEOUT)
+    start_listener(cluster)
+    a = cluster.addr["ipv4"]
+    connect_until_peer(cluster, agent, real_tools, a["vip"], service_peer("db", "postgres"))
+    assert peer_of(probe(cluster, agent, real_tools, a["node_b"])) == external_peer("internet")
+    assert requested_resources(stub) == {SERVICES, ENDPOINTSLICES}
+    assert samples(agent.published_metrics_text(), "netmon_kube_api_synced") == {
+        frozenset({("resource", r)}): 1.0 for r in ("services", "endpointslices")}
+    agent.stop()
+
+    quiet = kube_api(cluster)
+    agent = start_peer_agent(start_agent, cluster, kubelet, token_file, kubelet_certs, quiet,
+                             api_token, watch_pods=False,
+                             extra=("--watch-nodes=false", "--watch-services=false"),
+                             wait_api=False)
+    wait_log(agent, r"no API server watch \(kubernetes.watch_services, watch_nodes and "
+                    r"watch_pods are false\): .*")
+    connect_until_peer(cluster, agent, real_tools, a["server"], pod_peer(cluster.server))
+    assert quiet.requests() == []
+    assert "netmon_kube_api_synced" not in agent.published_metrics_text()
+
+
 RULES = """\
 egress:
   rules:
