@@ -7,22 +7,6 @@
 
 namespace netmon {
 
-std::string_view to_string(PeerKind kind) {
-  switch (kind) {
-    case PeerKind::kExternal:
-      return "external";
-    case PeerKind::kPod:
-      return "pod";
-    case PeerKind::kService:
-      return "service";
-    case PeerKind::kNode:
-      return "node";
-    case PeerKind::kHost:
-      return "host";
-  }
-  return "external";
-}
-
 namespace {
 
 constexpr std::string_view kInternet = "internet";

@@ -68,7 +68,23 @@
 namespace netmon {
 
 enum class PeerKind : uint8_t { kExternal, kPod, kService, kNode, kHost };
-std::string_view to_string(PeerKind kind);  // "external", "pod", "service", "node", "host"
+// "external", "pod", "service", "node", "host" (the events' peer.kind, the metrics' result).
+// Inline: the JSON writer uses it without linking the k8s module.
+constexpr std::string_view to_string(PeerKind kind) {
+  switch (kind) {
+    case PeerKind::kPod:
+      return "pod";
+    case PeerKind::kService:
+      return "service";
+    case PeerKind::kNode:
+      return "node";
+    case PeerKind::kHost:
+      return "host";
+    case PeerKind::kExternal:
+      break;
+  }
+  return "external";
+}
 inline constexpr size_t kPeerKinds = 5;
 // Lookups by the kind they answered (netmon_peer_lookups_total{result}), indexed by PeerKind.
 using PeerLookupCounts = std::array<uint64_t, kPeerKinds>;

@@ -145,43 +145,26 @@ void build_pod(std::string& out, const Attribution& a, bool with_labels) {
   out += "}}";
 }
 
-// PeerKind's names (k8s/peer_index.h's to_string(), which this module does not link).
-std::string_view peer_kind_name(PeerKind kind) {
-  switch (kind) {
-    case PeerKind::kPod:
-      return "pod";
-    case PeerKind::kService:
-      return "service";
-    case PeerKind::kNode:
-      return "node";
-    case PeerKind::kHost:
-      return "host";
-    case PeerKind::kExternal:
-      break;
-  }
-  return "external";
-}
-
 }  // namespace
 
 void append_peer(std::string& out, const Peer& peer, bool with_labels) {
-  out += "{\"kind\":\"";
-  out += peer_kind_name(peer.kind);
-  out += '"';
+  out += '{';
+  append_string_field(out, "kind", to_string(peer.kind));
+  auto field = [&out](std::string_view key, std::string_view value) {
+    out += ',';
+    append_string_field(out, key, value);
+  };
   switch (peer.kind) {
     case PeerKind::kPod:
-      out += ",\"namespace\":";
-      append_json_string(out, peer.namespace_name);
-      out += ",\"name\":";
-      append_json_string(out, peer.name);
-      out += ",\"uid\":";
-      append_json_string(out, peer.uid);
-      out += ",\"workload\":";
-      append_json_string(out, peer.workload);
-      out += ",\"workload_kind\":";
-      append_json_string(out, peer.workload_kind);
+      field("namespace", peer.namespace_name);
+      field("name", peer.name);
+      field("uid", peer.uid);
+      field("workload", peer.workload);
+      field("workload_kind", peer.workload_kind);
       if (with_labels) {
-        out += ",\"labels\":{";
+        out += ',';
+        append_key(out, "labels");
+        out += '{';
         for (size_t i = 0; i < peer.labels.size(); ++i) {
           if (i > 0) out += ',';
           append_json_string(out, peer.labels[i].key);
@@ -192,24 +175,18 @@ void append_peer(std::string& out, const Peer& peer, bool with_labels) {
       }
       break;
     case PeerKind::kService:
-      out += ",\"namespace\":";
-      append_json_string(out, peer.namespace_name);
-      out += ",\"name\":";
-      append_json_string(out, peer.name);
-      out += ",\"port_name\":";
-      append_json_string(out, peer.port_name);
-      out += ",\"type\":";
-      append_json_string(out, peer.service_type);
+      field("namespace", peer.namespace_name);
+      field("name", peer.name);
+      field("port_name", peer.port_name);
+      field("type", peer.service_type);
       break;
     case PeerKind::kNode:
-      out += ",\"name\":";
-      append_json_string(out, peer.name);
+      field("name", peer.name);
       break;
     case PeerKind::kHost:
       break;
     case PeerKind::kExternal:
-      out += ",\"network\":";
-      append_json_string(out, peer.network);
+      field("network", peer.network);
       break;
   }
   out += '}';
