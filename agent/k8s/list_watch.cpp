@@ -352,7 +352,9 @@ void ListWatcher::run() {
       }
       record_success();
       if (stats().lists == 1) {
-        log::info("kube-api " + options_.name + ": listed, resourceVersion " + resource_version_);
+        // Debug: the owner says it at info level with what it means ("kube api: services
+        // synced (n objects)", k8s/peer_watch).
+        log::debug("kube-api " + options_.name + ": listed, resourceVersion " + resource_version_);
       }
       need_list = false;
       events_since_list = false;
