@@ -5,7 +5,9 @@ Interleaves K rounds of: baseline (nothing attached), netmon (the agent, stdout 
 tcplife when installed (stdout to a file), each running netmon-storm once. Prints one Markdown
 table: throughput, the ratio to the same round's baseline, the observer's CPU seconds per 100k
 connections (/proc/PID/stat utime+stime before the storm and after its events were written),
-peak RSS (VmHWM), events expected / written / counted lost, and the agent's BPF map memory.
+peak RSS (VmHWM), events expected / written / counted lost, and the agent's BPF map memory;
+for tcplife also its lines per connection end, the runs the kernel skipped (recursion_misses)
+and the peak of TCP sockets in use during the storm (tcplife's maps hold 10240 sockets).
 
 --quick: 2000 connections, one round, no tcplife (for CI). --check: exit 1 unless netmon wrote
 every storm event at most once (no duplicate (type, cookie)), never more than 4 x connections,
@@ -33,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -152,6 +155,17 @@ def time_wait_count():
         return None
 
 
+def tcp_inuse():
+    """TCP sockets in use on this host (/proc/net/sockstat "inuse": every socket but TIME_WAIT
+    ones, listeners included)."""
+    try:
+        with open("/proc/net/sockstat", encoding="ascii") as f:
+            m = re.search(r"^TCP: inuse (\d+)", f.read(), re.M)
+        return int(m.group(1)) if m else None
+    except OSError:
+        return None
+
+
 def max_tw_buckets():
     try:
         with open("/proc/sys/net/ipv4/tcp_max_tw_buckets", encoding="ascii") as f:
@@ -202,10 +216,25 @@ def run_storm():
         cmd.append("--ipv6")
     if ARGS.exchange:
         cmd.append("--exchange")
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=ARGS.seconds + 60)
+    peak = [0]
+    done = threading.Event()
+
+    def sample():  # every 20 ms, a few microseconds each
+        while not done.wait(0.02):
+            peak[0] = max(peak[0], tcp_inuse() or 0)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=ARGS.seconds + 60)
+    finally:
+        done.set()
+        sampler.join()
     if r.returncode != 0:
         raise RuntimeError(f"netmon-storm failed ({r.returncode}): {r.stderr.strip()}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    storm = json.loads(r.stdout.strip().splitlines()[-1])
+    storm["peak_inuse"] = peak[0]
+    return storm
 
 
 def sockets_not_closed(lo, hi):
@@ -354,15 +383,56 @@ def count_netmon(path, lo, hi):
 
 
 def count_tcplife(path, lo, hi):
-    """Lines of tcplife's output (one per closed socket) with LPORT or RPORT in [lo, hi]."""
-    written = 0
+    """tcplife's lines (one per closed socket; columns PID COMM LADDR LPORT RADDR RPORT TX_KB RX_KB
+    MS) for the storm: {"written", "client", "server"}. A server end has a listener port in [lo, hi]
+    as LPORT, a client end as RPORT. The columns are taken from the right: COMM (the task's name,
+    printed with %-16s) may contain spaces."""
+    counts = {"written": 0, "client": 0, "server": 0}
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             cols = line.split()
-            ports = [int(c) for c in cols[3:6:2] if c.isdigit()] if len(cols) >= 6 else []
-            if any(lo <= p <= hi for p in ports):
-                written += 1
-    return written
+            if len(cols) < 9 or not (cols[-6].isdigit() and cols[-4].isdigit()):
+                continue  # the header, or a partial line
+            lport, rport = int(cols[-6]), int(cols[-4])
+            if lo <= lport <= hi:
+                counts["server"] += 1
+            elif lo <= rport <= hi:
+                counts["client"] += 1
+            else:
+                continue
+            counts["written"] += 1
+    return counts
+
+
+def prog_recursion_misses(pid, bpftool):
+    """Sum of `recursion_misses` of the BPF programs process `pid` holds: runs the kernel skipped
+    because a program of the same kind was already running on that CPU (a tracepoint hit in a
+    softirq while the program ran in process context). tcplife does not see them; its sockets are
+    missing silently. None without bpftool."""
+    if not bpftool:
+        return None
+    total = 0
+    seen = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fdinfo")
+    except OSError:
+        return None
+    for fd in fds:
+        try:
+            with open(f"/proc/{pid}/fdinfo/{fd}", encoding="ascii", errors="replace") as f:
+                m = re.search(r"^prog_id:\s*(\d+)", f.read(), re.M)
+        except OSError:
+            continue
+        if not m or m.group(1) in seen:
+            continue
+        seen.add(m.group(1))
+        try:
+            out = subprocess.run([bpftool, "-j", "prog", "show", "id", m.group(1)],
+                                 capture_output=True, text=True, timeout=10, check=True).stdout
+            total += int(json.loads(out or "{}").get("recursion_misses", 0))
+        except (OSError, subprocess.SubprocessError, ValueError):
+            return None
+    return total
 
 
 def observe(mode, tmp, rnd):
@@ -401,8 +471,11 @@ def observe(mode, tmp, rnd):
         cpu1 = cpu_seconds(proc.pid)
         rss = vm_hwm_mib(proc.pid)
         metrics_lost = lost_from_metrics(err_path) if mode == "netmon" else None
+        skipped = prog_recursion_misses(proc.pid, ARGS.bpftool) if mode == "tcplife" else None
     finally:
-        # tcplife flushes its block-buffered stdout when SIGINT ends its loop.
+        # tcplife's stdout is block-buffered (4 KiB) in a file: SIGINT ends its poll loop and
+        # main() returns, which flushes it (the rest of its perf buffer, read every 100 ms, is
+        # not drained then: wait_closed and wait_quiet above came first).
         code = stop(proc, signal.SIGTERM if mode == "netmon" else signal.SIGINT)
     with open(err_path, encoding="utf-8", errors="replace") as f:
         stderr = f.read()
@@ -434,7 +507,9 @@ def observe(mode, tmp, rnd):
                                   m.group(1).strip()).lstrip("; ")
     else:
         row["expected"] = 2 * storm["connections"]
-        row["written"] = count_tcplife(out_path, lo, hi)
+        row["sides"] = count_tcplife(out_path, lo, hi)
+        row["written"] = row["sides"]["written"]
+        row["skipped"] = skipped
         row["dups"] = None
         lost = re.findall(r"[Ll]ost (\d+)", stderr)
         row["lost"] = sum(int(n) for n in lost) if lost else None
@@ -574,6 +649,16 @@ def main():
         total = sum(maps.values())
         detail = ", ".join(f"{k} {v / 1024:.0f} KiB" for k, v in sorted(maps.items()))
         print(f"- netmon BPF map memory (bytes_memlock): {total / 1048576:.2f} MiB ({detail})")
+    for r in rows:
+        if r["mode"] == "tcplife":
+            n = r["storm"]["connections"] or 1
+            print(f"- round {r['round']} tcplife: lines for {r['sides']['client'] / n:.2%} of "
+                  f"the client ends, {r['sides']['server'] / n:.2%} of the server ends; "
+                  f"'lost' messages {fmt(r.get('lost'), 'd')}, kernel runs skipped "
+                  f"(recursion_misses, not reported by tcplife) {fmt(r.get('skipped'), 'd')}; "
+                  f"peak TCP sockets in use during the storm {r['storm']['peak_inuse']} "
+                  f"(tcplife tracks at most 10240 open sockets: one that opens while its "
+                  f"map is full is never reported, silently)")
     for r in rows:
         if r.get("lost_detail"):
             print(f"- round {r['round']} netmon lost: {r['lost_detail']}")
