@@ -16,7 +16,8 @@ flags=(-std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recov
 
 "$cxx" "${flags[@]}" tests/fuzz/rules_fuzz.cpp agent/rules/rules.cpp agent/common/text.cpp \
   -o "$out/rules_fuzz"
-"$cxx" "${flags[@]}" tests/fuzz/pods_fuzz.cpp agent/k8s/pods.cpp -o "$out/pods_fuzz"
+"$cxx" "${flags[@]}" tests/fuzz/pods_fuzz.cpp agent/k8s/pods.cpp agent/k8s/kube_objects.cpp \
+  agent/k8s/cidr.cpp agent/common/text.cpp -o "$out/pods_fuzz"
 "$cxx" "${flags[@]}" tests/fuzz/http_request_fuzz.cpp agent/metrics/http_request.cpp \
   -o "$out/http_request_fuzz"
 "$cxx" "${flags[@]}" tests/fuzz/config_fuzz.cpp agent/config/config.cpp agent/cli/options.cpp \

@@ -4,11 +4,14 @@
 // a snapshot in which every pod is found by its uid and every container by its id, also when
 // the same list replaces the previous snapshot (the deleted-pod grace period).
 //
-// Not built by CMake. From the repository root, as one command line (pods.cpp needs only
-// nlohmann-json's headers):
+// The same parse also hands this node's pods to the peer index (KubePod, k8s/kube_objects.h), as
+// the agent's kubelet poller does: each must have a uid (the index keys pods by it).
+//
+// Not built by CMake (scripts/fuzz.sh builds it). From the repository root, as one command line:
 //
 //   clang++-14 -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined
 //     -fno-sanitize-recover=all -Iagent tests/fuzz/pods_fuzz.cpp agent/k8s/pods.cpp
+//     agent/k8s/kube_objects.cpp agent/k8s/cidr.cpp agent/common/text.cpp
 //     -o build/fuzz/pods_fuzz
 //   build/fuzz/pods_fuzz -max_total_time=60 -max_len=16384 -timeout=10 CORPUS_DIR
 #include <chrono>
@@ -22,6 +25,7 @@
 #include <utility>
 #include <vector>
 
+#include "k8s/kube_objects.h"
 #include "k8s/pods.h"
 
 namespace {
@@ -55,10 +59,14 @@ void check_snapshot(const netmon::PodSnapshot& snapshot, const std::vector<netmo
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);
-  auto pods = netmon::parse_pod_list(text);
+  std::vector<netmon::KubePod> peers;
+  auto pods = netmon::parse_pod_list(text, &peers);
   if (!pods) {
     check(!pods.error().message.empty(), "a failure without a message");
     return 0;
+  }
+  for (const netmon::KubePod& pod : peers) {
+    check(!pod.uid.empty(), "a peer pod without a uid was kept");  // the index keys on it
   }
   const auto now = netmon::PodSnapshot::Clock::now();
   const auto grace = std::chrono::seconds(60);
