@@ -21,6 +21,7 @@ test_pkgs=(
   iproute2                          # ss -e, network namespaces
   libcap2-bin                       # setcap: the file-capability exec tests
   iptables                          # DROP/REJECT rules in the failed-connect tests' namespaces
+  nftables conntrack                # kube-proxy-shaped DNAT (nftables mode) and conntrack -L, the truth of the NAT tests
   clang-format                      # the formatting check
   libclang-rt-14-dev                # libFuzzer and sanitizer runtimes for the fuzz targets
   prometheus                        # promtool and a real server for the metrics tests
