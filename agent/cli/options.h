@@ -61,6 +61,10 @@ struct Options {
   // kubernetes.external_networks: ordered (class name, CIDRs) pairs naming external peers
   // (CidrClasses::parse checks them); empty: every external peer is "internet".
   std::vector<std::pair<std::string, std::vector<std::string>>> external_networks;
+  // The node's connection tracking (issue #20): peer.backend and peer.original of translated
+  // connections, read from conntrack in the agent's network namespace.
+  bool conntrack = true;                         // nat.conntrack, --conntrack
+  size_t conntrack_max_entries = 65536;          // nat.max_entries, --conntrack-max-entries
   std::string metrics_address = "0.0.0.0:9477";  // "" disables the HTTP endpoint
   std::vector<std::string> metrics_drop_labels;
   // NETMON_FAULT_SKIP_STATE as given (fault injection for tests; its bits are in
