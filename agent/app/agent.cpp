@@ -28,6 +28,7 @@
 #include "k8s/peer_watch.h"
 #include "metrics/http_server.h"
 #include "metrics/metrics.h"
+#include "nat/conntrack_tracker.h"
 #include "output/json.h"
 #include "output/line_writer.h"
 #include "process/table.h"
@@ -201,6 +202,29 @@ Result<std::unique_ptr<PeerWatcher>> create_peer_watcher(const Options& options,
 // Whether any resource is to be watched on the API server.
 bool watches_api(const Options& o) { return o.watch_services || o.watch_nodes || o.watch_pods; }
 
+// The node's connection tracking, started; null (with one info line saying why) when it is
+// switched off or cannot be read here.
+std::unique_ptr<ConntrackTracker> open_conntrack(const Options& options) {
+  if (!options.conntrack) {
+    log::info(
+        "conntrack: off (nat.conntrack is false): events carry no peer.backend or "
+        "peer.original");
+    return nullptr;
+  }
+  ConntrackTracker::Settings settings;
+  settings.max_entries = options.conntrack_max_entries;
+  auto tracker = ConntrackTracker::open(settings);
+  if (!tracker) {
+    log::info("conntrack: not available (" + tracker.error().message +
+              "): events carry no peer.backend or peer.original");
+    return nullptr;
+  }
+  (*tracker)->start();
+  log::info("conntrack: reading the translated connections of this network namespace (" +
+            std::to_string((*tracker)->stats().entries) + " in the table now)");
+  return std::move(*tracker);
+}
+
 // Starts `peers` (publishing the first index) and says where the peers' names come from.
 void start_peers(PeerWatcher& peers, const KubeApiOptions& api, const Options& options) {
   peers.start();
@@ -312,7 +336,7 @@ Result<CompiledRules> check_start(const Options& options, const KubeletOptions& 
 HealthSnapshot health(const Pipeline& pipeline, const OutputStats& out, const KernelCounters& k,
                       const ProcessTableStats& p, const OutputFlow& pause,
                       const Attributor& attributor, const KubeletWatcher* kubelet,
-                      const PeerWatcher* peers) {
+                      const PeerWatcher* peers, const ConntrackTracker* nat) {
   const PipelineStats& s = pipeline.stats();
   HealthSnapshot h;
   h.output_waits = pause.episodes();
@@ -332,6 +356,8 @@ HealthSnapshot health(const Pipeline& pipeline, const OutputStats& out, const Ke
   h.peers_enabled = peers != nullptr;
   h.peer_lookups = s.peer_lookups;
   if (peers) h.peer_watch = peers->stats();
+  h.nat_enabled = nat != nullptr;
+  if (nat) h.nat = nat->stats();
   return h;
 }
 
@@ -370,6 +396,7 @@ struct Running {
   std::unique_ptr<HttpServer>& http;
   std::unique_ptr<KubeletWatcher>& kubelet;
   std::unique_ptr<PeerWatcher>& peers;
+  std::unique_ptr<ConntrackTracker>& nat;
   std::unique_ptr<Probe>& probe;
 };
 
@@ -418,7 +445,7 @@ int run_until_stopped(Running& r) {
       r.writer.check_output();  // a stdout whose reader is gone, even with nothing to write
       r.metrics.publish_health(health(r.pipeline, r.writer.stats(), probe.counters(),
                                       r.processes.stats(), r.output, r.attributor, r.kubelet.get(),
-                                      r.peers.get()));
+                                      r.peers.get(), r.nat.get()));
       last_health = now;
     }
     if (now - last_refresh >= std::chrono::seconds(1)) {
@@ -445,6 +472,7 @@ void stop_and_report(Running& r) {
   r.readiness.kubelet.store(nullptr);
   r.kubelet.reset();  // aborts a request in flight; nothing is logged after the summary
   r.peers->stop();    // aborts the API server requests in flight
+  r.nat.reset();
   if (!r.output.finish()) {
     log::warn("stdout did not drain within " + std::to_string(kStopDrain.count()) +
               " s; the remaining events are counted as lost");
@@ -526,6 +554,8 @@ int run_agent(const Options& options) {
   deps.node_name = node_name;
   deps.peers = &peer_snapshots;
   deps.peer_labels = options.peer_labels;
+  std::unique_ptr<ConntrackTracker> nat = open_conntrack(options);
+  deps.nat = nat.get();
   deps.pod_labels = options.pod_labels;
   deps.metrics = &metrics;
   deps.verdicts = Verdicts(rules_configured(options.rules) ? &*rules : nullptr, options.events,
@@ -562,7 +592,7 @@ int run_agent(const Options& options) {
 
   log::info("netmon is running; events go to stdout");
   Running running{writer,   processes, metrics, readiness, attributor, output,
-                  pipeline, http,      kubelet, peers,     *probe};
+                  pipeline, http,      kubelet, peers,     nat,        *probe};
   const int exit_code = run_until_stopped(running);
   stop_and_report(running);
   return exit_code;

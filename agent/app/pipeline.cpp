@@ -7,6 +7,17 @@
 
 namespace netmon {
 
+namespace {
+
+// When the connection opened: a Close's open event's time (0 would mean unknown, which the kernel
+// side never sends: then the Close's own time), else the event's.
+uint64_t opened_at(const ConnectionEvent& e) {
+  if (e.kind == ConnKind::kClose && e.close.open_boot_ns != 0) return e.close.open_boot_ns;
+  return e.boot_ns;
+}
+
+}  // namespace
+
 static_assert(kLineKinds == std::tuple_size_v<decltype(PipelineStats::events_by_kind)>,
               "the writer counts written lines by ConnKind");
 
@@ -19,6 +30,7 @@ Pipeline::Pipeline(OutputFlow& output, ProcessTable& processes, int last_cap, Pi
       pod_labels_(deps.pod_labels),
       verdicts_(std::move(deps.verdicts)),
       peers_(deps.peers),
+      nat_(deps.nat),
       peer_labels_(deps.peer_labels) {
   if (deps.metrics) counters_.emplace(*deps.metrics);
 }
@@ -71,12 +83,8 @@ bool Pipeline::look_up_peer(const ConnectionEvent& e, Peer& peer) {
     peer_version_ = version;
   }
   if (!peer_index_) return false;
-  // Who owned the remote address when the connection opened (IP reuse): a Close is looked up
-  // at its open event's time (0 would mean unknown, which the kernel side never sends: then
-  // the Close's own time).
-  uint64_t opened_ns = e.boot_ns;
-  if (e.kind == ConnKind::kClose && e.close.open_boot_ns != 0) opened_ns = e.close.open_boot_ns;
-  peer = peer_index_->lookup(e.daddr, e.dport, opened_ns);
+  // Who owned the remote address when the connection opened (IP reuse).
+  peer = peer_index_->lookup(e.daddr, e.dport, opened_at(e));
   ++stats_.peer_lookups[static_cast<size_t>(peer.kind)];
   return true;
 }
@@ -88,9 +96,18 @@ void Pipeline::handle(const ConnectionEvent& e) {
   const bool has_peer = look_up_peer(e, peer);
 
   EventContext context;
+  NatTranslation nat;
+  Peer backend;
   if (has_peer) {
     context.peer = &peer;
     context.peer_labels = peer_labels_;
+    if (nat_ && nat_->translate(e, nat) == NatResult::kTranslated) {
+      context.nat = &nat;
+      if (nat.has_backend) {  // who it is, as of the connection's open (IP reuse)
+        backend = peer_index_->lookup(nat.backend_addr, nat.backend_port, opened_at(e));
+        context.backend = &backend;
+      }
+    }
   }
   context.last_cap = last_cap_;
   context.node_name = node_name_;
@@ -121,6 +138,7 @@ void Pipeline::handle(const ConnectionEvent& e) {
     owner.container = context.attribution->container;
   }
   owner.peer = context.peer;
+  owner.backend = context.backend;
   if (!verdicts_.decide(e, owner, context.rule)) {
     ++stats_.events_filtered;
     return;

@@ -3,7 +3,9 @@
 // owner's pod attribution, the process table (owner and parent), the connection metrics and the
 // rules, and becomes at most one JSON line (none when the rules or the event switches leave it
 // out). The remote end of each connection event is looked up in the peer index, when there is
-// one, for its `peer` object and the rules (a lookup neither locks nor allocates). The lines go to
+// one, for its `peer` object and the rules (a lookup neither locks nor allocates). With the
+// node's conntrack (nat/conntrack_tracker.h), a translated connection's backend or original
+// client is added to the peer, the backend named from the same index. The lines go to
 // the OutputFlow, which batches them for the LineWriter; while it holds a batch the output queue
 // has no room for, the pipeline asks the ring-buffer reader to stop (on_record() returns false), so
 // that the records not read yet wait in the kernel's ring buffer.
@@ -22,6 +24,7 @@
 #include "k8s/peer_snapshots.h"
 #include "metrics/connection_counters.h"
 #include "metrics/metrics.h"
+#include "nat/conntrack_tracker.h"
 #include "output/json.h"
 #include "process/table.h"
 #include "rules/rules.h"
@@ -56,6 +59,9 @@ struct PipelineDeps {
   // The peer index (null: no `peer` object); must outlive the pipeline.
   PeerSnapshots* peers = nullptr;
   bool peer_labels = false;  // write a pod peer's labels
+  // The node's connection tracking (null: no peer.backend / peer.original); must outlive the
+  // pipeline.
+  ConntrackTracker* nat = nullptr;
 };
 
 class Pipeline final : public RecordSink {
@@ -89,6 +95,7 @@ class Pipeline final : public RecordSink {
   BootClock clock_;
   EventEncoder encoder_;
   PeerSnapshots* const peers_;
+  ConntrackTracker* const nat_;
   const bool peer_labels_;
   uint64_t peer_version_ = 0;                    // of peer_index_
   std::shared_ptr<const PeerIndex> peer_index_;  // held: the Peer views point into it

@@ -427,6 +427,15 @@ const std::vector<Setting>& settings() {
          return {};
        },
        [](const Options& o) { return config::map_of_lists_text(o.external_networks); }, check_cidr},
+      boolean(
+          "conntrack", "NETMON_CONNTRACK", "nat.conntrack",
+          "read the node's connection tracking for the backend a translated connection reached "
+          "and the client before translation (peer.backend, peer.original; default true)",
+          [](auto& o) -> auto& { return o.conntrack; }),
+      number(
+          "conntrack-max-entries", "NETMON_CONNTRACK_MAX_ENTRIES", "nat.max_entries", "N",
+          "translated connections held from conntrack at once, 1024 to 4194304 (default 65536)",
+          1024, 1u << 22, [](auto& o) -> auto& { return o.conntrack_max_entries; }),
       {"metrics-address", "NETMON_METRICS_ADDRESS", "metrics.address", Type::kString, "HOST:PORT",
        "where /metrics, /healthz and /readyz are served: IPV4:PORT, [IPV6]:PORT, NAME:PORT or "
        ":PORT; port 0 picks a free port; \"off\" disables",

@@ -285,6 +285,39 @@ void render_peers(const HealthSnapshot& h, std::vector<MetricFamily>& out) {
   out.push_back(std::move(errors));
 }
 
+// The node's connection tracking (#20): the lookups by result always (zero when it is not read),
+// its table and losses when it is.
+void render_nat(const HealthSnapshot& h, std::vector<MetricFamily>& out) {
+  auto lookups = family("netmon_nat_lookups_total",
+                        "Connection events looked up in the node's conntrack translations, by "
+                        "result: translated, not_translated, lost (messages were lost).",
+                        MetricType::Counter);
+  for (size_t r = 0; r < kNatResults; ++r) {
+    lookups.metric.push_back(
+        counter(static_cast<double>(h.nat.lookups[r]),
+                {{"result", std::string(to_string(static_cast<NatResult>(r)))}}));
+  }
+  out.push_back(std::move(lookups));
+  auto enabled =
+      family("netmon_nat_conntrack_enabled",
+             "1 when the agent reads the node's conntrack translations.", MetricType::Gauge);
+  enabled.metric.push_back(gauge(h.nat_enabled ? 1 : 0));
+  out.push_back(std::move(enabled));
+  if (!h.nat_enabled) return;
+  auto entries = family("netmon_nat_entries", "Translated connections held from conntrack.",
+                        MetricType::Gauge);
+  entries.metric.push_back(gauge(static_cast<double>(h.nat.entries)));
+  out.push_back(std::move(entries));
+  out.push_back(single_counter("netmon_nat_messages_lost_total",
+                               "Times the conntrack event socket overflowed and lost messages "
+                               "(the table is read again after each).",
+                               static_cast<double>(h.nat.overflows)));
+  out.push_back(single_counter("netmon_nat_entries_refused_total",
+                               "Translated connections not held because the table was full "
+                               "(nat.max_entries).",
+                               static_cast<double>(h.nat.refused)));
+}
+
 }  // namespace
 
 std::string Metrics::render() const {
@@ -432,6 +465,7 @@ std::string Metrics::render() const {
   }
 
   if (h.peers_enabled) render_peers(h, out);
+  render_nat(h, out);
 
   auto hook =
       family("netmon_hook_info", "The variant each kernel hook attached with.", MetricType::Gauge);

@@ -23,6 +23,7 @@
 #include "k8s/kubelet.h"
 #include "k8s/peer_index.h"
 #include "k8s/peer_watch_stats.h"
+#include "nat/conntrack_tracker.h"
 
 namespace netmon {
 
@@ -59,6 +60,9 @@ struct HealthSnapshot {
   bool peers_enabled = false;
   PeerLookupCounts peer_lookups{};
   PeerWatchStats peer_watch;
+  // The node's connection tracking (#20): its lookups, table and losses, when it is read.
+  bool nat_enabled = false;
+  ConntrackStats nat;
 };
 
 class Metrics {

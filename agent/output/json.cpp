@@ -147,8 +147,10 @@ void build_pod(std::string& out, const Attribution& a, bool with_labels) {
 
 }  // namespace
 
-void append_peer(std::string& out, const Peer& peer, bool with_labels) {
-  out += '{';
+namespace {
+
+// The fields of a peer after its opening brace: "kind" and the kind's own fields.
+void append_peer_fields(std::string& out, const Peer& peer, bool with_labels) {
   append_string_field(out, "kind", to_string(peer.kind));
   auto field = [&out](std::string_view key, std::string_view value) {
     out += ',';
@@ -188,6 +190,40 @@ void append_peer(std::string& out, const Peer& peer, bool with_labels) {
     case PeerKind::kExternal:
       field("network", peer.network);
       break;
+  }
+}
+
+void append_end(std::string& out, std::string_view addr_key, const IpAddress& addr,
+                std::string_view port_key, uint16_t port) {
+  append_key(out, addr_key);
+  out += '"';
+  append_address(out, addr);
+  out += "\",";
+  append_key(out, port_key);
+  append_number(out, port);
+}
+
+}  // namespace
+
+void append_peer(std::string& out, const Peer& peer, bool with_labels, const NatTranslation* nat,
+                 const Peer* backend) {
+  out += '{';
+  append_peer_fields(out, peer, with_labels);
+  if (nat && nat->has_backend) {
+    out += ",\"backend\":{";
+    append_end(out, "addr", nat->backend_addr, "port", nat->backend_port);
+    if (backend) {
+      out += ',';
+      append_peer_fields(out, *backend, with_labels);
+    }
+    out += '}';
+  }
+  if (nat && nat->has_original) {
+    out += ",\"original\":{";
+    append_end(out, "addr", nat->original_addr, "port", nat->original_port);
+    out += ',';
+    append_end(out, "dialed_addr", nat->dialed_addr, "dialed_port", nat->dialed_port);
+    out += '}';
   }
   out += '}';
 }
@@ -428,7 +464,7 @@ void EventEncoder::append_event_line(std::string& out, const ConnectionEvent& e,
   append_number(out, e.dport);
   if (context.peer) {
     out += ",\"peer\":";
-    append_peer(out, *context.peer, context.peer_labels);
+    append_peer(out, *context.peer, context.peer_labels, context.nat, context.backend);
   }
   out += ",\"cookie\":";
   append_number(out, e.cookie);

@@ -12,6 +12,7 @@
 #include "events/event.h"
 #include "k8s/peer_index.h"  // Peer: plain views, no API server client
 #include "k8s/pods.h"        // Attribution: plain types, no kubelet client
+#include "nat/nat.h"         // NatTranslation: plain types, no netlink
 #include "process/process.h"
 
 namespace netmon {
@@ -50,11 +51,20 @@ struct EventContext {
   // The remote end (network_event.peer); null: no peer field (the agent has no peer index).
   const Peer* peer = nullptr;
   bool peer_labels = false;  // a pod peer's labels (kubernetes.peer_labels)
+  // The node's translation of the connection (peer.backend, peer.original); null: none. Written
+  // only inside a peer object.
+  const NatTranslation* nat = nullptr;
+  // Who the backend is (the peer index's answer for nat->backend_addr/port); null: its address
+  // and port only.
+  const Peer* backend = nullptr;
 };
 
 // Appends the `peer` object ({"kind":"pod","namespace":...}) of docs/events.md: per kind only
-// its fields, every string escaped; `labels` for a pod only when `with_labels`.
-void append_peer(std::string& out, const Peer& peer, bool with_labels);
+// its fields, every string escaped; `labels` for a pod only when `with_labels`. With `nat`:
+// `backend` ({"addr","port"} and, given `backend`, its kind and fields as a peer's) and
+// `original` ({"addr","port","dialed_addr","dialed_port"}) after them.
+void append_peer(std::string& out, const Peer& peer, bool with_labels,
+                 const NatTranslation* nat = nullptr, const Peer* backend = nullptr);
 
 // Writes events as JSON lines. The parts of a line that repeat from event to event are encoded
 // once and kept, keyed by what they are made of; appends are most of an event's cost, and these

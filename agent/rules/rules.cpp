@@ -35,7 +35,11 @@
 //   as the workload of a pod only an EndpointSlice names) is unknown, like a host process's pod:
 //   peer_namespace is a pod's or a service's namespace, peer_pod and peer_workload a pod's,
 //   peer_service a service's name, peer_network an external peer's network, peer_label a pod's
-//   label. peer_kind's values must be one of the five kinds.
+//   label. peer_kind's values must be one of the five kinds. When the node translated the
+//   connection to a backend pod (peer.backend, issue #20), peer_pod, peer_workload and peer_label
+//   are that pod's: a connection to service cart that landed on pod cart-7f9c has peer_service
+//   "cart" and peer_workload "cart"; peer_kind, peer_namespace and peer_service stay the dialed
+//   peer's.
 // - Macros are expanded at compile time (each macro compiled once per scope/event use and
 //   shared as a sub-DAG); cycles are errors. A list may be named by `in NAME` or inside a list
 //   literal, where its values are spliced in.
@@ -220,8 +224,14 @@ bool prefix_match(const uint8_t* addr, const uint8_t* net, uint32_t prefix) {
 }
 
 // A peer attribute's string; nullopt when unknown (no peer, a field its kind lacks, or empty).
-std::optional<std::string_view> peer_string_of(Attr attr, std::string_view key, const Peer* peer) {
+std::optional<std::string_view> peer_string_of(Attr attr, std::string_view key, const Peer* peer,
+                                               const Peer* backend) {
   if (peer == nullptr) return std::nullopt;
+  // The pod the connection reached, when the node translated it to one.
+  if (backend != nullptr && backend->kind == PeerKind::kPod &&
+      (attr == Attr::kPeerPod || attr == Attr::kPeerWorkload || attr == Attr::kPeerLabel)) {
+    peer = backend;
+  }
   std::string_view s;
   switch (attr) {
     case Attr::kPeerNamespace:
@@ -263,7 +273,7 @@ std::optional<std::string_view> string_of(Attr attr, std::string_view key, const
     case Attr::kPeerService:
     case Attr::kPeerNetwork:
     case Attr::kPeerLabel:
-      return peer_string_of(attr, key, in.peer);
+      return peer_string_of(attr, key, in.peer, in.backend);
     case Attr::kBinaryPath:
     case Attr::kBinaryPrefix:
       if (in.binary_path.empty()) return std::nullopt;

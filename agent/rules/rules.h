@@ -54,6 +54,8 @@ struct RuleInput {
   const PodMeta* pod = nullptr;         // null for host processes
   const ContainerMeta* container = nullptr;
   const Peer* peer = nullptr;  // the remote end (daddr of the record); null: no peer index
+  // The backend the node translated the connection to (peer.backend); null: none or unknown.
+  const Peer* backend = nullptr;
 };
 
 // The compiled rules of one direction.

@@ -47,6 +47,7 @@ bool Verdicts::decide(const ConnectionEvent& e, const EventOwner& owner, std::st
     in.pod = owner.pod;
     in.container = owner.container;
     in.peer = owner.peer;
+    in.backend = owner.backend;
     auto matched = set.match(in);
     if (!matched) return false;
     rule = *matched;

@@ -31,7 +31,8 @@ struct EventOwner {
   std::string_view parent_binary_path;  // "" when unknown
   const PodMeta* pod = nullptr;         // null for host processes, or a pod still unknown
   const ContainerMeta* container = nullptr;
-  const Peer* peer = nullptr;  // the remote end (the record's daddr); null: no peer index
+  const Peer* peer = nullptr;     // the remote end (the record's daddr); null: no peer index
+  const Peer* backend = nullptr;  // the pod or other peer a translated connection reached
 };
 
 struct VerdictStats {

@@ -1,3 +1,4 @@
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -761,6 +762,76 @@ TEST(AppendPeer, EscapesEveryString) {
   p.kind = PeerKind::kExternal;
   p.network = nasty;
   EXPECT_EQ(peer_json(p).at("network"), decoded);
+}
+
+// ---- peer.backend and peer.original (issue #20) --------------------------------------------
+
+IpAddress address_of(const char* text) {
+  IpAddress a;
+  if (inet_pton(AF_INET, text, a.bytes.data()) == 1) return a;
+  a.family = IpAddress::Family::kV6;
+  EXPECT_EQ(inet_pton(AF_INET6, text, a.bytes.data()), 1) << text;
+  return a;
+}
+
+json peer_json_with(const Peer& peer, const NatTranslation& nat, const Peer* backend) {
+  EventContext context;
+  context.peer = &peer;
+  context.nat = &nat;
+  context.backend = backend;
+  return peer_of_line(line_for(make_event(ConnKind::kEstablish), context));
+}
+
+TEST(AppendPeer, BackendCarriesItsAddressAndWhoItIs) {
+  Peer service;
+  service.kind = PeerKind::kService;
+  service.namespace_name = "shop";
+  service.name = "cart";
+  service.port_name = "http";
+  service.service_type = "ClusterIP";
+  NatTranslation nat;
+  nat.has_backend = true;
+  nat.backend_addr = address_of("10.244.2.9");
+  nat.backend_port = 8080;
+  const Peer backend = pod_peer();
+  const json with = peer_json_with(service, nat, &backend);
+  EXPECT_EQ(with.at("name"), "cart");
+  EXPECT_EQ(with.at("backend"), json({{"addr", "10.244.2.9"},
+                                      {"port", 8080},
+                                      {"kind", "pod"},
+                                      {"namespace", "shop"},
+                                      {"name", "web-7d4b9c8f5-x2x1q"},
+                                      {"uid", "0b1c2d3e-0000-4000-8000-000000000001"},
+                                      {"workload", "web"},
+                                      {"workload_kind", "Deployment"}}));
+  EXPECT_FALSE(with.contains("original"));
+  // Without a name for it: the address and port only.
+  nat.backend_addr = address_of("fd00:10:244::9");
+  EXPECT_EQ(peer_json_with(service, nat, nullptr).at("backend"),
+            json({{"addr", "fd00:10:244::9"}, {"port", 8080}}));
+}
+
+TEST(AppendPeer, OriginalCarriesTheClientAndWhatItDialed) {
+  Peer node;
+  node.kind = PeerKind::kNode;
+  node.name = "node-1";
+  NatTranslation nat;
+  nat.has_original = true;
+  nat.original_addr = address_of("192.0.2.5");
+  nat.original_port = 51000;
+  nat.dialed_addr = address_of("10.0.0.1");
+  nat.dialed_port = 30080;
+  const json with = peer_json_with(node, nat, nullptr);
+  EXPECT_EQ(with, json({{"kind", "node"},
+                        {"name", "node-1"},
+                        {"original",
+                         {{"addr", "192.0.2.5"},
+                          {"port", 51000},
+                          {"dialed_addr", "10.0.0.1"},
+                          {"dialed_port", 30080}}}}));
+  // A translation that is neither (the pipeline passes only translated ones): nothing added.
+  const NatTranslation none;
+  EXPECT_EQ(peer_json_with(node, none, nullptr), json({{"kind", "node"}, {"name", "node-1"}}));
 }
 
 }  // namespace

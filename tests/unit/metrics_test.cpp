@@ -882,6 +882,14 @@ netmon_process_table_misses_total 12
 # HELP netmon_process_table_evictions_total Exited processes dropped to keep the table within its capacity.
 # TYPE netmon_process_table_evictions_total counter
 netmon_process_table_evictions_total 13
+# HELP netmon_nat_lookups_total Connection events looked up in the node's conntrack translations, by result: translated, not_translated, lost (messages were lost).
+# TYPE netmon_nat_lookups_total counter
+netmon_nat_lookups_total{result="translated"} 0
+netmon_nat_lookups_total{result="not_translated"} 0
+netmon_nat_lookups_total{result="lost"} 0
+# HELP netmon_nat_conntrack_enabled 1 when the agent reads the node's conntrack translations.
+# TYPE netmon_nat_conntrack_enabled gauge
+netmon_nat_conntrack_enabled 0
 # HELP netmon_hook_info The variant each kernel hook attached with.
 # TYPE netmon_hook_info gauge
 netmon_hook_info{hook="sock/inet_sock_set_state",variant="tp_btf"} 1
@@ -922,7 +930,11 @@ TEST(MetricsRender, NamesTypesAndHelpFollowTheConventions) {
   Metrics::record(*s, opened(ConnKind::kEstablish));
   Metrics::record(*s, failed(ETIMEDOUT));
   Metrics::record(*s, closed(Direction::kOutbound, 1, 2, 3'000'000));
-  m.publish_health(numbered_health(true));
+  HealthSnapshot h = numbered_health(true);
+  h.nat_enabled = true;
+  h.nat.lookups = {1, 2, 3};
+  h.nat.entries = 4;
+  m.publish_health(h);
   m.set_hooks({{"sock/inet_sock_set_state", "tp_btf"}});
   const std::string text = m.render();
   const Exposition x = parse_exposition(text);
@@ -949,6 +961,11 @@ TEST(MetricsRender, NamesTypesAndHelpFollowTheConventions) {
                                                    "netmon_kubelet_requests_total",
                                                    "netmon_kubelet_pods",
                                                    "netmon_kubelet_synced",
+                                                   "netmon_nat_lookups_total",
+                                                   "netmon_nat_conntrack_enabled",
+                                                   "netmon_nat_entries",
+                                                   "netmon_nat_messages_lost_total",
+                                                   "netmon_nat_entries_refused_total",
                                                    "netmon_hook_info",
                                                    "netmon_hook_variant_info",
                                                    "netmon_bpf_map_memory_bytes",

@@ -83,6 +83,7 @@ struct Conn {
   const PodMeta* pod = nullptr;
   const ContainerMeta* container = nullptr;
   const Peer* peer = nullptr;
+  const Peer* backend = nullptr;
 
   RuleInput input() const {
     RuleInput in;
@@ -96,6 +97,7 @@ struct Conn {
     in.pod = pod;
     in.container = container;
     in.peer = peer;
+    in.backend = backend;
     return in;
   }
 };
@@ -1028,6 +1030,30 @@ TEST(RulesPeer, PodAttributes) {
   EXPECT_FALSE(event_holds(R"(peer_workload == "")", c));
   EXPECT_TRUE(event_holds(R"(NOT peer_workload == "db")", c));
   EXPECT_FALSE(event_holds(R"(peer_label["app"] == "db")", c));
+}
+
+// Issue #20: a connection to a service that the node translated to a pod: peer_pod, peer_workload
+// and peer_label are the backend pod's; peer_kind, peer_namespace and peer_service the service's.
+TEST(RulesPeer, ATranslatedServiceConnectionIsNamedByItsBackendPod) {
+  const Peer service = peer_service();
+  const Peer pod = peer_pod();
+  Conn c;
+  c.peer = &service;
+  c.backend = &pod;
+  EXPECT_TRUE(event_holds(R"(peer_kind == "service")", c));
+  EXPECT_TRUE(event_holds(R"(peer_service == "web")", c));
+  EXPECT_TRUE(event_holds(R"(peer_namespace == "shop")", c));
+  EXPECT_TRUE(event_holds(R"(peer_workload == "db")", c));
+  EXPECT_TRUE(event_holds(R"(peer_pod == "db-0")", c));
+  EXPECT_TRUE(event_holds(R"(peer_label["app"] == "db")", c));
+  // A backend that is not a pod (a node, a host address) names nothing of a pod.
+  Peer node;
+  node.kind = PeerKind::kNode;
+  node.name = "node-1";
+  c.backend = &node;
+  EXPECT_FALSE(event_holds(R"(peer_pod == "node-1")", c));
+  EXPECT_FALSE(event_holds(R"(peer_workload == "db")", c));
+  EXPECT_TRUE(event_holds(R"(peer_service == "web")", c));
 }
 
 TEST(RulesPeer, ServiceAndExternalAttributes) {
