@@ -20,13 +20,15 @@ flags=(-std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recov
   agent/k8s/cidr.cpp agent/common/text.cpp -o "$out/pods_fuzz"
 "$cxx" "${flags[@]}" tests/fuzz/http_request_fuzz.cpp agent/metrics/http_request.cpp \
   -o "$out/http_request_fuzz"
+"$cxx" "${flags[@]}" tests/fuzz/conntrack_fuzz.cpp agent/nat/conntrack_message.cpp \
+  agent/nat/nat_table.cpp -o "$out/conntrack_fuzz"
 "$cxx" "${flags[@]}" tests/fuzz/config_fuzz.cpp agent/config/config.cpp agent/cli/options.cpp \
-  "$build/agent/libnetmon_metrics.a" "$build/agent/libnetmon_k8s.a" \
+  "$build/agent/libnetmon_metrics.a" "$build/agent/libnetmon_k8s.a" "$build/agent/libnetmon_nat.a" \
   "$build/agent/libnetmon_bpf.a" "$build/agent/libnetmon_events.a" \
   "$build/agent/libnetmon_common.a" \
   -lyaml-cpp -lprometheus-cpp-core -lcpp-httplib -lbpf -lpthread -o "$out/config_fuzz"
 
-for target in rules_fuzz config_fuzz http_request_fuzz pods_fuzz; do
+for target in rules_fuzz config_fuzz http_request_fuzz pods_fuzz conntrack_fuzz; do
   corpus="$out/corpus-$target"
   mkdir -p "$corpus"
   echo "fuzz: $target for ${seconds}s"

@@ -202,6 +202,16 @@ Result<std::unique_ptr<PeerWatcher>> create_peer_watcher(const Options& options,
 // Whether any resource is to be watched on the API server.
 bool watches_api(const Options& o) { return o.watch_services || o.watch_nodes || o.watch_pods; }
 
+// Whether the agent's network namespace is the one of `proc_root`'s pid 1 (the node's); true when
+// that cannot be read (nothing to warn about then).
+bool same_network_namespace(const std::string& proc_root) {
+  struct stat own {};
+  struct stat init {};
+  if (::stat("/proc/self/ns/net", &own) != 0) return true;
+  if (::stat((proc_root + "/1/ns/net").c_str(), &init) != 0) return true;
+  return own.st_ino == init.st_ino && own.st_dev == init.st_dev;
+}
+
 // The node's connection tracking, started; null (with one info line saying why) when it is
 // switched off or cannot be read here.
 std::unique_ptr<ConntrackTracker> open_conntrack(const Options& options) {
@@ -213,6 +223,7 @@ std::unique_ptr<ConntrackTracker> open_conntrack(const Options& options) {
   }
   ConntrackTracker::Settings settings;
   settings.max_entries = options.conntrack_max_entries;
+  settings.netns_path = options.conntrack_netns;
   auto tracker = ConntrackTracker::open(settings);
   if (!tracker) {
     log::info("conntrack: not available (" + tracker.error().message +
@@ -220,8 +231,17 @@ std::unique_ptr<ConntrackTracker> open_conntrack(const Options& options) {
     return nullptr;
   }
   (*tracker)->start();
-  log::info("conntrack: reading the translated connections of this network namespace (" +
-            std::to_string((*tracker)->stats().entries) + " in the table now)");
+  const std::string where = settings.netns_path.empty()
+                                ? "this network namespace"
+                                : "the network namespace " + settings.netns_path;
+  std::string note;
+  if (settings.netns_path.empty() && !same_network_namespace(options.proc_root)) {
+    note = "; it is not the node's (" + options.proc_root +
+           "/1/ns/net): the node's translations (kube-proxy) are not seen; run with host "
+           "networking or set nat.netns";
+  }
+  log::info("conntrack: reading the translated connections of " + where + " (" +
+            std::to_string((*tracker)->stats().entries) + " in the table now)" + note);
   return std::move(*tracker);
 }
 

@@ -436,6 +436,16 @@ const std::vector<Setting>& settings() {
           "conntrack-max-entries", "NETMON_CONNTRACK_MAX_ENTRIES", "nat.max_entries", "N",
           "translated connections held from conntrack at once, 1024 to 4194304 (default 65536)",
           1024, 1u << 22, [](auto& o) -> auto& { return o.conntrack_max_entries; }),
+      {"conntrack-netns", "NETMON_CONNTRACK_NETNS", "nat.netns", Type::kString, "PATH",
+       "the network namespace whose conntrack is read, e.g. /host/proc/1/ns/net (the node's, "
+       "for an agent without host networking; entering it needs CAP_SYS_ADMIN); empty (the "
+       "default): the agent's own",
+       [](Options& o, std::string_view v) -> Result<void> {
+         if (!v.empty() && v.front() != '/') return fail(quoted(v) + " is not an absolute path");
+         o.conntrack_netns = std::string(v);
+         return {};
+       },
+       [](const Options& o) { return o.conntrack_netns; }},
       {"metrics-address", "NETMON_METRICS_ADDRESS", "metrics.address", Type::kString, "HOST:PORT",
        "where /metrics, /healthz and /readyz are served: IPV4:PORT, [IPV6]:PORT, NAME:PORT or "
        ":PORT; port 0 picks a free port; \"off\" disables",

@@ -63,8 +63,11 @@ struct Options {
   std::vector<std::pair<std::string, std::vector<std::string>>> external_networks;
   // The node's connection tracking (issue #20): peer.backend and peer.original of translated
   // connections, read from conntrack in the agent's network namespace.
-  bool conntrack = true;                         // nat.conntrack, --conntrack
-  size_t conntrack_max_entries = 65536;          // nat.max_entries, --conntrack-max-entries
+  bool conntrack = true;                 // nat.conntrack, --conntrack
+  size_t conntrack_max_entries = 65536;  // nat.max_entries, --conntrack-max-entries
+  // nat.netns, --conntrack-netns: the network namespace whose conntrack is read (a path such as
+  // /host/proc/1/ns/net); "": the agent's own.
+  std::string conntrack_netns;
   std::string metrics_address = "0.0.0.0:9477";  // "" disables the HTTP endpoint
   std::vector<std::string> metrics_drop_labels;
   // NETMON_FAULT_SKIP_STATE as given (fault injection for tests; its bits are in

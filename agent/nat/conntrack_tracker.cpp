@@ -8,6 +8,9 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include <fcntl.h>
+#include <sched.h>
+
 #include <cerrno>
 #include <cstring>
 #include <limits>
@@ -52,12 +55,47 @@ IpAddress unmapped(const IpAddress& a) {
   return v4;
 }
 
+struct Sockets {
+  UniqueFd events;
+  UniqueFd dumps;
+};
+
+Result<Sockets> make_sockets() {
+  auto events = netfilter_socket();
+  if (!events) return tl::unexpected(events.error());
+  auto dumps = netfilter_socket();
+  if (!dumps) return tl::unexpected(dumps.error());
+  return Sockets{std::move(*events), std::move(*dumps)};
+}
+
+// The sockets, made in the network namespace at `path` ("": this one). A socket stays in the
+// namespace it was made in; only a thread of our own enters the other one, and ends there.
+Result<Sockets> make_sockets_in(const std::string& path) {
+  if (path.empty()) return make_sockets();
+  Result<Sockets> made = fail("not made");
+  std::thread([&] {
+    UniqueFd ns(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!ns.valid()) {
+      made = fail("nat.netns " + path + ": " + errno_text(errno), errno);
+      return;
+    }
+    if (::setns(ns.get(), CLONE_NEWNET) != 0) {
+      made = fail("nat.netns " + path + ": entering it: " + errno_text(errno) +
+                      (errno == EPERM ? " (needs CAP_SYS_ADMIN)" : ""),
+                  errno);
+      return;
+    }
+    made = make_sockets();
+  }).join();
+  return made;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<ConntrackTracker>> ConntrackTracker::open(const Settings& settings) {
-  auto socket = netfilter_socket();
-  if (!socket) return tl::unexpected(socket.error());
-  const int fd = socket->get();
+  auto sockets = make_sockets_in(settings.netns_path);
+  if (!sockets) return tl::unexpected(sockets.error());
+  const int fd = sockets->events.get();
   // The filter first, so that no untranslated message is ever queued.
   const auto program = translated_entries_filter();
   sock_fprog fprog{};
@@ -76,7 +114,8 @@ Result<std::unique_ptr<ConntrackTracker>> ConntrackTracker::open(const Settings&
                   errno);
     }
   }
-  std::unique_ptr<ConntrackTracker> tracker(new ConntrackTracker(std::move(*socket), settings));
+  std::unique_ptr<ConntrackTracker> tracker(
+      new ConntrackTracker(std::move(sockets->events), std::move(sockets->dumps), settings));
   // Subscribed before the dump: an entry created meanwhile is in one or the other (or both).
   if (auto dumped = tracker->dump(); !dumped) return tl::unexpected(dumped.error());
   std::lock_guard lock(tracker->mutex_);
@@ -84,9 +123,10 @@ Result<std::unique_ptr<ConntrackTracker>> ConntrackTracker::open(const Settings&
   return tracker;
 }
 
-ConntrackTracker::ConntrackTracker(UniqueFd events, const Settings& settings)
+ConntrackTracker::ConntrackTracker(UniqueFd events, UniqueFd dumps, const Settings& settings)
     : settings_(settings),
       events_(std::move(events)),
+      dumps_(std::move(dumps)),
       table_(settings.max_entries),
       buffer_(kBufferBytes),
       wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
@@ -155,9 +195,12 @@ bool ConntrackTracker::drain_locked(size_t budget) {
 }
 
 Result<void> ConntrackTracker::dump() {
-  auto socket = netfilter_socket();
-  if (!socket) return tl::unexpected(socket.error());
-  const int fd = socket->get();
+  const int fd = dumps_.get();
+  std::vector<std::byte> buffer(kBufferBytes * 4);
+  // What an earlier dump that gave up left unread.
+  for (int stale = 0; stale < 1 << 16; ++stale) {
+    if (::recv(fd, buffer.data(), buffer.size(), MSG_DONTWAIT) < 0 && errno != EINTR) break;
+  }
   const uint32_t sequence = static_cast<uint32_t>(boot_now_ns());
   const auto request = conntrack_dump_request(sequence);
   const uint64_t started = boot_now_ns();
@@ -168,7 +211,6 @@ Result<void> ConntrackTracker::dump() {
     return fail("conntrack dump request: " + errno_text(errno), errno);
   }
   const auto deadline = std::chrono::steady_clock::now() + kDumpTimeout;
-  std::vector<std::byte> buffer(kBufferBytes * 4);
   std::vector<ConntrackEntry> translated;
   uint64_t read_entries = 0;
   uint64_t malformed = 0;
@@ -192,6 +234,7 @@ Result<void> ConntrackTracker::dump() {
         [&](std::span<const std::byte> message) {
           nlmsghdr header;
           std::memcpy(&header, message.data(), sizeof header);
+          if (header.nlmsg_seq != sequence) return true;  // an earlier dump's
           if (header.nlmsg_type == NLMSG_DONE) {
             done = true;
             return false;

@@ -52,6 +52,9 @@ class ConntrackTracker {
   struct Settings {
     size_t max_entries = 65536;
     int receive_buffer_bytes = 8 << 20;  // the event socket's (SO_RCVBUFFORCE, else SO_RCVBUF)
+    // The network namespace whose conntrack is read: a path such as /host/proc/1/ns/net (the
+    // sockets are made there, by a thread that enters it: CAP_SYS_ADMIN); "": the agent's own.
+    std::string netns_path;
   };
   static constexpr auto kDestroyedGrace = std::chrono::seconds(30);
 
@@ -74,16 +77,18 @@ class ConntrackTracker {
   ConntrackStats stats() const;
 
  private:
-  ConntrackTracker(UniqueFd events, const Settings& settings);
+  ConntrackTracker(UniqueFd events, UniqueFd dumps, const Settings& settings);
   // Reads the event socket until it is empty or `budget` messages were read; true when it was
   // emptied (then drained_from_ns_ moves to the read's start). Holds mutex_.
   bool drain_locked(size_t budget);
-  // Reads a whole dump from a socket of its own into the table. Not under mutex_ while it reads.
+  // Reads a whole dump from the dump socket into the table. Not under mutex_ while it reads; only
+  // open() and then the reader thread call it.
   Result<void> dump();
   void run();
 
   const Settings settings_;
   UniqueFd events_;
+  UniqueFd dumps_;  // the socket dumps are asked on (made with events_, in the same namespace)
   mutable std::mutex mutex_;
   NatTable table_;                  // guarded by mutex_
   uint64_t drained_from_ns_ = 0;    // every message queued before this was read (mutex_)

@@ -314,8 +314,9 @@ def test_default_capabilities(default_docs):
     assert sc["readOnlyRootFilesystem"] is True
     assert sc["runAsUser"] == 0
     assert sc["capabilities"]["drop"] == ["ALL"]
-    assert sc["capabilities"]["add"] == CAPABILITIES
-    assert "SYS_ADMIN" not in sc["capabilities"]["add"]
+    # SYS_ADMIN only to enter the node's network namespace for its conntrack (nat.conntrack
+    # without hostNetwork): test_nat_values below.
+    assert sc["capabilities"]["add"] == CAPABILITIES + ["SYS_ADMIN"]
 
 
 def test_default_args(default_docs):
@@ -325,8 +326,40 @@ def test_default_args(default_docs):
         "--proc-root=/host/proc",
         "--cgroup-root=/host/sys/fs/cgroup",
         "--metrics-address=0.0.0.0:9477",
+        "--conntrack-netns=/host/proc/1/ns/net",
+        "--conntrack-max-entries=65536",
     ]
     assert "command" not in c  # the image's entrypoint is the agent
+
+
+@pytest.mark.parametrize(
+    "values, args, sys_admin",
+    [
+        # The node's conntrack from a pod network namespace: enter the node's, with SYS_ADMIN.
+        ([], ["--conntrack-netns=/host/proc/1/ns/net", "--conntrack-max-entries=65536"], True),
+        # Host networking: the agent's namespace is the node's, nothing to enter.
+        (["--set", "hostNetwork=true"], ["--conntrack-max-entries=65536"], False),
+        (["--set", "nat.maxEntries=2048"],
+         ["--conntrack-netns=/host/proc/1/ns/net", "--conntrack-max-entries=2048"], True),
+        # Off: no conntrack flags but the switch, no SYS_ADMIN.
+        (["--set", "nat.conntrack=false"], ["--conntrack=false"], False),
+        # SYS_ADMIN given by the user is not repeated.
+        (["--set", "capabilities={BPF,PERFMON,SYS_ADMIN}"],
+         ["--conntrack-netns=/host/proc/1/ns/net", "--conntrack-max-entries=65536"], True),
+    ],
+)
+def test_nat_values(helm, values, args, sys_admin):
+    _, c = container_of(template(helm, *values)[1])
+    assert [a for a in c["args"] if a.startswith("--conntrack")] == args
+    added = c["securityContext"]["capabilities"]["add"]
+    assert added.count("SYS_ADMIN") == (1 if sys_admin else 0), added
+
+
+def test_nat_values_are_checked(helm):
+    proc = subprocess.run([helm, "template", "n", CHART, "--set", "nat.maxEntries=10"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode != 0
+    assert "maxEntries" in proc.stderr
 
 
 def test_default_mounts(default_docs):

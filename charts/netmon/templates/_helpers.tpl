@@ -121,3 +121,19 @@ kubernetes:
     {{- end }}
   {{- end }}
 {{- end }}
+
+{{/* "true" when the agent reads the node's conntrack (nat.conntrack, default true), else "". */}}
+{{- define "netmon.conntrack" -}}
+{{- $nat := .Values.nat | default dict }}
+{{- if ternary $nat.conntrack true (hasKey $nat "conntrack") }}true{{ end }}
+{{- end }}
+
+{{/* The capabilities added to the container: `capabilities`, and SYS_ADMIN when the agent has to
+enter the node's network namespace for its conntrack (nat.conntrack without hostNetwork). */}}
+{{- define "netmon.capabilities" -}}
+{{- $caps := .Values.capabilities | default list }}
+{{- if and (include "netmon.conntrack" .) (not .Values.hostNetwork) (not (has "SYS_ADMIN" $caps)) }}
+{{- $caps = append $caps "SYS_ADMIN" }}
+{{- end }}
+{{- with $caps }}{{ toYaml . }}{{ end }}
+{{- end }}
