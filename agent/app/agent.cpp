@@ -224,6 +224,13 @@ std::unique_ptr<ConntrackTracker> open_conntrack(const Options& options) {
   ConntrackTracker::Settings settings;
   settings.max_entries = options.conntrack_max_entries;
   settings.netns_path = options.conntrack_netns;
+  if (options.fault_conntrack_buffer > 0) {
+    settings.receive_buffer_bytes = options.fault_conntrack_buffer;
+    log::warn(
+        "fault injection (NETMON_FAULT_CONNTRACK_BUFFER): the conntrack event socket "
+        "holds " +
+        std::to_string(options.fault_conntrack_buffer) + " bytes; for tests only");
+  }
   auto tracker = ConntrackTracker::open(settings);
   if (!tracker) {
     log::info("conntrack: not available (" + tracker.error().message +

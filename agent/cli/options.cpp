@@ -508,6 +508,19 @@ const std::vector<Setting>& settings() {
          return {};
        },
        [](const Options& o) { return o.fault_skip_state; }},
+      {nullptr, "NETMON_FAULT_CONNTRACK_BUFFER", nullptr, Type::kNumber, "BYTES",
+       "the conntrack event socket's receive buffer, 0 (the default 8 MiB) or 1 to 67108864 "
+       "bytes, so that a test can overflow it; for tests only",
+       [](Options& o, std::string_view v) -> Result<void> {
+         uint64_t n = 0;
+         auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+         if (ec != std::errc() || end != v.data() + v.size() || n > (64u << 20)) {
+           return fail(quoted(v) + " is not a number of bytes from 0 to 67108864");
+         }
+         o.fault_conntrack_buffer = static_cast<int>(n);
+         return {};
+       },
+       [](const Options& o) { return std::to_string(o.fault_conntrack_buffer); }},
       command("print-config",
               "validate the configuration as a start does (exit 2 when it is invalid), print "
               "it as YAML (loadable with --config) and exit",

@@ -73,6 +73,9 @@ struct Options {
   // NETMON_FAULT_SKIP_STATE as given (fault injection for tests; its bits are in
   // probe.fault_skip_state); "" when unset.
   std::string fault_skip_state;
+  // NETMON_FAULT_CONNTRACK_BUFFER: the conntrack event socket's receive buffer in bytes (tests
+  // overflow it); 0: the default.
+  int fault_conntrack_buffer = 0;
   EventSwitches events;  // which connection events are reported (events.establish, ...)
   RulesSpec rules;       // from the configuration file only; compiled by agent/rules
 };
