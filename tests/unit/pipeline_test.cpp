@@ -38,29 +38,21 @@ std::vector<std::byte> close_record(uint64_t cookie) {
   return test::to_bytes(r);
 }
 
-// A pipeline writing into a pipe that nobody reads until read_everything(), through an output
-// queue of 64 KiB, with batches of 16 KiB (a line is ~600 bytes here). Before any record, the
-// writer thread is stalled (stalled_output.h) on a filled pipe and a filler with no newline, so
-// the queue changes only once the test reads, never by the writer thread taking batches late (as
-// it did on a loaded machine, where it started writing only after a test had filled the queue).
-class PipelineBackpressureTest : public ::testing::Test {
+// What every pipeline test stands on: a pipe the writer writes into (read by the test), a
+// LineWriter with an output queue of `queue_bytes`, an empty proc root for the process table, an
+// OutputFlow over the writer; the pipeline itself is the test's to make.
+class PipelineFixture : public ::testing::Test {
  protected:
   static void SetUpTestSuite() { signal(SIGPIPE, SIG_IGN); }
 
-  void SetUp() override {
+  void set_up(size_t queue_bytes, OutputFlow::Settings flow) {
     ASSERT_TRUE(pipe_.ok());
     char dir[] = "/tmp/netmon-pipeline-test-XXXXXX";
     ASSERT_NE(mkdtemp(dir), nullptr);
     proc_dir_ = dir;
-    writer_ = std::make_unique<LineWriter>(pipe_.write_fd(), 64u << 10);
+    writer_ = std::make_unique<LineWriter>(pipe_.write_fd(), queue_bytes);
     processes_ = std::make_unique<ProcessTable>(ProcReader(proc_dir_), 1024);
-    OutputFlow::Settings flow;
-    flow.batch_bytes = 16u << 10;
-    flow.stop = &stop_;
-    flow.stop_drain = 5000ms;
     output_ = std::make_unique<OutputFlow>(*writer_, std::move(flow));
-    pipeline_ = std::make_unique<Pipeline>(*output_, *processes_, 40);
-    stall_writer();
   }
 
   void TearDown() override {
@@ -71,12 +63,37 @@ class PipelineBackpressureTest : public ::testing::Test {
     rmdir(proc_dir_.c_str());
   }
 
-  // Once read_everything() runs: stops the writer when it has written everything, closes the
-  // pipe and waits for the reader. Whether the writer drained in time.
+  // Once the pipe is read: stops the writer when it has written everything, closes the pipe and
+  // waits for the reader. Whether the writer drained in time.
   bool finish_reading() {
     const bool drained = writer_->finish(5s);
     pipe_.close_and_join();
     return drained;
+  }
+
+  test::OutputPipe pipe_;
+  std::string proc_dir_;
+  std::unique_ptr<LineWriter> writer_;
+  std::unique_ptr<ProcessTable> processes_;
+  std::unique_ptr<OutputFlow> output_;
+  std::unique_ptr<Pipeline> pipeline_;
+};
+
+// A pipeline writing into a pipe that nobody reads until read_everything(), through an output
+// queue of 64 KiB, with batches of 16 KiB (a line is ~600 bytes here). Before any record, the
+// writer thread is stalled (stalled_output.h) on a filled pipe and a filler with no newline, so
+// the queue changes only once the test reads, never by the writer thread taking batches late (as
+// it did on a loaded machine, where it started writing only after a test had filled the queue).
+class PipelineBackpressureTest : public PipelineFixture {
+ protected:
+  void SetUp() override {
+    OutputFlow::Settings flow;
+    flow.batch_bytes = 16u << 10;
+    flow.stop = &stop_;
+    flow.stop_drain = 5000ms;
+    set_up(64u << 10, std::move(flow));
+    pipeline_ = std::make_unique<Pipeline>(*output_, *processes_, 40);
+    stall_writer();
   }
 
   // Blocks the writer's thread in write(2) until read_everything(); what it writes there
@@ -96,13 +113,7 @@ class PipelineBackpressureTest : public ::testing::Test {
 
   void read_everything() { pipe_.read_everything(); }
 
-  test::OutputPipe pipe_;
-  std::string proc_dir_;
-  std::unique_ptr<LineWriter> writer_;
-  std::unique_ptr<ProcessTable> processes_;
   std::atomic<bool> stop_{false};
-  std::unique_ptr<OutputFlow> output_;
-  std::unique_ptr<Pipeline> pipeline_;
   uint64_t cookie_ = 0;
 };
 
@@ -212,30 +223,11 @@ std::vector<std::byte> connection(uint8_t kind, const char* remote, uint16_t por
 }
 
 // A pipeline writing into a pipe read as it goes; lines() stops it and parses what it wrote.
-class PipelinePeersTest : public ::testing::Test {
+class PipelinePeersTest : public PipelineFixture {
  protected:
-  static void SetUpTestSuite() { signal(SIGPIPE, SIG_IGN); }
-
   void SetUp() override {
-    ASSERT_TRUE(pipe_.ok());
-    char dir[] = "/tmp/netmon-pipeline-test-XXXXXX";
-    ASSERT_NE(mkdtemp(dir), nullptr);
-    proc_dir_ = dir;
-    writer_ = std::make_unique<LineWriter>(pipe_.write_fd(), 4u << 20);
-    processes_ = std::make_unique<ProcessTable>(ProcReader(proc_dir_), 1024);
-    output_ = std::make_unique<OutputFlow>(*writer_, OutputFlow::Settings{});
+    set_up(4u << 20, OutputFlow::Settings{});
     pipe_.read_everything();
-  }
-
-  void TearDown() override {
-    pipeline_.reset();
-    output_.reset();
-    if (pipe_.reading()) {
-      writer_->finish(5s);
-      pipe_.close_and_join();
-    }
-    writer_.reset();
-    rmdir(proc_dir_.c_str());
   }
 
   void start(PipelineDeps deps) {
@@ -255,8 +247,7 @@ class PipelinePeersTest : public ::testing::Test {
   // Every line written, parsed; the pipeline cannot be fed afterwards.
   std::vector<nlohmann::json> lines() {
     output_->flush();
-    EXPECT_TRUE(writer_->finish(5s));
-    pipe_.close_and_join();
+    EXPECT_TRUE(finish_reading());
     std::vector<nlohmann::json> out;
     const std::string& text = pipe_.received();
     size_t begin = 0;
@@ -303,12 +294,6 @@ class PipelinePeersTest : public ::testing::Test {
     return state.build(now);
   }
 
-  test::OutputPipe pipe_;
-  std::string proc_dir_;
-  std::unique_ptr<LineWriter> writer_;
-  std::unique_ptr<ProcessTable> processes_;
-  std::unique_ptr<OutputFlow> output_;
-  std::unique_ptr<Pipeline> pipeline_;
   PeerSnapshots snapshots_;
 };
 
