@@ -68,7 +68,8 @@ POD_IPS = {
 FAMILIES = ("ipv4", "ipv6")
 MODES = ("iptables", "nftables")
 TOOLS = {"ip": "iproute2", "nft": "nftables", "iptables-nft-restore": "iptables",
-         "ip6tables-nft-restore": "iptables", "conntrack": "conntrack",
+         "ip6tables-nft-restore": "iptables", "iptables-nft-save": "iptables",
+         "ip6tables-nft-save": "iptables", "conntrack": "conntrack",
          "nsenter": "util-linux"}
 
 
@@ -495,7 +496,12 @@ class KubeProxyNet:
             run(["ip", "netns", "exec", self.ns["node"], "nft", "flush", "ruleset"])
 
     def ruleset(self):
-        """The node's ruleset as `nft list ruleset` shows it (both modes live in nftables)."""
+        """The node's rules as the mode's own tool lists them: iptables-nft-save and
+        ip6tables-nft-save of the nat table, or `nft list ruleset`."""
+        if self.mode == "iptables":
+            return "".join(
+                run(["ip", "netns", "exec", self.ns["node"], tool, "-t", "nat"]).stdout
+                for tool in ("iptables-nft-save", "ip6tables-nft-save"))
         return run(["ip", "netns", "exec", self.ns["node"], "nft", "list", "ruleset"]).stdout
 
     def cleanup(self):

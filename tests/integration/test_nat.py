@@ -373,8 +373,9 @@ def test_topology_translates_like_kube_proxy(node, family):
     if node.mode == "iptables":
         for chain in ("KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-MARK-MASQ", "KUBE-POSTROUTING",
                       kube_proxy_net.chain_svc(cart.key), kube_proxy_net.chain_ext(cart.key)):
-            assert f"chain {chain} " in ruleset, f"no chain {chain}:\n{ruleset}"
-        assert "statistic mode random probability 0.5" in ruleset, ruleset
+            assert f"\n:{chain} - " in ruleset, f"no chain {chain}:\n{ruleset}"
+        assert "-m statistic --mode random --probability 0.50000000000 -j KUBE-SEP-" in ruleset, (
+            ruleset)
     else:
         for text in ("map service-ips", "map service-nodeports", "numgen random mod 2 vmap",
                      "masquerade fully-random"):
@@ -500,17 +501,29 @@ def test_a_connection_without_nat_has_no_backend(node, family):
 
 
 def test_translated_lookups_count_the_translated_events(node):
-    """After this mode's scenarios: netmon_nat_lookups_total{result="translated"} equals the
-    number of events that carry a backend or an original, and nothing was lost."""
+    """netmon_nat_lookups_total{result="translated"} equals the number of events of this agent
+    that carry a backend or an original (this mode's scenarios so far, and three connections
+    to a service per family made here), none is counted lost, and netmon_nat_entries holds the
+    node's translated entries."""
+    for family in FAMILIES:
+        for _ in range(3):
+            accept_of(node, truth(node, connect(node, "cli", SERVICE["cart"].vips[family],
+                                                SERVICE_PORT)))
     node.agent.sync()
-    counts = node.agent.nat_lookups()
-    events = node.agent.events()
-    translated = [e for e in events if "backend" in peer_of(e) or "original" in peer_of(e)]
-    assert translated, "no translated event in this mode's run"
+    text = node.agent.published_metrics_text()
+    counts = {m.group(1): int(float(m.group(2))) for m in NAT_METRIC.finditer(text)}
+    translated = [e for e in node.agent.events()
+                  if "backend" in peer_of(e) or "original" in peer_of(e)]
+    assert len(translated) >= 4 * len(FAMILIES) * 3, len(translated)  # Establish, Accept, Closes
     assert counts.get("translated") == len(translated), (
-        f"netmon_nat_lookups_total {counts}, translated events {len(translated)}")
+        f"netmon_nat_lookups_total {counts}, events with a backend or an original: "
+        f"{len(translated)}")
     assert counts.get("lost", 0) == 0, counts
     assert counts.get("not_translated", 0) > 0, counts  # the sync markers, at least
+    entries = re.search(r"^netmon_nat_entries (\S+)$", text, re.MULTILINE)
+    assert entries, "no netmon_nat_entries in /metrics"
+    translated_in_conntrack = [e for e in node.net.conntrack_entries() if e.dnat or e.snat]
+    assert 0 < float(entries.group(1)), (entries.group(0), len(translated_in_conntrack))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -523,22 +536,29 @@ def error_lines(agent):
             if re.match(r"\S+ netmon (?:warn|error): ", line)]
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_no_nat_rules_no_backend_no_error(fresh_node, family):
-    """A node without any NAT rule (kube-proxy gone): connections between pods have no backend
-    and no original, the agent logs no warning or error, and each lookup counts as
-    not_translated."""
-    n = fresh_node(None)
-    be1 = kube_proxy_net.canonical(POD_IPS["be1"][family])
-    opened = [connect(n, "cli", be1, TARGET_PORT) for _ in range(3)]
-    n.agent.sync()
+@pytest.mark.parametrize("rules", ["never", "flushed"])
+def test_no_nat_no_backend_no_error(fresh_node, rules):
+    """A node without NAT: no rules ever (no conntrack in its namespace at all), or
+    kube-proxy's iptables rules flushed (conntrack tracks, translates nothing). Connections
+    between pods (IPv4 and IPv6) have no backend and no original, the agent logs no warning or
+    error, and each lookup counts as not_translated."""
+    n = fresh_node(None if rules == "never" else "iptables")
+    if rules == "flushed":
+        n.net.flush_rules()
     events = []
-    for establish in opened:
-        ne = establish["network_event"]
-        accept = only(n.agent.wait_events(kind=ACCEPT, pid=n.listeners["be1"].pid, saddr=be1,
-                                          sport=TARGET_PORT, daddr=ne["saddr"],
-                                          dport=ne["sport"]), "Accept in be1")
-        events += [establish, accept, close_of(n, establish), close_of(n, accept)]
+    for family in FAMILIES:
+        be1 = kube_proxy_net.canonical(POD_IPS["be1"][family])
+        for _ in range(3):
+            establish = connect(n, "cli", be1, TARGET_PORT)
+            ne = establish["network_event"]
+            key = (ne["saddr"], ne["sport"], ne["daddr"], ne["dport"])
+            entry = n.net.conntrack_by_orig(family).get(key)
+            assert entry is None or not (entry.dnat or entry.snat), entry.line
+            accept = only(n.agent.wait_events(kind=ACCEPT, pid=n.listeners["be1"].pid,
+                                              saddr=be1, sport=TARGET_PORT, daddr=ne["saddr"],
+                                              dport=ne["sport"]), "Accept in be1")
+            events += [establish, accept, close_of(n, establish), close_of(n, accept)]
+    n.agent.sync()
     for event in events:
         assert "backend" not in peer_of(event) and "original" not in peer_of(event), show(event)
     counts = n.agent.nat_lookups()
