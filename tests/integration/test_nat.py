@@ -34,6 +34,7 @@ import pytest
 import kube_api_stub
 import kube_proxy_net
 from conftest import (
+    AGENT,
     Agent,
     ProcessGroup,
     bpf_unavailable_reason,
@@ -46,8 +47,6 @@ from conftest import (
 from kube_api_stub import ENDPOINTSLICES, PODS, SERVICES
 from kube_proxy_net import EXTERNAL_IP, FAMILIES, NODE_IP, POD_IPS, KubeProxyNet, Service
 from test_kubernetes import (  # noqa: F401 - kubelet_certs: a fixture
-    LOG,
-    k8s_host,
     kubelet_certs,
     log_lines,
     netns_listening,
@@ -159,10 +158,8 @@ class NodeAgent(Agent):
 
     def __init__(self, net, args):
         self.net = net
-        super().__init__(command=net.nsenter("node", [
-            os.path.abspath(os.environ.get("NETMON_AGENT") or os.path.join(
-                os.path.dirname(__file__), "..", "..", "build", "netmon-agent")),
-            *args, "--metrics-address", "127.0.0.1:0"]))
+        super().__init__(command=net.nsenter(
+            "node", [AGENT, *args, "--metrics-address", "127.0.0.1:0"]))
 
     def metrics_text(self):
         return self.net.call("node", _fetch, self.metrics_url + "/metrics")
