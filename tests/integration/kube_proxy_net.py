@@ -48,6 +48,7 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 
 NETNS_PREFIX = "nmnat-"
 LEFTOVER = re.compile(r"nmnat-(\d+)-\d+-\w+")
@@ -366,7 +367,8 @@ _TUPLE_KEYS = ("src", "sport", "dst", "dport")
 
 
 def parse_conntrack(text):
-    """Entries of `conntrack -L -p tcp -o extended` output (other protocols are skipped)."""
+    """Entries of `conntrack -L -p tcp -o extended` output (other protocols are skipped), or of
+    `conntrack -E` output without its leading event tag ("[NEW]", "[DESTROY]", ...)."""
     entries = []
     for line in text.splitlines():
         fields = line.split()
@@ -389,6 +391,76 @@ def parse_conntrack(text):
                  canonical(values["dst"][1]), int(values["dport"][1]))
         entries.append(ConntrackEntry(line, orig, reply, fields[5], flags, zone))
     return entries
+
+
+class ConntrackEvents:
+    """`conntrack -E -p tcp -o extended` (conntrack-tools' event mode) in a namespace, its lines
+    collected by a thread: the truth for entries the kernel deletes at once, such as a refused
+    connection's (an unassured entry is destroyed on the reset, so `conntrack -L` never shows
+    it). A context manager; on entering, it returns once the subscription shows events."""
+
+    READY_TIMEOUT = 10.0  # seconds for the subscription to show a probe connection
+
+    def __init__(self, net, probe_from="cli"):
+        self.net = net
+        self.probe_from = probe_from
+        self.proc = None
+        self._lock = threading.Lock()
+        self._events = []  # (tag, ConntrackEntry)
+
+    def _read(self):
+        for line in self.proc.stdout:
+            m = re.match(r"\s*\[(\w+)\]\s+(.*)", line)
+            if not m:
+                continue
+            entries = parse_conntrack(m.group(2))
+            with self._lock:
+                self._events += [(m.group(1), e) for e in entries]
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(
+            self.net.command("node", ["conntrack", "-E", "-p", "tcp", "-o", "extended"]),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        threading.Thread(target=self._read, name="conntrack-events", daemon=True).start()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _wait_ready(self):
+        """Connects from the probe pod to a closed port of the node (refused, but tracked) until
+        the subscription shows that connection: from then on it misses nothing."""
+        gateway = GATEWAY["ipv4"]
+        deadline = time.monotonic() + self.READY_TIMEOUT
+        while time.monotonic() < deadline:
+            run(self.net.command(self.probe_from, ["nc", "-z", "-w", "1", gateway, "9"]),
+                check=False)
+            if self.wait(lambda e: e.orig[2] == gateway and e.orig[3] == 9, timeout=0.2):
+                return
+        raise AssertionError(f"conntrack -E in {self.net.ns['node']} showed no event within "
+                             f"{self.READY_TIMEOUT} s")
+
+    def wait(self, predicate, tag="NEW", timeout=5.0):
+        """The first entry of a `tag` event that `predicate` accepts, waiting up to `timeout`
+        seconds; None when none came."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                found = [e for t, e in self._events if t == tag and predicate(e)]
+            if found or time.monotonic() >= deadline:
+                return found[0] if found else None
+            time.sleep(0.02)
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ Services (cluster IPs 10.96.0.x / fd00:10:96::x, port 80 "http", targets 8080):
   shop/cart       .10  -> be1, be2 (kube-proxy's random split), node port 30080
   shop/checkout   .20  -> be1 (a backend that dials it reaches itself: hairpin)
   billing/invoices .30 -> be1 too: two services of two namespaces on one backend IP and port
+  shop/orders     .40  -> be2:8081, where nothing listens (the connect is refused)
 """
 
 import json
@@ -53,11 +54,12 @@ from test_kubernetes import (  # noqa: F401 - kubelet_certs: a fixture
     wait_exit,
     wait_log,
 )
-from test_lifecycle import ACCEPT, CLOSE, ESTABLISH, only
+from test_lifecycle import ACCEPT, CLOSE, ESTABLISH, FAILED, only
 from test_peers import LISTENER, kube_api_stub_pod, synced_line, watched
 
 NODE_NAME = f"netmon-nat-node-{os.getpid()}"
 TARGET_PORT = 8080
+CLOSED_PORT = 8081  # nothing listens there: the backend refuses the connection
 SERVICE_PORT = 80
 NODE_PORT = 30080
 CONNECTIONS = 20  # per service, mode and family: all on one backend has probability 2 ** -19
@@ -73,6 +75,8 @@ SERVICES_UNDER_TEST = [
             {"ipv4": "10.96.0.20", "ipv6": "fd00:10:96::20"}, [("be1", TARGET_PORT)]),
     Service("billing", "invoices", "http", SERVICE_PORT,
             {"ipv4": "10.96.0.30", "ipv6": "fd00:10:96::30"}, [("be1", TARGET_PORT)]),
+    Service("shop", "orders", "http", SERVICE_PORT,
+            {"ipv4": "10.96.0.40", "ipv6": "fd00:10:96::40"}, [("be2", CLOSED_PORT)]),
 ]
 SERVICE = {s.name: s for s in SERVICES_UNDER_TEST}
 
@@ -307,6 +311,17 @@ def connect(node, role, address, port):
                 f"Establish of nc -z {address} {port} in {role}")
 
 
+def connect_refused(node, role, address, port):
+    """`nc -z` from `role`'s namespace to address:port, which refuses it; its Failed event."""
+    proc = node.processes.start(node.net.command(
+        role, ["nc", "-z", "-w", str(PROBE_TIMEOUT), address, str(port)]))
+    code = wait_exit(proc)
+    assert code != 0, f"nc -z {address} {port} in {role} connected"
+    address = kube_proxy_net.canonical(address)
+    return only(node.agent.wait_events(kind=FAILED, pid=proc.pid, daddr=address, dport=port),
+                f"Failed of nc -z {address} {port} in {role}")
+
+
 def truth(node, establish):
     """The conntrack entry (conntrack -L in the node's namespace) whose original direction is
     the Establish's tuple."""
@@ -480,6 +495,24 @@ def test_two_services_of_two_namespaces_on_one_backend_are_not_confused(node, fa
             accept = accept_of(node, entry)
             assert_original(accept, entry, f"{what} (be1's Accept)")
             assert peer_of(accept)["original"]["dialed_addr"] == svc.vips[family], show(accept)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_refused_service_connection_names_its_backend(node, family):
+    """The client pod dials shop/orders, whose endpoint refuses (nothing listens on be2:8081):
+    the Failed event (ECONNREFUSED) names the backend that refused, as conntrack -E showed it
+    when the SYN was translated (the kernel destroys the entry with the reset)."""
+    orders = SERVICE["orders"]
+    with kube_proxy_net.ConntrackEvents(node.net) as conntrack_events:
+        failed = connect_refused(node, "cli", orders.vips[family], SERVICE_PORT)
+        ne = failed["network_event"]
+        key = (ne["saddr"], ne["sport"], ne["daddr"], ne["dport"])
+        # The entry is destroyed with the reset: conntrack -E's NEW event is the truth.
+        entry = conntrack_events.wait(lambda e: e.orig == key)
+    assert ne["error"] == "ECONNREFUSED", show(failed)
+    assert entry is not None, f"conntrack -E showed no NEW event for {key}"
+    assert (entry.reply[0], entry.reply[1]) == orders.endpoint_addrs(family)[0], entry.line
+    assert_backend(failed, entry, f"{node.mode}/{family} refused connection {entry.orig}")
 
 
 @pytest.mark.parametrize("family", FAMILIES)
