@@ -556,6 +556,36 @@ def test_translated_lookups_count_the_translated_events(node):
     assert 0 < float(entries.group(1)), (entries.group(0), len(translated_in_conntrack))
 
 
+RULES = """\
+egress:
+  rules:
+  - rule: CartOnItsSecondReplica
+    event: peer_service == "cart" AND peer_pod == "{be2}"
+  - rule: Cart
+    event: peer_kind == "service" AND peer_service == "cart" AND peer_workload == "cart" AND peer_label["app"] == "cart"
+"""
+
+
+def test_rules_read_the_backend_pod(fresh_node, tmp_path):
+    """Egress rules on peer_pod, peer_workload and peer_label read the backend pod of a
+    translated connection, while peer_kind and peer_service stay the dialed service's: each
+    connection to shop/cart's cluster IP (IPv4 and IPv6) is named CartOnItsSecondReplica
+    exactly when conntrack -L shows it reached be2, else Cart; its Close gets the same rule."""
+    config = tmp_path / "netmon.yaml"
+    config.write_text(RULES.format(be2=BACKENDS["be2"]["name"]))
+    n = fresh_node("iptables", "--config", str(config))
+    rules = set()
+    for family in FAMILIES:
+        for _ in range(CONNECTIONS // 2):
+            establish = connect(n, "cli", SERVICE["cart"].vips[family], SERVICE_PORT)
+            entry = truth(n, establish)
+            want = ("CartOnItsSecondReplica" if ROLE_OF[entry.reply[0]] == "be2" else "Cart")
+            assert establish.get("rule") == want, f"{entry.line}\n{show(establish)}"
+            assert close_of(n, establish).get("rule") == want, entry.line
+            rules.add(want)
+    assert rules == {"Cart", "CartOnItsSecondReplica"}, rules
+
+
 # ---------------------------------------------------------------------------------------------
 # Without NAT, without conntrack
 
