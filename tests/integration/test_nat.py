@@ -175,11 +175,19 @@ class NodeAgent(Agent):
         return {m.group(1): int(float(m.group(2))) for m in NAT_METRIC.finditer(text)}
 
 
+def agent_flags(stub, token, certs):
+    return ["--node-name", NODE_NAME, "--kube-api-url", stub.url, "--kube-api-token-file",
+            str(token), "--kube-api-ca-file", certs["ca"], "--watch-pods"]
+
+
+def wait_synced(agent):
+    for resource in watched(True):
+        wait_log(agent, synced_line(resource), timeout=SYNC_TIMEOUT)
+
+
 def start_node_agent(net, stub, token, certs, extra=()):
     """An agent in `net`'s node namespace, running, with every resource synced."""
-    agent = NodeAgent(net, ["--node-name", NODE_NAME, "--kube-api-url", stub.url,
-                            "--kube-api-token-file", str(token), "--kube-api-ca-file",
-                            certs["ca"], "--watch-pods", *extra])
+    agent = NodeAgent(net, [*agent_flags(stub, token, certs), *extra])
     failure = agent.wait_running()
     if failure is not None:
         agent.kill()
@@ -187,8 +195,7 @@ def start_node_agent(net, stub, token, certs, extra=()):
         if agent.proc.returncode == 1 and unavailable:
             skip_or_fail(f"BPF is unavailable ({unavailable}): the agent {failure}")
         pytest.fail(f"the agent did not start in the node namespace: {failure}", pytrace=False)
-    for resource in watched(True):
-        wait_log(agent, synced_line(resource), timeout=SYNC_TIMEOUT)
+    wait_synced(agent)
     return agent
 
 
@@ -215,7 +222,9 @@ class Node:
             self.stub.put(path, obj)
         self.agent = None
 
-    def create(self):
+    def create(self, stub_in_node=True):
+        """The topology and the listeners; the API server stub serving in the node's
+        namespace (or, stub_in_node=False, in this process's)."""
         self.net.create()
         for role in ("be1", "be2"):
             proc = self.processes.start(self.net.command(
@@ -223,7 +232,10 @@ class Node:
             self.listeners[role] = proc
             wait_for(lambda: netns_listening(proc.pid, self.net.ns[role], TARGET_PORT),
                      what=f"the listener on {TARGET_PORT} in {role}")
-        self.net.call("node", self.stub.start)
+        if stub_in_node:
+            self.net.call("node", self.stub.start)
+        else:
+            self.stub.start()
 
     def cleanup(self):
         try:
@@ -554,6 +566,30 @@ def test_translated_lookups_count_the_translated_events(node):
     assert entries, "no netmon_nat_entries in /metrics"
     translated_in_conntrack = [e for e in node.net.conntrack_entries() if e.dnat or e.snat]
     assert 0 < float(entries.group(1)), (entries.group(0), len(translated_in_conntrack))
+
+
+def test_conntrack_of_the_node_read_from_another_namespace(start_agent, nat_host,
+                                                           kubelet_certs, api_token):
+    """An agent outside the node's namespace (as without host networking) with
+    --conntrack-netns naming the node's: it says in one info line which namespace it reads, and
+    its Establish and Accept events carry the backend and original conntrack -L shows there."""
+    n = Node("nftables", kubelet_certs, api_token)
+    try:
+        n.create(stub_in_node=False)
+        path = f"/run/netns/{n.net.ns['node']}"
+        n.agent = start_agent(*agent_flags(n.stub, api_token, kubelet_certs),
+                              "--conntrack-netns", path)
+        wait_synced(n.agent)
+        lines = log_lines(n.agent, r"conntrack: .*")
+        assert len(lines) == 1 and f"the network namespace {path}" in lines[0], lines
+        for family in FAMILIES:
+            establish = connect(n, "cli", SERVICE["cart"].vips[family], SERVICE_PORT)
+            entry = truth(n, establish)
+            what = f"--conntrack-netns {family} connection {entry.orig}"
+            assert_backend(establish, entry, what)
+            assert_original(accept_of(n, entry), entry, f"{what} (the backend's Accept)")
+    finally:
+        n.cleanup()
 
 
 RULES = """\
