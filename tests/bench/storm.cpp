@@ -20,6 +20,10 @@
 // 127.0.0.1..127.0.0.S (--sources), with IP_BIND_ADDRESS_NO_PORT so the port is picked per
 // 4-tuple. Nothing uses SO_LINGER 0: every connection closes with FIN, as real ones mostly do.
 //
+// --connect ADDR:PORT (IPv4): every client dials ADDR:PORT instead of a listener, for a runner that
+// translates that address to the listeners (a kube-proxy-like DNAT: storm_runner.py --dnat);
+// "ports" stays the listeners' range, the server's ends.
+//
 // Credentials: with --caps container (the runner's default) the storm first reduces its
 // capabilities to the set container runtimes (containerd, Docker) give a container by default,
 // executes itself again (so its exec carries those credentials), then forks and runs in the
@@ -64,6 +68,8 @@ struct Options {
   int listeners = 8;
   int port_base = 0;
   int sources = 32;
+  uint32_t connect_addr = 0;  // --connect, host order; 0: the listeners
+  uint16_t connect_port = 0;
   enum class Caps { kInherit, kContainer, kFork } caps = Caps::kInherit;
 };
 
@@ -72,7 +78,8 @@ struct Options {
                "netmon-storm: %s\n"
                "usage: netmon-storm [--workers N] [--connections N] [--seconds S] [--ipv6]\n"
                "                    [--exchange] [--listeners N] [--port-base P] [--sources N]\n"
-               "                    [--drain-seconds S] [--caps container|inherit]\n",
+               "                    [--drain-seconds S] [--caps container|inherit]\n"
+               "                    [--connect ADDR:PORT]\n",
                why);
   std::exit(2);
 }
@@ -109,9 +116,19 @@ Options parse(int argc, char** argv) {
         o.caps = Options::Caps::kFork;
       else if (v != "inherit")
         usage("--caps must be container or inherit");
-    } else if (a == "--drain-seconds")
+    } else if (a == "--drain-seconds") {
       o.drain_seconds = std::atof(value());
-    else
+    } else if (a == "--connect") {
+      const std::string v = value();
+      const size_t colon = v.rfind(':');
+      in_addr addr{};
+      const long port = colon == std::string::npos ? 0 : std::atol(v.c_str() + colon + 1);
+      if (colon == std::string::npos ||
+          inet_pton(AF_INET, v.substr(0, colon).c_str(), &addr) != 1 || port < 1 || port > 65535)
+        usage("--connect must be IPV4:PORT");
+      o.connect_addr = ntohl(addr.s_addr);
+      o.connect_port = static_cast<uint16_t>(port);
+    } else
       usage(("unknown argument " + a).c_str());
   }
   if (o.workers < 1 || o.workers > 256) usage("--workers must be 1..256");
@@ -121,6 +138,7 @@ Options parse(int argc, char** argv) {
   if (o.drain_seconds <= 0 || o.drain_seconds > 600) usage("--drain-seconds must be in (0, 600]");
   if (o.connections < 1) usage("--connections must be >= 1");
   if (o.port_base < 0 || o.port_base + o.listeners > 65535) usage("bad --port-base");
+  if (o.connect_addr && o.ipv6) usage("--connect is IPv4 only");
   return o;
 }
 
@@ -257,7 +275,12 @@ void work(const Options& o, const std::vector<uint16_t>& ports) {
   while (!g_stop.load(std::memory_order_relaxed)) {
     uint64_t n = g_claimed.fetch_add(1, std::memory_order_relaxed);
     if (n >= o.connections) break;
-    const Addr dst = loopback(o.ipv6, ports[(n / static_cast<uint64_t>(o.sources)) % ports.size()]);
+    Addr dst = loopback(o.ipv6, ports[(n / static_cast<uint64_t>(o.sources)) % ports.size()]);
+    if (o.connect_addr) {
+      auto* s4 = reinterpret_cast<sockaddr_in*>(&dst.ss);
+      s4->sin_addr.s_addr = htonl(o.connect_addr);
+      s4->sin_port = htons(o.connect_port);
+    }
     int fd = socket(o.ipv6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) die("socket");
     int one = 1;

@@ -18,14 +18,27 @@ program run skipped for recursion loses at most one event, so that bound is soun
 has a complete client end (one Establish and one Close with its cookie) and a complete server
 end (one Accept and one Close), the two ends' addresses and ports match, nothing else is written
 on the storm's ports, nothing is written twice, and every loss counter is 0.
+--dnat: the storm's clients dial a virtual IP (10.96.0.10:80) that a kube-proxy-like nftables
+ruleset (nftables mode's shape: a verdict map of service IPs, a service chain that picks one of the
+listeners with numgen, one endpoint chain per listener with its DNAT) translates to the storm's
+listeners on 127.0.0.1. Each run (baseline and netmon alike) gets a network namespace of its own
+that the runner creates and deletes (with its ruleset) even on failure; the storm runs in it and
+the agent too (nsenter --net, so that its conntrack subscription is that namespace's, as the node's
+is for a pod). Every storm event should then carry its translation (the client's Establish and
+Close peer.backend, the server's Accept and Close peer.original); per round the runner reports
+how many do, and the agent's netmon_nat_lookups_total{result} and netmon_nat_messages_lost_total.
+With --check: every storm event without its translation must be counted lost by the agent; with
+--strict: every storm event translated and nothing lost. No warm-up (each namespace starts with
+no TIME_WAIT socket), no tcplife. IPv4 only.
 Exit 77 when it cannot run here (not root, no agent, no BTF), except under CI=true: then 1.
 
-Stdlib only. All traffic is on loopback; every wait is bounded.
+Stdlib only. All traffic is on loopback (in --dnat, a namespace's); every wait is bounded.
 """
 
 import argparse
 import collections
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -52,21 +65,131 @@ STOP_TIMEOUT = 15.0
 LOST_RE = re.compile(r"lost: (.*?)(?:;|$)")
 URL_RE = re.compile(r"serving /metrics, /healthz and /readyz on (http://\S+)")
 METRIC_LOST_RE = re.compile(r'^netmon_events_lost_total\{stage="([^"]+)"\}\s+(\S+)', re.M)
+METRIC_NAT_RE = re.compile(r'^netmon_nat_lookups_total\{result="([^"]+)"\}\s+(\S+)', re.M)
+METRIC_NAT_LOST_RE = re.compile(r'^netmon_nat_messages_lost_total\s+(\S+)', re.M)
+# /proc/net as the storm's network namespace shows it: /proc/PID/net of a process in it (--dnat).
+PROC_NET = "/proc/net"
+VIP, VIP_PORT = "10.96.0.10", 80
+DNAT_PORT_BASE = 21000  # the listeners' ports in a --dnat namespace (a fresh one: all free)
+NETNS_COUNTER = itertools.count(1)
 
 
-def lost_from_metrics(err_path):
-    """{stage: count} of netmon_events_lost_total from the agent's /metrics, or None. Unlike
-    the stop summary, it includes `recursion` (kernel program runs skipped)."""
+def metrics_text(err_path, netns=None):
+    """The agent's /metrics (the address it logged), fetched from inside `netns` when given (the
+    agent listens on that namespace's loopback), or None."""
     with open(err_path, encoding="utf-8", errors="replace") as f:
         m = URL_RE.search(f.read())
     if not m:
         return None
+    url = m.group(1) + "/metrics"
+    if netns is None:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                return r.read().decode("utf-8", errors="replace")
+        except OSError:
+            return None
+    fetch = ("import sys, urllib.request\n"
+             "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10).read()"
+             ".decode('utf-8', 'replace'))\n")
     try:
-        with urllib.request.urlopen(m.group(1) + "/metrics", timeout=10) as r:
-            text = r.read().decode("utf-8", errors="replace")
-    except OSError:
+        r = subprocess.run([*netns.enter(), sys.executable, "-c", fetch, url],
+                           capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return r.stdout if r.returncode == 0 else None
+
+
+def lost_from_metrics(text):
+    """{stage: count} of netmon_events_lost_total in a /metrics text, or None. Unlike the stop
+    summary, it includes `recursion` (kernel program runs skipped)."""
+    if text is None:
         return None
     return {stage: int(float(v)) for stage, v in METRIC_LOST_RE.findall(text)}
+
+
+def nat_from_metrics(text):
+    """{result: count} of netmon_nat_lookups_total plus "messages_lost"
+    (netmon_nat_messages_lost_total), or None when the agent has no such metric."""
+    if text is None:
+        return None
+    nat = {result: int(float(v)) for result, v in METRIC_NAT_RE.findall(text)}
+    if not nat:
+        return None
+    m = METRIC_NAT_LOST_RE.search(text)
+    nat["messages_lost"] = int(float(m.group(1))) if m else None
+    return nat
+
+
+def nft_ruleset(endpoints):
+    """A kube-proxy nftables-mode-like ruleset (table netmon-storm-dnat): nat OUTPUT jumps to
+    `services`, whose verdict map sends VIP:VIP_PORT/tcp to the service chain, which picks an
+    endpoint chain with numgen random; each endpoint chain DNATs to 127.0.0.1:<listener port>."""
+    picks = ", ".join(f"{i} : goto endpoint-{i}" for i in range(len(endpoints)))
+    chains = "".join(f"  chain endpoint-{i} {{\n    meta l4proto tcp dnat to 127.0.0.1:{port}\n"
+                     f"  }}\n" for i, port in enumerate(endpoints))
+    return ("table ip netmon-storm-dnat {\n"
+            "  map service-ips {\n"
+            "    type ipv4_addr . inet_proto . inet_service : verdict\n"
+            f"    elements = {{ {VIP} . tcp . {VIP_PORT} : goto service-storm }}\n"
+            "  }\n"
+            "  chain nat-output {\n"
+            "    type nat hook output priority -100; policy accept;\n"
+            "    jump services\n"
+            "  }\n"
+            "  chain services {\n"
+            "    ip daddr . meta l4proto . th dport vmap @service-ips\n"
+            "  }\n"
+            "  chain service-storm {\n"
+            f"    numgen random mod {len(endpoints)} vmap {{ {picks} }}\n"
+            "  }\n"
+            f"{chains}"
+            "}\n")
+
+
+class DnatNamespace:
+    """A network namespace for one --dnat run: lo up, 10.96.0.0/16 routed to lo, the DNAT ruleset
+    to the listener ports DNAT_PORT_BASE.. and a `sleep` that holds it, whose /proc/PID/net is the
+    namespace's view for the runner. Leaving the context kills the sleep and deletes the
+    namespace (its ruleset goes with it), also when entering failed half-way."""
+
+    def __init__(self, listeners):
+        self.name = f"netmon-storm-dnat-{os.getpid()}-{next(NETNS_COUNTER)}"
+        self.endpoints = list(range(DNAT_PORT_BASE, DNAT_PORT_BASE + listeners))
+        self.anchor = None
+        self.created = False
+
+    def enter(self):
+        return ["nsenter", f"--net=/run/netns/{self.name}"]
+
+    def __enter__(self):
+        try:
+            subprocess.run(["ip", "netns", "add", self.name], check=True, timeout=10,
+                           capture_output=True)
+            self.created = True
+            for cmd in (["link", "set", "lo", "up"], ["route", "add", "10.96.0.0/16", "dev", "lo"]):
+                subprocess.run(["ip", "-n", self.name, *cmd], check=True, timeout=10,
+                               capture_output=True)
+            subprocess.run([*self.enter(), "nft", "-f", "-"], input=nft_ruleset(self.endpoints),
+                           text=True, check=True, timeout=10, capture_output=True)
+            self.anchor = subprocess.Popen([*self.enter(), "sleep", "3600"],
+                                           stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.SubprocessError) as e:
+            self.__exit__(None, None, None)
+            detail = getattr(e, "stderr", "") or ""
+            raise RuntimeError(f"cannot build the DNAT namespace: {e} {detail}".strip()) from e
+        return self
+
+    def proc_net(self):
+        return f"/proc/{self.anchor.pid}/net"
+
+    def __exit__(self, *exc):
+        if self.anchor is not None and self.anchor.poll() is None:
+            self.anchor.kill()
+            self.anchor.wait(5)
+        if self.created:
+            subprocess.run(["ip", "netns", "del", self.name], timeout=10, capture_output=True)
+            self.created = False
+        return False
 
 
 def cannot_run(reason):
@@ -146,9 +269,9 @@ def map_memory(pid, bpftool):
 
 
 def time_wait_count():
-    """TCP sockets in TIME_WAIT on this host (/proc/net/sockstat "tw")."""
+    """TCP sockets in TIME_WAIT on this host, or in the --dnat namespace (sockstat "tw")."""
     try:
-        with open("/proc/net/sockstat", encoding="ascii") as f:
+        with open(f"{PROC_NET}/sockstat", encoding="ascii") as f:
             m = re.search(r"^TCP:.*\btw (\d+)", f.read(), re.M)
         return int(m.group(1)) if m else None
     except OSError:
@@ -159,7 +282,7 @@ def tcp_inuse():
     """TCP sockets in use on this host (/proc/net/sockstat "inuse": every socket but TIME_WAIT
     ones, listeners included)."""
     try:
-        with open("/proc/net/sockstat", encoding="ascii") as f:
+        with open(f"{PROC_NET}/sockstat", encoding="ascii") as f:
             m = re.search(r"^TCP: inuse (\d+)", f.read(), re.M)
         return int(m.group(1)) if m else None
     except OSError:
@@ -207,15 +330,17 @@ def free_port_base(count):
     raise RuntimeError("no free block of listener ports")
 
 
-def run_storm():
-    base = free_port_base(ARGS.listeners)
-    cmd = [ARGS.storm, "--workers", str(ARGS.workers), "--connections", str(ARGS.connections),
+def run_storm(netns=None):
+    base = DNAT_PORT_BASE if netns else free_port_base(ARGS.listeners)
+    cmd = [*(netns.enter() if netns else []), ARGS.storm, "--workers", str(ARGS.workers), "--connections", str(ARGS.connections),
            "--seconds", str(ARGS.seconds), "--listeners", str(ARGS.listeners),
            "--port-base", str(base), "--caps", "inherit" if ARGS.root_caps else "container"]
     if ARGS.ipv6:
         cmd.append("--ipv6")
     if ARGS.exchange:
         cmd.append("--exchange")
+    if netns:
+        cmd += ["--connect", f"{VIP}:{VIP_PORT}"]
     peak = [0]
     done = threading.Event()
 
@@ -241,7 +366,7 @@ def sockets_not_closed(lo, hi):
     """TCP sockets with a port in [lo, hi] at either end that have not made their CLOSE
     transition yet (/proc/net/tcp, tcp6): all but listeners and TIME_WAIT ones."""
     found = 0
-    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+    for path in (f"{PROC_NET}/tcp", f"{PROC_NET}/tcp6"):
         try:
             with open(path, encoding="ascii") as f:
                 rows = f.read().splitlines()[1:]
@@ -322,9 +447,32 @@ def stop(proc, sig=signal.SIGTERM):
 OPEN_OF = {"client": "TcpConnectionEstablish", "server": "TcpConnectionAccept"}
 
 
-def count_netmon(path, lo, hi):
+def translation_of(ne, side):
+    """For --dnat: ("ok", addresses) when a storm event carries its translation, the client's
+    end peer.backend (the connection's addresses then use the backend's, so that they match the
+    server's end: a wrong backend leaves both ends unmatched) and the server's end
+    peer.original naming the client and the VIP it dialed; ("wrong", ...) when the server's
+    original says anything else; ("none", ...) without one."""
+    peer = ne.get("peer") or {}
+    saddr, sport = ne.get("saddr"), ne.get("sport") or 0
+    daddr, dport = ne.get("daddr"), ne.get("dport") or 0
+    if side == "client":
+        backend = peer.get("backend")
+        if not backend:
+            return "none", (saddr, sport, daddr, dport)
+        return "ok", (saddr, sport, backend.get("addr"), backend.get("port"))
+    original = peer.get("original")
+    if not original:
+        return "none", (saddr, sport, daddr, dport)
+    right = (original.get("addr") == daddr and original.get("port") == dport
+             and original.get("dialed_addr") == VIP and original.get("dialed_port") == VIP_PORT)
+    return ("ok" if right else "wrong"), (saddr, sport, daddr, dport)
+
+
+def count_netmon(path, lo, hi, dnat=False):
     """The storm's events in netmon's output (events with sport or dport in [lo, hi], the
-    storm's listener ports) checked connection by connection. Returns a dict:
+    storm's listener ports; with `dnat`, the client's ends are those that dialed VIP:VIP_PORT)
+    checked connection by connection. Returns a dict:
     written: events; dups: second events with the same (type, cookie);
     client, server: connection ends complete and consistent: one open event (Establish for the
       client's end, which has the listener port as dport; Accept for the server's, sport) and
@@ -332,8 +480,11 @@ def count_netmon(path, lo, hi):
     incomplete: ends with anything else (an event missing, repeated or of the wrong kind);
     unmatched: complete ends whose other end is not complete (by the connection's addresses
       and ports; the same 4-tuple may serve several connections over a storm);
-    examples: a few incomplete or unmatched ends."""
+    examples: a few incomplete or unmatched ends;
+    with `dnat` also translated: {"client"|"server": {"ok"|"wrong"|"none": events}}
+      (translation_of)."""
     seen = collections.Counter()
+    translated = {"client": collections.Counter(), "server": collections.Counter()}
     ends = collections.defaultdict(list)  # (side, cookie) -> [(type, addresses)]
     written = 0
     with open(path, encoding="utf-8", errors="replace") as f:
@@ -345,14 +496,18 @@ def count_netmon(path, lo, hi):
             sport, dport = ne.get("sport") or 0, ne.get("dport") or 0
             if lo <= sport <= hi:
                 side = "server"
-            elif lo <= dport <= hi:
+            elif (dnat and ne.get("daddr") == VIP and dport == VIP_PORT) or (
+                    not dnat and lo <= dport <= hi):
                 side = "client"
             else:
                 continue
             written += 1
             seen[(ne.get("type"), ne.get("cookie"))] += 1
-            ends[(side, ne.get("cookie"))].append(
-                (ne.get("type"), (ne.get("saddr"), sport, ne.get("daddr"), dport)))
+            addresses = (ne.get("saddr"), sport, ne.get("daddr"), dport)
+            if dnat:
+                verdict, addresses = translation_of(ne, side)
+                translated[side][verdict] += 1
+            ends[(side, ne.get("cookie"))].append((ne.get("type"), addresses))
     dups = {k: n for k, n in seen.items() if n > 1}
     if dups:
         print(f"storm_runner: duplicate (type, cookie) examples: {list(dups.items())[:5]}",
@@ -379,7 +534,8 @@ def count_netmon(path, lo, hi):
     return {"written": written, "dups": sum(n - 1 for n in dups.values()),
             "client": sum(complete["client"].values()),
             "server": sum(complete["server"].values()),
-            "incomplete": len(bad), "unmatched": sum(unmatched.values())}
+            "incomplete": len(bad), "unmatched": sum(unmatched.values()),
+            "translated": {k: dict(v) for k, v in translated.items()} if dnat else None}
 
 
 def count_tcplife(path, lo, hi):
@@ -436,14 +592,28 @@ def prog_recursion_misses(pid, bpftool):
 
 
 def observe(mode, tmp, rnd):
-    """Runs one storm with `mode` attached; returns a result row (dict)."""
+    """Runs one storm with `mode` attached; returns a result row (dict). With --dnat in a
+    namespace of its own (DnatNamespace), deleted when the run ends, also on failure."""
+    global PROC_NET
+    if not ARGS.dnat:
+        return observe_in(mode, tmp, rnd, None)
+    with DnatNamespace(ARGS.listeners) as netns:
+        PROC_NET = netns.proc_net()
+        try:
+            return observe_in(mode, tmp, rnd, netns)
+        finally:
+            PROC_NET = "/proc/net"
+
+
+def observe_in(mode, tmp, rnd, netns):
     out_path = os.path.join(tmp, f"{mode}-{rnd}.out")
     err_path = os.path.join(tmp, f"{mode}-{rnd}.err")
     if mode == "baseline":
         tw = time_wait_count()
-        return {"mode": mode, "storm": run_storm(), "tw": tw}
+        return {"mode": mode, "storm": run_storm(netns), "tw": tw}
     if mode == "netmon":
-        cmd = [ARGS.agent, "--metrics-address", "127.0.0.1:0", *ARGS.agent_arg]
+        cmd = [*(netns.enter() if netns else []), ARGS.agent, "--metrics-address",
+               "127.0.0.1:0", *ARGS.agent_arg]
         ready = "netmon is running"
     else:
         cmd = [ARGS.tcplife]
@@ -465,12 +635,14 @@ def observe(mode, tmp, rnd):
             startup_rss = None  # the peak below then includes the start-up
         cpu0 = cpu_seconds(proc.pid)
         tw = time_wait_count()
-        storm = run_storm()
+        storm = run_storm(netns)
         wait_closed(*storm["ports"])
         wait_quiet(out_path, proc)
         cpu1 = cpu_seconds(proc.pid)
         rss = vm_hwm_mib(proc.pid)
-        metrics_lost = lost_from_metrics(err_path) if mode == "netmon" else None
+        text = metrics_text(err_path, netns) if mode == "netmon" else None
+        metrics_lost = lost_from_metrics(text)
+        nat = nat_from_metrics(text)
         skipped = prog_recursion_misses(proc.pid, ARGS.bpftool) if mode == "tcplife" else None
     finally:
         # tcplife's stdout is block-buffered (4 KiB) in a file: SIGINT ends its poll loop and
@@ -486,7 +658,9 @@ def observe(mode, tmp, rnd):
         row["cpu"] = cpu1 - cpu0
     if mode == "netmon":
         row["expected"] = 4 * storm["connections"]
-        row["connections"] = count_netmon(out_path, lo, hi)
+        row["connections"] = count_netmon(out_path, lo, hi, dnat=netns is not None)
+        row["nat"] = nat
+        row["conntrack_lines"] = [ln.strip() for ln in stderr.splitlines() if "conntrack" in ln][:3]
         row["written"], row["dups"] = row["connections"]["written"], row["connections"]["dups"]
         m = None
         for line in stderr.splitlines():
@@ -516,6 +690,37 @@ def observe(mode, tmp, rnd):
     if not ARGS.keep:  # a round's output can take hundreds of MiB of a tmpfs
         os.unlink(out_path)
     return row
+
+
+def dnat_problems(row):
+    """--dnat --check: every storm event carries its translation or is counted lost by the agent
+    (netmon_nat_lookups_total{result="lost"}); no server end names a wrong original; with
+    --strict every storm event translated and no lookup lost. The storm's events are among all
+    the agent's lookups (it sees every socket of the host), so the counters bound them from
+    above: translated >= the storm's translated events."""
+    bad = []
+    rnd = row["round"]
+    tr = row["connections"]["translated"]
+    nat = row.get("nat")
+    if nat is None:
+        return [f"round {rnd}: --dnat: the agent has no netmon_nat_lookups_total"]
+    ok = tr["client"].get("ok", 0) + tr["server"].get("ok", 0)
+    wrong = tr["server"].get("wrong", 0)
+    missing = tr["client"].get("none", 0) + tr["server"].get("none", 0)
+    lost = nat.get("lost", 0)
+    if wrong:
+        bad.append(f"round {rnd}: --dnat: {wrong} server ends with a wrong peer.original")
+    if nat.get("translated", 0) < ok:
+        bad.append(f"round {rnd}: --dnat: {ok} storm events translated but the agent counted "
+                   f"only {nat.get('translated', 0)} translated lookups")
+    if missing > lost:
+        bad.append(f"round {rnd}: --dnat: {missing} storm events without their translation, "
+                   f"only {lost} lookups counted lost")
+    if ARGS.strict and (missing or lost or nat.get("messages_lost")):
+        bad.append(f"round {rnd}: --dnat --strict: {missing} storm events without their "
+                   f"translation, lookups lost {lost}, conntrack messages lost "
+                   f"{nat.get('messages_lost')}")
+    return bad
 
 
 def default_output_dir():
@@ -568,7 +773,14 @@ def main():
                    "missing one is covered by the agent's lost counters")
     p.add_argument("--strict", action="store_true",
                    help="with --check: also require nothing missing and nothing lost")
+    p.add_argument("--dnat", action="store_true",
+                   help=f"the clients dial {VIP}:{VIP_PORT}, DNAT'd (nftables, kube-proxy-like) "
+                   "to the listeners, in a network namespace per run where the agent runs too")
     ARGS = p.parse_args()
+    if ARGS.dnat:
+        if ARGS.ipv6:
+            p.error("--dnat is IPv4 only")
+        ARGS.tcplife, ARGS.warmup = "none", False
     if ARGS.quick:
         ARGS.connections, ARGS.rounds, ARGS.tcplife, ARGS.warmup = 2000, 1, "none", False
     if not (1 <= ARGS.rounds <= 20 and 1 <= ARGS.connections <= 10_000_000
@@ -592,6 +804,13 @@ def main():
         cannot_run(f"no netmon-storm binary at {ARGS.storm}")
     if not os.path.exists("/sys/kernel/btf/vmlinux"):
         cannot_run("the kernel has no BTF (/sys/kernel/btf/vmlinux is missing)")
+    if ARGS.dnat:
+        for tool in ("ip", "nft", "nsenter"):
+            if not any(os.access(os.path.join(d, tool), os.X_OK)
+                       for d in os.environ.get("PATH", "/usr/sbin:/usr/bin").split(":")):
+                cannot_run(f"--dnat needs {tool}")
+    # A SIGTERM ends the run through the finally clauses: agents stopped, namespaces deleted.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     if ARGS.warmup:
         warm_up()
@@ -618,6 +837,7 @@ def main():
           f"{ARGS.workers} workers, {'IPv6 ::1' if ARGS.ipv6 else 'IPv4 127.0.0.x'}, "
           f"{'1-byte exchange' if ARGS.exchange else 'no exchange'}, "
           f"{ARGS.listeners} listener ports, "
+          f"{f'clients dial {VIP}:{VIP_PORT} DNAT (nftables) to them, ' if ARGS.dnat else ''}"
           f"{'root capabilities' if ARGS.root_caps else 'container capabilities'}\n")
     print("| round | mode | TIME_WAIT at start | connections | conn/s | ratio vs baseline "
           "| CPU s / 100k conn | peak RSS MiB (storm) | events expected | written | lost (counted) "
@@ -660,6 +880,23 @@ def main():
                   f"(tcplife tracks at most 10240 open sockets: one that opens while its "
                   f"map is full is never reported, silently)")
     for r in rows:
+        if r["mode"] != "netmon" or not ARGS.dnat:
+            continue
+        tr = r["connections"]["translated"]
+        storm_events = r["written"]
+        ok = tr["client"].get("ok", 0) + tr["server"].get("ok", 0)
+        nat = r.get("nat")
+        nat_text = ("no netmon_nat_lookups_total in /metrics" if nat is None else
+                    "agent lookups: " + ", ".join(f"{k} {fmt(v, 'd')}" for k, v in sorted(
+                        nat.items())))
+        print(f"- round {r['round']} netmon NAT: storm events with their translation {ok} of "
+              f"{storm_events} (client ends' backend {tr['client'].get('ok', 0)}, missing "
+              f"{tr['client'].get('none', 0)}; server ends' original "
+              f"{tr['server'].get('ok', 0)}, missing {tr['server'].get('none', 0)}, wrong "
+              f"{tr['server'].get('wrong', 0)}); {nat_text}")
+        if r.get("conntrack_lines") and ARGS.verbose:
+            print(f"- round {r['round']} netmon conntrack lines: {r['conntrack_lines']}")
+    for r in rows:
         if r.get("lost_detail"):
             print(f"- round {r['round']} netmon lost: {r['lost_detail']}")
         if r.get("summary") and ARGS.verbose:
@@ -697,6 +934,8 @@ def main():
                            f"counted lost ({r.get('lost_detail')})")
             if r.get("exit") != 0:
                 bad.append(f"round {r['round']}: agent exited with {r.get('exit')}")
+            if ARGS.dnat:
+                bad += dnat_problems(r)
         if bad:
             print("storm_runner: CHECK FAILED:\n  " + "\n  ".join(bad), file=sys.stderr)
             return 1
