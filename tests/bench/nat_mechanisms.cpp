@@ -755,12 +755,14 @@ int main(int argc, char** argv) {
       o.rounds, static_cast<unsigned long long>(o.connections), o.untranslated, server_port);
   std::printf(
       "| mode | wall us | wall vs baseline | client CPU us | client CPU vs baseline | server CPU "
-      "us | observer CPU us / connection | observer CPU us / translated connection | observer "
+      "us | client + server CPU vs baseline | observer CPU us / connection | observer CPU us / "
+      "translated connection | observer "
       "CPU / baseline client CPU | messages / connection | reader us / NEW | reader us / DESTROY "
       "(flush burst) | GET latency p50 / p99 us |\n"
-      "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (Mode mode : kModes) {
-    std::vector<double> wall, wall_ratio, cpu, cpu_ratio, server, obs, obs_tr, obs_ratio, msgs;
+    std::vector<double> wall, wall_ratio, cpu, cpu_ratio, server, both_ratio, obs, obs_tr,
+        obs_ratio, msgs;
     std::vector<double> latency, per_new, per_destroy;
     for (size_t i = 0; i < runs.size(); ++i) {
       const Run& r = runs[i];
@@ -774,6 +776,8 @@ int main(int argc, char** argv) {
       cpu.push_back(r.client_cpu / n * 1e6);
       cpu_ratio.push_back((r.client_cpu / n) / (base.client_cpu / bn));
       server.push_back(r.server_cpu / n * 1e6);
+      both_ratio.push_back(((r.client_cpu + r.server_cpu) / n) /
+                           ((base.client_cpu + base.server_cpu) / bn));
       obs.push_back(observer / n * 1e6);
       obs_tr.push_back(observer / static_cast<double>(std::max<uint64_t>(r.translated, 1)) * 1e6);
       obs_ratio.push_back((observer / n) / (base.client_cpu / bn));
@@ -789,11 +793,12 @@ int main(int argc, char** argv) {
       std::snprintf(lat, sizeof lat, "%.1f / %.1f", percentile(latency, 0.5) * 1e6,
                     percentile(latency, 0.99) * 1e6);
     std::printf(
-        "| %s | %.2f | %.3f | %.2f | %.3f | %.2f | %.2f | %.2f | %.3f | %.2f | %.2f | %.2f | %s "
-        "|\n",
+        "| %s | %.2f | %.3f | %.2f | %.3f | %.2f | %.3f | %.2f | %.2f | %.3f | %.2f | %.2f | %.2f "
+        "| "
+        "%s |\n",
         name(mode), median(wall), median(wall_ratio), median(cpu), median(cpu_ratio),
-        median(server), median(obs), median(obs_tr), median(obs_ratio), median(msgs),
-        median(per_new), median(per_destroy), lat);
+        median(server), median(both_ratio), median(obs), median(obs_tr), median(obs_ratio),
+        median(msgs), median(per_new), median(per_destroy), lat);
   }
   if (!failures.empty()) {
     std::fprintf(stderr, "netmon-bench-nat: CHECK FAILED:\n%s", failures.c_str());

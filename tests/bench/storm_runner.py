@@ -29,7 +29,8 @@ Close peer.backend, the server's Accept and Close peer.original); per round the 
 how many do, and the agent's netmon_nat_lookups_total{result} and netmon_nat_messages_lost_total.
 With --check: every storm event without its translation must be counted lost by the agent; with
 --strict: every storm event translated and nothing lost. No warm-up (each namespace starts with
-no TIME_WAIT socket), no tcplife. IPv4 only.
+no TIME_WAIT socket), no tcplife. IPv4 only. --without-conntrack adds, each round, the agent
+with --conntrack=false (mode netmon-noct): what the translation costs apart from the rest.
 Exit 77 when it cannot run here (not root, no agent, no BTF), except under CI=true: then 1.
 
 Stdlib only. All traffic is on loopback (in --dnat, a namespace's); every wait is bounded.
@@ -72,6 +73,9 @@ PROC_NET = "/proc/net"
 VIP, VIP_PORT = "10.96.0.10", 80
 DNAT_PORT_BASE = 21000  # the listeners' ports in a --dnat namespace (a fresh one: all free)
 NETNS_COUNTER = itertools.count(1)
+# The agent's modes and their extra flags: netmon-noct (--without-conntrack) is the agent with its
+# conntrack reading off, to tell the cost of the translation from the rest.
+AGENT_MODES = {"netmon": [], "netmon-noct": ["--conntrack=false"]}
 
 
 def metrics_text(err_path, netns=None):
@@ -611,9 +615,9 @@ def observe_in(mode, tmp, rnd, netns):
     if mode == "baseline":
         tw = time_wait_count()
         return {"mode": mode, "storm": run_storm(netns), "tw": tw}
-    if mode == "netmon":
+    if mode in AGENT_MODES:
         cmd = [*(netns.enter() if netns else []), ARGS.agent, "--metrics-address",
-               "127.0.0.1:0", *ARGS.agent_arg]
+               "127.0.0.1:0", *ARGS.agent_arg, *AGENT_MODES[mode]]
         ready = "netmon is running"
     else:
         cmd = [ARGS.tcplife]
@@ -629,7 +633,7 @@ def observe_in(mode, tmp, rnd, netns):
         if not ok:
             with open(err_path, encoding="utf-8", errors="replace") as f:
                 raise RuntimeError(f"{mode} did not start:\n{f.read()}")
-        maps = map_memory(proc.pid, ARGS.bpftool) if mode == "netmon" else {}
+        maps = map_memory(proc.pid, ARGS.bpftool) if mode in AGENT_MODES else {}
         startup_rss = vm_hwm_mib(proc.pid)
         if not reset_hwm(proc.pid):
             startup_rss = None  # the peak below then includes the start-up
@@ -640,7 +644,7 @@ def observe_in(mode, tmp, rnd, netns):
         wait_quiet(out_path, proc)
         cpu1 = cpu_seconds(proc.pid)
         rss = vm_hwm_mib(proc.pid)
-        text = metrics_text(err_path, netns) if mode == "netmon" else None
+        text = metrics_text(err_path, netns) if mode in AGENT_MODES else None
         metrics_lost = lost_from_metrics(text)
         nat = nat_from_metrics(text)
         skipped = prog_recursion_misses(proc.pid, ARGS.bpftool) if mode == "tcplife" else None
@@ -648,7 +652,7 @@ def observe_in(mode, tmp, rnd, netns):
         # tcplife's stdout is block-buffered (4 KiB) in a file: SIGINT ends its poll loop and
         # main() returns, which flushes it (the rest of its perf buffer, read every 100 ms, is
         # not drained then: wait_closed and wait_quiet above came first).
-        code = stop(proc, signal.SIGTERM if mode == "netmon" else signal.SIGINT)
+        code = stop(proc, signal.SIGTERM if mode in AGENT_MODES else signal.SIGINT)
     with open(err_path, encoding="utf-8", errors="replace") as f:
         stderr = f.read()
     lo, hi = storm["ports"]
@@ -656,7 +660,7 @@ def observe_in(mode, tmp, rnd, netns):
            "exit": code, "tw": tw}
     if cpu0 is not None and cpu1 is not None:
         row["cpu"] = cpu1 - cpu0
-    if mode == "netmon":
+    if mode in AGENT_MODES:
         row["expected"] = 4 * storm["connections"]
         row["connections"] = count_netmon(out_path, lo, hi, dnat=netns is not None)
         row["nat"] = nat
@@ -776,6 +780,8 @@ def main():
     p.add_argument("--dnat", action="store_true",
                    help=f"the clients dial {VIP}:{VIP_PORT}, DNAT'd (nftables, kube-proxy-like) "
                    "to the listeners, in a network namespace per run where the agent runs too")
+    p.add_argument("--without-conntrack", action="store_true",
+                   help="also run the agent with --conntrack=false each round (mode netmon-noct)")
     ARGS = p.parse_args()
     if ARGS.dnat:
         if ARGS.ipv6:
@@ -814,7 +820,8 @@ def main():
 
     if ARGS.warmup:
         warm_up()
-    modes = ["baseline", "netmon"] + (["tcplife"] if ARGS.tcplife else [])
+    modes = (["baseline", "netmon"] + (["netmon-noct"] if ARGS.without_conntrack else [])
+             + (["tcplife"] if ARGS.tcplife else []))
     rows = []
     if ARGS.keep:
         os.makedirs(ARGS.keep, exist_ok=True)
@@ -880,7 +887,7 @@ def main():
                   f"(tcplife tracks at most 10240 open sockets: one that opens while its "
                   f"map is full is never reported, silently)")
     for r in rows:
-        if r["mode"] != "netmon" or not ARGS.dnat:
+        if r["mode"] not in AGENT_MODES or not ARGS.dnat:
             continue
         tr = r["connections"]["translated"]
         storm_events = r["written"]
@@ -889,23 +896,23 @@ def main():
         nat_text = ("no netmon_nat_lookups_total in /metrics" if nat is None else
                     "agent lookups: " + ", ".join(f"{k} {fmt(v, 'd')}" for k, v in sorted(
                         nat.items())))
-        print(f"- round {r['round']} netmon NAT: storm events with their translation {ok} of "
+        print(f"- round {r['round']} {r['mode']} NAT: storm events with their translation {ok} of "
               f"{storm_events} (client ends' backend {tr['client'].get('ok', 0)}, missing "
               f"{tr['client'].get('none', 0)}; server ends' original "
               f"{tr['server'].get('ok', 0)}, missing {tr['server'].get('none', 0)}, wrong "
               f"{tr['server'].get('wrong', 0)}); {nat_text}")
         if r.get("conntrack_lines") and ARGS.verbose:
-            print(f"- round {r['round']} netmon conntrack lines: {r['conntrack_lines']}")
+            print(f"- round {r['round']} {r['mode']} conntrack lines: {r['conntrack_lines']}")
     for r in rows:
         if r.get("lost_detail"):
-            print(f"- round {r['round']} netmon lost: {r['lost_detail']}")
+            print(f"- round {r['round']} {r['mode']} lost: {r['lost_detail']}")
         if r.get("summary") and ARGS.verbose:
-            print(f"- round {r['round']} netmon stop summary (all host events): {r['summary']}")
+            print(f"- round {r['round']} {r['mode']} stop summary (all host events): {r['summary']}")
 
     if ARGS.check:
         bad = []
         for r in rows:
-            if r["mode"] != "netmon":
+            if r["mode"] not in AGENT_MODES:
                 continue
             if r["storm"].get("failed"):
                 bad.append(f"round {r['round']}: {r['storm']['failed']} connections failed")
@@ -921,9 +928,11 @@ def main():
                            f"{r['expected']}")
             conns = r["connections"]
             n = r["storm"]["connections"]
+            # Without its translation a --dnat client end cannot be matched to its server end.
+            unmatched = 0 if (ARGS.dnat and r["mode"] == "netmon-noct") else conns["unmatched"]
             if ARGS.strict and (missing or lost or r["storm"].get("served") != n
                                 or conns["client"] != n or conns["server"] != n
-                                or conns["incomplete"] or conns["unmatched"]):
+                                or conns["incomplete"] or unmatched):
                 bad.append(f"round {r['round']}: --strict: {n} connections "
                            f"({r['storm'].get('served')} served): written {r['written']} of {r['expected']} events, "
                            f"complete client ends {conns['client']}, server ends "
@@ -934,7 +943,7 @@ def main():
                            f"counted lost ({r.get('lost_detail')})")
             if r.get("exit") != 0:
                 bad.append(f"round {r['round']}: agent exited with {r.get('exit')}")
-            if ARGS.dnat:
+            if ARGS.dnat and r["mode"] == "netmon":
                 bad += dnat_problems(r)
         if bad:
             print("storm_runner: CHECK FAILED:\n  " + "\n  ".join(bad), file=sys.stderr)
