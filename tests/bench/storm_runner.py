@@ -175,9 +175,18 @@ class DnatNamespace:
                                capture_output=True)
             subprocess.run([*self.enter(), "nft", "-f", "-"], input=nft_ruleset(self.endpoints),
                            text=True, check=True, timeout=10, capture_output=True)
-            self.anchor = subprocess.Popen([*self.enter(), "sleep", "3600"],
-                                           stdin=subprocess.DEVNULL)
-        except (OSError, subprocess.SubprocessError) as e:
+            # The sleep outlives the run (bounded: the run's own bound and its drains), and is
+            # in the namespace once its /proc/PID/ns/net is the namespace's (nsenter execs it
+            # after setns).
+            self.anchor = subprocess.Popen(
+                [*self.enter(), "sleep", str(int(ARGS.seconds) + 900)], stdin=subprocess.DEVNULL)
+            want = os.stat(f"/run/netns/{self.name}").st_ino
+            deadline = time.monotonic() + 5
+            while os.stat(f"/proc/{self.anchor.pid}/ns/net").st_ino != want:
+                if time.monotonic() > deadline or self.anchor.poll() is not None:
+                    raise RuntimeError("the namespace's anchor process did not enter it")
+                time.sleep(0.01)
+        except (OSError, subprocess.SubprocessError, RuntimeError) as e:
             self.__exit__(None, None, None)
             detail = getattr(e, "stderr", "") or ""
             raise RuntimeError(f"cannot build the DNAT namespace: {e} {detail}".strip()) from e
