@@ -182,18 +182,36 @@ std::vector<std::byte> conntrack_dump_request(uint32_t sequence) {
 std::span<const sock_filter> translated_entries_filter() {
   // A = offset of the top-level CTA_STATUS attribute (the kernel's nla_find from byte 20, after
   // nlmsghdr and nfgenmsg), 0 when there is none; then the status word after its 4-byte header,
-  // loaded in network order as classic BPF does; accept when a NAT bit is set.
+  // loaded in network order as classic BPF does: a NAT bit must be set. Then the protocol of the
+  // original tuple (CTA_TUPLE_ORIG > CTA_TUPLE_PROTO > CTA_PROTO_NUM, found with the nested
+  // search): TCP only, so that translated UDP (every pod's DNS query to the cluster DNS service)
+  // never reaches the agent either.
   static constexpr uint32_t kAttrsStart = kNlHeader + kNfHeader;
+  static constexpr uint32_t kFind = static_cast<uint32_t>(SKF_AD_OFF + SKF_AD_NLATTR);
+  static constexpr uint32_t kFindNested = static_cast<uint32_t>(SKF_AD_OFF + SKF_AD_NLATTR_NEST);
   static const sock_filter program[] = {
-      BPF_STMT(BPF_LD | BPF_IMM, kAttrsStart),
-      BPF_STMT(BPF_LDX | BPF_IMM, CTA_STATUS),
-      BPF_STMT(BPF_LD | BPF_B | BPF_ABS, static_cast<uint32_t>(SKF_AD_OFF + SKF_AD_NLATTR)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 3, 0),  // no CTA_STATUS: drop
-      BPF_STMT(BPF_MISC | BPF_TAX, 0),
-      BPF_STMT(BPF_LD | BPF_W | BPF_IND, kAttrHeader),
-      BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, IPS_SRC_NAT | IPS_DST_NAT, 1, 0),
-      BPF_STMT(BPF_RET | BPF_K, 0),           // drop
-      BPF_STMT(BPF_RET | BPF_K, 0xffffffff),  // the whole message
+      /* 0 */ BPF_STMT(BPF_LD | BPF_IMM, kAttrsStart),
+      /* 1 */ BPF_STMT(BPF_LDX | BPF_IMM, CTA_STATUS),
+      /* 2 */ BPF_STMT(BPF_LD | BPF_B | BPF_ABS, kFind),
+      /* 3 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 16, 0),  // no status: drop (20)
+      /* 4 */ BPF_STMT(BPF_MISC | BPF_TAX, 0),
+      /* 5 */ BPF_STMT(BPF_LD | BPF_W | BPF_IND, kAttrHeader),
+      /* 6 */ BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, IPS_SRC_NAT | IPS_DST_NAT, 0, 13),  // else 20
+      /* 7 */ BPF_STMT(BPF_LD | BPF_IMM, kAttrsStart),
+      /* 8 */ BPF_STMT(BPF_LDX | BPF_IMM, CTA_TUPLE_ORIG),
+      /* 9 */ BPF_STMT(BPF_LD | BPF_B | BPF_ABS, kFind),
+      /* 10 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 9, 0),  // drop (20)
+      /* 11 */ BPF_STMT(BPF_LDX | BPF_IMM, CTA_TUPLE_PROTO),
+      /* 12 */ BPF_STMT(BPF_LD | BPF_B | BPF_ABS, kFindNested),
+      /* 13 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 6, 0),  // drop (20)
+      /* 14 */ BPF_STMT(BPF_LDX | BPF_IMM, CTA_PROTO_NUM),
+      /* 15 */ BPF_STMT(BPF_LD | BPF_B | BPF_ABS, kFindNested),
+      /* 16 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 3, 0),  // drop (20)
+      /* 17 */ BPF_STMT(BPF_MISC | BPF_TAX, 0),
+      /* 18 */ BPF_STMT(BPF_LD | BPF_B | BPF_IND, kAttrHeader),
+      /* 19 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, IPPROTO_TCP, 1, 0),  // TCP: accept (21)
+      /* 20 */ BPF_STMT(BPF_RET | BPF_K, 0),                            // drop
+      /* 21 */ BPF_STMT(BPF_RET | BPF_K, 0xffffffff),                   // the whole message
   };
   return program;
 }

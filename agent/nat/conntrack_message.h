@@ -67,8 +67,9 @@ Result<void> for_each_netlink_message(std::span<const std::byte> datagram, F&& e
 // The IPCTNL_MSG_CT_GET dump request of every entry of both families (nfgen_family AF_UNSPEC).
 std::vector<std::byte> conntrack_dump_request(uint32_t sequence);
 
-// The socket filter: accepts a message whose top-level CTA_STATUS has IPS_SRC_NAT or IPS_DST_NAT,
-// drops every other (so untranslated connections cost the agent nothing). The program is static.
+// The socket filter: accepts a message whose top-level CTA_STATUS has IPS_SRC_NAT or IPS_DST_NAT
+// and whose original tuple is TCP, drops every other (so untranslated connections, and UDP, cost
+// the agent nothing). The program is static.
 std::span<const sock_filter> translated_entries_filter();
 
 template <typename F>

@@ -24,6 +24,10 @@ constexpr size_t kBufferBytes = 64 * 1024;  // a datagram of the event groups is
 constexpr size_t kDrainBudget = 4096;       // messages per call of drain_locked()
 constexpr auto kDumpTimeout = std::chrono::seconds(10);
 constexpr int kPollMs = 500;  // the reader's longest sleep: purges and re-dumps happen after it
+// Once a message is there, the reader lets more come for this long and reads them in one go: a
+// wakeup per message cost the agent 5-25 us each on a VM (docs/performance.md). Nothing waits
+// for it: a lookup that misses reads the socket itself.
+constexpr int kBatchMs = 5;
 
 uint64_t boot_now_ns() {
   timespec ts{};
@@ -283,7 +287,10 @@ void ConntrackTracker::run() {
   bool dump_failed_logged = false;
   while (!stop_.load()) {
     pollfd fds[2] = {{events_.get(), POLLIN, 0}, {wake_.get(), POLLIN, 0}};
-    ::poll(fds, 2, kPollMs);
+    if (::poll(fds, 2, kPollMs) > 0 && (fds[0].revents & POLLIN) != 0) {
+      pollfd wake{wake_.get(), POLLIN, 0};
+      ::poll(&wake, 1, kBatchMs);  // a stop ends the wait
+    }
     if (stop_.load()) break;
     bool resync = false;
     {

@@ -293,6 +293,16 @@ TEST_F(FilterTest, PassesOnlyTranslatedEntries) {
   MessageBuilder no_status(IPCTNL_MSG_CT_NEW, NLM_F_CREATE, AF_INET);
   no_status.put_tuple(CTA_TUPLE_ORIG, kOriginal);
   EXPECT_FALSE(passes(no_status.done()));
+  // Translated UDP (a pod's DNS query to the cluster DNS service): dropped.
+  MessageBuilder udp(IPCTNL_MSG_CT_NEW, NLM_F_CREATE, AF_INET);
+  udp.put_tuple(CTA_TUPLE_ORIG, kOriginal, IPPROTO_UDP);
+  udp.put_tuple(CTA_TUPLE_REPLY, kReply, IPPROTO_UDP);
+  udp.put_status(IPS_DST_NAT);
+  EXPECT_FALSE(passes(udp.done()));
+  // No original tuple: dropped.
+  MessageBuilder no_tuple(IPCTNL_MSG_CT_NEW, NLM_F_CREATE, AF_INET);
+  no_tuple.put_status(IPS_DST_NAT);
+  EXPECT_FALSE(passes(no_tuple.done()));
   // The status after other attributes (CTA_STATUS is found wherever it is at the top level).
   MessageBuilder late(IPCTNL_MSG_CT_NEW, NLM_F_CREATE, AF_INET);
   late.put_tuple(CTA_TUPLE_ORIG, kOriginal);
