@@ -78,6 +78,19 @@ typedef struct {
 	u64 val;
 } kernel_cap_t;
 
+/* A network namespace's identity: its inode number (ls -l /proc/PID/ns/net). */
+struct ns_common {
+	unsigned int inum;
+};
+
+struct net {
+	struct ns_common ns;
+};
+
+typedef struct {
+	struct net *net;
+} possible_net_t;
+
 struct sock_common {
 	union {
 		struct {
@@ -93,6 +106,7 @@ struct sock_common {
 	};
 	unsigned short skc_family;
 	volatile unsigned char skc_state;
+	possible_net_t skc_net;
 	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;
 	atomic64_t skc_cookie;
@@ -167,8 +181,20 @@ struct qstr {
 	const unsigned char *name;
 };
 
+/* The inode's change time: set when a socket is created (sock_alloc()), so for a socket file
+ * the time it was made. Its fields moved: i_ctime (timespec64) before 6.6, __i_ctime in 6.6-6.10,
+ * i_ctime_sec/i_ctime_nsec since 6.11; read with bpf_core_field_exists (socket_created_ns()). */
+struct timespec64 {
+	s64 tv_sec;
+	long tv_nsec;
+};
+
 struct inode {
 	unsigned int i_nlink;
+	struct timespec64 i_ctime;
+	struct timespec64 __i_ctime;
+	s64 i_ctime_sec;
+	u32 i_ctime_nsec;
 };
 
 struct dentry {
@@ -197,6 +223,7 @@ struct path {
 struct file {
 	struct path f_path;
 	void *private_data;
+	struct inode *f_inode;
 };
 
 struct mm_struct {
@@ -244,6 +271,20 @@ struct cred {
 	kernel_cap_t cap_effective;
 };
 
+/* A task's cgroup v2 (the default hierarchy's cgroup) and its id, the cgroup directory's inode
+ * number: what bpf_get_current_cgroup_id() returns for the current task. */
+struct kernfs_node {
+	u64 id;
+};
+
+struct cgroup {
+	struct kernfs_node *kn;
+};
+
+struct css_set {
+	struct cgroup *dfl_cgrp;
+};
+
 struct task_struct {
 	int pid;
 	int tgid;
@@ -256,6 +297,31 @@ struct task_struct {
 	struct mm_struct *mm;
 	struct signal_struct *signal;
 	kuid_t loginuid; /* only with CONFIG_AUDITSYSCALL: guarded by bpf_core_field_exists */
+	struct css_set *cgroups;
+};
+
+struct seq_file;
+
+/* The context of the iter/task_file programs: each open file of each process. */
+struct bpf_iter_meta {
+	union {
+		struct seq_file *seq;
+	};
+	u64 session_id;
+	u64 seq_num;
+};
+
+struct bpf_iter__task_file {
+	union {
+		struct bpf_iter_meta *meta;
+	};
+	union {
+		struct task_struct *task;
+	};
+	u32 fd;
+	union {
+		struct file *file;
+	};
 };
 
 #pragma clang attribute pop

@@ -66,6 +66,14 @@ enum nm_conn_flags {
 	/* The owner block holds the process that opened the connection. Clear when the connection
 	 * was opened before netmon attached and its first state change ran in softirq context. */
 	NM_CONN_F_OWNER_KNOWN = 1 << 0,
+	/* Open events (Establish/Accept) of the start-up snapshot (netmon_snapshot.bpf.c): the
+	 * connection existed before netmon attached. Such a record also carries the statistics so
+	 * far (bytes_sent, bytes_received, srtt_us, retransmits) and, in open_ns, when the socket
+	 * was made, as far as the kernel knows. */
+	NM_CONN_F_PREEXISTING = 1 << 1,
+	/* With NM_CONN_F_PREEXISTING on an open record, and on its Close: the kernel did not say
+	 * when the connection opened; open_ns is the snapshot's time (the agent's start). */
+	NM_CONN_F_OPEN_FROM_AGENT = 1 << 2,
 };
 
 /* nm_conn_record.closed_by: which side ended the connection first (Close only). */

@@ -8,11 +8,14 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "app/output_flow.h"
 #include "app/pipeline.h"
@@ -201,6 +204,53 @@ Result<std::unique_ptr<PeerWatcher>> create_peer_watcher(const Options& options,
 
 // Whether any resource is to be watched on the API server.
 bool watches_api(const Options& o) { return o.watch_services || o.watch_nodes || o.watch_pods; }
+
+// The start-up snapshot (issue #21) on a thread of its own, while the polling thread reads what
+// it reports from the ring buffer. Between chunks it waits until the ring buffer is less than
+// half full; a stop ends it. Joined by the destructor.
+class SnapshotRun {
+ public:
+  explicit SnapshotRun(Probe& probe) : thread_([this, &probe] { run(probe); }) {}
+  ~SnapshotRun() {
+    stop_.store(true);
+    thread_.join();
+  }
+  SnapshotRun(const SnapshotRun&) = delete;
+  SnapshotRun& operator=(const SnapshotRun&) = delete;
+
+ private:
+  void run(Probe& probe) {
+    auto room = [&] {
+      while (!stop_.load() && !stop_flag().load()) {
+        const RingFill fill = probe.ring_fill();
+        if (fill.size == 0 || fill.used < fill.size / 2) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      return false;
+    };
+    auto stats = probe.snapshot(room);
+    if (!stats) {
+      log::info("connections older than the agent are not reported: " + stats.error().message);
+      return;
+    }
+    char took[32];
+    std::snprintf(took, sizeof took, "%.0f ms", stats->seconds * 1000);
+    log::info("snapshot: " + std::to_string(stats->reported) +
+              " connections older than the agent reported (" +
+              std::to_string(stats->tracked_already) +
+              " already reported: opened meanwhile, or a second holder, " +
+              std::to_string(stats->connecting) + " connecting, " +
+              std::to_string(stats->listeners) + " listening sockets) in " + took);
+    if (stats->no_room > 0) {
+      log::warn("snapshot: " + std::to_string(stats->no_room) +
+                " connections older than the agent were not reported: the ring buffer or the "
+                "sockets map was full (counted in netmon_events_lost_total)");
+    }
+  }
+
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
 
 // Whether the agent's network namespace is the one of `proc_root`'s pid 1 (the node's); true when
 // that cannot be read (nothing to warn about then).
@@ -618,9 +668,12 @@ int run_agent(const Options& options) {
   readiness.attached.store(true);
 
   log::info("netmon is running; events go to stdout");
+  std::optional<SnapshotRun> snapshot;
+  if (options.preexisting) snapshot.emplace(**probe);
   Running running{writer,   processes, metrics, readiness, attributor, output,
                   pipeline, http,      kubelet, peers,     nat,        *probe};
   const int exit_code = run_until_stopped(running);
+  snapshot.reset();  // before the probe it reads goes
   stop_and_report(running);
   return exit_code;
 }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -36,6 +37,8 @@ class LoadedProgram {
   // See Probe::check_observer().
   bool check_observer();
   std::vector<MapMemory> map_memory() const;
+  // See Probe::snapshot() (bpf/snapshot.cpp).
+  Result<SnapshotStats> snapshot(const std::function<bool()>& room) const;
 
  private:
   friend class Loader;

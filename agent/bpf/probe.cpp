@@ -161,6 +161,10 @@ RingFill Probe::ring_fill() const { return impl_->ring->fill(); }
 
 KernelCounters Probe::counters() const { return impl_->program->counters(); }
 
+Result<SnapshotStats> Probe::snapshot(const std::function<bool()>& room) {
+  return impl_->program->snapshot(room);
+}
+
 bool Probe::check_observer() { return impl_->program->check_observer(); }
 
 const std::vector<AttachedHook>& Probe::hooks() const { return impl_->program->hooks(); }

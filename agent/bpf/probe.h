@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -113,6 +114,18 @@ struct MapMemory {
   uint64_t bytes = 0;
 };
 
+// What the start-up snapshot found (issue #21): connections older than the agent.
+struct SnapshotStats {
+  uint64_t reported = 0;         // connections reported as preexisting open events
+  uint64_t tracked_already = 0;  // met again through another holder, or reported by the hooks
+  uint64_t connecting = 0;       // connects in progress, whose owner is now tracked
+  uint64_t listeners = 0;        // listening sockets (they decide Accept or Establish)
+  uint64_t no_room = 0;          // not reported: the ring buffer or the sockets map was full
+  uint64_t chunks = 0;           // reads of the iterator (the reader paused between them)
+  uint64_t cookies_made = 0;     // sockets that had no cookie yet, given one (SO_COOKIE)
+  double seconds = 0;            // how long it took
+};
+
 // Receives raw records on the polling thread. Must not throw. Returns false to stop reading for
 // now (the record itself was taken): the rest stays in the ring buffer for the next poll.
 class RecordSink {
@@ -146,6 +159,14 @@ class Probe {
   RingFill ring_fill() const;
 
   KernelCounters counters() const;
+
+  // The start-up snapshot: reports, through the ring buffer and the sink, every TCP connection
+  // that existed before the programs attached, once (netmon_snapshot.bpf.c). Runs on the
+  // calling thread, while another thread keeps polling; between chunks of about 2 000 sockets it
+  // calls `room`, which returns once the ring buffer has room again, or false to give up (a
+  // stop). Fails when the kernel cannot run the snapshot (iter/task_file with
+  // bpf_sock_from_file(), 5.11; the cookie helper in tracing programs, 5.12): say so, run on.
+  Result<SnapshotStats> snapshot(const std::function<bool()>& room);
 
   // Whether the TCP state observer is attached to its cgroup. Once its link has been detached
   // from outside (bpftool link detach), this turns the programs' flag off: the state tracepoint

@@ -496,6 +496,11 @@ const std::vector<Setting>& settings() {
           "events-failed", "NETMON_EVENTS_FAILED", "events.failed",
           "report outbound connections that failed (TcpConnectionFailed)",
           [](auto& o) -> auto& { return o.events.failed; }),
+      boolean(
+          "events-preexisting", "NETMON_EVENTS_PREEXISTING", "events.preexisting",
+          "at start, report the connections that are older than the agent (an Establish or "
+          "Accept with preexisting: true; default true)",
+          [](auto& o) -> auto& { return o.preexisting; }),
       // Fault injection for the integration tests: only a variable, not in the help or the file.
       {nullptr, "NETMON_FAULT_SKIP_STATE", nullptr, Type::kString, "CLASSES",
        "the state tracepoint programs ignore these classes of changes (open, end; comma "

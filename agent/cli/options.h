@@ -77,7 +77,9 @@ struct Options {
   // overflow it); 0: the default.
   int fault_conntrack_buffer = 0;
   EventSwitches events;  // which connection events are reported (events.establish, ...)
-  RulesSpec rules;       // from the configuration file only; compiled by agent/rules
+  // events.preexisting: report the connections older than the agent at start (issue #21).
+  bool preexisting = true;
+  RulesSpec rules;  // from the configuration file only; compiled by agent/rules
 };
 
 // Looks up an environment variable; injectable for tests.

@@ -67,6 +67,17 @@ Result<ConnectionEvent> decode_connection(std::span<const std::byte> record) {
   e.sport = r.sport;
   e.dport = r.dport;
   e.error = r.error;
+  const bool open_event = e.kind == ConnKind::kEstablish || e.kind == ConnKind::kAccept;
+  e.preexisting = open_event && (r.flags & NM_CONN_F_PREEXISTING) != 0;
+  e.open_from_agent =
+      (e.preexisting || e.kind == ConnKind::kClose) && (r.flags & NM_CONN_F_OPEN_FROM_AGENT) != 0;
+  if (e.preexisting) {
+    e.close.open_boot_ns = r.open_ns;
+    e.close.bytes_sent = r.bytes_sent;
+    e.close.bytes_received = r.bytes_received;
+    e.close.srtt_us = r.srtt_us;
+    e.close.retransmits = r.retransmits;
+  }
   if (e.kind == ConnKind::kClose) {
     e.close.open_boot_ns = r.open_ns;
     e.close.bytes_sent = r.bytes_sent;

@@ -70,7 +70,15 @@ struct ConnectionEvent {
   uint16_t sport = 0;
   uint16_t dport = 0;
   int32_t error = 0;  // kFailed: positive errno, 0 when the connect was given up locally
-  CloseStats close;   // kClose only
+  // kClose; and on a preexisting open event, the statistics so far and when the socket was made
+  // (open_boot_ns; closed_by and reset unused).
+  CloseStats close;
+  // An open event (kEstablish/kAccept) of the start-up snapshot: the connection existed before
+  // the agent attached (issue #21).
+  bool preexisting = false;
+  // The kernel did not say when the connection opened: open_boot_ns is the agent's start (a
+  // preexisting open event, and its Close).
+  bool open_from_agent = false;
 
   // Milliseconds from open to close (kClose).
   uint64_t duration_ms() const {

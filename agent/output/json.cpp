@@ -481,6 +481,7 @@ void EventEncoder::append_event_line(std::string& out, const ConnectionEvent& e,
     append_number(out, e.close.bytes_received);
     out += ",\"duration_ms\":";
     append_number(out, e.duration_ms());
+    if (e.open_from_agent) out += ",\"duration_from_agent_start\":true";
     out += ",\"srtt_us\":";
     append_number(out, e.close.srtt_us);
     out += ",\"retransmits\":";
@@ -488,6 +489,16 @@ void EventEncoder::append_event_line(std::string& out, const ConnectionEvent& e,
     out += e.close.closed_by == ClosedBy::kRemote ? ",\"closed_by\":\"remote\",\"reset\":"
                                                   : ",\"closed_by\":\"local\",\"reset\":";
     out += e.close.reset ? "true" : "false";
+  }
+  if (e.preexisting) {  // the snapshot's open event: the statistics so far (issue #21)
+    out += ",\"preexisting\":true,\"bytes_sent\":";
+    append_number(out, e.close.bytes_sent);
+    out += ",\"bytes_received\":";
+    append_number(out, e.close.bytes_received);
+    out += ",\"srtt_us\":";
+    append_number(out, e.close.srtt_us);
+    out += ",\"retransmits\":";
+    append_number(out, e.close.retransmits);
   }
   out += "},\"process\":";
   const std::string_view container_id =

@@ -124,8 +124,10 @@ static __always_inline void emit(const struct sock *sk, u64 cookie, u8 kind, u8 
 	r->direction = direction;
 	r->error = error;
 	fill_addresses(r, sk);
-	if (kind == NM_CONN_CLOSE && st)
+	if (kind == NM_CONN_CLOSE && st) {
 		fill_close_stats(r, sk, st);
+		r->flags |= st->flags & NM_CONN_F_OPEN_FROM_AGENT;
+	}
 	bpf_ringbuf_submit(r, wakeup_flags(sizeof(*r)));
 }
 

@@ -68,7 +68,8 @@ enum scratch_slot {
 	SLOT_STATE = 0,	       /* the state program, process or softirq context */
 	SLOT_STATE_NESTED = 1, /* the state program's nested copy (state_copy()) */
 	SLOT_ACCEPT = 2,       /* the accept programs, process context */
-	SLOT__MAX = 3,
+	SLOT_SNAPSHOT = 3,     /* the start-up snapshot's iterator (netmon_snapshot.bpf.c) */
+	SLOT__MAX = 4,
 };
 
 struct {

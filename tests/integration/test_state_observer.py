@@ -244,19 +244,25 @@ def test_observer_takes_over_a_connect_that_straddles_the_start(start_agent, fam
     """A connect() whose SYN went out before the agent started and whose handshake completes
     after: the observer turns on the socket's state callbacks when the handshake completes, so
     its end is reported although the state tracepoint programs ignore every connection end
-    (fault injection). Its owner is unknown (the connect() itself was not seen)."""
+    (fault injection). The connect() itself was not seen, but the start-up snapshot found the
+    connecting socket (SYN_SENT) held by this process and recorded it as the owner (issue #21):
+    its Establish and Close name it."""
     conn = StraddlingConnection(family)
     try:
         agent = start_agent(env={"NETMON_FAULT_SKIP_STATE": "end"})
         require_observer(agent)
+        wait_for(lambda: re.search(r"snapshot: \d+ connections older than the agent reported",
+                                   agent.stderr_text()), what="the start-up snapshot's line")
         tid = threading.get_native_id()
+        assert tid == os.getpid(), "the snapshot names a process by its main thread"
         conn.complete()
         cp = conn.pairs["client_fin"][2]
         agent.wait_events(kind=ACCEPT, sport=conn.port, dport=cp)
         conn.end()
-        assert_ended(agent, conn, (None, tid))
+        assert_ended(agent, conn, (tid, tid))
         establish = agent.events(kind=ESTABLISH, sport=cp, dport=conn.port)
-        assert len(establish) == 1 and establish[0]["process"] is None, establish
+        assert len(establish) == 1 and establish[0]["process"]["pid"] == os.getpid(), establish
+        assert "preexisting" not in establish[0]["network_event"], establish
         assert_nothing_lost(agent)
     finally:
         if hasattr(conn, "filler_accepted"):

@@ -98,6 +98,48 @@ TEST(DecodeRecord, Ipv6RecordOfEveryKind) {
   }
 }
 
+// Issue #21: an open record of the start-up snapshot carries the statistics so far and when the
+// socket was made; the flags say so. Other records ignore those fields and flags.
+TEST(DecodeRecord, PreexistingOpenCarriesItsStatisticsAndItsCloseTheOpenTimeFlag) {
+  nm_conn_record r = make_record(NM_CONN_ACCEPT, NM_AF_INET);
+  r.flags |= NM_CONN_F_PREEXISTING | NM_CONN_F_OPEN_FROM_AGENT;
+  r.open_ns = 1234;
+  r.bytes_sent = 10;
+  r.bytes_received = 20;
+  r.srtt_us = 30;
+  r.retransmits = 4;
+  auto e = decode_record(to_bytes(r));
+  ASSERT_TRUE(e.has_value()) << e.error().message;
+  EXPECT_TRUE(e->preexisting);
+  EXPECT_TRUE(e->open_from_agent);
+  EXPECT_EQ(e->close.open_boot_ns, 1234u);
+  EXPECT_EQ(e->close.bytes_sent, 10u);
+  EXPECT_EQ(e->close.bytes_received, 20u);
+  EXPECT_EQ(e->close.srtt_us, 30u);
+  EXPECT_EQ(e->close.retransmits, 4u);
+
+  r.flags = NM_CONN_F_OWNER_KNOWN;  // an open event of the hooks: no statistics
+  e = decode_record(to_bytes(r));
+  ASSERT_TRUE(e.has_value());
+  EXPECT_FALSE(e->preexisting);
+  EXPECT_FALSE(e->open_from_agent);
+  EXPECT_EQ(e->close.bytes_sent, 0u);
+
+  r = make_record(NM_CONN_CLOSE, NM_AF_INET);  // a Close: the open-time flag only
+  r.flags |= NM_CONN_F_PREEXISTING | NM_CONN_F_OPEN_FROM_AGENT;
+  e = decode_record(to_bytes(r));
+  ASSERT_TRUE(e.has_value());
+  EXPECT_FALSE(e->preexisting);
+  EXPECT_TRUE(e->open_from_agent);
+
+  r = make_record(NM_CONN_FAILED, NM_AF_INET);  // a Failed: neither
+  r.flags |= NM_CONN_F_PREEXISTING | NM_CONN_F_OPEN_FROM_AGENT;
+  e = decode_record(to_bytes(r));
+  ASSERT_TRUE(e.has_value());
+  EXPECT_FALSE(e->preexisting);
+  EXPECT_FALSE(e->open_from_agent);
+}
+
 TEST(DecodeRecord, Ipv4IgnoresBytesAfterTheFirstFour) {
   nm_conn_record r = make_record(NM_CONN_ESTABLISH, NM_AF_INET);
   std::memset(r.saddr + 4, 0xaa, NM_ADDR_LEN - 4);

@@ -764,6 +764,39 @@ TEST(AppendPeer, EscapesEveryString) {
   EXPECT_EQ(peer_json(p).at("network"), decoded);
 }
 
+// ---- connections older than the agent (issue #21) ------------------------------------------
+
+TEST(EventLine, PreexistingOpenEventCarriesTheStatisticsSoFar) {
+  ConnectionEvent e = make_event(ConnKind::kEstablish);
+  e.preexisting = true;
+  e.close.bytes_sent = 5;
+  e.close.bytes_received = 6;
+  e.close.srtt_us = 7;
+  e.close.retransmits = 8;
+  const json n = json::parse(line_for(e)).at("network_event");
+  EXPECT_EQ(n.at("preexisting"), true);
+  EXPECT_EQ(n.at("bytes_sent"), 5);
+  EXPECT_EQ(n.at("bytes_received"), 6);
+  EXPECT_EQ(n.at("srtt_us"), 7);
+  EXPECT_EQ(n.at("retransmits"), 8);
+  EXPECT_FALSE(n.contains("duration_ms"));
+  EXPECT_FALSE(n.contains("direction"));
+  // Not preexisting: none of them.
+  const json plain = json::parse(line_for(make_event(ConnKind::kEstablish))).at("network_event");
+  for (const char* key : {"preexisting", "bytes_sent", "srtt_us", "duration_from_agent_start"}) {
+    EXPECT_FALSE(plain.contains(key)) << key;
+  }
+}
+
+TEST(EventLine, CloseSaysWhenItsDurationCountsFromTheAgentStart) {
+  ConnectionEvent e = make_event(ConnKind::kClose);
+  EXPECT_FALSE(json::parse(line_for(e)).at("network_event").contains("duration_from_agent_start"));
+  e.open_from_agent = true;
+  const json n = json::parse(line_for(e)).at("network_event");
+  EXPECT_EQ(n.at("duration_from_agent_start"), true);
+  EXPECT_FALSE(n.contains("preexisting"));
+}
+
 // ---- peer.backend and peer.original (issue #20) --------------------------------------------
 
 IpAddress address_of(const char* text) {
