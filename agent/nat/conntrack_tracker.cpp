@@ -337,6 +337,7 @@ NatResult ConntrackTracker::translate(const ConnectionEvent& e, NatTranslation& 
   if (found) {
     out = *found;
     result = NatResult::kTranslated;
+    if (e.kind == ConnKind::kClose) table_.closed(tuple, outbound);
   } else if (opened_ns >= drained_from_ns_ ||
              (uncertain_to_ns_ != 0 && opened_ns >= uncertain_from_ns_ &&
               opened_ns <= uncertain_to_ns_)) {

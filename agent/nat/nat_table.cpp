@@ -23,7 +23,7 @@ bool NatTable::apply(const ConntrackEntry& entry, uint64_t now_ns) {
   auto it = entries_.find(entry.original);
   if (it != entries_.end()) {
     by_reply_.erase(it->second.reply);  // a reused tuple: the new entry wins
-    it->second = Entry{entry.reply, 0};
+    it->second = Entry{entry.reply, 0, 0};
     by_reply_[entry.reply] = entry.original;
     return true;
   }
@@ -31,7 +31,7 @@ bool NatTable::apply(const ConntrackEntry& entry, uint64_t now_ns) {
     ++refused_;
     return false;
   }
-  entries_.emplace(entry.original, Entry{entry.reply, 0});
+  entries_.emplace(entry.original, Entry{entry.reply, 0, 0});
   by_reply_[entry.reply] = entry.original;
   return true;
 }
@@ -66,6 +66,19 @@ std::optional<NatTranslation> NatTable::find(const ConntrackTuple& socket_tuple,
   t.dialed_addr = original.dst;
   t.dialed_port = original.dport;
   return t;
+}
+
+void NatTable::closed(const ConntrackTuple& socket_tuple, bool outbound) {
+  ConntrackTuple original = socket_tuple;
+  if (!outbound) {
+    auto r = by_reply_.find(socket_tuple);
+    if (r == by_reply_.end()) return;
+    original = r->second;
+  }
+  auto it = entries_.find(original);
+  if (it == entries_.end()) return;
+  it->second.closed |= outbound ? kOutboundClosed : kInboundClosed;
+  if (it->second.closed == (kOutboundClosed | kInboundClosed)) erase(original);
 }
 
 void NatTable::erase(const ConntrackTuple& original) {

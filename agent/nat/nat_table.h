@@ -31,6 +31,11 @@ class NatTable {
   // nullopt when there is none, or when it was not translated in the direction that matters.
   std::optional<NatTranslation> find(const ConntrackTuple& socket_tuple, bool outbound) const;
 
+  // A Close found its translation: when both ends of the entry's connection have closed here (a
+  // client and a backend on this node, a hairpin), nothing will look it up again and it goes at
+  // once; otherwise it stays until conntrack destroys it (and kDestroyedGrace after).
+  void closed(const ConntrackTuple& socket_tuple, bool outbound);
+
   // Forgets the entries destroyed before `before_ns`.
   void purge_destroyed(uint64_t before_ns);
 
@@ -41,7 +46,10 @@ class NatTable {
   struct Entry {
     ConntrackTuple reply;
     uint64_t destroyed_ns = 0;  // 0: alive
+    uint8_t closed = 0;         // kOutboundClosed | kInboundClosed
   };
+  static constexpr uint8_t kOutboundClosed = 1;
+  static constexpr uint8_t kInboundClosed = 2;
   void erase(const ConntrackTuple& original);
 
   size_t max_entries_;

@@ -36,6 +36,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
     }
     (void)table.find(entry->reply, false);
+    if (now % 3 == 0) table.closed(entry->original, true);
+    if (now % 5 == 0) table.closed(entry->reply, false);
     if (now % 4 == 0) table.purge_destroyed(now - 2);
     return true;
   });

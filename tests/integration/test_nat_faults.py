@@ -49,6 +49,22 @@ for _ in range(n):
 """
 
 
+# The same, holding every connection open until its stdin closes (at most 60 s): their
+# translations stay in the agent's table (it forgets one once both ends closed on this node).
+CLIENT_HOLDING = r"""
+import resource, socket, sys, time
+resource.setrlimit(resource.RLIMIT_NOFILE, (4096, max(4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1])))
+n, end, held = int(sys.argv[3]), time.time() + 60, []
+for _ in range(n):
+    if time.time() > end:
+        break
+    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+    held.append(c)
+print(" ".join(str(c.getsockname()[1]) for c in held), flush=True)
+sys.stdin.read()
+"""
+
+
 def run(*args, check=True, **kwargs):
     return subprocess.run(args, capture_output=True, text=True, timeout=60, check=check, **kwargs)
 
@@ -166,13 +182,21 @@ def test_overflowed_socket_is_counted_and_the_table_read_again(start_agent, dnat
 
 
 def test_full_table_counts_what_it_could_not_hold(start_agent, dnat_netns):
-    """nat.max_entries at its minimum (1024) and 1100 translated connections in TIME_WAIT
-    (conntrack keeps their entries 120 s): the rest is refused and counted, and each Establish
-    that found no backend is counted lost, never silently untranslated."""
+    """nat.max_entries at its minimum (1024) and 1100 translated connections held open: the
+    rest is refused and counted, and each Establish that found no backend is counted lost, never
+    silently untranslated."""
     name, path = dnat_netns
     agent = start_agent("--conntrack-netns", path, "--conntrack-max-entries", "1024")
-    ports = connect(name, 1100)
-    events = establishes(agent, ports)
+    client = subprocess.Popen(["ip", "netns", "exec", name, sys.executable, "-c", CLIENT_HOLDING,
+                               VIP, str(VIP_PORT), "1100"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        ports = [int(p) for p in client.stdout.readline().split()]
+        assert len(ports) == 1100, f"made {len(ports)} of 1100 connections"
+        events = establishes(agent, ports)
+    finally:
+        client.stdin.close()
+        client.wait(timeout=30)
     untranslated = [e for e in events if backend_of(e) is None]
     metrics = nat_metrics(agent)
     assert metrics["netmon_nat_entries"] <= 1024

@@ -403,6 +403,21 @@ TEST(NatTable, ADestroyedEntryAnswersUntilItIsPurgedAndAReusedTupleTakesTheNewBa
   EXPECT_TRUE(table.find(other_reply, false));
 }
 
+TEST(NatTable, AnEntryGoesOnceBothEndsClosedHere) {
+  NatTable table(16);
+  table.apply(entry_of(ConntrackMessageKind::kNew, kOriginal, kReply, IPS_DST_NAT), 1);
+  table.closed(kOriginal, true);  // the client's Close
+  EXPECT_TRUE(table.find(kReply, false)) << "the backend's Close still to come";
+  table.closed(kOriginal, true);  // the same end again changes nothing
+  EXPECT_EQ(table.size(), 1u);
+  table.closed(kReply, false);  // the backend's Close
+  EXPECT_EQ(table.size(), 0u);
+  EXPECT_FALSE(table.find(kOriginal, true));
+  // A Close that found nothing: nothing happens.
+  table.closed(kOriginal, true);
+  EXPECT_EQ(table.size(), 0u);
+}
+
 TEST(NatTable, AFullTableRefusesAndCounts) {
   NatTable table(2);
   for (uint16_t port = 1; port <= 3; ++port) {
