@@ -754,11 +754,13 @@ def established_sockets_of(pid):
     ]
 
 
-def ss_cookies(port):
+def ss_cookies(port, netns=None):
     """{(local port, peer port): cookie} of established connections with `port` on one end,
-    from `ss -tnei` (it prints the socket cookie as sk:<hex>)."""
+    from `ss -tnei` (it prints the socket cookie as sk:<hex>); in the network namespace named
+    `netns` (ip netns) when given. ss makes the cookie of a socket that has none yet."""
     out = subprocess.run(
-        ["ss", "-tnei", "state", "established", f"( sport = :{port} or dport = :{port} )"],
+        [*(["ip", "netns", "exec", netns] if netns else []),
+         "ss", "-tnei", "state", "established", f"( sport = :{port} or dport = :{port} )"],
         capture_output=True,
         text=True,
         timeout=30,
