@@ -181,20 +181,8 @@ struct qstr {
 	const unsigned char *name;
 };
 
-/* The inode's change time: set when a socket is created (sock_alloc()), so for a socket file
- * the time it was made. Its fields moved: i_ctime (timespec64) before 6.6, __i_ctime in 6.6-6.10,
- * i_ctime_sec/i_ctime_nsec since 6.11; read with bpf_core_field_exists (socket_created_ns()). */
-struct timespec64 {
-	s64 tv_sec;
-	long tv_nsec;
-};
-
 struct inode {
 	unsigned int i_nlink;
-	struct timespec64 i_ctime;
-	struct timespec64 __i_ctime;
-	s64 i_ctime_sec;
-	u32 i_ctime_nsec;
 };
 
 struct dentry {
@@ -223,7 +211,6 @@ struct path {
 struct file {
 	struct path f_path;
 	void *private_data;
-	struct inode *f_inode;
 };
 
 struct mm_struct {

@@ -68,11 +68,11 @@ enum nm_conn_flags {
 	NM_CONN_F_OWNER_KNOWN = 1 << 0,
 	/* Open events (Establish/Accept) of the start-up snapshot (netmon_snapshot.bpf.c): the
 	 * connection existed before netmon attached. Such a record also carries the statistics so
-	 * far (bytes_sent, bytes_received, srtt_us, retransmits) and, in open_ns, when the socket
-	 * was made, as far as the kernel knows. */
+	 * far (bytes_sent, bytes_received, srtt_us, retransmits), and open_ns, the snapshot's time.
+	 */
 	NM_CONN_F_PREEXISTING = 1 << 1,
-	/* With NM_CONN_F_PREEXISTING on an open record, and on its Close: the kernel did not say
-	 * when the connection opened; open_ns is the snapshot's time (the agent's start). */
+	/* With NM_CONN_F_PREEXISTING on an open record, and on its Close: the kernel keeps no time
+	 * of a connection's open; open_ns is the snapshot's time (the agent's start). */
 	NM_CONN_F_OPEN_FROM_AGENT = 1 << 2,
 };
 
@@ -165,7 +165,10 @@ struct nm_conn_record {
 	__u8 direction;		 /* enum nm_direction */
 	__u8 flags;		 /* enum nm_conn_flags */
 	__s32 error;		 /* NM_CONN_FAILED: positive errno (0: given up locally); else 0 */
-	__u32 pad;		 /* zero */
+	/* NM_CONN_ACCEPT without a cookie (the accept() tracepoints read the socket's, and one that
+	 * waited in the queue from before netmon attached has none): the new descriptor + 1, so
+	 * that the agent has the cookie made (SO_COOKIE); else 0. */
+	__u32 accepted_fd;
 	/* Connection statistics: NM_CONN_CLOSE only, zero otherwise. */
 	__u64 open_ns;	      /* CLOCK_BOOTTIME when the connection was reported open */
 	__u64 bytes_sent;     /* payload bytes transmitted (retransmissions included) */

@@ -38,8 +38,7 @@
 #include "lib/connections.bpf.h"
 
 /* Set by the agent before each run (.bss). */
-volatile __u32 snapshot_pass = 0;	     /* 1: listeners, 2: connections */
-volatile __s64 snapshot_boot_minus_real = 0; /* CLOCK_BOOTTIME - CLOCK_REALTIME, ns */
+volatile __u32 snapshot_pass = 0; /* 1: listeners, 2: connections */
 
 enum snapshot_pass_kind {
 	PASS_LISTENERS = 1,
@@ -112,42 +111,14 @@ static __always_inline bool accepted(const struct sock *sk, u16 family)
 	return bpf_map_lookup_elem(&listeners, &k) != NULL;
 }
 
-/* When the socket was made (its inode's change time, set by sock_alloc()), as CLOCK_BOOTTIME ns;
- * 0 when the kernel does not say or the time is not plausible. */
-static __always_inline u64 socket_created_ns(struct file *file, u64 now)
-{
-	struct inode *inode = BPF_CORE_READ(file, f_inode);
-	s64 sec = 0, nsec = 0, boot;
-
-	if (!inode)
-		return 0;
-	if (bpf_core_field_exists(inode->i_ctime_sec)) {
-		sec = BPF_CORE_READ(inode, i_ctime_sec);
-		nsec = BPF_CORE_READ(inode, i_ctime_nsec);
-	} else if (bpf_core_field_exists(inode->__i_ctime)) {
-		sec = BPF_CORE_READ(inode, __i_ctime.tv_sec);
-		nsec = BPF_CORE_READ(inode, __i_ctime.tv_nsec);
-	} else if (bpf_core_field_exists(inode->i_ctime)) {
-		sec = BPF_CORE_READ(inode, i_ctime.tv_sec);
-		nsec = BPF_CORE_READ(inode, i_ctime.tv_nsec);
-	}
-	if (sec <= 0)
-		return 0;
-	boot = sec * 1000000000LL + nsec + snapshot_boot_minus_real;
-	if (boot <= 0 || (u64)boot > now)
-		return 0;
-	return boot;
-}
-
 static __always_inline void report(struct bpf_iter__task_file *ctx, struct task_struct *task,
-				   struct file *file, struct sock *sk, int state, u16 family)
+				   struct sock *sk, int state, u16 family)
 {
 	struct nm_conn_record *r;
 	struct sock_state *st;
 	u64 key = (u64)sk;
 	u64 now = bpf_ktime_get_boot_ns();
 	u64 cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
-	u64 created;
 	u8 direction;
 
 	st = scratch_state(SLOT_SNAPSHOT);
@@ -168,16 +139,13 @@ static __always_inline void report(struct bpf_iter__task_file *ctx, struct task_
 	}
 
 	direction = accepted(sk, family) ? NM_DIR_INBOUND : NM_DIR_OUTBOUND;
-	created = socket_created_ns(file, now);
 	st->direction = direction;
 	st->reported = 1;
-	st->flags |= NM_CONN_F_PREEXISTING;
-	if (created) {
-		st->open_ns = created;
-	} else {
-		st->open_ns = now;
-		st->flags |= NM_CONN_F_OPEN_FROM_AGENT;
-	}
+	/* When the connection opened is not kept by the kernel (a socket inode's times are not set
+	 * when it is made, and a recycled inode keeps an earlier socket's): durations count from
+	 * the snapshot, and say so. */
+	st->flags |= NM_CONN_F_PREEXISTING | NM_CONN_F_OPEN_FROM_AGENT;
+	st->open_ns = now;
 	if (state == TCP_FIN_WAIT1 || state == TCP_FIN_WAIT2 || state == TCP_CLOSING)
 		st->first_fin = NM_CLOSED_BY_LOCAL;
 	else if (state == TCP_CLOSE_WAIT || state == TCP_LAST_ACK)
@@ -285,7 +253,7 @@ int snapshot_task_file(struct bpf_iter__task_file *ctx)
 	if (snapshot_pass != PASS_CONNECTIONS)
 		return 0;
 	if (connected(state))
-		report(ctx, task, file, sk, state, family);
+		report(ctx, task, sk, state, family);
 	return 0;
 }
 

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -206,11 +207,17 @@ Result<std::unique_ptr<PeerWatcher>> create_peer_watcher(const Options& options,
 bool watches_api(const Options& o) { return o.watch_services || o.watch_nodes || o.watch_pods; }
 
 // The start-up snapshot (issue #21) on a thread of its own, while the polling thread reads what
-// it reports from the ring buffer. Between chunks it waits until the ring buffer is less than
-// half full; a stop ends it. Joined by the destructor.
+// it reports from the ring buffer. It first waits, kKubeletWait at most, for the kubelet's first
+// pods (`ready`), so that the connections it reports carry their pods: it reports each only once.
+// Between chunks it waits while `room` says no (the ring buffer or the output queue a quarter
+// full: it goes at stdout's pace, and the output never has to shed its events); a stop ends it.
+// Joined by the destructor.
 class SnapshotRun {
  public:
-  explicit SnapshotRun(Probe& probe) : thread_([this, &probe] { run(probe); }) {}
+  static constexpr auto kKubeletWait = std::chrono::seconds(15);
+
+  SnapshotRun(Probe& probe, std::function<bool()> ready, std::function<bool()> room)
+      : ready_(std::move(ready)), room_(std::move(room)), thread_([this, &probe] { run(probe); }) {}
   ~SnapshotRun() {
     stop_.store(true);
     thread_.join();
@@ -219,11 +226,23 @@ class SnapshotRun {
   SnapshotRun& operator=(const SnapshotRun&) = delete;
 
  private:
+  bool stopping() const { return stop_.load() || stop_flag().load(); }
+
   void run(Probe& probe) {
+    const auto until = std::chrono::steady_clock::now() + kKubeletWait;
+    while (!ready_() && !stopping() && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    if (stopping()) return;
+    if (!ready_()) {
+      log::info("snapshot: the kubelet has not answered within " +
+                std::to_string(kKubeletWait.count()) +
+                " s; the connections older than the agent are reported without their pods' "
+                "metadata where it is missing");
+    }
     auto room = [&] {
-      while (!stop_.load() && !stop_flag().load()) {
-        const RingFill fill = probe.ring_fill();
-        if (fill.size == 0 || fill.used < fill.size / 2) return true;
+      while (!stopping()) {
+        if (room_()) return true;
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
       }
       return false;
@@ -248,6 +267,8 @@ class SnapshotRun {
     }
   }
 
+  std::function<bool()> ready_;
+  std::function<bool()> room_;
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };
@@ -625,6 +646,7 @@ int run_agent(const Options& options) {
   start_peers(*peers, *api_settings, options);
   ProbeOptions probe_options = options.probe;
   probe_options.cgroup_root = cgroup2_root_or_default(options.cgroup_root);
+  probe_options.snapshot = options.preexisting;
   Attributor attributor(open_cgroups(probe_options.cgroup_root), kubelet.get());
   PipelineDeps deps;
   deps.attributor = &attributor;
@@ -669,7 +691,16 @@ int run_agent(const Options& options) {
 
   log::info("netmon is running; events go to stdout");
   std::optional<SnapshotRun> snapshot;
-  if (options.preexisting) snapshot.emplace(**probe);
+  if (options.preexisting) {
+    Probe& p = **probe;
+    snapshot.emplace(
+        p, [k = kubelet.get()] { return k == nullptr || k->synced(); },
+        [&p, &writer, queue = options.output_queue_bytes] {
+          const RingFill fill = p.ring_fill();
+          return (fill.size == 0 || fill.used < fill.size / 4) &&
+                 writer.stats().queued_bytes < queue / 4;
+        });
+  }
   Running running{writer,   processes, metrics, readiness, attributor, output,
                   pipeline, http,      kubelet, peers,     nat,        *probe};
   const int exit_code = run_until_stopped(running);

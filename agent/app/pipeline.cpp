@@ -1,5 +1,11 @@
 #include "app/pipeline.h"
 
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "common/unique_fd.h"
+
 #include "app/output_flow.h"
 #include "common/log.h"
 #include "events/decode.h"
@@ -14,6 +20,20 @@ namespace {
 uint64_t opened_at(const ConnectionEvent& e) {
   if (e.kind == ConnKind::kClose && e.close.open_boot_ns != 0) return e.close.open_boot_ns;
   return e.boot_ns;
+}
+
+// The cookie of the socket at descriptor `fd` of process `pid`, made now if it has none yet
+// (getsockopt(SO_COOKIE) on a copy: pidfd_getfd(), CAP_SYS_PTRACE); 0 when the process or the
+// descriptor is gone.
+uint64_t make_socket_cookie(uint32_t pid, uint32_t fd) {
+  UniqueFd process(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  if (!process.valid()) return 0;
+  UniqueFd copy(static_cast<int>(::syscall(SYS_pidfd_getfd, process.get(), fd, 0)));
+  if (!copy.valid()) return 0;
+  uint64_t cookie = 0;
+  socklen_t size = sizeof cookie;
+  if (::getsockopt(copy.get(), SOL_SOCKET, SO_COOKIE, &cookie, &size) != 0) return 0;
+  return cookie;
 }
 
 }  // namespace
@@ -52,6 +72,16 @@ bool Pipeline::on_record(std::span<const std::byte> record) noexcept {
         [this](const auto& e) {
           using T = std::decay_t<decltype(e)>;
           if constexpr (std::is_same_v<T, ConnectionEvent>) {
+            if (e.accepted_fd != 0 && e.cookie == 0 && e.owner_known) {
+              // A connection that waited in the accept queue from before the agent, accepted
+              // through the accept() tracepoints: no cookie yet. Have it made, so that the
+              // Close, whose program makes it if nobody did, carries the same (rare: a few per
+              // start at most).
+              ConnectionEvent with_cookie = e;
+              with_cookie.cookie = make_socket_cookie(e.task.pid, e.accepted_fd - 1);
+              handle(with_cookie);
+              return;
+            }
             handle(e);
           } else if constexpr (std::is_same_v<T, ExecEvent>) {
             processes_.on_exec(e);

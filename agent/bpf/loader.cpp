@@ -287,7 +287,10 @@ std::vector<std::string> unknown_programs() {
 
 void LoadedProgram::SkelDeleter::operator()(netmon_bpf* skel) const { netmon_bpf__destroy(skel); }
 
-LoadedProgram::~LoadedProgram() = default;  // the skeleton detaches its links
+LoadedProgram::~LoadedProgram() {
+  snapshot_link_.reset();  // the snapshot's object before the maps it shares
+  snapshot_.reset();
+}  // the skeleton detaches its links
 
 int LoadedProgram::events_fd() const { return bpf_map__fd(skel_->maps.events); }
 

@@ -14,6 +14,8 @@
 #include "common/result.h"
 
 struct netmon_bpf;
+struct netmon_snapshot_bpf;
+struct bpf_link;
 
 namespace netmon {
 
@@ -37,8 +39,13 @@ class LoadedProgram {
   // See Probe::check_observer().
   bool check_observer();
   std::vector<MapMemory> map_memory() const;
-  // See Probe::snapshot() (bpf/snapshot.cpp).
-  Result<SnapshotStats> snapshot(const std::function<bool()>& room) const;
+  // Loads the start-up snapshot's object (bpf/snapshot.cpp) with this one's maps and attaches its
+  // iterator, right after this object loaded, so that libbpf's parse of the kernel's BTF for it
+  // is freed with the first one's before the start-up's memory is handed back. A failure is kept
+  // for snapshot() to report.
+  void load_snapshot();
+  // See Probe::snapshot(); frees the snapshot's object when done. Once only.
+  Result<SnapshotStats> snapshot(const std::function<bool()>& room);
 
  private:
   friend class Loader;
@@ -48,6 +55,15 @@ class LoadedProgram {
     void operator()(netmon_bpf* skel) const;
   };
   std::unique_ptr<netmon_bpf, SkelDeleter> skel_;
+  struct SnapshotDeleter {
+    void operator()(netmon_snapshot_bpf* skel) const;
+  };
+  struct LinkDeleter {
+    void operator()(bpf_link* link) const;
+  };
+  std::unique_ptr<netmon_snapshot_bpf, SnapshotDeleter> snapshot_;
+  std::unique_ptr<bpf_link, LinkDeleter> snapshot_link_;  // before snapshot_ goes
+  std::string snapshot_error_ = "not loaded";
   HookVariants variants_;  // concrete: the variant of each sensor's programs
   KernelFacts facts_;
   std::vector<AttachedHook> hooks_;

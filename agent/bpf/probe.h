@@ -75,6 +75,8 @@ struct ProbeOptions {
   // tracepoint, or tp_btf before 5.12), the sock_ops cookie assigner. Empty: neither, so
   // connection ends rely on the tracepoint programs alone and such cookies may be 0.
   std::string cgroup_root;
+  // Load the start-up snapshot's object too (Probe::snapshot(); issue #21).
+  bool snapshot = true;
   // Fault injection for tests: the state tracepoint programs ignore these changes (enum nm_fault
   // bits of netmon_events.h), as when the kernel skips them. 0 in production.
   uint32_t fault_skip_state = 0;

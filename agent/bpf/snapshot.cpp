@@ -29,16 +29,6 @@ namespace {
 
 std::string errno_text(int err) { return std::strerror(err); }
 
-struct SnapshotDeleter {
-  void operator()(netmon_snapshot_bpf* s) const { netmon_snapshot_bpf__destroy(s); }
-};
-
-int64_t clock_ns(clockid_t clock) {
-  timespec ts{};
-  clock_gettime(clock, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
-
 enum Pass : uint32_t { kListeners = 1, kConnections = 2 };
 
 // Has the kernel make the cookie of each socket the first pass wrote out as (pid, fd) without
@@ -75,9 +65,6 @@ uint64_t make_cookies(const std::vector<char>& lines) {
 Result<uint64_t> run_pass(netmon_snapshot_bpf& s, bpf_link* link, Pass pass,
                           const std::function<bool()>& room, std::vector<char>* out = nullptr) {
   s.bss->snapshot_pass = pass;
-  // CLOCK_BOOTTIME - CLOCK_REALTIME, read as a pair (the realtime clock may be stepped between).
-  const int64_t real = clock_ns(CLOCK_REALTIME);
-  s.bss->snapshot_boot_minus_real = clock_ns(CLOCK_BOOTTIME) - real;
   UniqueFd iter(bpf_iter_create(bpf_link__fd(link)));
   if (!iter.valid()) return fail("creating the snapshot iterator: " + errno_text(errno), errno);
   std::array<char, 1 << 16> buffer;
@@ -98,11 +85,19 @@ Result<uint64_t> run_pass(netmon_snapshot_bpf& s, bpf_link* link, Pass pass,
 
 }  // namespace
 
-Result<SnapshotStats> LoadedProgram::snapshot(const std::function<bool()>& room) const {
-  const auto started = std::chrono::steady_clock::now();
+void LoadedProgram::SnapshotDeleter::operator()(netmon_snapshot_bpf* skel) const {
+  netmon_snapshot_bpf__destroy(skel);
+}
+
+void LoadedProgram::LinkDeleter::operator()(bpf_link* link) const { bpf_link__destroy(link); }
+
+void LoadedProgram::load_snapshot() {
   VerifierReasons reasons;
   std::unique_ptr<netmon_snapshot_bpf, SnapshotDeleter> s(netmon_snapshot_bpf__open());
-  if (!s) return fail("opening the snapshot's BPF object: " + errno_text(errno), errno);
+  if (!s) {
+    snapshot_error_ = "opening the snapshot's BPF object: " + errno_text(errno);
+    return;
+  }
   netmon_bpf* main = skel_.get();
   // The main object's maps: its ring buffer, its connections, its counters and scratch slots.
   const std::pair<bpf_map*, bpf_map*> shared[] = {{s->maps.events, main->maps.events},
@@ -111,34 +106,46 @@ Result<SnapshotStats> LoadedProgram::snapshot(const std::function<bool()>& room)
                                                   {s->maps.scratch, main->maps.scratch}};
   for (const auto& [mine, theirs] : shared) {
     if (int err = bpf_map__reuse_fd(mine, bpf_map__fd(theirs)); err != 0) {
-      return fail(std::string("sharing the map ") + bpf_map__name(theirs) +
-                      " with the snapshot: " + errno_text(-err),
-                  -err);
+      snapshot_error_ = std::string("sharing the map ") + bpf_map__name(theirs) +
+                        " with the snapshot: " + errno_text(-err);
+      return;
     }
   }
   s->rodata->wakeup_bytes = main->rodata->wakeup_bytes;
   if (int err = netmon_snapshot_bpf__load(s.get()); err != 0) {
     std::string why = errno_text(-err);
     if (!reasons.last().empty()) why += ": the verifier says \"" + reasons.last() + "\"";
-    return fail("the kernel refused the snapshot's iterator (" + why +
-                    "; it needs iter/task_file with bpf_sock_from_file(), Linux 5.11)",
-                -err);
+    snapshot_error_ = "the kernel refused the snapshot's iterator (" + why +
+                      "; it needs iter/task_file with bpf_sock_from_file(), Linux 5.11)";
+    return;
   }
   bpf_link* link = bpf_program__attach_iter(s->progs.snapshot_task_file, nullptr);
-  if (!link) return fail("attaching the snapshot's iterator: " + errno_text(errno), errno);
-  std::unique_ptr<bpf_link, int (*)(bpf_link*)> link_owner(link, bpf_link__destroy);
+  if (!link) {
+    snapshot_error_ = "attaching the snapshot's iterator: " + errno_text(errno);
+    return;
+  }
+  snapshot_ = std::move(s);
+  snapshot_link_.reset(link);
+  snapshot_error_.clear();
+}
 
+Result<SnapshotStats> LoadedProgram::snapshot(const std::function<bool()>& room) {
+  if (!snapshot_) return fail(snapshot_error_);
+  const auto started = std::chrono::steady_clock::now();
+  netmon_snapshot_bpf& s = *snapshot_;
+  bpf_link* link = snapshot_link_.get();
   SnapshotStats stats;
   std::vector<char> without_cookie;
-  auto listeners = run_pass(*s, link, kListeners, room, &without_cookie);
+  auto listeners = run_pass(s, link, kListeners, room, &without_cookie);
   if (!listeners) return fail(listeners.error().message);
   stats.cookies_made = make_cookies(without_cookie);
-  auto connections = run_pass(*s, link, kConnections, room);
+  std::vector<char>().swap(without_cookie);
+  auto connections = run_pass(s, link, kConnections, room);
   if (!connections) return fail(connections.error().message);
   stats.chunks = *connections;
   std::array<uint64_t, 5> counts{};
   for (uint32_t i = 0; i < counts.size(); ++i) {
-    bpf_map_lookup_elem(bpf_map__fd(s->maps.snapshot_stats), &i, &counts[i]);
+    bpf_map_lookup_elem(bpf_map__fd(s.maps.snapshot_stats), &i, &counts[i]);
   }
   stats.reported = counts[0];
   stats.tracked_already = counts[1];
@@ -146,6 +153,9 @@ Result<SnapshotStats> LoadedProgram::snapshot(const std::function<bool()>& room)
   stats.listeners = counts[3];
   stats.no_room = counts[4];
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  snapshot_link_.reset();  // done: the kernel frees the iterator, its listeners map
+  snapshot_.reset();
+  snapshot_error_ = "taken already";
   return stats;
 }
 

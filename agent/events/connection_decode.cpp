@@ -67,6 +67,7 @@ Result<ConnectionEvent> decode_connection(std::span<const std::byte> record) {
   e.sport = r.sport;
   e.dport = r.dport;
   e.error = r.error;
+  if (e.kind == ConnKind::kAccept) e.accepted_fd = r.accepted_fd;
   const bool open_event = e.kind == ConnKind::kEstablish || e.kind == ConnKind::kAccept;
   e.preexisting = open_event && (r.flags & NM_CONN_F_PREEXISTING) != 0;
   e.open_from_agent =

@@ -79,6 +79,9 @@ struct ConnectionEvent {
   // The kernel did not say when the connection opened: open_boot_ns is the agent's start (a
   // preexisting open event, and its Close).
   bool open_from_agent = false;
+  // kAccept read by the accept() tracepoints without a cookie: the accepted descriptor + 1 in
+  // the owner's process (0: none), for the pipeline to have the cookie made.
+  uint32_t accepted_fd = 0;
 
   // Milliseconds from open to close (kClose).
   uint64_t duration_ms() const {

@@ -107,9 +107,10 @@ static __always_inline void fill_close_stats(struct nm_conn_record *r, const str
 }
 
 /* Emits one connection record. `st` may be NULL, or hold no owner (NM_CONN_F_OWNER_KNOWN unset):
- * the record then says the owner is unknown. Close records also take their statistics from it. */
-static __always_inline void emit(const struct sock *sk, u64 cookie, u8 kind, u8 direction,
-				 const struct sock_state *st, s32 error)
+ * the record then says the owner is unknown. Close records also take their statistics from it.
+ * `accepted_fd`: see nm_conn_record (0 but for an Accept without a cookie). */
+static __always_inline void emit_record(const struct sock *sk, u64 cookie, u8 kind, u8 direction,
+					const struct sock_state *st, s32 error, u32 accepted_fd)
 {
 	struct nm_conn_record *r = reserve_record(sizeof(*r), NM_REC_CONNECTION);
 
@@ -123,12 +124,19 @@ static __always_inline void emit(const struct sock *sk, u64 cookie, u8 kind, u8 
 	r->kind = kind;
 	r->direction = direction;
 	r->error = error;
+	r->accepted_fd = accepted_fd;
 	fill_addresses(r, sk);
 	if (kind == NM_CONN_CLOSE && st) {
 		fill_close_stats(r, sk, st);
 		r->flags |= st->flags & NM_CONN_F_OPEN_FROM_AGENT;
 	}
 	bpf_ringbuf_submit(r, wakeup_flags(sizeof(*r)));
+}
+
+static __always_inline void emit(const struct sock *sk, u64 cookie, u8 kind, u8 direction,
+				 const struct sock_state *st, s32 error)
+{
+	emit_record(sk, cookie, kind, direction, st, error, 0);
 }
 
 static __always_inline struct sock_state *scratch_state(u32 slot)

@@ -40,7 +40,7 @@ const volatile bool accept_assigns_cookie = false;
  * addresses and cookie and the accepting process, and track the socket. Both accept variants end
  * here, so their events are the same.
  */
-static __always_inline void on_accepted(struct sock *sk, u64 cookie)
+static __always_inline void on_accepted(struct sock *sk, u64 cookie, long fd)
 {
 	struct sock_state *st;
 	u16 family;
@@ -64,7 +64,8 @@ static __always_inline void on_accepted(struct sock *sk, u64 cookie)
 	st->flags = NM_CONN_F_OWNER_KNOWN;
 	st->reported = 1;
 	st->open_ns = bpf_ktime_get_boot_ns();
-	emit(sk, cookie, NM_CONN_ACCEPT, NM_DIR_INBOUND, st, 0);
+	emit_record(sk, cookie, NM_CONN_ACCEPT, NM_DIR_INBOUND, st, 0,
+		    cookie || fd < 0 ? 0 : (u32)fd + 1);
 	track((u64)sk, st);
 
 	/* The peer may have reset the connection while it waited in the accept queue, or may do so
@@ -115,7 +116,7 @@ static __always_inline void on_accept_return(long fd)
 	sk = BPF_CORE_READ(sock, sk);
 	if (!sk)
 		goto no_sock;
-	on_accepted(sk, BPF_CORE_READ(sk, __sk_common.skc_cookie.counter));
+	on_accepted(sk, BPF_CORE_READ(sk, __sk_common.skc_cookie.counter), fd);
 	return;
 
 no_sock:
@@ -136,9 +137,9 @@ static __always_inline void on_csk_accept(struct sock *newsk)
 	/* The child is complete and queued, its cookie copied from the request socket: assigning
 	 * one now is final. Without the helper (5.10, 5.11), read what the socket has. */
 	if (accept_assigns_cookie)
-		on_accepted(newsk, bpf_get_socket_cookie(newsk));
+		on_accepted(newsk, bpf_get_socket_cookie(newsk), -1);
 	else
-		on_accepted(newsk, BPF_CORE_READ(newsk, __sk_common.skc_cookie.counter));
+		on_accepted(newsk, BPF_CORE_READ(newsk, __sk_common.skc_cookie.counter), -1);
 }
 
 /* Up to 6.9: struct sock *inet_csk_accept(struct sock *sk, int flags, int *err, bool kern). */

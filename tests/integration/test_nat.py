@@ -529,17 +529,28 @@ def test_a_refused_service_connection_names_its_backend(node, family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_connection_without_nat_has_no_backend(node, family):
-    """The client pod dials be2's own address (no Service): conntrack tracks it untranslated;
-    no backend on the Establish, no original on the Accept."""
+    """The client pod dials be2's own address (no Service): conntrack tracks it without a DNAT;
+    no backend on the Establish, no original on the Accept. Unless the kernel changed the
+    client's port: when the client's ephemeral port was last used for a connection to the
+    service that landed on be2 and whose entry is still there, the new entry's reply tuple
+    would be that one's, and conntrack gives the connection another source port (a SNAT of the
+    port alone, seen in CI): the Accept then says, rightly, where it came from."""
     be2 = kube_proxy_net.canonical(POD_IPS["be2"][family])
     establish = connect(node, "cli", be2, TARGET_PORT)
     entry = truth(node, establish)
-    assert not entry.dnat and not entry.snat, entry.line
+    assert not entry.dnat, entry.line
     assert peer_of(establish).get("kind") == "pod", show(establish)
     assert "backend" not in peer_of(establish), show(establish)
     assert "original" not in peer_of(establish), show(establish)
     accept = accept_of(node, entry)
-    assert "original" not in peer_of(accept) and "backend" not in peer_of(accept), show(accept)
+    assert "backend" not in peer_of(accept), show(accept)
+    if not entry.snat:
+        assert "original" not in peer_of(accept), show(accept)
+        return
+    src, sport, dst, dport = entry.orig
+    assert entry.orig[0] == entry.reply[2] and entry.orig[1] != entry.reply[3], entry.line
+    assert peer_of(accept)["original"] == {"addr": src, "port": sport, "dialed_addr": dst,
+                                           "dialed_port": dport}, show(accept)
 
 
 def test_translated_lookups_count_the_translated_events(node):

@@ -436,9 +436,6 @@ def test_namespaced_and_pod_connections_older_than_the_agent(start_agent, fake_p
 
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "agent defect (main 0df5a59): the snapshot runs at once, whether the kubelet's first sync is "
-    "done or not; the events it makes before then carry no pod, and are never made again"))
 def test_pod_of_an_older_connection_when_the_kubelet_answers_late(start_agent, fake_pods,
                                                                   kubelet, token_file,
                                                                   kubelet_certs):
@@ -727,10 +724,6 @@ def test_preexisting_off_reports_none(start_agent, processes):
     assert not [e for e in agent.events() if "preexisting" in e.get("network_event", {})]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "agent defect (issue #21, main 0df5a59): the snapshot takes a socket inode's change time for "
-    "the connection's open time, but sock_alloc() sets none: a recycled inode keeps an earlier "
-    "socket's date (duration_ms 2.7 s for a 0.6 s old connection, no duration_from_agent_start)"))
 def test_a_recycled_socket_inode_does_not_date_the_connection(start_agent):
     """A socket's inode is a recycled slab object whose times are those of an earlier socket
     (here one fchown()ed two seconds before the connection opened): the connection's Close,
@@ -785,9 +778,6 @@ def test_a_recycled_socket_inode_does_not_date_the_connection(start_agent):
             closed - started) * 1000 + SLACK_MS, close
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "agent defect (main 0df5a59): the Accept of a connection that waited in the listener's queue "
-    "across the agent's start carries cookie 0, its Close a cookie made at the close"))
 def test_handshake_before_the_agent_accepted_after(start_agent):
     """A connection whose handshake completed before the agent started but that the server
     accepts only after the snapshot (its socket waited in the listener's queue, in no process's

@@ -246,22 +246,29 @@ def test_observer_takes_over_a_connect_that_straddles_the_start(start_agent, fam
     its end is reported although the state tracepoint programs ignore every connection end
     (fault injection). The connect() itself was not seen, but the start-up snapshot found the
     connecting socket (SYN_SENT) held by this process and recorded it as the owner (issue #21):
-    its Establish and Close name it."""
+    its Establish and Close name it. Where the kernel cannot run the snapshot (5.10: one info
+    line says so), the owner stays unknown."""
     conn = StraddlingConnection(family)
     try:
         agent = start_agent(env={"NETMON_FAULT_SKIP_STATE": "end"})
         require_observer(agent)
-        wait_for(lambda: re.search(r"snapshot: \d+ connections older than the agent reported",
-                                   agent.stderr_text()), what="the start-up snapshot's line")
+        snapshot = wait_for(lambda: re.search(
+            r"snapshot: \d+ connections older than the agent reported|"
+            r"connections older than the agent are not reported", agent.stderr_text()),
+            what="the start-up snapshot's line").group(0).startswith("snapshot")
         tid = threading.get_native_id()
         assert tid == os.getpid(), "the snapshot names a process by its main thread"
         conn.complete()
         cp = conn.pairs["client_fin"][2]
         agent.wait_events(kind=ACCEPT, sport=conn.port, dport=cp)
         conn.end()
-        assert_ended(agent, conn, (tid, tid))
+        assert_ended(agent, conn, (tid if snapshot else None, tid))
         establish = agent.events(kind=ESTABLISH, sport=cp, dport=conn.port)
-        assert len(establish) == 1 and establish[0]["process"]["pid"] == os.getpid(), establish
+        assert len(establish) == 1, establish
+        if snapshot:
+            assert establish[0]["process"]["pid"] == os.getpid(), establish
+        else:
+            assert establish[0]["process"] is None, establish
         assert "preexisting" not in establish[0]["network_event"], establish
         assert_nothing_lost(agent)
     finally:
