@@ -1,10 +1,6 @@
 #include "app/pipeline.h"
 
-#include <sys/socket.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-
-#include "common/unique_fd.h"
+#include "common/socket_cookie.h"
 
 #include "app/output_flow.h"
 #include "common/log.h"
@@ -20,20 +16,6 @@ namespace {
 uint64_t opened_at(const ConnectionEvent& e) {
   if (e.kind == ConnKind::kClose && e.close.open_boot_ns != 0) return e.close.open_boot_ns;
   return e.boot_ns;
-}
-
-// The cookie of the socket at descriptor `fd` of process `pid`, made now if it has none yet
-// (getsockopt(SO_COOKIE) on a copy: pidfd_getfd(), CAP_SYS_PTRACE); 0 when the process or the
-// descriptor is gone.
-uint64_t make_socket_cookie(uint32_t pid, uint32_t fd) {
-  UniqueFd process(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
-  if (!process.valid()) return 0;
-  UniqueFd copy(static_cast<int>(::syscall(SYS_pidfd_getfd, process.get(), fd, 0)));
-  if (!copy.valid()) return 0;
-  uint64_t cookie = 0;
-  socklen_t size = sizeof cookie;
-  if (::getsockopt(copy.get(), SOL_SOCKET, SO_COOKIE, &cookie, &size) != 0) return 0;
-  return cookie;
 }
 
 }  // namespace
@@ -78,7 +60,7 @@ bool Pipeline::on_record(std::span<const std::byte> record) noexcept {
               // Close, whose program makes it if nobody did, carries the same (rare: a few per
               // start at most).
               ConnectionEvent with_cookie = e;
-              with_cookie.cookie = make_socket_cookie(e.task.pid, e.accepted_fd - 1);
+              with_cookie.cookie = socket_cookie(open_process(e.task.pid), e.accepted_fd - 1);
               handle(with_cookie);
               return;
             }

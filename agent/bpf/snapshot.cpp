@@ -6,8 +6,6 @@
 // room in the ring buffer between chunks instead of losing records.
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
-#include <sys/socket.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -20,6 +18,7 @@
 
 #include "bpf/libbpf_log.h"
 #include "bpf/loader.h"
+#include "common/socket_cookie.h"
 #include "common/unique_fd.h"
 #include "netmon.skel.h"
 #include "netmon_snapshot.skel.h"
@@ -47,15 +46,10 @@ uint64_t make_cookies(const std::vector<char>& lines) {
     Line line;
     std::memcpy(&line, lines.data() + at, sizeof line);
     if (line.pid != open_pid) {  // the iterator writes a process's files together
-      pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, line.pid, 0)));
+      pidfd = open_process(line.pid);
       open_pid = line.pid;
     }
-    if (!pidfd.valid()) continue;
-    UniqueFd copy(static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd.get(), line.fd, 0)));
-    if (!copy.valid()) continue;
-    uint64_t cookie = 0;
-    socklen_t size = sizeof cookie;
-    if (::getsockopt(copy.get(), SOL_SOCKET, SO_COOKIE, &cookie, &size) == 0) ++made;
+    if (socket_cookie(pidfd, line.fd) != 0) ++made;
   }
   return made;
 }
