@@ -6,6 +6,7 @@ except under CI=true, where that fails. The config the chart renders is checked 
 own loader (`netmon-agent --config FILE --print-config`).
 """
 
+import json
 import os
 import subprocess
 
@@ -499,8 +500,166 @@ def test_custom_ports_and_podmonitor(custom_docs):
     assert pm["spec"]["selector"]["matchLabels"] == ds["spec"]["selector"]["matchLabels"]
     assert pm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
     assert pm["spec"]["podMetricsEndpoints"] == [
-        {"port": "metrics", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}
+        {"port": "metrics", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s",
+         "relabelings": POD_MONITOR_RELABELINGS}
     ]
+
+
+# The series' namespace/pod/container labels are the connections': the operator's target labels
+# for the agent's own pod are dropped (else exported_namespace, and the agent's namespace on the
+# host processes' series); the agent's node and pod are kept under other names.
+POD_MONITOR_RELABELINGS = [
+    {"action": "labeldrop", "regex": "namespace|pod|container"},
+    {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"},
+    {"sourceLabels": ["__meta_kubernetes_pod_name"], "targetLabel": "agent_pod"},
+]
+
+
+def test_podmonitor_user_relabelings_come_after(helm, tmp_path):
+    values = tmp_path / "relabel.yaml"
+    values.write_text(yaml.safe_dump({"podMonitor": {"enabled": True, "relabelings": [
+        {"targetLabel": "cluster", "replacement": "eu-1"}]}}))
+    _, docs = template(helm, "-f", str(values))
+    [endpoint] = by_kind(docs, "PodMonitor")["spec"]["podMetricsEndpoints"]
+    assert endpoint["relabelings"] == POD_MONITOR_RELABELINGS + [
+        {"targetLabel": "cluster", "replacement": "eu-1"}]
+
+
+# ---- the Grafana dashboard and the PrometheusRule ----
+
+DASHBOARD = os.path.join(CHART, "dashboards", "netmon.json")
+ALERTS = ["NetmonEventsLost", "NetmonAgentDown", "NetmonAgentAbsent", "NetmonAgentNotReady",
+          "NetmonKubeletUnreachable", "NetmonKubeApiUnreachable", "NetmonEdgeSeriesAtCap",
+          "NetmonWorkloadConnectFailures"]
+
+
+def test_dashboard_and_rules_off_by_default(default_docs):
+    assert not [d for d in default_docs if d["kind"] == "PrometheusRule"]
+    assert [d["metadata"]["name"] for d in default_docs if d["kind"] == "ConfigMap"] == ["netmon"]
+
+
+def dashboard_config_map(docs):
+    found = [d for d in docs if d["kind"] == "ConfigMap" and "netmon.json" in d["data"]]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_dashboard_config_map(helm):
+    """The sidecar's label (grafana_dashboard: "1"), the release namespace, and the chart's
+    dashboards/netmon.json byte for byte (it parses, and is the generator's output: alert-rules)."""
+    _, docs = template(helm, "--set", "grafanaDashboard.enabled=true")
+    cm = dashboard_config_map(docs)
+    assert cm["metadata"]["name"] == "netmon-dashboard"
+    assert cm["metadata"]["namespace"] == NAMESPACE
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["labels"]["app.kubernetes.io/name"] == "netmon"
+    assert "annotations" not in cm["metadata"]
+    with open(DASHBOARD, encoding="utf-8") as f:
+        text = f.read()
+    assert cm["data"]["netmon.json"] == text.rstrip("\n")
+    dashboard = json.loads(cm["data"]["netmon.json"])
+    assert dashboard["uid"] == "netmon-service-map"
+    assert any(p["type"] == "nodegraph" for p in dashboard["panels"])
+
+
+def test_dashboard_config_map_knobs(helm, tmp_path):
+    values = tmp_path / "dashboard.yaml"
+    values.write_text(yaml.safe_dump({"grafanaDashboard": {
+        "enabled": True, "namespace": "monitoring", "label": "grafana_dashboard_netmon",
+        "labelValue": "yes", "labels": {"team": "net"},
+        "annotations": {"grafana_folder": "Networking"}}}))
+    _, docs = template(helm, "-f", str(values))
+    meta = dashboard_config_map(docs)["metadata"]
+    assert meta["namespace"] == "monitoring"
+    assert meta["labels"]["grafana_dashboard_netmon"] == "yes"
+    assert "grafana_dashboard" not in meta["labels"]
+    assert meta["labels"]["team"] == "net"
+    assert meta["annotations"] == {"grafana_folder": "Networking"}
+
+
+def rule_of(docs):
+    rule = by_kind(docs, "PrometheusRule")
+    [group] = rule["spec"]["groups"]
+    return rule, {r["alert"]: r for r in group["rules"]}
+
+
+def test_prometheus_rule(helm):
+    """Every alert, with its severity; `up` selects the PodMonitor's job (namespace/name)."""
+    _, docs = template(helm, "--set", "prometheusRule.enabled=true")
+    rule, alerts = rule_of(docs)
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["namespace"] == NAMESPACE
+    assert list(alerts) == ALERTS
+    assert alerts["NetmonAgentDown"]["expr"] == 'up{job="netmon/netmon"} == 0'
+    assert alerts["NetmonAgentAbsent"]["expr"] == 'absent(up{job="netmon/netmon"})'
+    assert alerts["NetmonAgentDown"]["labels"] == {"severity": "critical"}
+    assert alerts["NetmonEventsLost"]["for"] == "0m"
+    for alert in alerts.values():
+        assert set(alert["annotations"]) == {"summary", "description"}, alert
+
+
+def test_prometheus_rule_values(helm, tmp_path):
+    """Thresholds, windows and `for` reach the expressions; a rule can be left out; alertLabels
+    on every alert; targetSelector replaces the job; metadata knobs."""
+    values = tmp_path / "rules.yaml"
+    values.write_text(yaml.safe_dump({
+        "podMonitor": {"namespace": "monitoring"},
+        "prometheusRule": {
+            "enabled": True, "namespace": "monitoring", "labels": {"release": "kps"},
+            "annotations": {"a": "b"}, "alertLabels": {"team": "net"},
+            "targetSelector": 'job="kubernetes-pods", container="netmon"',
+            "rules": {
+                "eventsLost": {"enabled": True, "window": "30m", "threshold": 100, "for": "2m",
+                               "severity": "critical"},
+                "agentNotReady": {"enabled": False, "for": "1m", "severity": "info"},
+                "edgeSeriesAtCap": {"enabled": True, "ratio": 0.9, "window": "1h", "for": "1m",
+                                    "severity": "info"},
+                "workloadConnectFailures": {"enabled": True, "ratio": 0.25, "minFailures": 50,
+                                            "window": "15m", "for": "20m",
+                                            "severity": "warning"},
+            }}}))
+    _, docs = template(helm, "-f", str(values))
+    rule, alerts = rule_of(docs)
+    assert rule["metadata"]["namespace"] == "monitoring"
+    assert rule["metadata"]["labels"]["release"] == "kps"
+    assert rule["metadata"]["annotations"] == {"a": "b"}
+    assert "NetmonAgentNotReady" not in alerts
+    assert alerts["NetmonEventsLost"]["expr"] == (
+        "increase(netmon_events_lost_total[30m]) > 100")
+    assert alerts["NetmonEventsLost"]["for"] == "2m"
+    assert alerts["NetmonEventsLost"]["labels"] == {"severity": "critical", "team": "net"}
+    assert all(a["labels"]["team"] == "net" for a in alerts.values())
+    assert alerts["NetmonAgentDown"]["expr"] == (
+        'up{job="kubernetes-pods", container="netmon"} == 0')
+    cap = alerts["NetmonEdgeSeriesAtCap"]["expr"]
+    assert "netmon_edge_series >= 0.9 * netmon_edge_series_limit" in cap
+    assert "[1h]" in cap
+    failures = alerts["NetmonWorkloadConnectFailures"]
+    assert ") > 0.25" in failures["expr"] and failures["expr"].endswith(">= 50")
+    assert "[15m]" in failures["expr"] and "[10m]" not in failures["expr"]
+    assert failures["for"] == "20m"
+
+
+def test_prometheus_rule_default_job_follows_the_pod_monitor(helm):
+    _, docs = template(helm, "--set", "prometheusRule.enabled=true", "--set",
+                       "podMonitor.namespace=monitoring", "--set", "fullnameOverride=nm")
+    _, alerts = rule_of(docs)
+    assert alerts["NetmonAgentDown"]["expr"] == 'up{job="monitoring/nm"} == 0'
+
+
+@pytest.mark.parametrize("bad", [
+    ["--set", "prometheusRule.rules.eventsLost.window=10 minutes"],
+    ["--set", "prometheusRule.rules.agentDown.for=5"],
+    ["--set", "prometheusRule.rules.edgeSeriesAtCap.ratio=1.5"],
+    ["--set", "prometheusRule.rules.workloadConnectFailures.ratio=1"],
+    ["--set", "prometheusRule.rules.agentDown.severity=very bad"],
+    ["--set", "prometheusRule.rules.unknownRule.enabled=true"],
+    ["--set", "prometheusRule.enable=true"],
+    ["--set", "grafanaDashboard.enable=true"],
+    ["--set", "grafanaDashboard.labels.a=1"],
+], ids=lambda bad: bad[1])
+def test_schema_rejects_bad_rule_and_dashboard_values(helm, bad):
+    _assert_schema_refuses(helm, bad)
 
 
 def test_no_cgroup_root_flag_when_empty(helm):

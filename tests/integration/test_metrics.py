@@ -657,23 +657,27 @@ def test_map_memory_is_reported_per_map(start_agent):
 
 
 class PrometheusServer:
-    """/usr/bin/prometheus scraping one target every second, storage in a temp dir."""
+    """/usr/bin/prometheus scraping its targets every second (job `job`), evaluating the rule
+    files given every second, storage in a temp dir."""
 
-    def __init__(self, tmp_path, target):
+    def __init__(self, tmp_path, target, more_targets=(), job="netmon", rule_files=()):
         if not os.access(PROMETHEUS, os.X_OK):
             skip_or_fail(f"{PROMETHEUS} not found (apt-get install prometheus)")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = tmp_path / "prometheus.yml"
+        targets = ", ".join(f"'{t}'" for t in (target, *more_targets))
+        rules = "".join(f"  - '{path}'\n" for path in rule_files)
         config.write_text(
             "global:\n"
             "  scrape_interval: 1s\n"
             "  scrape_timeout: 1s\n"
             "  evaluation_interval: 1s\n"
+            + (f"rule_files:\n{rules}" if rules else "") +
             "scrape_configs:\n"
-            "  - job_name: netmon\n"
+            f"  - job_name: '{job}'\n"
             "    static_configs:\n"
-            f"      - targets: ['{target}']\n")
+            f"      - targets: [{targets}]\n")
         self.log = tmp_path / "prometheus.log"
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
@@ -699,10 +703,18 @@ class PrometheusServer:
     def query(self, promql):
         status, body = http_get(self.url + "/api/v1/query?" + urllib.parse.urlencode(
             {"query": promql}))
-        assert status == 200, body
+        assert status == 200, f"{promql}: {body}"
         reply = json.loads(body)
         assert reply["status"] == "success", reply
         return reply["data"]["result"]
+
+    def api(self, path):
+        """The data of GET /api/v1/<path> (rules, alerts, targets ...)."""
+        status, body = http_get(f"{self.url}/api/v1/{path}")
+        assert status == 200, body
+        reply = json.loads(body)
+        assert reply["status"] == "success", reply
+        return reply["data"]
 
     def scalar(self, promql):
         """The value of a query with one result, or None when it has none yet."""
@@ -731,8 +743,8 @@ class PrometheusServer:
 def prometheus_server(tmp_path):
     servers = []
 
-    def start(target):
-        server = PrometheusServer(tmp_path, target)
+    def start(target, **kwargs):
+        server = PrometheusServer(tmp_path, target, **kwargs)
         servers.append(server)
         return server
 
