@@ -1,15 +1,30 @@
 #!/usr/bin/python3
 """A/B benchmark of netmon (and libbpf-tools tcplife) under a loopback connection storm.
 
-Interleaves K rounds of: baseline (nothing attached), netmon (the agent, stdout to a file), and
-tcplife when installed (stdout to a file), each running netmon-storm once. Prints one Markdown
-table: throughput, the ratio to the same round's baseline, the observer's CPU seconds per 100k
-connections (/proc/PID/stat utime+stime before the storm and after its events were written),
-peak RSS (VmHWM), events expected / written / counted lost, and the agent's BPF map memory;
-for tcplife also its lines per connection end, the runs the kernel skipped (recursion_misses)
-and the peak of TCP sockets in use during the storm (tcplife's maps hold 10240 sockets).
+Scenarios (issue #23): by default two, run in every round one after the other:
+  burst: 50 000 connections or 10 s, the storm with a container's capabilities, stdout to a file
+    on /dev/shm (a tmpfs, so the disk's write-back is not measured);
+  sustained: 200 000 connections or 20 s, root's capabilities (~3.7 KiB events), stdout to a
+    file on the disk (/var/tmp) and, in a second run, to a pipe read by netmon-log-shipper, which
+    writes each line to a file there in the CRI log format, as a container runtime's shim does.
+--connections, --seconds, --root-caps, --outputs (or --quick, --dnat) instead make one "custom"
+scenario of those flags (defaults 50000, 10 s, a container's capabilities, a file).
 
---quick: 2000 connections, one round, no tcplife (for CI). --check: exit 1 unless netmon wrote
+Each round of a scenario runs netmon-storm with: nothing attached (baseline), netmon (the agent)
+to each output, and tcplife when installed (stdout to a file). Prints one Markdown table per
+scenario, a row per run: throughput, the ratio to the same round's baseline (paired: same
+scenario, same round), the observer's CPU seconds per 100k connections (/proc/PID/stat
+utime+stime before the storm and after its events were written), peak RSS (VmHWM), events
+expected / written / counted lost by stage, duplicates, the agent's reader pauses (output waits,
+their ms) and sheds (stop summary), and the BPF run time per connection (kernel.bpf_stats_enabled
+set to 1 for the run and restored; run_time_ns of the observer's programs from /proc/PID/fdinfo).
+Below it: per run the agent's write syscalls and bytes per write (/proc/PID/io), its context
+switches per event, the log shipper's CPU, the BPF time per program; for tcplife its lines per
+connection end, the runs the kernel skipped (recursion_misses) and the peak of TCP sockets in
+use during the storm (tcplife's maps hold 10240 sockets); the sustained scenario's netmon runs
+against issue #23's goals.
+
+--quick: 2000 connections, one round, no tcplife, no BPF statistics (for CI). --check: exit 1 unless netmon wrote
 every storm event at most once (no duplicate (type, cookie)), never more than 4 x connections,
 and every missing event is covered by what the agent counted lost (netmon_events_lost_total,
 all stages, from /metrics just before SIGTERM, and the stop summary): no silent loss. A kernel
@@ -179,7 +194,7 @@ class DnatNamespace:
             # in the namespace once its /proc/PID/ns/net is the namespace's (nsenter execs it
             # after setns).
             self.anchor = subprocess.Popen(
-                [*self.enter(), "sleep", str(int(ARGS.seconds) + 900)], stdin=subprocess.DEVNULL)
+                [*self.enter(), "sleep", str(int(SCENARIO.seconds) + 900)], stdin=subprocess.DEVNULL)
             want = os.stat(f"/run/netns/{self.name}").st_ino
             deadline = time.monotonic() + 5
             while os.stat(f"/proc/{self.anchor.pid}/ns/net").st_ino != want:
@@ -325,6 +340,111 @@ def warm_up():
               f"TIME_WAIT {time_wait_count()} of {cap}", file=sys.stderr)
 
 
+def prog_stats(pid):
+    """{prog_id: (run_time_ns, run_cnt)} of the BPF programs process `pid` holds open
+    (/proc/PID/fdinfo; the kernel counts them while kernel.bpf_stats_enabled is 1)."""
+    stats = {}
+    try:
+        fds = os.listdir(f"/proc/{pid}/fdinfo")
+    except OSError:
+        return stats
+    for fd in fds:
+        try:
+            with open(f"/proc/{pid}/fdinfo/{fd}", encoding="ascii", errors="replace") as f:
+                text = f.read()
+        except OSError:
+            continue
+        m = re.search(r"^prog_id:\s*(\d+)", text, re.M)
+        t = re.search(r"^run_time_ns:\s*(\d+)", text, re.M)
+        c = re.search(r"^run_cnt:\s*(\d+)", text, re.M)
+        if m and t and c:
+            stats[int(m.group(1))] = (int(t.group(1)), int(c.group(1)))
+    return stats
+
+
+def prog_names(ids, bpftool):
+    """{prog_id: name} of loaded programs, from bpftool (names are not in fdinfo): to be read
+    while their process holds them."""
+    if not ids or not bpftool:
+        return {}
+    try:
+        out = subprocess.run([bpftool, "-j", "prog", "show"], capture_output=True, text=True,
+                             timeout=30, check=True).stdout
+        return {p["id"]: p.get("name", f"id{p['id']}") for p in json.loads(out or "[]")
+                if p.get("id") in ids}
+    except (OSError, subprocess.SubprocessError, ValueError, TypeError, KeyError):
+        return {}
+
+
+def bpf_stats_delta(before, after):
+    """{prog_id: (ns, runs)} spent between two prog_stats() readings."""
+    return {i: (t - before.get(i, (0, 0))[0], c - before.get(i, (0, 0))[1])
+            for i, (t, c) in after.items()}
+
+
+def io_of(pid):
+    """/proc/PID/io as {"syscw": write-like syscalls, "wchar": bytes written, ...}, all threads."""
+    try:
+        with open(f"/proc/{pid}/io", encoding="ascii") as f:
+            return {k: int(v) for k, v in (line.split(":") for line in f if ":" in line)}
+    except (OSError, ValueError):
+        return None
+
+
+def context_switches(pid):
+    """Voluntary + involuntary context switches of all of `pid`'s threads."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for t in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{t}/status", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                        total += int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def fs_type(path):
+    """The file system type of the mount holding `path` (/proc/self/mounts, longest prefix)."""
+    path = os.path.realpath(path)
+    best, kind = "", "?"
+    try:
+        with open("/proc/self/mounts", encoding="ascii", errors="replace") as f:
+            for line in f:
+                cols = line.split()
+                if len(cols) < 3:
+                    continue
+                mnt = cols[1]
+                if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) > len(best):
+                    best, kind = mnt, cols[2]
+    except OSError:
+        pass
+    return kind
+
+
+def lines_of(path, cri=False):
+    """The lines of an output file; with `cri` (the log shipper's CRI format, "<time> stdout F|P
+    <text>"), the texts, a line split in partial (P) records joined again."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        if not cri:
+            yield from f
+            return
+        partial = []
+        for record in f:
+            parts = record.rstrip("\n").split(" ", 3)
+            if len(parts) < 4 or parts[2] not in ("F", "P"):
+                continue
+            partial.append(parts[3])
+            if parts[2] == "F":
+                yield "".join(partial)
+                partial = []
+
+
 def free_port_base(count):
     """A base port below the ephemeral range with `count` consecutive free loopback ports."""
     for base in range(21000, 30000, 97):
@@ -345,9 +465,11 @@ def free_port_base(count):
 
 def run_storm(netns=None):
     base = DNAT_PORT_BASE if netns else free_port_base(ARGS.listeners)
-    cmd = [*(netns.enter() if netns else []), ARGS.storm, "--workers", str(ARGS.workers), "--connections", str(ARGS.connections),
-           "--seconds", str(ARGS.seconds), "--listeners", str(ARGS.listeners),
-           "--port-base", str(base), "--caps", "inherit" if ARGS.root_caps else "container"]
+    sc = SCENARIO
+    cmd = [*(netns.enter() if netns else []), ARGS.storm, "--workers", str(ARGS.workers),
+           "--connections", str(sc.connections), "--seconds", str(sc.seconds),
+           "--listeners", str(ARGS.listeners), "--port-base", str(base),
+           "--caps", "inherit" if sc.root_caps else "container"]
     if ARGS.ipv6:
         cmd.append("--ipv6")
     if ARGS.exchange:
@@ -364,7 +486,7 @@ def run_storm(netns=None):
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=ARGS.seconds + 60)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=sc.seconds + 60)
     finally:
         done.set()
         sampler.join()
@@ -482,7 +604,7 @@ def translation_of(ne, side):
     return ("ok" if right else "wrong"), (saddr, sport, daddr, dport)
 
 
-def count_netmon(path, lo, hi, dnat=False):
+def count_netmon(path, lo, hi, dnat=False, cri=False):
     """The storm's events in netmon's output (events with sport or dport in [lo, hi], the
     storm's listener ports; with `dnat`, the client's ends are those that dialed VIP:VIP_PORT)
     checked connection by connection. Returns a dict:
@@ -500,27 +622,26 @@ def count_netmon(path, lo, hi, dnat=False):
     translated = {"client": collections.Counter(), "server": collections.Counter()}
     ends = collections.defaultdict(list)  # (side, cookie) -> [(type, addresses)]
     written = 0
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                ne = json.loads(line).get("network_event") or {}
-            except ValueError:
-                continue
-            sport, dport = ne.get("sport") or 0, ne.get("dport") or 0
-            if lo <= sport <= hi:
-                side = "server"
-            elif (dnat and ne.get("daddr") == VIP and dport == VIP_PORT) or (
-                    not dnat and lo <= dport <= hi):
-                side = "client"
-            else:
-                continue
-            written += 1
-            seen[(ne.get("type"), ne.get("cookie"))] += 1
-            addresses = (ne.get("saddr"), sport, ne.get("daddr"), dport)
-            if dnat:
-                verdict, addresses = translation_of(ne, side)
-                translated[side][verdict] += 1
-            ends[(side, ne.get("cookie"))].append((ne.get("type"), addresses))
+    for line in lines_of(path, cri):
+        try:
+            ne = json.loads(line).get("network_event") or {}
+        except ValueError:
+            continue
+        sport, dport = ne.get("sport") or 0, ne.get("dport") or 0
+        if lo <= sport <= hi:
+            side = "server"
+        elif (dnat and ne.get("daddr") == VIP and dport == VIP_PORT) or (
+                not dnat and lo <= dport <= hi):
+            side = "client"
+        else:
+            continue
+        written += 1
+        seen[(ne.get("type"), ne.get("cookie"))] += 1
+        addresses = (ne.get("saddr"), sport, ne.get("daddr"), dport)
+        if dnat:
+            verdict, addresses = translation_of(ne, side)
+            translated[side][verdict] += 1
+        ends[(side, ne.get("cookie"))].append((ne.get("type"), addresses))
     dups = {k: n for k, n in seen.items() if n > 1}
     if dups:
         print(f"storm_runner: duplicate (type, cookie) examples: {list(dups.items())[:5]}",
@@ -604,26 +725,32 @@ def prog_recursion_misses(pid, bpftool):
     return total
 
 
-def observe(mode, tmp, rnd):
-    """Runs one storm with `mode` attached; returns a result row (dict). With --dnat in a
-    namespace of its own (DnatNamespace), deleted when the run ends, also on failure."""
+def observe(mode, output, tmp, rnd):
+    """Runs one storm with `mode` attached, its stdout to `output`; returns a result row (dict).
+    With --dnat in a namespace of its own (DnatNamespace), deleted when the run ends, also on
+    failure."""
     global PROC_NET
     if not ARGS.dnat:
-        return observe_in(mode, tmp, rnd, None)
+        return observe_in(mode, output, tmp, rnd, None)
     with DnatNamespace(ARGS.listeners) as netns:
         PROC_NET = netns.proc_net()
         try:
-            return observe_in(mode, tmp, rnd, netns)
+            return observe_in(mode, output, tmp, rnd, netns)
         finally:
             PROC_NET = "/proc/net"
 
 
-def observe_in(mode, tmp, rnd, netns):
-    out_path = os.path.join(tmp, f"{mode}-{rnd}.out")
-    err_path = os.path.join(tmp, f"{mode}-{rnd}.err")
+def observe_in(mode, output, tmp, rnd, netns):
+    """One storm with `mode` attached, its stdout to `output`: "file" (a file in `tmp`) or "pipe"
+    (a pipe read by netmon-log-shipper, which writes the lines to a file in `tmp` in the CRI
+    log format, as a container runtime's shim does). Returns a result row (dict)."""
+    name = f"{SCENARIO.name}-{mode}-{output}-{rnd}"
+    out_path = os.path.join(tmp, f"{name}.out")
+    err_path = os.path.join(tmp, f"{name}.err")
+    ship_err_path = os.path.join(tmp, f"{name}.shipper.err")
     if mode == "baseline":
         tw = time_wait_count()
-        return {"mode": mode, "storm": run_storm(netns), "tw": tw}
+        return {"mode": mode, "output": "-", "storm": run_storm(netns), "tw": tw}
     if mode in AGENT_MODES:
         cmd = [*(netns.enter() if netns else []), ARGS.agent, "--metrics-address",
                "127.0.0.1:0", *ARGS.agent_arg, *AGENT_MODES[mode]]
@@ -632,8 +759,25 @@ def observe_in(mode, tmp, rnd, netns):
         cmd = [ARGS.tcplife]
         ready = None
     env = {k: v for k, v in os.environ.items() if not k.startswith("NETMON_")}
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
+    shipper = None
+    with open(err_path, "wb") as err:
+        if output == "pipe":
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=err, env=env)
+            try:
+                with open(ship_err_path, "wb") as ship_err:
+                    shipper = subprocess.Popen([ARGS.shipper, out_path], stdin=proc.stdout,
+                                               stdout=subprocess.DEVNULL, stderr=ship_err)
+            except OSError:
+                proc.kill()
+                proc.wait(5)
+                raise
+            finally:
+                proc.stdout.close()  # the shipper alone holds the read end
+        else:
+            with open(out_path, "wb") as out:
+                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                        env=env)
     try:
         if ready:
             ok = wait_for_text(err_path, ready, proc)
@@ -642,36 +786,67 @@ def observe_in(mode, tmp, rnd, netns):
         if not ok:
             with open(err_path, encoding="utf-8", errors="replace") as f:
                 raise RuntimeError(f"{mode} did not start:\n{f.read()}")
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while (shipper and not os.path.exists(out_path) and shipper.poll() is None
+               and time.monotonic() < deadline):
+            time.sleep(0.01)  # the shipper opens its file first thing
+        if shipper and not os.path.exists(out_path):
+            raise RuntimeError(f"netmon-log-shipper did not start ({shipper.poll()})")
         maps = map_memory(proc.pid, ARGS.bpftool) if mode in AGENT_MODES else {}
         startup_rss = vm_hwm_mib(proc.pid)
         if not reset_hwm(proc.pid):
             startup_rss = None  # the peak below then includes the start-up
         cpu0 = cpu_seconds(proc.pid)
+        ship_cpu0 = cpu_seconds(shipper.pid) if shipper else None
+        io0, ctx0, bpf0 = io_of(proc.pid), context_switches(proc.pid), prog_stats(proc.pid)
         tw = time_wait_count()
         storm = run_storm(netns)
         wait_closed(*storm["ports"])
         wait_quiet(out_path, proc)
         cpu1 = cpu_seconds(proc.pid)
+        ship_cpu1 = cpu_seconds(shipper.pid) if shipper else None
+        io1, ctx1, bpf1 = io_of(proc.pid), context_switches(proc.pid), prog_stats(proc.pid)
         rss = vm_hwm_mib(proc.pid)
         text = metrics_text(err_path, netns) if mode in AGENT_MODES else None
         metrics_lost = lost_from_metrics(text)
         nat = nat_from_metrics(text)
         skipped = prog_recursion_misses(proc.pid, ARGS.bpftool) if mode == "tcplife" else None
+        names = prog_names(set(bpf1), ARGS.bpftool) if BPF_STATS_ON else {}
     finally:
         # tcplife's stdout is block-buffered (4 KiB) in a file: SIGINT ends its poll loop and
         # main() returns, which flushes it (the rest of its perf buffer, read every 100 ms, is
         # not drained then: wait_closed and wait_quiet above came first).
-        code = stop(proc, signal.SIGTERM if mode in AGENT_MODES else signal.SIGINT)
+        try:
+            code = stop(proc, signal.SIGTERM if mode in AGENT_MODES else signal.SIGINT)
+        finally:
+            if shipper:  # the agent gone, the pipe ends: the shipper writes the rest and exits
+                try:
+                    shipper.wait(STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    shipper.kill()
+                    shipper.wait(5)
     with open(err_path, encoding="utf-8", errors="replace") as f:
         stderr = f.read()
     lo, hi = storm["ports"]
-    row = {"mode": mode, "storm": storm, "rss": rss, "startup_rss": startup_rss, "maps": maps,
-           "exit": code, "tw": tw}
+    row = {"mode": mode, "output": output, "storm": storm, "rss": rss,
+           "startup_rss": startup_rss, "maps": maps, "exit": code, "tw": tw}
+    if shipper and shipper.returncode != 0:
+        row["exit"] = f"{code} (shipper {shipper.returncode})"
     if cpu0 is not None and cpu1 is not None:
         row["cpu"] = cpu1 - cpu0
+    if ship_cpu0 is not None and ship_cpu1 is not None:
+        row["shipper_cpu"] = ship_cpu1 - ship_cpu0
+    if io0 and io1:
+        row["writes"] = io1.get("syscw", 0) - io0.get("syscw", 0)
+        row["wbytes"] = io1.get("wchar", 0) - io0.get("wchar", 0)
+    if ctx0 is not None and ctx1 is not None:
+        row["ctx"] = ctx1 - ctx0
+    row["bpf"] = bpf_stats_delta(bpf0, bpf1) if BPF_STATS_ON else {}
+    row["prog_names"] = names
     if mode in AGENT_MODES:
         row["expected"] = 4 * storm["connections"]
-        row["connections"] = count_netmon(out_path, lo, hi, dnat=netns is not None)
+        row["connections"] = count_netmon(out_path, lo, hi, dnat=netns is not None,
+                                          cri=output == "pipe")
         row["nat"] = nat
         row["conntrack_lines"] = [ln.strip() for ln in stderr.splitlines() if "conntrack" in ln][:3]
         row["written"], row["dups"] = row["connections"]["written"], row["connections"]["dups"]
@@ -680,15 +855,20 @@ def observe_in(mode, tmp, rnd, netns):
             if "stopped:" in line:
                 m = LOST_RE.search(line)
                 row["summary"] = line.split("stopped:", 1)[1].split("; without")[0].strip()
-                waits = re.search(r"output waits \d+ \(\d+ ms\), sheds \d+", line)
+                waits = re.search(r"output waits (\d+) \((\d+) ms\), sheds (\d+)", line)
                 if waits:
                     row["summary"] += "; " + waits.group(0)
+                    row["pauses"], row["pause_ms"], row["sheds"] = map(int, waits.groups())
         if metrics_lost is not None:  # /metrics: every stage, recursion included
             row["lost"] = sum(metrics_lost.values())
+            row["lost_stages"] = dict(metrics_lost)
             row["lost_detail"] = "/metrics: " + ", ".join(
                 f"{k} {v}" for k, v in sorted(metrics_lost.items()))
         if m:  # the stop summary: counted after the final drain
-            summary = sum(int(n) for n in re.findall(r"\d+", m.group(1)))
+            by_stage = {k: int(v) for k, v in re.findall(r"(\w+) (\d+)", m.group(1))}
+            summary = sum(by_stage.values())
+            if summary >= row.get("lost", 0):
+                row["lost_stages"] = by_stage
             row["lost"] = max(row.get("lost", 0), summary)
             row["lost_detail"] = (row.get("lost_detail", "") + "; summary: " +
                                   m.group(1).strip()).lstrip("; ")
@@ -700,7 +880,7 @@ def observe_in(mode, tmp, rnd, netns):
         row["dups"] = None
         lost = re.findall(r"[Ll]ost (\d+)", stderr)
         row["lost"] = sum(int(n) for n in lost) if lost else None
-    if not ARGS.keep:  # a round's output can take hundreds of MiB of a tmpfs
+    if not ARGS.keep:  # a round's output can take GiBs
         os.unlink(out_path)
     return row
 
@@ -747,154 +927,164 @@ def default_output_dir():
     return None
 
 
+def disk_output_dir():
+    """/var/tmp when it is not a tmpfs (a node's container logs are on its disk), else None."""
+    return "/var/tmp" if fs_type("/var/tmp") not in ("tmpfs", "ramfs", "?") else None
+
+
 def fmt(v, spec):
     return "n/a" if v is None else format(v, spec)
 
 
-def main():
-    global ARGS
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--storm", default=os.path.join(ROOT, "build", "tests", "bench", "netmon-storm"))
-    p.add_argument("--agent", default=os.path.join(ROOT, "build", "netmon-agent"))
-    p.add_argument("--tcplife", default=None, help="tcplife binary (default: found on PATH or "
-                   "/usr/sbin; 'none' to skip)")
-    p.add_argument("--agent-arg", action="append", default=[],
-                   help="extra agent flag (repeatable), e.g. --agent-arg=--hook-variant=tracepoint")
-    p.add_argument("--bpftool", default="/usr/sbin/bpftool")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--connections", type=int, default=50000)
-    p.add_argument("--seconds", type=float, default=10.0)
-    p.add_argument("--workers", type=int, default=8)
-    p.add_argument("--listeners", type=int, default=8)
-    p.add_argument("--ipv6", action="store_true")
-    p.add_argument("--exchange", action="store_true", help="1-byte exchange per connection")
-    p.add_argument("--no-warmup", dest="warmup", action="store_false",
-                   help="measure without first filling the TIME_WAIT table")
-    p.add_argument("--quick", action="store_true",
-                   help="2000 connections, 1 round, no tcplife, no warm-up")
-    p.add_argument("--root-caps", action="store_true",
-                   help="run the storm with the runner's own credentials instead of a "
-                        "container's default capability set")
-    p.add_argument("--output-dir", metavar="DIR", default=default_output_dir(),
-                   help="where the observers write their outputs (default: /dev/shm when it "
-                        "is a tmpfs, so the disk's write-back speed is not what is measured)")
-    p.add_argument("--keep", metavar="DIR", help="write the observers' outputs to DIR and keep "
-                   "them (default: a temporary directory, removed)")
-    p.add_argument("--verbose", action="store_true", help="also print the agent's stop summaries")
-    p.add_argument("--check", action="store_true",
-                   help="exit 1 unless netmon wrote every storm event at most once and each "
-                   "missing one is covered by the agent's lost counters")
-    p.add_argument("--strict", action="store_true",
-                   help="with --check: also require nothing missing and nothing lost")
-    p.add_argument("--dnat", action="store_true",
-                   help=f"the clients dial {VIP}:{VIP_PORT}, DNAT'd (nftables, kube-proxy-like) "
-                   "to the listeners, in a network namespace per run where the agent runs too")
-    p.add_argument("--without-conntrack", action="store_true",
-                   help="also run the agent with --conntrack=false each round (mode netmon-noct)")
-    ARGS = p.parse_args()
-    if ARGS.dnat:
-        if ARGS.ipv6:
-            p.error("--dnat is IPv4 only")
-        ARGS.tcplife, ARGS.warmup = "none", False
-    if ARGS.quick:
-        ARGS.connections, ARGS.rounds, ARGS.tcplife, ARGS.warmup = 2000, 1, "none", False
-    if not (1 <= ARGS.rounds <= 20 and 1 <= ARGS.connections <= 10_000_000
-            and 0 < ARGS.seconds <= 600):
-        p.error("rounds 1..20, connections 1..1e7, seconds (0, 600]")
-    if ARGS.tcplife is None:
-        for c in ("/usr/sbin/tcplife", "/usr/bin/tcplife"):
-            if os.access(c, os.X_OK):
-                ARGS.tcplife = c
-                break
-    if ARGS.tcplife == "none":
-        ARGS.tcplife = None
-    if not os.access(ARGS.bpftool, os.X_OK):
-        ARGS.bpftool = None
+# A scenario: the storm's size and credentials, the observers' outputs and where their files go.
+Scenario = collections.namedtuple("Scenario", "name connections seconds root_caps outputs dir")
+SCENARIO = None  # the one running (run_storm reads it)
 
-    if os.geteuid() != 0:
-        cannot_run("needs root (the agent loads BPF programs)")
-    if not os.access(ARGS.agent, os.X_OK):
-        cannot_run(f"no agent binary at {ARGS.agent}")
-    if not os.access(ARGS.storm, os.X_OK):
-        cannot_run(f"no netmon-storm binary at {ARGS.storm}")
-    if not os.path.exists("/sys/kernel/btf/vmlinux"):
-        cannot_run("the kernel has no BTF (/sys/kernel/btf/vmlinux is missing)")
-    if ARGS.dnat:
-        for tool in ("ip", "nft", "nsenter"):
-            if not any(os.access(os.path.join(d, tool), os.X_OK)
-                       for d in os.environ.get("PATH", "/usr/sbin:/usr/bin").split(":")):
-                cannot_run(f"--dnat needs {tool}")
-    # A SIGTERM ends the run through the finally clauses: agents stopped, namespaces deleted.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    if ARGS.warmup:
-        warm_up()
-    modes = (["baseline", "netmon"] + (["netmon-noct"] if ARGS.without_conntrack else [])
-             + (["tcplife"] if ARGS.tcplife else []))
-    rows = []
-    if ARGS.keep:
-        os.makedirs(ARGS.keep, exist_ok=True)
-    with (contextlib.nullcontext(ARGS.keep) if ARGS.keep
-          else tempfile.TemporaryDirectory(prefix="netmon-storm-", dir=ARGS.output_dir)) as tmp:
-        for rnd in range(1, ARGS.rounds + 1):
-            base = None
-            for mode in modes:
-                row = observe(mode, tmp, rnd)
-                row["round"] = rnd
-                if mode == "baseline":
-                    base = row["storm"]["conn_per_s"]
-                row["ratio"] = row["storm"]["conn_per_s"] / base if base else None
-                rows.append(row)
-                print(f"storm_runner: round {rnd} {mode}: "
-                      f"{row['storm']['connections']} connections, "
-                      f"{row['storm']['conn_per_s']:.0f}/s", file=sys.stderr)
+def scenarios_from(args, parser):
+    """The scenarios of this run. By default both of the issue #23 bench's: "burst" (50 000
+    connections or 10 s, container credentials, stdout to a file on a tmpfs: today's bench) and
+    "sustained" (200 000 connections or 20 s, root's credentials, stdout to a file on the disk
+    and to a pipe read by the log shipper writing to the disk). Any of --connections, --seconds,
+    --root-caps or --outputs, or --quick or --dnat, makes one "custom" scenario of those flags
+    (defaults 50000, 10 s, container credentials, a file) instead."""
+    custom = (args.quick or args.dnat or args.connections is not None or args.seconds is not None
+              or args.root_caps is not None or args.outputs is not None)
+    if custom:
+        outputs = (args.outputs or "file").split(",")
+        if not set(outputs) <= {"file", "pipe"} or len(set(outputs)) != len(outputs):
+            parser.error("--outputs: a comma-separated list of file, pipe")
+        return [Scenario("custom", 2000 if args.quick else (args.connections or 50000),
+                         args.seconds or 10.0, bool(args.root_caps), outputs,
+                         args.output_dir or default_output_dir())]
+    picked = {"all": ["burst", "sustained"]}.get(args.scenario, [args.scenario])
+    known = {
+        "burst": Scenario("burst", 50000, 10.0, False, ["file"],
+                          args.output_dir or default_output_dir()),
+        "sustained": Scenario("sustained", 200000, 20.0, True, ["file", "pipe"],
+                              args.output_dir or disk_output_dir()),
+    }
+    return [known[n] for n in picked]
 
-    print(f"{ARGS.rounds} round(s) x {ARGS.connections} connections (or {ARGS.seconds:g} s), "
-          f"{ARGS.workers} workers, {'IPv6 ::1' if ARGS.ipv6 else 'IPv4 127.0.0.x'}, "
+
+def set_bpf_stats(value):
+    """Writes kernel.bpf_stats_enabled; returns the value before, or None when it cannot."""
+    path = "/proc/sys/kernel/bpf_stats_enabled"
+    try:
+        with open(path, encoding="ascii") as f:
+            before = f.read().strip()
+        with open(path, "w", encoding="ascii") as f:
+            f.write(value)
+        return before
+    except OSError:
+        return None
+
+
+def label(r):
+    return r["mode"] + ("/pipe" if r.get("output") == "pipe" else "")
+
+
+def per_100k(v, n):
+    return v / n * 100_000 if v is not None and n else None
+
+
+def bpf_us_per_conn(r):
+    if not r.get("bpf") or not r["storm"]["connections"]:
+        return None
+    return sum(ns for ns, _ in r["bpf"].values()) / r["storm"]["connections"] / 1000
+
+
+def lost_cell(r):
+    if r["mode"] == "baseline":
+        return "-"
+    stages = r.get("lost_stages")
+    if stages is None:
+        return fmt(r.get("lost"), "d")
+    nonzero = [f"{k} {v}" for k, v in sorted(stages.items()) if v]
+    return "0" if not nonzero else ", ".join(nonzero)
+
+
+def print_scenario(sc, rows, modes, names):
+    kind = {"file": f"a file ({fs_type(sc.dir) if sc.dir else fs_type(tempfile.gettempdir())})",
+            "pipe": "a pipe read by netmon-log-shipper (CRI log lines to a file there)"}
+    print(f"### {sc.name}: {ARGS.rounds} round(s) x {sc.connections} connections "
+          f"(or {sc.seconds:g} s), {ARGS.workers} workers, "
+          f"{'IPv6 ::1' if ARGS.ipv6 else 'IPv4 127.0.0.x'}, "
           f"{'1-byte exchange' if ARGS.exchange else 'no exchange'}, "
           f"{ARGS.listeners} listener ports, "
           f"{f'clients dial {VIP}:{VIP_PORT} DNAT (nftables) to them, ' if ARGS.dnat else ''}"
-          f"{'root capabilities' if ARGS.root_caps else 'container capabilities'}\n")
+          f"{'root capabilities' if sc.root_caps else 'container capabilities'}; stdout to "
+          + " / ".join(kind[o] for o in sc.outputs) + "\n")
     print("| round | mode | TIME_WAIT at start | connections | conn/s | ratio vs baseline "
-          "| CPU s / 100k conn | peak RSS MiB (storm) | events expected | written | lost (counted) "
-          "| duplicates |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| CPU s / 100k conn | peak RSS MiB (storm) | events expected | written "
+          "| lost (counted, by stage) | duplicates | reader pauses (ms) | sheds "
+          "| BPF us / conn |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         s = r["storm"]
-        cpu100k = (r["cpu"] / s["connections"] * 100_000
-                   if r.get("cpu") is not None and s["connections"] else None)
-        print(f"| {r['round']} | {r['mode']} | {fmt(r.get('tw'), 'd')} | {s['connections']} "
-              f"| {s['conn_per_s']:.0f} "
-              f"| {fmt(r['ratio'], '.3f')} | {fmt(cpu100k, '.3f')} | {fmt(r.get('rss'), '.1f')} "
-              f"| {r.get('expected', '-')} | {r.get('written', '-')} "
-              f"| {fmt(r.get('lost'), 'd') if r['mode'] != 'baseline' else '-'} "
-              f"| {fmt(r.get('dups'), 'd') if r['mode'] != 'baseline' else '-'} |")
+        agent = r["mode"] in AGENT_MODES
+        pauses = (f"{r['pauses']} ({r['pause_ms']})" if agent and r.get("pauses") is not None
+                  else ("n/a" if agent else "-"))
+        print(f"| {r['round']} | {label(r)} | {fmt(r.get('tw'), 'd')} | {s['connections']} "
+              f"| {s['conn_per_s']:.0f} | {fmt(r['ratio'], '.3f')} "
+              f"| {fmt(per_100k(r.get('cpu'), s['connections']), '.3f')} "
+              f"| {fmt(r.get('rss'), '.1f')} | {r.get('expected', '-')} | {r.get('written', '-')} "
+              f"| {lost_cell(r)} "
+              f"| {fmt(r.get('dups'), 'd') if r['mode'] != 'baseline' else '-'} "
+              f"| {pauses} | {fmt(r.get('sheds'), 'd') if agent else '-'} "
+              f"| {fmt(bpf_us_per_conn(r), '.2f') if r['mode'] != 'baseline' else '-'} |")
     print()
-    for mode in modes[1:]:
-        ratios = [r["ratio"] for r in rows if r["mode"] == mode and r["ratio"]]
+    for mode in modes:
+        if mode == ("baseline", "-"):
+            continue
+        sel = [r for r in rows if (r["mode"], r.get("output")) == mode]
+        ratios = [r["ratio"] for r in sel if r["ratio"]]
+        cpus = [per_100k(r.get("cpu"), r["storm"]["connections"]) for r in sel
+                if r.get("cpu") is not None]
         if ratios:
-            print(f"- {mode}: median ratio vs baseline {statistics.median(ratios):.3f} "
-                  f"(min {min(ratios):.3f}, max {max(ratios):.3f})")
-    for mode in modes[1:]:
-        startup = [r["startup_rss"] for r in rows if r["mode"] == mode and r.get("startup_rss")]
+            print(f"- {label(sel[0])}: median ratio vs baseline {statistics.median(ratios):.3f} "
+                  f"(min {min(ratios):.3f}, max {max(ratios):.3f}); CPU s / 100k "
+                  + (f"{min(cpus):.2f}-{max(cpus):.2f}" if cpus else "n/a"))
+        startup = [r["startup_rss"] for r in sel if r.get("startup_rss")]
         if startup:
-            print(f"- {mode}: peak RSS before the storm (start-up) {min(startup):.1f}-"
+            print(f"- {label(sel[0])}: peak RSS before the storm (start-up) {min(startup):.1f}-"
                   f"{max(startup):.1f} MiB; the table's peak is reset when the storm starts")
+    for r in rows:
+        n = r["storm"]["connections"] or 1
+        if r["mode"] in AGENT_MODES:
+            events = r.get("written") or 0
+            parts = []
+            if r.get("writes") is not None:
+                parts.append(f"agent write syscalls (syscw) {r['writes']} "
+                             f"({r['wbytes'] / r['writes'] / 1024:.1f} KiB each)"
+                             if r["writes"] else "agent write syscalls 0")
+            if r.get("ctx") is not None and events:
+                parts.append(f"context switches {r['ctx'] / events:.3f} per event written")
+            if r.get("shipper_cpu") is not None:
+                parts.append(f"log shipper CPU {per_100k(r['shipper_cpu'], n):.3f} s / 100k")
+            if r.get("bpf"):
+                progs = sorted(r["bpf"].items(), key=lambda kv: -kv[1][0])
+                parts.append("BPF per connection: " + ", ".join(
+                    f"{names.get(i, i)} {ns / n / 1000:.2f} us ({runs / n:.1f} runs, "
+                    f"{ns / runs if runs else 0:.0f} ns each)"
+                    for i, (ns, runs) in progs if runs))
+            if parts:
+                print(f"- round {r['round']} {label(r)}: " + "; ".join(parts))
+        if r["mode"] == "tcplife":
+            print(f"- round {r['round']} tcplife: lines for {r['sides']['client'] / n:.2%} of "
+                  f"the client ends, {r['sides']['server'] / n:.2%} of the server ends; "
+                  f"'lost' messages {fmt(r.get('lost'), 'd')}, kernel runs skipped "
+                  f"(recursion_misses, not reported by tcplife) {fmt(r.get('skipped'), 'd')}; "
+                  f"peak TCP sockets in use during the storm {r['storm']['peak_inuse']}"
+                  + (" (more than the 10240 sockets tcplife's birth map holds: a socket that "
+                     "opens while it is full is never reported, silently; its ratio and CPU "
+                     "are those of a tool doing part of the work)"
+                     if r["storm"]["peak_inuse"] > 10240 else ""))
     maps = next((r["maps"] for r in rows if r["mode"] == "netmon" and r.get("maps")), {})
     if maps:
         total = sum(maps.values())
         detail = ", ".join(f"{k} {v / 1024:.0f} KiB" for k, v in sorted(maps.items()))
         print(f"- netmon BPF map memory (bytes_memlock): {total / 1048576:.2f} MiB ({detail})")
-    for r in rows:
-        if r["mode"] == "tcplife":
-            n = r["storm"]["connections"] or 1
-            print(f"- round {r['round']} tcplife: lines for {r['sides']['client'] / n:.2%} of "
-                  f"the client ends, {r['sides']['server'] / n:.2%} of the server ends; "
-                  f"'lost' messages {fmt(r.get('lost'), 'd')}, kernel runs skipped "
-                  f"(recursion_misses, not reported by tcplife) {fmt(r.get('skipped'), 'd')}; "
-                  f"peak TCP sockets in use during the storm {r['storm']['peak_inuse']} "
-                  f"(tcplife tracks at most 10240 open sockets: one that opens while its "
-                  f"map is full is never reported, silently)")
     for r in rows:
         if r["mode"] not in AGENT_MODES or not ARGS.dnat:
             continue
@@ -913,47 +1103,224 @@ def main():
         if r.get("conntrack_lines") and ARGS.verbose:
             print(f"- round {r['round']} {r['mode']} conntrack lines: {r['conntrack_lines']}")
     for r in rows:
-        if r.get("lost_detail"):
-            print(f"- round {r['round']} {r['mode']} lost: {r['lost_detail']}")
+        if r.get("lost_detail") and ARGS.verbose:
+            print(f"- round {r['round']} {label(r)} lost: {r['lost_detail']}")
         if r.get("summary") and ARGS.verbose:
-            print(f"- round {r['round']} {r['mode']} stop summary (all host events): {r['summary']}")
+            print(f"- round {r['round']} {label(r)} stop summary (all host events): "
+                  f"{r['summary']}")
+    if sc.name == "sustained" or ARGS.goals:
+        print_goals(rows)
+    print()
+
+
+# Issue #23's goals, per round of the agent (default settings).
+GOALS = "nothing lost, ratio >= 0.85, CPU <= 0.8 s / 100k, BPF <= 5 us / conn, peak RSS <= 30 MiB"
+
+
+def print_goals(rows):
+    for r in rows:
+        if r["mode"] != "netmon":
+            continue
+        n = r["storm"]["connections"]
+        missed = []
+        if r.get("lost") or r.get("written") != r.get("expected"):
+            missed.append(f"{r.get('expected', 0) - (r.get('written') or 0)} events missing")
+        if r["ratio"] is None or r["ratio"] < 0.85:
+            missed.append(f"ratio {fmt(r['ratio'], '.3f')}")
+        cpu = per_100k(r.get("cpu"), n)
+        if cpu is None or cpu > 0.8:
+            missed.append(f"CPU {fmt(cpu, '.2f')}")
+        bpf = bpf_us_per_conn(r)
+        if bpf is None or bpf > 5:
+            missed.append(f"BPF {fmt(bpf, '.2f')} us")
+        if r.get("rss") is None or r["rss"] > 30:
+            missed.append(f"RSS {fmt(r.get('rss'), '.1f')} MiB")
+        print(f"- round {r['round']} {label(r)} against issue #23's goals ({GOALS}): "
+              + ("met" if not missed else "not met: " + ", ".join(missed)))
+
+
+def check(rows):
+    """--check: the failures (strings) of the agent's rows."""
+    bad = []
+    for r in rows:
+        if r["mode"] not in AGENT_MODES:
+            continue
+        where = f"{r['scenario']} round {r['round']} {label(r)}"
+        if r["storm"].get("failed"):
+            bad.append(f"{where}: {r['storm']['failed']} connections failed")
+        missing = r["expected"] - r["written"]
+        lost = r.get("lost")
+        if lost is None:
+            bad.append(f"{where}: no loss count (no /metrics, no stop summary)")
+            lost = 0
+        if r.get("dups"):
+            bad.append(f"{where}: {r['dups']} events written twice")
+        if r["written"] > r["expected"]:
+            bad.append(f"{where}: written {r['written']} > expected {r['expected']}")
+        conns = r["connections"]
+        n = r["storm"]["connections"]
+        # Without its translation a --dnat client end cannot be matched to its server end.
+        unmatched = 0 if (ARGS.dnat and r["mode"] == "netmon-noct") else conns["unmatched"]
+        if ARGS.strict and (missing or lost or r["storm"].get("served") != n
+                            or conns["client"] != n or conns["server"] != n
+                            or conns["incomplete"] or unmatched):
+            bad.append(f"{where}: --strict: {n} connections "
+                       f"({r['storm'].get('served')} served): written {r['written']} of "
+                       f"{r['expected']} events, complete client ends {conns['client']}, server "
+                       f"ends {conns['server']}, incomplete {conns['incomplete']}, unmatched "
+                       f"{conns['unmatched']}; lost {lost} ({r.get('lost_detail')})")
+        elif missing > lost:
+            bad.append(f"{where}: {missing} events missing but only {lost} counted lost "
+                       f"({r.get('lost_detail')})")
+        if r.get("exit") != 0:
+            bad.append(f"{where}: agent exited with {r.get('exit')}")
+        if ARGS.dnat and r["mode"] == "netmon":
+            bad += dnat_problems(r)
+    return bad
+
+
+def main():
+    global ARGS, SCENARIO, BPF_STATS_ON
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--storm", default=os.path.join(ROOT, "build", "tests", "bench", "netmon-storm"))
+    p.add_argument("--agent", default=os.path.join(ROOT, "build", "netmon-agent"))
+    p.add_argument("--shipper", default=None, help="netmon-log-shipper binary (default: next to "
+                   "--storm)")
+    p.add_argument("--tcplife", default=None, help="tcplife binary (default: found on PATH or "
+                   "/usr/sbin; 'none' to skip)")
+    p.add_argument("--agent-arg", action="append", default=[],
+                   help="extra agent flag (repeatable), e.g. --agent-arg=--hook-variant=tracepoint")
+    p.add_argument("--bpftool", default="/usr/sbin/bpftool")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--scenario", choices=["all", "burst", "sustained"], default="all",
+                   help="the default scenarios to run (all: burst, then sustained, each round)")
+    p.add_argument("--connections", type=int, default=None,
+                   help="a custom scenario of N connections (default 50000)")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="a custom scenario capped at S seconds (default 10)")
+    p.add_argument("--outputs", default=None, metavar="file,pipe",
+                   help="a custom scenario with these outputs of the observers' stdout: file, "
+                   "pipe (read by netmon-log-shipper), or both (default file)")
+    p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--listeners", type=int, default=8)
+    p.add_argument("--ipv6", action="store_true")
+    p.add_argument("--exchange", action="store_true", help="1-byte exchange per connection")
+    p.add_argument("--no-warmup", dest="warmup", action="store_false",
+                   help="measure without first filling the TIME_WAIT table")
+    p.add_argument("--quick", action="store_true",
+                   help="a custom scenario of 2000 connections, 1 round, no tcplife, no warm-up")
+    p.add_argument("--root-caps", action="store_const", const=True, default=None,
+                   help="a custom scenario whose storm runs with the runner's own credentials "
+                        "instead of a container's default capability set")
+    p.add_argument("--output-dir", metavar="DIR", default=None,
+                   help="where the observers write their outputs (default: burst and custom "
+                        "scenarios /dev/shm when it is a tmpfs, so the disk's write-back speed "
+                        "is not what is measured; sustained /var/tmp, on the disk)")
+    p.add_argument("--keep", metavar="DIR", help="write the observers' outputs to DIR and keep "
+                   "them (default: a temporary directory, removed)")
+    p.add_argument("--no-bpf-stats", dest="bpf_stats", action="store_false",
+                   help="leave kernel.bpf_stats_enabled alone (no BPF time per connection)")
+    p.add_argument("--goals", action="store_true",
+                   help="judge every scenario's netmon rounds against issue #23's goals "
+                   "(the sustained one always is)")
+    p.add_argument("--verbose", action="store_true", help="also print the agent's stop summaries")
+    p.add_argument("--check", action="store_true",
+                   help="exit 1 unless netmon wrote every storm event at most once and each "
+                   "missing one is covered by the agent's lost counters")
+    p.add_argument("--strict", action="store_true",
+                   help="with --check: also require nothing missing and nothing lost")
+    p.add_argument("--dnat", action="store_true",
+                   help=f"the clients dial {VIP}:{VIP_PORT}, DNAT'd (nftables, kube-proxy-like) "
+                   "to the listeners, in a network namespace per run where the agent runs too")
+    p.add_argument("--without-conntrack", action="store_true",
+                   help="also run the agent with --conntrack=false each round (mode netmon-noct)")
+    ARGS = p.parse_args()
+    if ARGS.dnat:
+        if ARGS.ipv6:
+            p.error("--dnat is IPv4 only")
+        ARGS.tcplife, ARGS.warmup = "none", False
+    if ARGS.quick:
+        ARGS.rounds, ARGS.tcplife, ARGS.warmup, ARGS.bpf_stats = 1, "none", False, False
+    scenarios = scenarios_from(ARGS, p)
+    if not (1 <= ARGS.rounds <= 20 and all(1 <= sc.connections <= 10_000_000
+                                           and 0 < sc.seconds <= 600 for sc in scenarios)):
+        p.error("rounds 1..20, connections 1..1e7, seconds (0, 600]")
+    if ARGS.tcplife is None:
+        for c in ("/usr/sbin/tcplife", "/usr/bin/tcplife"):
+            if os.access(c, os.X_OK):
+                ARGS.tcplife = c
+                break
+    if ARGS.tcplife == "none":
+        ARGS.tcplife = None
+    if not os.access(ARGS.bpftool, os.X_OK):
+        ARGS.bpftool = None
+    if ARGS.shipper is None:
+        ARGS.shipper = os.path.join(os.path.dirname(ARGS.storm), "netmon-log-shipper")
+
+    if os.geteuid() != 0:
+        cannot_run("needs root (the agent loads BPF programs)")
+    if not os.access(ARGS.agent, os.X_OK):
+        cannot_run(f"no agent binary at {ARGS.agent}")
+    if not os.access(ARGS.storm, os.X_OK):
+        cannot_run(f"no netmon-storm binary at {ARGS.storm}")
+    if any("pipe" in sc.outputs for sc in scenarios) and not os.access(ARGS.shipper, os.X_OK):
+        cannot_run(f"no netmon-log-shipper binary at {ARGS.shipper} (for the pipe output)")
+    if not os.path.exists("/sys/kernel/btf/vmlinux"):
+        cannot_run("the kernel has no BTF (/sys/kernel/btf/vmlinux is missing)")
+    if ARGS.dnat:
+        for tool in ("ip", "nft", "nsenter"):
+            if not any(os.access(os.path.join(d, tool), os.X_OK)
+                       for d in os.environ.get("PATH", "/usr/sbin:/usr/bin").split(":")):
+                cannot_run(f"--dnat needs {tool}")
+    # A SIGTERM ends the run through the finally clauses: agents stopped, namespaces deleted,
+    # kernel.bpf_stats_enabled restored.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    stats_before = set_bpf_stats("1") if ARGS.bpf_stats else None
+    BPF_STATS_ON = stats_before is not None
+    rows = []
+    try:
+        if ARGS.keep:
+            os.makedirs(ARGS.keep, exist_ok=True)
+        with contextlib.ExitStack() as stack:
+            dirs = {}
+            for sc in scenarios:
+                dirs[sc.name] = (ARGS.keep if ARGS.keep else stack.enter_context(
+                    tempfile.TemporaryDirectory(prefix="netmon-storm-", dir=sc.dir)))
+            if ARGS.warmup:
+                SCENARIO = scenarios[0]
+                warm_up()
+            for rnd in range(1, ARGS.rounds + 1):
+                for sc in scenarios:
+                    SCENARIO = sc
+                    base = None
+                    for mode, output in modes_of(sc):
+                        row = observe(mode, output, dirs[sc.name], rnd)
+                        row["round"], row["scenario"] = rnd, sc.name
+                        if mode == "baseline":
+                            base = row["storm"]["conn_per_s"]
+                        row["ratio"] = row["storm"]["conn_per_s"] / base if base else None
+                        rows.append(row)
+                        print(f"storm_runner: {sc.name} round {rnd} {label(row)}: "
+                              f"{row['storm']['connections']} connections, "
+                              f"{row['storm']['conn_per_s']:.0f}/s", file=sys.stderr)
+    finally:
+        if BPF_STATS_ON:
+            set_bpf_stats(stats_before)
+
+    names = {i: n for r in rows for i, n in (r.get("prog_names") or {}).items()}
+    commit = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"],
+                            capture_output=True, text=True, timeout=10).stdout.strip()
+    print(f"netmon {commit or '?'}, agent {ARGS.agent}; kernel {os.uname().release}; "
+          f"{os.cpu_count()} CPUs; rounds interleaved (each scenario's modes in turn, every "
+          f"round); BPF run time "
+          + ("counted (kernel.bpf_stats_enabled=1 during the run)" if BPF_STATS_ON
+             else "not counted") + "\n")
+    for sc in scenarios:
+        print_scenario(sc, [r for r in rows if r["scenario"] == sc.name], modes_of(sc), names)
 
     if ARGS.check:
-        bad = []
-        for r in rows:
-            if r["mode"] not in AGENT_MODES:
-                continue
-            if r["storm"].get("failed"):
-                bad.append(f"round {r['round']}: {r['storm']['failed']} connections failed")
-            missing = r["expected"] - r["written"]
-            lost = r.get("lost")
-            if lost is None:
-                bad.append(f"round {r['round']}: no loss count (no /metrics, no stop summary)")
-                lost = 0
-            if r.get("dups"):
-                bad.append(f"round {r['round']}: {r['dups']} events written twice")
-            if r["written"] > r["expected"]:
-                bad.append(f"round {r['round']}: written {r['written']} > expected "
-                           f"{r['expected']}")
-            conns = r["connections"]
-            n = r["storm"]["connections"]
-            # Without its translation a --dnat client end cannot be matched to its server end.
-            unmatched = 0 if (ARGS.dnat and r["mode"] == "netmon-noct") else conns["unmatched"]
-            if ARGS.strict and (missing or lost or r["storm"].get("served") != n
-                                or conns["client"] != n or conns["server"] != n
-                                or conns["incomplete"] or unmatched):
-                bad.append(f"round {r['round']}: --strict: {n} connections "
-                           f"({r['storm'].get('served')} served): written {r['written']} of {r['expected']} events, "
-                           f"complete client ends {conns['client']}, server ends "
-                           f"{conns['server']}, incomplete {conns['incomplete']}, unmatched "
-                           f"{conns['unmatched']}; lost {lost} ({r.get('lost_detail')})")
-            elif missing > lost:
-                bad.append(f"round {r['round']}: {missing} events missing but only {lost} "
-                           f"counted lost ({r.get('lost_detail')})")
-            if r.get("exit") != 0:
-                bad.append(f"round {r['round']}: agent exited with {r.get('exit')}")
-            if ARGS.dnat and r["mode"] == "netmon":
-                bad += dnat_problems(r)
+        bad = check(rows)
         if bad:
             print("storm_runner: CHECK FAILED:\n  " + "\n  ".join(bad), file=sys.stderr)
             return 1
@@ -965,7 +1332,20 @@ def main():
     return 0
 
 
+def modes_of(sc):
+    """The (mode, output) runs of a scenario's round, in order: the baseline, the agent to each
+    output (and without conntrack to the first), tcplife to a file (only a file: it is a
+    terminal tool)."""
+    runs = [("baseline", "-")] + [("netmon", o) for o in sc.outputs]
+    if ARGS.without_conntrack:
+        runs.append(("netmon-noct", sc.outputs[0]))
+    if ARGS.tcplife:
+        runs.append(("tcplife", "file"))
+    return runs
+
+
 ARGS = None
+BPF_STATS_ON = False
 
 if __name__ == "__main__":
     sys.exit(main())
