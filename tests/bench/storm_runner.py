@@ -391,6 +391,23 @@ def io_of(pid):
         return None
 
 
+def thread_cpu(pid):
+    """{tid: (user s, system s)} of `pid`'s threads (/proc/PID/task/TID/stat)."""
+    out = {}
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for t in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{t}/stat", encoding="ascii") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[int(t)] = (int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK)
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
 def context_switches(pid):
     """Voluntary + involuntary context switches of all of `pid`'s threads."""
     total = 0
@@ -799,6 +816,7 @@ def observe_in(mode, output, tmp, rnd, netns):
         cpu0 = cpu_seconds(proc.pid)
         ship_cpu0 = cpu_seconds(shipper.pid) if shipper else None
         io0, ctx0, bpf0 = io_of(proc.pid), context_switches(proc.pid), prog_stats(proc.pid)
+        threads0 = thread_cpu(proc.pid)
         tw = time_wait_count()
         storm = run_storm(netns)
         wait_closed(*storm["ports"])
@@ -806,6 +824,7 @@ def observe_in(mode, output, tmp, rnd, netns):
         cpu1 = cpu_seconds(proc.pid)
         ship_cpu1 = cpu_seconds(shipper.pid) if shipper else None
         io1, ctx1, bpf1 = io_of(proc.pid), context_switches(proc.pid), prog_stats(proc.pid)
+        threads1 = thread_cpu(proc.pid)
         rss = vm_hwm_mib(proc.pid)
         text = metrics_text(err_path, netns) if mode in AGENT_MODES else None
         metrics_lost = lost_from_metrics(text)
@@ -841,6 +860,8 @@ def observe_in(mode, output, tmp, rnd, netns):
         row["wbytes"] = io1.get("wchar", 0) - io0.get("wchar", 0)
     if ctx0 is not None and ctx1 is not None:
         row["ctx"] = ctx1 - ctx0
+    row["threads"] = sorted(((u - threads0.get(t, (0, 0))[0], s - threads0.get(t, (0, 0))[1])
+                             for t, (u, s) in threads1.items()), key=lambda us: -sum(us))
     row["bpf"] = bpf_stats_delta(bpf0, bpf1) if BPF_STATS_ON else {}
     row["prog_names"] = names
     if mode in AGENT_MODES:
@@ -1060,6 +1081,10 @@ def print_scenario(sc, rows, modes, names):
                              if r["writes"] else "agent write syscalls 0")
             if r.get("ctx") is not None and events:
                 parts.append(f"context switches {r['ctx'] / events:.3f} per event written")
+            busy = [(u, s) for u, s in r.get("threads") or [] if u + s >= 0.01]
+            if busy and events:
+                parts.append("threads (user + system us per event written): " + ", ".join(
+                    f"{u / events * 1e6:.2f} + {s / events * 1e6:.2f}" for u, s in busy))
             if r.get("shipper_cpu") is not None:
                 parts.append(f"log shipper CPU {per_100k(r['shipper_cpu'], n):.3f} s / 100k")
             if r.get("bpf"):
