@@ -254,12 +254,25 @@ class SnapshotRun {
     }
     char took[32];
     std::snprintf(took, sizeof took, "%.0f ms", stats->seconds * 1000);
-    log::info("snapshot: " + std::to_string(stats->reported) +
-              " connections older than the agent reported (" +
-              std::to_string(stats->tracked_already) +
-              " already reported: opened meanwhile, or a second holder, " +
-              std::to_string(stats->connecting) + " connecting, " +
-              std::to_string(stats->listeners) + " listening sockets) in " + took);
+    std::string how = "the task/file iterator";
+    if (stats->mechanism == "netlink") {
+      how = "sock_diag in " + std::to_string(stats->namespaces) + " network namespaces (" +
+            std::to_string(stats->namespaces_failed) + " left meanwhile), owners from " +
+            "a /proc scan; " + std::to_string(stats->closed_meanwhile) +
+            " closed before their report, " + std::to_string(stats->without_owner) +
+            " held by no process; the iterator: " + stats->fallback_reason;
+    }
+    log::info(
+        "snapshot: " + std::to_string(stats->reported) +
+        " connections older than the agent reported (" + std::to_string(stats->tracked_already) +
+        " already reported: opened meanwhile, or a second holder, " +
+        std::to_string(stats->connecting) + " connecting, " + std::to_string(stats->listeners) +
+        " listening sockets) in " + took + "; mechanism: " + stats->mechanism + " (" + how + ")");
+    if (stats->truncated) {
+      log::warn(
+          "snapshot: a bound (processes, descriptors or time) was reached: some connections "
+          "older than the agent may not be reported");
+    }
     if (stats->no_room > 0) {
       log::warn("snapshot: " + std::to_string(stats->no_room) +
                 " connections older than the agent were not reported: the ring buffer or the "
@@ -647,6 +660,7 @@ int run_agent(const Options& options) {
   ProbeOptions probe_options = options.probe;
   probe_options.cgroup_root = cgroup2_root_or_default(options.cgroup_root);
   probe_options.snapshot = options.preexisting;
+  probe_options.proc_root = options.proc_root;
   Attributor attributor(open_cgroups(probe_options.cgroup_root), kubelet.get());
   PipelineDeps deps;
   deps.attributor = &attributor;

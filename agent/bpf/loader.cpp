@@ -288,8 +288,9 @@ std::vector<std::string> unknown_programs() {
 void LoadedProgram::SkelDeleter::operator()(netmon_bpf* skel) const { netmon_bpf__destroy(skel); }
 
 LoadedProgram::~LoadedProgram() {
-  snapshot_link_.reset();  // the snapshot's object before the maps it shares
+  snapshot_link_.reset();  // the snapshot's objects before the maps they share
   snapshot_.reset();
+  snapshot_netlink_.reset();
 }  // the skeleton detaches its links
 
 int LoadedProgram::events_fd() const { return bpf_map__fd(skel_->maps.events); }

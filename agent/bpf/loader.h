@@ -15,6 +15,7 @@
 
 struct netmon_bpf;
 struct netmon_snapshot_bpf;
+struct netmon_snapshot_netlink_bpf;
 struct bpf_link;
 
 namespace netmon {
@@ -41,9 +42,10 @@ class LoadedProgram {
   std::vector<MapMemory> map_memory() const;
   // Loads the start-up snapshot's object (bpf/snapshot.cpp) with this one's maps and attaches its
   // iterator, right after this object loaded, so that libbpf's parse of the kernel's BTF for it
-  // is freed with the first one's before the start-up's memory is handed back. A failure is kept
-  // for snapshot() to report.
-  void load_snapshot();
+  // is freed with the first one's before the start-up's memory is handed back; where it cannot
+  // load (or `options.snapshot_netlink` forces it), the fallback's object (sock_diag and a /proc
+  // scan, netmon_snapshot_netlink.bpf.c). A failure of both is kept for snapshot() to report.
+  void load_snapshot(const ProbeOptions& options);
   // See Probe::snapshot(); frees the snapshot's object when done. Once only.
   Result<SnapshotStats> snapshot(const std::function<bool()>& room);
 
@@ -63,7 +65,18 @@ class LoadedProgram {
   };
   std::unique_ptr<netmon_snapshot_bpf, SnapshotDeleter> snapshot_;
   std::unique_ptr<bpf_link, LinkDeleter> snapshot_link_;  // before snapshot_ goes
+  struct NetlinkDeleter {
+    void operator()(netmon_snapshot_netlink_bpf* skel) const;
+  };
+  std::unique_ptr<netmon_snapshot_netlink_bpf, NetlinkDeleter> snapshot_netlink_;
   std::string snapshot_error_ = "not loaded";
+  std::string iterator_error_;  // why the fallback runs: the iterator's failure, or forced
+  std::string proc_root_ = "/proc";
+  std::string cgroup_root_;
+  // The two ways of the snapshot (snapshot.cpp).
+  void load_iterator();
+  Result<SnapshotStats> snapshot_iterator(const std::function<bool()>& room);
+  Result<SnapshotStats> snapshot_netlink(const std::function<bool()>& room);
   HookVariants variants_;  // concrete: the variant of each sensor's programs
   KernelFacts facts_;
   std::vector<AttachedHook> hooks_;

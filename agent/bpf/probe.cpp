@@ -144,7 +144,7 @@ Result<std::unique_ptr<Probe>> Probe::start(const ProbeOptions& options, RecordS
   auto program = load_sensors(options, read_kernel_facts());
   if (!program) return fail(program.error().message);
   impl->program = std::move(*program);
-  if (options.snapshot) impl->program->load_snapshot();
+  if (options.snapshot) impl->program->load_snapshot(options);
 
   // Loading parsed the kernel's BTF (megabytes, more than once when variants were probed) and
   // freed it, but the allocator keeps freed heap resident: hand it back before the ring buffer

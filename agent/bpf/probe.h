@@ -77,6 +77,11 @@ struct ProbeOptions {
   std::string cgroup_root;
   // Load the start-up snapshot's object too (Probe::snapshot(); issue #21).
   bool snapshot = true;
+  // Fault injection for tests (NETMON_FAULT_SNAPSHOT=netlink): the snapshot takes its fallback
+  // (sock_diag netlink and a /proc scan) even where the task/file iterator loads.
+  bool snapshot_netlink = false;
+  // Where the fallback reads processes (their descriptors and network namespaces).
+  std::string proc_root = "/proc";
   // Fault injection for tests: the state tracepoint programs ignore these changes (enum nm_fault
   // bits of netmon_events.h), as when the kernel skips them. 0 in production.
   uint32_t fault_skip_state = 0;
@@ -126,6 +131,16 @@ struct SnapshotStats {
   uint64_t chunks = 0;           // reads of the iterator (the reader paused between them)
   uint64_t cookies_made = 0;     // sockets that had no cookie yet, given one (SO_COOKIE)
   double seconds = 0;            // how long it took
+  // "iterator" (netmon_snapshot.bpf.c) or "netlink" (the fallback: sock_diag in each network
+  // namespace, owners from a /proc fd scan), and for the fallback why.
+  std::string mechanism;
+  std::string fallback_reason;
+  // The fallback only:
+  uint64_t namespaces = 0;         // network namespaces dumped
+  uint64_t namespaces_failed = 0;  // found but not dumped (their processes left meanwhile)
+  uint64_t closed_meanwhile = 0;   // dumped, then closed before they were reported
+  uint64_t without_owner = 0;      // dumped, held by no process (an accept queue's)
+  bool truncated = false;          // a bound (processes, descriptors, time) was reached
 };
 
 // Receives raw records on the polling thread. Must not throw. Returns false to stop reading for

@@ -513,6 +513,15 @@ const std::vector<Setting>& settings() {
          return {};
        },
        [](const Options& o) { return o.fault_skip_state; }},
+      {nullptr, "NETMON_FAULT_SNAPSHOT", nullptr, Type::kString, "MECHANISM",
+       "\"netlink\": the start-up snapshot takes its fallback (sock_diag and a /proc scan) even "
+       "where the task/file iterator loads; for tests only",
+       [](Options& o, std::string_view v) -> Result<void> {
+         if (v != "" && v != "netlink") return fail(quoted(v) + " is not \"netlink\" or empty");
+         o.probe.snapshot_netlink = v == "netlink";
+         return {};
+       },
+       [](const Options& o) { return std::string(o.probe.snapshot_netlink ? "netlink" : ""); }},
       {nullptr, "NETMON_FAULT_CONNTRACK_BUFFER", nullptr, Type::kNumber, "BYTES",
        "the conntrack event socket's receive buffer, 0 (the default 8 MiB) or 1 to 67108864 "
        "bytes, so that a test can overflow it; for tests only",

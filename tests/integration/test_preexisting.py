@@ -46,7 +46,7 @@ OPEN_KINDS = (ESTABLISH, ACCEPT)
 SNAPSHOT_LINE = re.compile(
     r"snapshot: (\d+) connections older than the agent reported \((\d+) already reported: "
     r"opened meanwhile, or a second holder, (\d+) connecting, (\d+) listening sockets\) in "
-    r"(\d+) ms")
+    r"(\d+) ms; mechanism: (\w+)")
 HELPER_TIMEOUT = 15.0  # seconds for a helper's next line
 SNAPSHOT_TIMEOUT = 20.0  # seconds from "netmon is running" to the snapshot's log line
 SLACK_MS = 100  # for comparing duration_ms with the test's own clock readings
@@ -226,10 +226,31 @@ def open_events(agent, **filters):
     return [e for e in agent.events(**filters) if e["network_event"]["type"] in OPEN_KINDS]
 
 
+@pytest.fixture(params=["iterator", "netlink"])
+def start_agent(request, start_agent):
+    """conftest's start_agent, once per mechanism of the snapshot: the task/file iterator (this
+    kernel has it), and the fallback of kernels without it (sock_diag in each network namespace
+    and a /proc fd scan), forced with NETMON_FAULT_SNAPSHOT=netlink. snapshot_line() checks that
+    the one asked for ran."""
+    mechanism = request.param
+
+    def start(*args, env=None):
+        extra = {"NETMON_FAULT_SNAPSHOT": "netlink"} if mechanism == "netlink" else {}
+        agent = start_agent(*args, env={**(env or {}), **extra})
+        agent.snapshot_mechanism = mechanism
+        return agent
+
+    return start
+
+
 def snapshot_line(agent, timeout=SNAPSHOT_TIMEOUT):
-    """The agent's snapshot log line, as a match (bounded wait)."""
-    return wait_for(lambda: SNAPSHOT_LINE.search(agent.stderr_text()), timeout=timeout,
+    """The agent's snapshot log line, as a match (bounded wait); the mechanism the test asked for
+    ran."""
+    line = wait_for(lambda: SNAPSHOT_LINE.search(agent.stderr_text()), timeout=timeout,
                     what=lambda: f"the snapshot's log line; stderr:\n{agent.stderr_text()}")
+    expected = getattr(agent, "snapshot_mechanism", None)
+    assert expected is None or line.group(6) == expected, (expected, line.group(0))
+    return line
 
 
 def socket_inodes_have_ctime():

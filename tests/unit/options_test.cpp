@@ -279,6 +279,18 @@ TEST(OptionsParse, FaultInjectionClassesMapToTheKernelBits) {
   EXPECT_TRUE(contains(parse_fault_skip_state("open,close").error().message, "'close'"));
 }
 
+TEST(OptionsParse, SnapshotFallbackIsForcedByAVariableOnly) {
+  auto r = parse({}, {{"NETMON_FAULT_SNAPSHOT", "netlink"}});
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_TRUE(r->probe.snapshot_netlink);
+  r = parse({});
+  ASSERT_TRUE(r);
+  EXPECT_FALSE(r->probe.snapshot_netlink);
+  EXPECT_EQ(error_of({}, {{"NETMON_FAULT_SNAPSHOT", "iter"}}),
+            "invalid NETMON_FAULT_SNAPSHOT: 'iter' is not \"netlink\" or empty");
+  EXPECT_TRUE(contains(error_of({"--fault-snapshot=netlink"}), "unknown flag"));
+}
+
 TEST(OptionsParse, FaultInjectionIsAVariableOnly) {
   auto r = parse({}, {{"NETMON_FAULT_SKIP_STATE", "end,open"}});
   ASSERT_TRUE(r) << r.error().message;
