@@ -4,9 +4,11 @@
 #     --build-arg VERSION="$(git describe --tags --always --dirty)" \
 #     --build-arg REVISION="$(git rev-parse HEAD)" .
 #
-# (docker build takes the same arguments.) docs/deployment.md describes the image; the Helm chart
-# in charts/netmon runs it: args --config=/etc/netmon/config.yaml (the ConfigMap replaces the
-# default file below), --proc-root=/host/proc, --cgroup-root, --metrics-address.
+# (docker build takes the same arguments.) This is the linux/amd64 image: scripts/build-image.sh
+# builds it and the linux/arm64 one (image/Dockerfile.arm64, the agent cross-built) into one image
+# index. docs/deployment.md describes the image; the Helm chart in charts/netmon runs it: args
+# --config=/etc/netmon/config.yaml (the ConfigMap replaces the default file below),
+# --proc-root=/host/proc, --cgroup-root, --metrics-address.
 
 # ---------------------------------------------------------------------------------------------
 # Build stage: the same dependency script as the README's quick start, then the agent alone

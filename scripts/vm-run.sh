@@ -3,7 +3,8 @@
 # command's exit status. CI uses it to run the privileged integration tests on the kernels netmon
 # supports (docs/kernels.md), not only on the build machine's.
 #
-#   scripts/vm-run.sh <5.10|6.1|6.12> [--timeout SECONDS] [--memory MIB] [--cpus N] -- COMMAND...
+#   scripts/vm-run.sh <5.10|6.1|6.12> [--arch amd64|arm64] [--timeout SECONDS] [--memory MIB]
+#                     [--cpus N] -- COMMAND...
 #
 # The guest sees this machine's root file system read-only (9p) under a writable tmpfs overlay,
 # so the build, the tests and every installed tool are there as on the host; it starts in the
@@ -13,8 +14,15 @@
 # kernel's own modules on demand.
 # Nothing reaches a network: the guest has no network device.
 #
+# --arch arm64 (6.1 and 6.12): Debian's arm64 kernel in qemu-system-aarch64 (the virt machine).
+# This machine's root is x86_64, so the guest's root is instead an arm64 Debian root
+# (scripts/arm64-sysroot.sh guest: the image's packages, busybox, python3 with pytest, nc,
+# telnet, iproute2, bpftool; cached), under the tmpfs overlay as above; only the current
+# directory (the checkout, with the arm64 agent the caller names) comes from this machine, at
+# the same path, read-only under its own tmpfs overlay.
+#
 # The kernel is the newest Debian package of the series (bullseye for 5.10, bookworm for 6.1 and
-# 6.12; the generic amd64 flavour, which has 9p), fetched with apt-get download from the mirror
+# 6.12; the generic amd64 or arm64 flavour, which has 9p), fetched with apt-get download from the mirror
 # this machine uses through a private apt state, unpacked and cached in NETMON_VM_CACHE
 # (default /var/cache/netmon-vm); the package index is refreshed once a day, and a cached kernel
 # is used when the mirror cannot be reached. "The newest" changes as Debian publishes updates, so
@@ -33,11 +41,13 @@ usage() {
 }
 
 kernel=""
+arch=amd64
 timeout_s=900
 memory_mib=3072
 cpus=2
 while (($#)); do
   case "$1" in
+    --arch) arch="${2:?}"; shift 2 ;;
     --timeout) timeout_s="${2:?}"; shift 2 ;;
     --memory) memory_mib="${2:?}"; shift 2 ;;
     --cpus) cpus="${2:?}"; shift 2 ;;
@@ -53,11 +63,14 @@ done
 [[ "$timeout_s" =~ ^[0-9]+$ && "$memory_mib" =~ ^[0-9]+$ && "$cpus" =~ ^[0-9]+$ ]] || usage
 
 # Kernel series -> Debian suite and the meta-package that names its newest kernel.
-case "$kernel" in
-  5.10) suite=bullseye meta=linux-image-amd64 ;;
-  6.1) suite=bookworm meta=linux-image-amd64 ;;
-  6.12) suite=bookworm meta=linux-image-6.12-amd64 ;;
-  *) echo "vm-run: unsupported kernel '$kernel' (5.10, 6.1 or 6.12)" >&2; usage ;;
+case "$arch/$kernel" in
+  amd64/5.10) suite=bullseye meta=linux-image-amd64 ;;
+  amd64/6.1) suite=bookworm meta=linux-image-amd64 ;;
+  amd64/6.12) suite=bookworm meta=linux-image-6.12-amd64 ;;
+  arm64/6.1) suite=bookworm meta=linux-image-arm64 ;;
+  arm64/6.12) suite=bookworm meta=linux-image-6.12-arm64 ;;
+  *) echo "vm-run: unsupported kernel '$kernel' for $arch (amd64: 5.10, 6.1, 6.12; arm64: 6.1, 6.12)" >&2
+     usage ;;
 esac
 
 if [[ $(id -u) -ne 0 ]]; then
@@ -66,7 +79,11 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 need=()
-command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+if [[ $arch == arm64 ]]; then
+  command -v qemu-system-aarch64 >/dev/null || need+=(qemu-system-arm)
+else
+  command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+fi
 [[ -x /bin/busybox ]] && /bin/busybox --list 2>/dev/null | grep -qx switch_root ||
   need+=(busybox-static)
 command -v cpio >/dev/null || need+=(cpio)
@@ -99,12 +116,14 @@ fetch_kernel() {
   local mirror apt lists stamp pkg deb dir version sha
   mirror="${NETMON_VM_MIRROR:-$(host_mirror)}"
   apt="$cache/apt/$suite"
+  [[ $arch == amd64 ]] || apt="$cache/apt/$suite-$arch"
   mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$apt/parts" "$cache/kernels"
   cat >"$apt/sources.list" <<EOF
 deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $suite main
 deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] ${mirror}-security $suite-security main
 EOF
-  local opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o "Dir::Etc::SourceParts=$apt/parts"
+  local opts=(-o "APT::Architecture=$arch" -o "APT::Architectures::=$arch"
+    -o "Dir::Etc::SourceList=$apt/sources.list" -o "Dir::Etc::SourceParts=$apt/parts"
     -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache" -o "APT::Get::List-Cleanup=0"
     -o "Acquire::Languages=none" -o "APT::Sandbox::User=root")
   stamp="$apt/updated"
@@ -120,7 +139,7 @@ EOF
     sed -n 's/^Depends:.*\(linux-image-[0-9][^ ,]*\).*/\1/p' | head -n1 || true)
   if [[ -z "$pkg" ]]; then
     # No index: the kernel used last time, if any.
-    pkg=$(cat "$cache/kernels/$kernel.current" 2>/dev/null || true)
+    pkg=$(cat "$cache/kernels/$current" 2>/dev/null || true)
     [[ -n "$pkg" ]] || { log "cannot resolve $meta in $suite (no index, nothing cached)"; exit 125; }
     log "using the cached $pkg"
   fi
@@ -146,10 +165,18 @@ EOF
     mv "$dir/.package.tmp" "$dir/.package"
     rm -rf "$cache/kernels/tmp-$pkg"
   fi
-  echo "$pkg" >"$cache/kernels/$kernel.current"
+  echo "$pkg" >"$cache/kernels/$current"
   echo "$dir"
 }
 
+current="$kernel.current"
+[[ $arch == amd64 ]] || current="$arch-$kernel.current"
+# The arm64 guest's root (made before the lock: it has its own).
+guest_root=/
+if [[ $arch == arm64 ]]; then
+  guest_root=$(scripts_dir=$(dirname "$0"); "$scripts_dir/arm64-sysroot.sh" guest) ||
+    { log "the arm64 guest root could not be made"; exit 125; }
+fi
 exec 9>"$cache/.lock"
 flock -w 600 9 || { log "another vm-run holds $cache/.lock"; exit 125; }
 kdir=$(fetch_kernel)
@@ -182,10 +209,10 @@ module_closure() {
 }
 
 initrd="$kdir/netmon-initrd.cpio"
-if [[ ! -e "$initrd" || "$initrd" -ot "$0" ]]; then
+if [[ ! -e "$initrd" || "$initrd" -ot "$0" || "$initrd" -ot "$guest_root/.complete" ]]; then
   staging=$(mktemp -d)
   mkdir -p "$staging"/{bin,dev,proc,sys,modules,host,rw,newroot}
-  cp /bin/busybox "$staging/bin/busybox"
+  cp "$guest_root/bin/busybox" "$staging/bin/busybox"
   n=0
   for rel in $(module_closure virtio_pci virtio_rng 9pnet_virtio 9p overlay); do
     n=$((n + 1))
@@ -208,13 +235,14 @@ mount -t devtmpfs devtmpfs /dev
 for m in /modules/*.ko; do insmod "$m" 2>/dev/null; done
 fail() { echo "vm-run: $*"; poweroff -f; }
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=524288 hostroot /host ||
-  fail "mounting the host root failed"
+  fail "mounting the root failed"
 mount -t tmpfs -o mode=0755 tmpfs /rw
 mkdir -p /rw/upper /rw/work
 mount -t overlay overlay -o lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work /newroot ||
   fail "mounting the overlay failed"
 mkdir -p /newroot/.netmon-vm
 cp /bin/busybox /run.sh /moddir /stage2.sh /newroot/.netmon-vm/
+[ -e /checkout ] && cp /checkout /newroot/.netmon-vm/
 umount /proc /sys
 exec switch_root /newroot /.netmon-vm/busybox sh /.netmon-vm/stage2.sh
 EOF
@@ -233,10 +261,20 @@ $bb mount -t cgroup2 cgroup2 /sys/fs/cgroup
 $bb mount -t bpf bpf /sys/fs/bpf
 $bb mount -t tracefs tracefs /sys/kernel/tracing
 $bb mount -t debugfs debugfs /sys/kernel/debug
-# The kernel's own modules, for what the tests load on demand (veth, ...).
+# The kernel's own modules, for what the tests load on demand (veth, ...): in the host's root, or
+# (a guest root of its own, arm64) shared as "modules".
 kver=$($bb uname -r)
 $bb mkdir -p "/lib/modules/$kver"
-$bb mount --bind "$(cat /.netmon-vm/moddir)" "/lib/modules/$kver"
+if [ -e /.netmon-vm/checkout ]; then
+  $bb mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=524288 modules "/lib/modules/$kver"
+  # The checkout at its path on this machine, writable through a tmpfs overlay.
+  dir=$($bb cat /.netmon-vm/checkout)
+  $bb mkdir -p /run/checkout/lower /run/checkout/upper /run/checkout/work "$dir"
+  $bb mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=524288 checkout /run/checkout/lower
+  $bb mount -t overlay overlay -o lowerdir=/run/checkout/lower,upperdir=/run/checkout/upper,workdir=/run/checkout/work "$dir"
+else
+  $bb mount --bind "$(cat /.netmon-vm/moddir)" "/lib/modules/$kver"
+fi
 echo /sbin/modprobe >/proc/sys/kernel/modprobe
 $bb ip link set lo up
 $bb hostname netmon-vm
@@ -272,20 +310,38 @@ trap 'rm -rf "$run"' EXIT
 mkdir -p "$run/cpio"
 cp "$run/run.sh" "$run/cpio/run.sh"
 printf '%s\n' "$moddir" >"$run/cpio/moddir"
-(cd "$run/cpio" && printf '%s\n' run.sh moddir | cpio -o -H newc --quiet) >"$run/run.cpio"
+files=(run.sh moddir)
+if [[ $arch == arm64 ]]; then
+  printf '%s\n' "$PWD" >"$run/cpio/checkout"
+  files+=(checkout)
+fi
+(cd "$run/cpio" && printf '%s\n' "${files[@]}" | cpio -o -H newc --quiet) >"$run/run.cpio"
 cat "$initrd" "$run/run.cpio" >"$run/initrd"
 
 # NETMON_VM_VERBOSE=1 shows the kernel's boot messages.
 kernel_log="quiet loglevel=3"
 [[ "${NETMON_VM_VERBOSE:-0}" == 1 ]] && kernel_log="loglevel=7"
-log "booting $kver (TCG, $cpus CPUs, $memory_mib MiB, limit $timeout_s s): $*"
+if [[ $arch == arm64 ]]; then
+  # The virt machine; -cpu max with QEMU's own pointer-authentication algorithm (impdef): the
+  # architected one (QARMA) is many times slower to emulate.
+  qemu=(qemu-system-aarch64 -machine virt -cpu "${NETMON_VM_CPU:-max,pauth-impdef=on}")
+  console=ttyAMA0
+  shares=(-virtfs "local,path=$PWD,mount_tag=checkout,security_model=none,readonly=on,multidevs=remap"
+    -virtfs "local,path=$moddir,mount_tag=modules,security_model=none,readonly=on,multidevs=remap")
+else
+  qemu=(qemu-system-x86_64 -cpu "${NETMON_VM_CPU:-max}")
+  console=ttyS0
+  shares=()
+fi
+log "booting $kver ($arch, TCG, $cpus CPUs, $memory_mib MiB, limit $timeout_s s): $*"
 start=$(date +%s)
 set +e
-timeout -k 5 "$timeout_s" qemu-system-x86_64 \
-  -accel tcg,thread=multi -cpu "${NETMON_VM_CPU:-max}" -smp "$cpus" -m "$memory_mib" \
+timeout -k 5 "$timeout_s" "${qemu[@]}" \
+  -accel tcg,thread=multi -smp "$cpus" -m "$memory_mib" \
   -kernel "$vmlinuz" -initrd "$run/initrd" \
-  -append "console=ttyS0 $kernel_log panic=-1 no_timer_check random.trust_cpu=on" \
-  -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
+  -append "console=$console $kernel_log panic=-1 no_timer_check random.trust_cpu=on" \
+  -virtfs "local,path=$guest_root,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \
+  "${shares[@]}" \
   -device virtio-rng-pci -nic none -display none -monitor none -serial stdio -no-reboot \
   </dev/null | sed -u 's/\r$//' | tee "$run/console"
 qemu_rc=${PIPESTATUS[0]}

@@ -837,3 +837,10 @@ def pytest_configure(config):
         "ctest -L kernel): the reference scenario, failed connects, process and pod attribution, "
         "close statistics, hook variants",
     )
+    config.addinivalue_line(
+        "markers",
+        "arm64_matrix: the reduced scenario of the arm64 kernel matrix (scripts/kernel-matrix.sh "
+        "--arch arm64, ctest -L arm64; qemu-system-aarch64 under TCG): the reference scenario over "
+        "IPv4 and IPv6, a refused connect, the process object, close statistics, the hook "
+        "variants chosen, a clean stop, the chart's capabilities",
+    )

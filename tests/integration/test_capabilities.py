@@ -7,6 +7,8 @@ Debian's kernels (kernel.perf_event_paranoid = 3, a Debian patch) refuse perf ev
 process without CAP_SYS_ADMIN, CAP_PERFMON or not (docs/kernels.md)."""
 
 import os
+import platform
+import re
 import socket
 
 import pytest
@@ -33,6 +35,16 @@ def perf_event_paranoid():
         return int(f.read())
 
 
+def arm64_without_fexit_nor_perf_events():
+    """arm64 before 6.4 has no ftrace direct calls, so no fexit program attaches there and the
+    accept hook falls back to the syscall tracepoints (perf events); with perf_event_paranoid
+    above 2 the chart's capabilities cannot open them (docs/kernels.md, arm64)."""
+    if platform.machine() != "aarch64":
+        return False
+    release = tuple(int(x) for x in re.findall(r"\d+", platform.release())[:2])
+    return release < (6, 4) and perf_event_paranoid() > 2
+
+
 def assert_failed_connect_reported(agent):
     port = free_port()
     with socket.socket() as s:
@@ -41,6 +53,11 @@ def assert_failed_connect_reported(agent):
     agent.wait_events(kind="TcpConnectionFailed", dport=port)
 
 
+@pytest.mark.arm64_matrix
+@pytest.mark.xfail(
+    condition=arm64_without_fexit_nor_perf_events(), raises=AssertionError, strict=True,
+    reason="issue #24: on arm64 before 6.4 (no fexit) with perf_event_paranoid > 2 the accept "
+    "hook's tracepoint fallback is refused to the chart's capabilities: the agent exits 1")
 def test_chart_capabilities_start_the_preferred_state_hook():
     """With the chart's capabilities the agent starts and reports, with the BPF-native state hook
     and the TCP state observer (a sock_ops program: CAP_NET_ADMIN) on every kernel, and no

@@ -576,3 +576,117 @@ def test_runs_like_the_daemonset(agent_image, base_image, tmp_path):
     finally:
         agent.kill()
         podman("rm", "--force", "--time", "0", name, check=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# The image index: linux/amd64 and linux/arm64 (issue #24)
+
+ARM64_AGENT = os.environ.get("NETMON_ARM64_AGENT") or os.path.join(
+    REPO_ROOT, "build", "arm64", "netmon-agent")
+INDEX_TIMEOUT = 600  # seconds for scripts/build-image.sh with both images given or cross-built
+QEMU_TIMEOUT = 60  # seconds for one run of the arm64 agent under qemu-user
+
+
+def oci_blob_index(layout):
+    """The index.json of an OCI image layout."""
+    with open(os.path.join(layout, "index.json"), encoding="utf-8") as f:
+        return yaml.safe_load(f)  # JSON is YAML
+
+
+def oci_blob(layout, digest):
+    """A JSON blob of an OCI image layout, by digest."""
+    algorithm, value = digest.split(":", 1)
+    with open(os.path.join(layout, "blobs", algorithm, value), encoding="utf-8") as f:
+        return yaml.safe_load(f)  # JSON is YAML
+
+
+def qemu_arm64(root, *command):
+    """Runs an arm64 program of `root` under qemu-user with `root` as its file system prefix
+    (libraries and absolute paths are looked up there first)."""
+    return subprocess.run(["qemu-aarch64-static", "-L", root, *command], capture_output=True,
+                          text=True, timeout=QEMU_TIMEOUT, check=False)
+
+
+def test_multiarch_index(agent_image, tmp_path):
+    """scripts/build-image.sh makes an OCI image index of the amd64 image (the Dockerfile's,
+    built above) and the arm64 one (the cross-built agent in an arm64 Debian base): one entry per
+    platform, each manifest's config of that architecture, the same labels, entrypoint, command
+    and exposed port. The arm64 image's own agent runs under qemu-user from the image's file
+    system: --version, --help, its loader finds every library in the image, and --print-config
+    loads the image's default configuration."""
+    if shutil.which("qemu-aarch64-static") is None:
+        skip_or_fail("qemu-aarch64-static not found (scripts/install-deps.sh arm64 installs it)")
+    if not os.access(ARM64_AGENT, os.X_OK):
+        skip_or_fail(f"no arm64 agent at {ARM64_AGENT} (scripts/build-arm64.sh; ctest arm64-build)")
+    tag, build_args = agent_image
+    name = f"localhost/netmon-agent:index-{secrets.token_hex(4)}"
+    archive = tmp_path / "index.tar"
+    env = dict(os.environ, **build_args)
+    start = time.monotonic()
+    try:
+        result = subprocess.run(
+            [os.path.join(REPO_ROOT, "scripts", "build-image.sh"), name, "--amd64-image", tag,
+             "--arm64-agent", ARM64_AGENT, "--oci-archive", str(archive)],
+            capture_output=True, text=True, timeout=INDEX_TIMEOUT, check=False, env=env)
+        assert result.returncode == 0, f"build-image.sh exited {result.returncode}:\n" \
+            f"{(result.stdout + result.stderr)[-6000:]}"
+        print(f"arm64 image and index made in {time.monotonic() - start:.0f} s")
+
+        layout = tmp_path / "oci"
+        layout.mkdir()
+        subprocess.run(["tar", "-xf", str(archive), "-C", str(layout)], check=True, timeout=120)
+        (top,) = oci_blob_index(layout)["manifests"]
+        assert top["mediaType"] == "application/vnd.oci.image.index.v1+json", top
+        index = oci_blob(layout, top["digest"])
+        assert index["mediaType"] == "application/vnd.oci.image.index.v1+json", index
+        platforms = {}
+        for entry in index["manifests"]:
+            platform = f"{entry['platform']['os']}/{entry['platform']['architecture']}"
+            manifest = oci_blob(layout, entry["digest"])
+            platforms[platform] = oci_blob(layout, manifest["config"]["digest"])
+        assert sorted(platforms) == ["linux/amd64", "linux/arm64"], index
+        for platform, config in platforms.items():
+            assert f"{config['os']}/{config['architecture']}" == platform, config
+        amd64, arm64 = platforms["linux/amd64"]["config"], platforms["linux/arm64"]["config"]
+        for key in ("Entrypoint", "Cmd", "ExposedPorts"):
+            assert arm64.get(key) == amd64.get(key), (key, arm64.get(key), amd64.get(key))
+        for key in ("version", "revision", "source", "title"):
+            label = f"org.opencontainers.image.{key}"
+            assert arm64["Labels"][label] == amd64["Labels"][label], label
+        assert arm64["Labels"]["org.opencontainers.image.version"] == build_args["VERSION"]
+
+        # The arm64 image's file system, and its agent under qemu-user.
+        root = podman("image", "mount", f"{name}-arm64").stdout.strip()
+        try:
+            agent = root + amd64["Entrypoint"][0]
+            kind = subprocess.run(["file", "-bL", agent], capture_output=True, text=True,
+                                  timeout=30, check=True).stdout
+            assert "ARM aarch64" in kind, kind
+            version = qemu_arm64(root, agent, "--version")
+            assert version.returncode == 0 and version.stdout.startswith("netmon-agent "), version
+            usage = qemu_arm64(root, agent, "--help")
+            assert usage.returncode == 0 and usage.stdout.startswith("Usage: netmon-agent"), usage
+            libs = qemu_arm64(root, root + "/lib/ld-linux-aarch64.so.1", "--list", agent)
+            assert libs.returncode == 0 and "not found" not in libs.stdout, libs
+            for lib in ("libbpf.so.1", "libelf.so.1", "libyaml-cpp.so", "libssl.so.3",
+                        "libstdc++.so.6", "libc.so.6"):
+                assert f"{lib}" in libs.stdout, (lib, libs.stdout)
+            printed = qemu_arm64(root, agent, *amd64["Cmd"], "--print-config")
+            assert printed.returncode == 0, printed
+            with open(IMAGE_CONFIG, encoding="utf-8") as f:
+                shipped = yaml.safe_load(f)
+            effective = yaml.safe_load(printed.stdout)
+
+            def same(expected, actual, where):
+                for key, value in expected.items():
+                    if isinstance(value, dict):
+                        same(value, actual[key], f"{where}{key}.")
+                    else:
+                        assert actual[key] == value, f"{where}{key}: {actual[key]!r} != {value!r}"
+
+            same(shipped, effective, "")
+        finally:
+            podman("image", "unmount", f"{name}-arm64", check=False)
+    finally:
+        podman("manifest", "rm", name, check=False)
+        podman("rmi", "--force", f"{name}-arm64", check=False)

@@ -149,6 +149,7 @@ def comparable(events):
     )
 
 
+@pytest.mark.arm64_matrix
 def test_chosen_variants_are_logged_and_exported(start_agent):
     """At start the agent logs one "hook variant:" line per hook, naming the preferred variant
     or why not, and /metrics says the same in netmon_hook_variant_info."""

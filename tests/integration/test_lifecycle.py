@@ -187,6 +187,7 @@ def telnet_host(family):
     ids=["ipv4-7878", "ipv6-7879"],
 )
 @pytest.mark.kernel_matrix
+@pytest.mark.arm64_matrix
 def test_nc_telnet_reference_scenario(agent, real_tools, processes, family, preferred_port):
     """`nc -l PORT` + `telnet localhost PORT` (and `nc -6 -l` + `telnet -6`): telnet's
     Establish, nc's Accept, and one Close per side with the cookie, addresses and pid of its
@@ -256,6 +257,7 @@ def test_nc_telnet_reference_scenario(agent, real_tools, processes, family, pref
 
 @FAMILIES
 @pytest.mark.kernel_matrix
+@pytest.mark.arm64_matrix
 def test_connect_to_closed_port_is_one_failed_event(agent, family):
     """A connect to a closed loopback port gives exactly one TcpConnectionFailed with
     error ECONNREFUSED, the connecting pid and thread, the ephemeral sport and dport = port."""
@@ -754,6 +756,7 @@ def test_stdout_is_json_lines_and_stderr_is_logs(agent):
 # Edges of the lifecycle
 
 
+@pytest.mark.arm64_matrix
 def test_sigint_stops_cleanly(agent):
     """SIGINT, like SIGTERM, stops the agent with exit 0 and the "stopped:" summary (the
     fixture then checks that no BPF program is left)."""

@@ -591,6 +591,7 @@ def test_host_series_equal_the_event_stream(agent, real_tools, processes):
 
 
 @pytest.mark.kernel_matrix
+@pytest.mark.arm64_matrix
 def test_close_events_carry_bytes_closer_and_reset(agent):
     """Close events of connections this test made: bytes_sent and bytes_received are the
     payload bytes each side sent and received, closed_by says which side closed first, and an

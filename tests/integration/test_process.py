@@ -345,6 +345,7 @@ def as_nobody(*command):
 
 @FAMILIES
 @pytest.mark.kernel_matrix
+@pytest.mark.arm64_matrix
 def test_reference_scenario_process_objects(agent, real_tools, processes, family):
     """`nc -l PORT` + `telnet localhost PORT` (IPv4), `nc -6 -l` + `telnet -6` (IPv6): telnet's
     Establish names /usr/bin/inetutils-telnet (the symlink /usr/bin/telnet resolved) with its
