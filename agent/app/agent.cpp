@@ -153,6 +153,20 @@ struct Readiness {
   std::atomic<KubeletWatcher*> kubelet{nullptr};
 };
 
+// Why the agent is not ready ("": ready): what /readyz answers and netmon_ready shows.
+std::string not_ready_reason(const Readiness& readiness, const LineWriter& writer) {
+  if (const int e = writer.output_error()) {
+    return std::string("stdout failed (") + std::strerror(e) + "): stopping";
+  }
+  if (!readiness.attached.load()) return "kernel probes not attached yet";
+  KubeletWatcher* k = readiness.kubelet.load();
+  if (k && !k->synced()) {
+    const std::string why = k->last_error();
+    return "first kubelet sync not done yet" + (why.empty() ? "" : "; kubelet: " + why);
+  }
+  return "";
+}
+
 // The HTTP endpoint at `address` (--metrics-address, not empty): /metrics, /healthz and
 // /readyz, which is ready once the probes are attached and the kubelet's first sync is done, and
 // not ready again once stdout failed.
@@ -162,18 +176,7 @@ Result<std::unique_ptr<HttpServer>> serve_http(const std::string& address, const
   auto listen = parse_listen_address(address);
   auto server = HttpServer::start(
       *listen, [&metrics] { return metrics.render(); },
-      [&readiness, &writer]() -> std::string {
-        if (const int e = writer.output_error()) {
-          return std::string("stdout failed (") + std::strerror(e) + "): stopping";
-        }
-        if (!readiness.attached.load()) return "kernel probes not attached yet";
-        KubeletWatcher* k = readiness.kubelet.load();
-        if (k && !k->synced()) {
-          const std::string why = k->last_error();
-          return "first kubelet sync not done yet" + (why.empty() ? "" : "; kubelet: " + why);
-        }
-        return "";
-      });
+      [&readiness, &writer] { return not_ready_reason(readiness, writer); });
   if (!server) return server;
   const std::string host =
       listen->host.find(':') != std::string::npos ? "[" + listen->host + "]" : listen->host;
@@ -513,7 +516,7 @@ struct Running {
 
 // Reads the kernel and hands the lines to the output until a stop signal, a broken stdout
 // (kExitOutputFailed) or a failed poll (1). Twice a second: the observer's link, stdout's state
-// and the health snapshot; once a second: the boot clock's offset.
+// and the health snapshot; once a second: the boot clock's offset and the idle edges.
 int run_until_stopped(Running& r) {
   Probe& probe = *r.probe;
   auto last_refresh = std::chrono::steady_clock::now();
@@ -554,13 +557,16 @@ int run_until_stopped(Running& r) {
             "tracepoint programs alone, which the kernel may skip");
       }
       r.writer.check_output();  // a stdout whose reader is gone, even with nothing to write
-      r.metrics.publish_health(health(r.pipeline, r.writer.stats(), probe.counters(),
-                                      r.processes.stats(), r.output, r.attributor, r.kubelet.get(),
-                                      r.peers.get(), r.nat.get()));
+      HealthSnapshot h =
+          health(r.pipeline, r.writer.stats(), probe.counters(), r.processes.stats(), r.output,
+                 r.attributor, r.kubelet.get(), r.peers.get(), r.nat.get());
+      h.ready = not_ready_reason(r.readiness, r.writer).empty();
+      r.metrics.publish_health(h);
       last_health = now;
     }
     if (now - last_refresh >= std::chrono::seconds(1)) {
       r.pipeline.refresh_clock();
+      r.pipeline.remove_idle_edges();
       last_refresh = now;
     }
   }
@@ -623,7 +629,7 @@ int run_agent(const Options& options) {
     return static_cast<size_t>(event_kind_of_line(line));
   });
   ProcessTable processes(ProcReader(options.proc_root), options.max_processes);
-  Metrics metrics(options.metrics_drop_labels, NETMON_VERSION_STRING);
+  Metrics metrics(options.metrics_drop_labels, NETMON_VERSION_STRING, options.edges);
 
   // The HTTP endpoint comes up first, so /readyz can say "not ready" while the probes load.
   Readiness readiness;
@@ -671,6 +677,7 @@ int run_agent(const Options& options) {
   deps.nat = nat.get();
   deps.pod_labels = options.pod_labels;
   deps.metrics = &metrics;
+  deps.max_connections = options.probe.max_connections;
   deps.verdicts = Verdicts(rules_configured(options.rules) ? &*rules : nullptr, options.events,
                            options.probe.max_connections);
   OutputFlow::Settings flow;

@@ -1,5 +1,7 @@
 #include "app/pipeline.h"
 
+#include <time.h>
+
 #include "common/socket_cookie.h"
 
 #include "app/output_flow.h"
@@ -34,7 +36,19 @@ Pipeline::Pipeline(OutputFlow& output, ProcessTable& processes, int last_cap, Pi
       peers_(deps.peers),
       nat_(deps.nat),
       peer_labels_(deps.peer_labels) {
-  if (deps.metrics) counters_.emplace(*deps.metrics);
+  if (deps.metrics) {
+    counters_.emplace(*deps.metrics);
+    EdgeTable& edges = deps.metrics->edges();
+    if (edges.settings().enabled) edges_.emplace(edges, deps.max_connections);
+  }
+}
+
+void Pipeline::remove_idle_edges() {
+  if (!edges_) return;
+  timespec now{};
+  ::clock_gettime(CLOCK_BOOTTIME, &now);
+  edges_->remove_idle(static_cast<uint64_t>(now.tv_sec) * 1'000'000'000u +
+                      static_cast<uint64_t>(now.tv_nsec));
 }
 
 bool Pipeline::on_record(std::span<const std::byte> record) noexcept {
@@ -101,6 +115,25 @@ bool Pipeline::look_up_peer(const ConnectionEvent& e, Peer& peer) {
   return true;
 }
 
+void Pipeline::count_edge(const ConnectionEvent& e, const EventContext& context,
+                          const NatTranslation& nat) {
+  EdgeEnds ends;
+  ends.attribution = context.attribution;
+  if (context.process) ends.process_name = context.process->filename;
+  ends.peer = context.peer;
+  ends.backend = context.backend;
+  ends.pod_generation = context.pod_generation;
+  ends.peer_generation = peer_version_;
+  Peer original;
+  if (context.nat && nat.has_original && peer_index_) {
+    // The client before translation (a NodePort's, a source-NATed one's), not the node address
+    // it came through.
+    original = peer_index_->lookup(nat.original_addr, nat.original_port, opened_at(e));
+    ends.peer = &original;
+  }
+  edges_->count(e, ends, e.boot_ns);
+}
+
 void Pipeline::handle(const ConnectionEvent& e) {
   // Every connection event's peer is looked up, filtered or not: the metrics count them all and
   // the rules may need it.
@@ -142,6 +175,7 @@ void Pipeline::handle(const ConnectionEvent& e) {
       counters_->use_snapshot(attributor_->snapshot_version(), attributor_->snapshot());
     counters_->count(e, context.attribution);
   }
+  if (edges_) count_edge(e, context, nat);
   EventOwner owner;
   if (context.process) owner.binary_path = context.process->binary_path;
   if (context.parent) owner.parent_binary_path = context.parent->binary_path;

@@ -23,6 +23,7 @@
 #include "k8s/attribution.h"
 #include "k8s/peer_snapshots.h"
 #include "metrics/connection_counters.h"
+#include "metrics/edge_counters.h"
 #include "metrics/metrics.h"
 #include "nat/conntrack_tracker.h"
 #include "output/json.h"
@@ -52,8 +53,12 @@ struct PipelineDeps {
   Attributor* attributor = nullptr;
   std::string node_name;  // written as node_name; "": none
   bool pod_labels = true;
-  // Connection metrics (null: none); must outlive the pipeline.
+  // Connection metrics (null: none), and the edges' when metrics.edges is on; must outlive the
+  // pipeline.
   Metrics* metrics = nullptr;
+  // Connections the kernel tracks at most (max_connections): the open connections whose edge
+  // is kept until their Close.
+  size_t max_connections = 65536;
   // Which events are written, under which rule's name (default: every event, no rule names).
   Verdicts verdicts;
   // The peer index (null: no `peer` object); must outlive the pipeline.
@@ -76,10 +81,15 @@ class Pipeline final : public RecordSink {
   // Re-reads the offset between the boot clock and the wall clock (it moves when NTP steps).
   void refresh_clock() { clock_.refresh(); }
 
+  // Removes the edge series idle for metrics.edge_idle_seconds (about once a second).
+  void remove_idle_edges();
+
   const PipelineStats& stats() const { return stats_; }
 
  private:
   void handle(const ConnectionEvent& e);
+  // Counts `e` in its edge's series (metrics.edges).
+  void count_edge(const ConnectionEvent& e, const EventContext& context, const NatTranslation& nat);
   // The remote end of `e` in the current peer snapshot (re-loaded when its version changed);
   // false when there is no snapshot (no peers, or none published yet).
   bool look_up_peer(const ConnectionEvent& e, Peer& peer);
@@ -91,6 +101,7 @@ class Pipeline final : public RecordSink {
   const std::string node_name_;
   const bool pod_labels_;
   std::optional<ConnectionCounters> counters_;
+  std::optional<EdgeCounters> edges_;
   Verdicts verdicts_;
   BootClock clock_;
   EventEncoder encoder_;

@@ -185,6 +185,27 @@ Result<void> check_cidr(std::string_view text) {
 
 // NAME=CIDR,CIDR;NAME=CIDR (the YAML mapping arrives in this form too): the classes within the
 // caps, each name valid, each CIDR one CidrClasses::parse takes.
+// "80, 443,8080" -> the ports; "" -> none. Fails naming the item that is not a port.
+Result<std::vector<uint16_t>> parse_ports(std::string_view csv) {
+  std::vector<uint16_t> out;
+  size_t pos = 0;
+  while (pos <= csv.size()) {
+    size_t comma = csv.find(',', pos);
+    if (comma == std::string_view::npos) comma = csv.size();
+    std::string_view item = csv.substr(pos, comma - pos);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    if (!item.empty()) {
+      auto port = parse_size(item, 1, 65535);
+      if (!port) return fail(quoted(item) + " is not a TCP port (1 to 65535)");
+      if (out.size() >= 1024) return fail("more than 1024 ports");
+      out.push_back(static_cast<uint16_t>(*port));
+    }
+    pos = comma + 1;
+  }
+  return out;
+}
+
 Result<config::NamedLists> parse_external_networks(std::string_view text) {
   auto classes = config::parse_map_of_lists_text(text);
   if (!classes) return classes;
@@ -481,6 +502,44 @@ const std::vector<Setting>& settings() {
          return out;
        }},
       boolean(
+          "metrics-edges", "NETMON_METRICS_EDGES", "metrics.edges",
+          "export the service map's edge metrics: connections, failures, bytes, retransmits, RTT "
+          "and duration per (workload, direction, peer) edge (netmon_edge_*)",
+          [](auto& o) -> auto& { return o.edges.enabled; }),
+      number(
+          "metrics-max-edges", "NETMON_METRICS_MAX_EDGES", "metrics.max_edges", "N",
+          "edges exported at most, 1 to 100000; past it new edges are counted in "
+          "one overflow series per direction",
+          1, 100000, [](auto& o) -> auto& { return o.edges.max_edges; }),
+      number(
+          "metrics-edge-idle-seconds", "NETMON_METRICS_EDGE_IDLE_SECONDS",
+          "metrics.edge_idle_seconds", "SECONDS",
+          "an edge without events for this long and without open connections is removed, 1 to "
+          "86400",
+          1, 86400, [](auto& o) -> auto& { return o.edges.idle_seconds; }),
+      {"metrics-edge-ports", "NETMON_METRICS_EDGE_PORTS", "metrics.edge_ports", Type::kList,
+       "PORTS",
+       "server ports written in the edges' port label, comma separated (a list in the file); "
+       "others are written empty",
+       [](Options& o, std::string_view v) -> Result<void> {
+         auto ports = parse_ports(v);
+         if (!ports) return fail(ports.error().message);
+         o.edges.ports = std::move(*ports);
+         return {};
+       },
+       [](const Options& o) {
+         std::string out;
+         for (const uint16_t port : o.edges.ports) {
+           out += (out.empty() ? "" : ",") + std::to_string(port);
+         }
+         return out;
+       }},
+      boolean(
+          "metrics-edge-host-workload", "NETMON_METRICS_EDGE_HOST_WORKLOAD",
+          "metrics.edge_host_workload",
+          "name a host process's edges after its binary (the workload label)",
+          [](auto& o) -> auto& { return o.edges.host_workload; }),
+      boolean(
           "events-establish", "NETMON_EVENTS_ESTABLISH", "events.establish",
           "report outbound connections that were established (TcpConnectionEstablish)",
           [](auto& o) -> auto& { return o.events.establish; }),
@@ -770,7 +829,14 @@ std::string usage_text() {
                                  : "\n" + std::string(kIndent, ' ');
     std::string help = s.help;
     if (s.type != Type::kSwitch && s.flag != std::string_view("config")) {
-      if (const std::string d = s.show(defaults); !d.empty()) help += " (default " + d + ")";
+      if (std::string d = s.show(defaults); !d.empty()) {
+        if (s.type == Type::kList) {  // "a, b" wraps; "a,b" is one word
+          for (size_t at = d.find(','); at != std::string::npos; at = d.find(',', at + 2)) {
+            d.insert(at + 1, " ");
+          }
+        }
+        help += " (default " + d + ")";
+      }
     }
     if (s.env || s.key) {
       help += " [";

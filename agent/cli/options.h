@@ -14,6 +14,7 @@
 #include "bpf/probe.h"
 #include "common/log.h"
 #include "common/result.h"
+#include "metrics/edges.h"
 #include "rules/rules.h"
 #include "rules/verdicts.h"
 
@@ -70,6 +71,7 @@ struct Options {
   std::string conntrack_netns;
   std::string metrics_address = "0.0.0.0:9477";  // "" disables the HTTP endpoint
   std::vector<std::string> metrics_drop_labels;
+  EdgeSettings edges;  // metrics.edges, metrics.max_edges, ...: the service map (issue #22)
   // NETMON_FAULT_SKIP_STATE as given (fault injection for tests; its bits are in
   // probe.fault_skip_state); "" when unset.
   std::string fault_skip_state;

@@ -74,6 +74,8 @@ struct ConnectionSeries {
 };
 
 struct Metrics::Impl {
+  explicit Impl(EdgeSettings edge_settings) : edges(std::move(edge_settings)) {}
+  EdgeTable edges;
   std::array<bool, kConnectionLabels.size()> dropped{};
   std::string version;
   mutable std::mutex mutex;  // guards the maps below and `health` (never held per event)
@@ -84,8 +86,8 @@ struct Metrics::Impl {
   std::vector<std::pair<std::string, uint64_t>> map_memory;
 };
 
-Metrics::Metrics(std::vector<std::string> dropped_labels, std::string version)
-    : impl_(std::make_unique<Impl>()) {
+Metrics::Metrics(std::vector<std::string> dropped_labels, std::string version, EdgeSettings edges)
+    : impl_(std::make_unique<Impl>(std::move(edges))) {
   for (const std::string& d : dropped_labels) {
     for (size_t i = 0; i < kConnectionLabels.size(); ++i) {
       if (kConnectionLabels[i] == d) impl_->dropped[i] = true;
@@ -172,6 +174,8 @@ void Metrics::remove_pods(const std::function<bool(const std::string& uid)>& kno
     }
   }
 }
+
+EdgeTable& Metrics::edges() { return impl_->edges; }
 
 void Metrics::publish_health(const HealthSnapshot& health) {
   std::lock_guard lock(impl_->mutex);
@@ -466,6 +470,14 @@ std::string Metrics::render() const {
 
   if (h.peers_enabled) render_peers(h, out);
   render_nat(h, out);
+  impl_->edges.render(out);
+
+  auto ready = family("netmon_ready",
+                      "1 when the agent is ready (what /readyz answers): probes attached, first "
+                      "kubelet sync done, stdout writable.",
+                      MetricType::Gauge);
+  ready.metric.push_back(gauge(h.ready ? 1 : 0));
+  out.push_back(std::move(ready));
 
   auto hook =
       family("netmon_hook_info", "The variant each kernel hook attached with.", MetricType::Gauge);

@@ -23,6 +23,7 @@
 #include "k8s/kubelet.h"
 #include "k8s/peer_index.h"
 #include "k8s/peer_watch_stats.h"
+#include "metrics/edges.h"
 #include "nat/conntrack_tracker.h"
 
 namespace netmon {
@@ -40,6 +41,7 @@ struct ConnectionSeries;
 
 // Agent health, published by the pipeline thread (plain numbers, totals since start).
 struct HealthSnapshot {
+  bool ready = false;                   // what /readyz answers (netmon_ready)
   EventCounts events_by_type{};         // lines written, by kind_index(ConnKind)
   LossCounts lost{};                    // events lost, by loss_index(LossStage) (events/counters.h)
   uint64_t events_without_process = 0;  // owner not in the process table
@@ -67,7 +69,7 @@ struct HealthSnapshot {
 
 class Metrics {
  public:
-  Metrics(std::vector<std::string> dropped_labels, std::string version);
+  Metrics(std::vector<std::string> dropped_labels, std::string version, EdgeSettings edges = {});
   ~Metrics();
   Metrics(const Metrics&) = delete;
   Metrics& operator=(const Metrics&) = delete;
@@ -80,6 +82,9 @@ class Metrics {
   // Pipeline thread: drops the series of pods for which `known(uid)` is false (deleted pods
   // whose grace period ended), so they stop being exported.
   void remove_pods(const std::function<bool(const std::string& uid)>& known);
+
+  // The service map's edges (metrics/edges.h): the pipeline thread counts in them.
+  EdgeTable& edges();
 
   void publish_health(const HealthSnapshot& health);
   // Start-up: which hook variant each probe attached with, and readiness inputs.

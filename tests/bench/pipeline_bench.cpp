@@ -14,6 +14,11 @@
 // that allocates more than the same variant without peers fails), the CPU time
 // per event relative to the same variant without peers run before it in this process
 // (cpu_vs_no_peers; > 1: slower), and the memory the cluster's state and index add.
+//
+// The fourth argument turns the service map's edge metrics (issue #22) on with metrics: with
+// peers, the edge table holds 10 000 other edges before the records add theirs (the counter
+// `edges`: all of them), and cpu_vs_no_edges compares with the same variant without edges run
+// before it.
 
 #include <benchmark/benchmark.h>
 #include <fcntl.h>
@@ -30,6 +35,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "app/output_flow.h"
@@ -50,6 +56,7 @@ namespace {
 constexpr uint32_t kProcesses = 300;
 constexpr uint32_t kConnections = 4096;  // 4 records each: 16384 records replayed in a loop
 constexpr uint64_t kFlushEvery = 1024;
+constexpr uint32_t kPrefilledEdges = 10'000;  // edges variant with peers
 constexpr int kLastCap = 40;
 constexpr uint64_t kBaseNs = 1'000'000'000'000ull;  // ~17 minutes after boot
 
@@ -234,7 +241,7 @@ struct Fixture {
   std::vector<Record> connections;
   std::string error;
 
-  Fixture(bool with_metrics, bool with_rules, bool with_peers,
+  Fixture(bool with_metrics, bool with_rules, bool with_peers, bool with_edges = true,
           size_t batch_bytes = OutputFlow::Settings{}.batch_bytes) {
     char dir[] = "/tmp/netmon-bench-proc-XXXXXX";
     if (!mkdtemp(dir)) {
@@ -252,7 +259,25 @@ struct Fixture {
     processes->seed();  // an empty directory: nothing
     PipelineDeps deps;
     if (with_metrics) {
-      metrics = std::make_unique<Metrics>(std::vector<std::string>{}, "bench");
+      EdgeSettings edges;
+      edges.enabled = with_edges;
+      edges.max_edges = 100000;  // every edge its own series: the table's worst size
+      metrics = std::make_unique<Metrics>(std::vector<std::string>{}, "bench", edges);
+      if (with_edges && with_peers) {
+        // A cluster's worth of edges already: the records' edges are found among 10 000 others.
+        EdgeLabels labels;
+        labels[kEdgeDirection] = "outbound";
+        labels[kEdgeWorkloadKind] = "Deployment";
+        labels[kEdgePeerKind] = "service";
+        for (uint32_t e = 0; e < kPrefilledEdges; ++e) {
+          labels[kEdgeNamespace] = "ns-" + std::to_string(e % 50);
+          labels[kEdgeWorkload] = "client-" + std::to_string(e % 200);
+          labels[kEdgePeerService] = "svc-" + std::to_string(e);
+          std::string key;
+          for (const std::string& l : labels) key += l + '\x1f';
+          metrics->edges().find(key, labels, Direction::kOutbound, 1);
+        }
+      }
       deps.metrics = metrics.get();
     }
     if (with_rules) {
@@ -307,7 +332,7 @@ uint64_t thread_cpu_ns() {
 // a batch reserved large enough for it. Deterministic; the same for a variant with peers as
 // without unless a lookup allocates.
 double steady_allocations_per_event(bool with_metrics, bool with_rules, bool with_peers) {
-  Fixture f(with_metrics, with_rules, with_peers, size_t{1} << 30);
+  Fixture f(with_metrics, with_rules, with_peers, true, size_t{1} << 30);
   if (!f.error.empty()) return -1;
   auto pass = [&] {
     for (const Record& r : f.connections) {
@@ -331,11 +356,18 @@ std::map<std::pair<int64_t, int64_t>, double>& cpu_without_peers() {
   return m;
 }
 
+// The CPU time per event of the last run of each {metrics, rules, peers} variant without edges.
+std::map<std::tuple<int64_t, int64_t, int64_t>, double>& cpu_without_edges() {
+  static std::map<std::tuple<int64_t, int64_t, int64_t>, double> m;
+  return m;
+}
+
 void BM_Pipeline(benchmark::State& state) {
   const bool with_metrics = state.range(0) != 0;
   const bool with_rules = state.range(1) != 0;
   const bool with_peers = state.range(2) != 0;
-  Fixture f(with_metrics, with_rules, with_peers);
+  const bool with_edges = state.range(3) != 0;
+  Fixture f(with_metrics, with_rules, with_peers, with_edges);
   if (!f.error.empty()) {
     state.SkipWithError(f.error.c_str());
     return;
@@ -360,6 +392,19 @@ void BM_Pipeline(benchmark::State& state) {
       static_cast<double>(thread_cpu_ns() - cpu_before) / static_cast<double>(state.iterations());
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
   const auto variant = std::make_pair(state.range(0), state.range(1));
+  if (with_metrics) {
+    const auto triple = std::make_tuple(state.range(0), state.range(1), state.range(2));
+    if (!with_edges) {
+      cpu_without_edges()[triple] = cpu_per_event;
+    } else if (const auto it = cpu_without_edges().find(triple); it != cpu_without_edges().end()) {
+      state.counters["cpu_vs_no_edges"] = cpu_per_event / it->second;
+    }
+    state.counters["edges"] = static_cast<double>(f.metrics->edges().size());
+    if (with_peers && with_edges && f.metrics->edges().size() <= kPrefilledEdges &&
+        state.iterations() >= int64_t{kConnections} * 4) {
+      state.SkipWithError("the records added no edge of their own");
+    }
+  }
   if (!with_peers) {
     cpu_without_peers()[variant] = cpu_per_event;
   } else if (const auto it = cpu_without_peers().find(variant); it != cpu_without_peers().end()) {
@@ -424,14 +469,18 @@ void BM_Pipeline(benchmark::State& state) {
 }
 
 // Each peers variant after its variant without peers, for cpu_vs_no_peers.
+// Each edges variant after the same one without edges, for cpu_vs_no_edges.
 BENCHMARK(BM_Pipeline)
-    ->ArgNames({"metrics", "rules", "peers"})
-    ->Args({0, 0, 0})
-    ->Args({0, 0, 1})
-    ->Args({1, 0, 0})
-    ->Args({0, 1, 0})
-    ->Args({1, 1, 0})
-    ->Args({1, 1, 1})
+    ->ArgNames({"metrics", "rules", "peers", "edges"})
+    ->Args({0, 0, 0, 0})
+    ->Args({0, 0, 1, 0})
+    ->Args({1, 0, 0, 0})
+    ->Args({1, 0, 0, 1})
+    ->Args({0, 1, 0, 0})
+    ->Args({1, 1, 0, 1})
+    ->Args({1, 0, 1, 0})
+    ->Args({1, 0, 1, 1})
+    ->Args({1, 1, 1, 1})
     ->Unit(benchmark::kNanosecond);
 
 }  // namespace

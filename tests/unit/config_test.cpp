@@ -208,6 +208,21 @@ TEST_F(ConfigTest, DropLabelsAsListOrCommaString) {
   EXPECT_TRUE(load_ok("metrics:\n  drop_labels: []\n").metrics_drop_labels.empty());
 }
 
+TEST_F(ConfigTest, EdgeSettingsFromTheFile) {
+  const Options o = load_ok(
+      "metrics:\n  edges: true\n  max_edges: 50\n  edge_idle_seconds: 60\n"
+      "  edge_ports: [443, 5432]\n  edge_host_workload: false\n");
+  EXPECT_TRUE(o.edges.enabled);
+  EXPECT_EQ(o.edges.max_edges, 50u);
+  EXPECT_EQ(o.edges.idle_seconds, 60u);
+  EXPECT_EQ(o.edges.ports, (std::vector<uint16_t>{443, 5432}));
+  EXPECT_FALSE(o.edges.host_workload);
+  EXPECT_TRUE(load_ok("metrics:\n  edge_ports: []\n").edges.ports.empty());
+  EXPECT_TRUE(contains(error_of("metrics:\n  edge_ports: [443, https]\n"),
+                       "metrics.edge_ports: 'https' is not a TCP port"));
+  EXPECT_TRUE(contains(error_of("metrics:\n  max_edges: 0\n"), "metrics.max_edges"));
+}
+
 TEST_F(ConfigTest, EmptyStringsSelectTheStartUpDefaults) {
   const Options o = load_ok(
       "kubernetes:\n  kubelet_url: \"\"\n  token_file: ''\n  ca_file: \"\"\n  node_name: \"\"\n"

@@ -30,6 +30,7 @@
 #include <utility>
 #include <vector>
 
+#include "metrics/edge_counters.h"
 #include "metrics/http_server.h"
 #include "pod_meta.h"
 
@@ -756,8 +757,21 @@ TEST(MetricsRender, TheTextOutputForAFixedRegistry) {
   Metrics::record(*out, failed(ECONNREFUSED));
   auto in = m.series(Direction::kInbound, nullptr);
   Metrics::record(*in, opened(ConnKind::kAccept));
+  // One edge: the pod to a workload, opened, closed after 2 ms with a 250 us RTT, failed once.
+  EdgeCounters edges(m.edges(), 10);
+  Peer cart;
+  cart.kind = PeerKind::kPod;
+  cart.namespace_name = "shop";
+  cart.workload = "cart";
+  const EdgeEnds ends{&attr, "", &cart, nullptr};
+  edges.count(opened(ConnKind::kEstablish), ends, kOpenNs);
+  ConnectionEvent edge_close = closed(Direction::kOutbound, 10, 20, 2'000'000);
+  edge_close.close.srtt_us = 250;
+  edges.count(edge_close, ends, kOpenNs);
+  edges.count(failed(ECONNREFUSED), ends, kOpenNs);
 
   HealthSnapshot h;
+  h.ready = true;
   h.events_by_type = {2, 1, 1, 1};
   h.lost[loss_index(LossStage::kRingBuffer)] = 1;
   h.lost[loss_index(LossStage::kSocketsMap)] = 2;
@@ -890,6 +904,65 @@ netmon_nat_lookups_total{result="lost"} 0
 # HELP netmon_nat_conntrack_enabled 1 when the agent reads the node's conntrack translations.
 # TYPE netmon_nat_conntrack_enabled gauge
 netmon_nat_conntrack_enabled 0
+# HELP netmon_edge_series_limit The most edges the agent exports (metrics.max_edges); past it new edges are counted in the overflow series.
+# TYPE netmon_edge_series_limit gauge
+netmon_edge_series_limit 1000
+# HELP netmon_edge_connections_total TCP connections established or accepted, by edge.
+# TYPE netmon_edge_connections_total counter
+netmon_edge_connections_total{direction="outbound",namespace="shop",workload="web",workload_kind="Deployment",peer_kind="pod",peer_namespace="shop",peer_workload="cart",peer_service="",peer_node="",peer_network="",port=""} 1
+# HELP netmon_edge_connection_failures_total Outbound TCP connects that failed, by edge and error.
+# TYPE netmon_edge_connection_failures_total counter
+netmon_edge_connection_failures_total{direction="outbound",namespace="shop",workload="web",workload_kind="Deployment",peer_kind="pod",peer_namespace="shop",peer_workload="cart",peer_service="",peer_node="",peer_network="",port="",error="ECONNREFUSED"} 1
+# HELP netmon_edge_bytes_sent_total Payload bytes sent by the edge's closed connections.
+# TYPE netmon_edge_bytes_sent_total counter
+netmon_edge_bytes_sent_total{direction="outbound",namespace="shop",workload="web",workload_kind="Deployment",peer_kind="pod",peer_namespace="shop",peer_workload="cart",peer_service="",peer_node="",peer_network="",port=""} 10
+# HELP netmon_edge_bytes_received_total Payload bytes received by the edge's closed connections.
+# TYPE netmon_edge_bytes_received_total counter
+netmon_edge_bytes_received_total{direction="outbound",namespace="shop",workload="web",workload_kind="Deployment",peer_kind="pod",peer_namespace="shop",peer_workload="cart",peer_service="",peer_node="",peer_network="",port=""} 20
+# HELP netmon_edge_retransmits_total Segments retransmitted by the edge's closed connections.
+# TYPE netmon_edge_retransmits_total counter
+netmon_edge_retransmits_total{direction="outbound",namespace="shop",workload="web",workload_kind="Deployment",peer_kind="pod",peer_namespace="shop",peer_workload="cart",peer_service="",peer_node="",peer_network="",port=""} 0
+# HELP netmon_edge_rtt_seconds Smoothed round-trip time of the edge's connections when they closed.
+# TYPE netmon_edge_rtt_seconds histogram
+netmon_edge_rtt_seconds_count{direction="outbound",namespace="shop",workload="web",workload_kind="Deployment",peer_kind="pod",peer_namespace="shop",peer_workload="cart",peer_service="",peer_node="",peer_network="",port=""} 1
+netmon_edge_rtt_seconds_sum{direction="outbound",namespace="shop",workload="web",workload_kind="Deployment",peer_kind="pod",peer_namespace="shop",peer_workload="cart",peer_service="",peer_node="",peer_network="",port=""} 0.00025
+netmon_edge_rtt_seconds_bucket{direction="outbound",namespace="shop",workload="web",workload_kind="Deployment",peer_kind="pod",peer_namespace="shop",peer_workload="cart",peer_service="",peer_node="",peer_network="",port="",le="0.0001"} 0
+netmon_edge_rtt_seconds_bucket{direction="outbound",namespace="shop",workload="web",workload_kind="Deployment",peer_kind="pod",peer_namespace="shop",peer_workload="cart",peer_service="",peer_node="",peer_network="",port="",le="0.0005"} 1
+netmon_edge_rtt_seconds_bucket{direction="outbound",namespace="shop",workload="web",workload_kind="Deployment",peer_kind="pod",peer_namespace="shop",peer_workload="cart",peer_service="",peer_node="",peer_network="",port="",le="0.001"} 1
+netmon_edge_rtt_seconds_bucket{direction="outbound",namespace="shop",workload="web",workload_kind="Deployment",peer_kind="pod",peer_namespace="shop",peer_workload="cart",peer_service="",peer_node="",peer_network="",port="",le="0.005"} 1
+netmon_edge_rtt_seconds_bucket{direction="outbound",namespace="shop",workload="web",workload_kind="Deployment",peer_kind="pod",peer_namespace="shop",peer_workload="cart",peer_service="",peer_node="",peer_network="",port="",le="0.01"} 1
+netmon_edge_rtt_seconds_bucket{direction="outbound",namespace="shop",workload="web",workload_kind="Deployment",peer_kind="pod",peer_namespace="shop",peer_workload="cart",peer_service="",peer_node="",peer_network="",port="",le="0.025"} 1
+netmon_edge_rtt_seconds_bucket{direction="outbound",namespace="shop",workload="web",workload_kind="Deployment",peer_kind="pod",peer_namespace="shop",peer_workload="cart",peer_service="",peer_node="",peer_network="",port="",le="0.05"} 1
+netmon_edge_rtt_seconds_bucket{direction="outbound",namespace="shop",workload="web",workload_kind="Deployment",peer_kind="pod",peer_namespace="shop",peer_workload="cart",peer_service="",peer_node="",peer_network="",port="",le="0.1"} 1
+netmon_edge_rtt_seconds_bucket{direction="outbound",namespace="shop",workload="web",workload_kind="Deployment",peer_kind="pod",peer_namespace="shop",peer_workload="cart",peer_service="",peer_node="",peer_network="",port="",le="0.25"} 1
+netmon_edge_rtt_seconds_bucket{direction="outbound",namespace="shop",workload="web",workload_kind="Deployment",peer_kind="pod",peer_namespace="shop",peer_workload="cart",peer_service="",peer_node="",peer_network="",port="",le="1"} 1
+netmon_edge_rtt_seconds_bucket{direction="outbound",namespace="shop",workload="web",workload_kind="Deployment",peer_kind="pod",peer_namespace="shop",peer_workload="cart",peer_service="",peer_node="",peer_network="",port="",le="+Inf"} 1
+# HELP netmon_edge_connection_duration_seconds Time from open to close of the edge's closed connections.
+# TYPE netmon_edge_connection_duration_seconds histogram
+netmon_edge_connection_duration_seconds_count{direction="outbound",namespace="shop",workload="web",workload_kind="Deployment",peer_kind="pod",peer_namespace="shop",peer_workload="cart",peer_service="",peer_node="",peer_network="",port=""} 1
+netmon_edge_connection_duration_seconds_sum{direction="outbound",namespace="shop",workload="web",workload_kind="Deployment",peer_kind="pod",peer_namespace="shop",peer_workload="cart",peer_service="",peer_node="",peer_network="",port=""} 0.002
+netmon_edge_connection_duration_seconds_bucket{direction="outbound",namespace="shop",workload="web",workload_kind="Deployment",peer_kind="pod",peer_namespace="shop",peer_workload="cart",peer_service="",peer_node="",peer_network="",port="",le="0.01"} 1
+netmon_edge_connection_duration_seconds_bucket{direction="outbound",namespace="shop",workload="web",workload_kind="Deployment",peer_kind="pod",peer_namespace="shop",peer_workload="cart",peer_service="",peer_node="",peer_network="",port="",le="0.1"} 1
+netmon_edge_connection_duration_seconds_bucket{direction="outbound",namespace="shop",workload="web",workload_kind="Deployment",peer_kind="pod",peer_namespace="shop",peer_workload="cart",peer_service="",peer_node="",peer_network="",port="",le="1"} 1
+netmon_edge_connection_duration_seconds_bucket{direction="outbound",namespace="shop",workload="web",workload_kind="Deployment",peer_kind="pod",peer_namespace="shop",peer_workload="cart",peer_service="",peer_node="",peer_network="",port="",le="10"} 1
+netmon_edge_connection_duration_seconds_bucket{direction="outbound",namespace="shop",workload="web",workload_kind="Deployment",peer_kind="pod",peer_namespace="shop",peer_workload="cart",peer_service="",peer_node="",peer_network="",port="",le="60"} 1
+netmon_edge_connection_duration_seconds_bucket{direction="outbound",namespace="shop",workload="web",workload_kind="Deployment",peer_kind="pod",peer_namespace="shop",peer_workload="cart",peer_service="",peer_node="",peer_network="",port="",le="300"} 1
+netmon_edge_connection_duration_seconds_bucket{direction="outbound",namespace="shop",workload="web",workload_kind="Deployment",peer_kind="pod",peer_namespace="shop",peer_workload="cart",peer_service="",peer_node="",peer_network="",port="",le="1800"} 1
+netmon_edge_connection_duration_seconds_bucket{direction="outbound",namespace="shop",workload="web",workload_kind="Deployment",peer_kind="pod",peer_namespace="shop",peer_workload="cart",peer_service="",peer_node="",peer_network="",port="",le="7200"} 1
+netmon_edge_connection_duration_seconds_bucket{direction="outbound",namespace="shop",workload="web",workload_kind="Deployment",peer_kind="pod",peer_namespace="shop",peer_workload="cart",peer_service="",peer_node="",peer_network="",port="",le="+Inf"} 1
+# HELP netmon_edge_series Edges exported now (the overflow series not counted).
+# TYPE netmon_edge_series gauge
+netmon_edge_series 1
+# HELP netmon_edge_series_overflow_total Connection events counted in the overflow series of their direction because their edge was new while metrics.max_edges edges were held.
+# TYPE netmon_edge_series_overflow_total counter
+netmon_edge_series_overflow_total{direction="outbound"} 0
+netmon_edge_series_overflow_total{direction="inbound"} 0
+# HELP netmon_edge_series_removed_total Edges removed after metrics.edge_idle_seconds without an event and without an open connection.
+# TYPE netmon_edge_series_removed_total counter
+netmon_edge_series_removed_total 0
+# HELP netmon_ready 1 when the agent is ready (what /readyz answers): probes attached, first kubelet sync done, stdout writable.
+# TYPE netmon_ready gauge
+netmon_ready 1
 # HELP netmon_hook_info The variant each kernel hook attached with.
 # TYPE netmon_hook_info gauge
 netmon_hook_info{hook="sock/inet_sock_set_state",variant="tp_btf"} 1
@@ -969,7 +1042,19 @@ TEST(MetricsRender, NamesTypesAndHelpFollowTheConventions) {
                                                    "netmon_hook_info",
                                                    "netmon_hook_variant_info",
                                                    "netmon_bpf_map_memory_bytes",
-                                                   "netmon_build_info"};
+                                                   "netmon_build_info",
+                                                   "netmon_edge_series_limit",
+                                                   "netmon_edge_connections_total",
+                                                   "netmon_edge_connection_failures_total",
+                                                   "netmon_edge_bytes_sent_total",
+                                                   "netmon_edge_bytes_received_total",
+                                                   "netmon_edge_retransmits_total",
+                                                   "netmon_edge_rtt_seconds",
+                                                   "netmon_edge_connection_duration_seconds",
+                                                   "netmon_edge_series",
+                                                   "netmon_edge_series_overflow_total",
+                                                   "netmon_edge_series_removed_total",
+                                                   "netmon_ready"};
   EXPECT_EQ(std::set<std::string>(x.family_order.begin(), x.family_order.end()), expected_families);
   EXPECT_EQ(x.family_order.size(), expected_families.size()) << "a family declared twice";
 

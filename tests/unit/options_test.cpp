@@ -628,6 +628,32 @@ TEST(OptionsParse, MetricsDropLabels) {
   EXPECT_TRUE(contains(e, "invalid NETMON_METRICS_DROP_LABELS: unknown label 'ip'")) << e;
 }
 
+TEST(OptionsParse, EdgeSettings) {
+  const auto d = parse({});
+  ASSERT_TRUE(d);
+  EXPECT_TRUE(d->edges.enabled);
+  EXPECT_EQ(d->edges.max_edges, 1000u);
+  EXPECT_EQ(d->edges.idle_seconds, 900u);
+  EXPECT_EQ(d->edges.ports.size(), kDefaultEdgePorts.size());
+  EXPECT_TRUE(d->edges.host_workload);
+  const auto r =
+      parse({"--metrics-edges=false", "--metrics-max-edges=5", "--metrics-edge-idle-seconds", "30",
+             "--metrics-edge-ports= 80, 8080", "--metrics-edge-host-workload=false"});
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_FALSE(r->edges.enabled);
+  EXPECT_EQ(r->edges.max_edges, 5u);
+  EXPECT_EQ(r->edges.idle_seconds, 30u);
+  EXPECT_EQ(r->edges.ports, (std::vector<uint16_t>{80, 8080}));
+  EXPECT_FALSE(r->edges.host_workload);
+  EXPECT_TRUE(parse({"--metrics-edge-ports="})->edges.ports.empty());
+  EXPECT_TRUE(contains(error_of({"--metrics-max-edges=0"}), "out of range [1, 100000]"));
+  EXPECT_TRUE(contains(error_of({"--metrics-edge-idle-seconds=86401"}), "out of range [1, 86400]"));
+  const std::string e = error_of({}, {{"NETMON_METRICS_EDGE_PORTS", "80,http"}});
+  EXPECT_TRUE(contains(e, "invalid NETMON_METRICS_EDGE_PORTS: 'http' is not a TCP port")) << e;
+  EXPECT_TRUE(contains(error_of({"--metrics-edge-ports=0"}), "'0' is not a TCP port"));
+  EXPECT_TRUE(contains(error_of({"--metrics-edge-ports=65536"}), "'65536' is not a TCP port"));
+}
+
 TEST(OptionsParse, KubeletNumbers) {
   const auto r = parse({"--kubelet-poll-interval=3600", "--pod-grace-period", "0"});
   ASSERT_TRUE(r) << r.error().message;
