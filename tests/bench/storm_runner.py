@@ -24,6 +24,9 @@ connection end, the runs the kernel skipped (recursion_misses) and the peak of T
 use during the storm (tcplife's maps hold 10240 sockets); the sustained scenario's netmon runs
 against issue #23's goals.
 
+--cpu-cgroups SHARES: the storm, the observer and the log shipper each in a CPU cgroup of its own
+(CpuCgroups), instead of every process in the runner's.
+
 --quick: 2000 connections, one round, no tcplife, no BPF statistics (for CI). --check: exit 1 unless netmon wrote
 every storm event at most once (no duplicate (type, cookie)), never more than 4 x connections,
 and every missing event is covered by what the agent counted lost (netmon_events_lost_total,
