@@ -183,10 +183,11 @@ def scrape(agent):
 # Consistent cuts of the event stream
 
 
-def scrape_at_cut(agent, attempts=CUT_ATTEMPTS):
+def scrape_at_cut(agent, attempts=CUT_ATTEMPTS, match=None):
     """Scrapes /metrics at a known place in the agent's stdout. Returns (Scrape, events, n):
     every host connection metric of the scrape equals what the events events[:n] add up to
-    (checked by assert_host_metrics_match).
+    (checked by assert_host_metrics_match, or by match(scrape, events, what), which raises
+    AssertionError where they differ).
 
     The agent counts a connection event when its pipeline handles it, just before queueing
     its line, so stdout is in counting order and a scrape counts a prefix of it. The scrape's
@@ -198,6 +199,7 @@ def scrape_at_cut(agent, attempts=CUT_ATTEMPTS):
     apart): the prefix ends somewhere in that window, and exactly one place in it must match
     every counter. A scrape that matches at no place (one that ran while the agent was
     counting a batch) is repeated, bounded."""
+    match = match or assert_host_metrics_match
     host_, port = split_url(agent.metrics_url)
     windows = []
     deadline = time.monotonic() + CUT_TIMEOUT
@@ -246,7 +248,7 @@ def scrape_at_cut(agent, attempts=CUT_ATTEMPTS):
         last = (s, events, last_open + 1)
         for n in range(last_open + 1, first_close + 1):
             try:
-                assert_host_metrics_match(s, events[:n], "scrape")
+                match(s, events[:n], "scrape")
             except AssertionError:
                 continue
             return s, events, n
@@ -254,7 +256,7 @@ def scrape_at_cut(agent, attempts=CUT_ATTEMPTS):
     assert last is not None, "no scrape"
     s, events, n = last
     # Shows the mismatch at the window's start.
-    assert_host_metrics_match(s, events[:n], f"scrape (no place matched; windows {windows})")
+    match(s, events[:n], f"scrape (no place matched; windows {windows})")
     raise AssertionError(f"no place matched, windows {windows}")
 
 
