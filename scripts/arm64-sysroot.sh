@@ -159,11 +159,12 @@ if [[ ! -e "$sysroot/.complete" ]]; then
     merge_usr "$sysroot.tmp"
   fi
   # Absolute symbolic links (libfoo.so -> /lib/aarch64-linux-gnu/libfoo.so.1) would resolve to
-  # this machine's files: point them inside the sysroot, relative.
+  # this machine's files: point them inside the sysroot, relative (computed from the names only,
+  # -s: following a link on the way could lead out of the sysroot).
   find "$sysroot.tmp" -type l -lname '/*' -print0 |
     while IFS= read -r -d '' link; do
       target=$(readlink "$link")
-      ln -sfn "$(realpath -m --relative-to="$(dirname "$link")" "$sysroot.tmp$target")" "$link"
+      ln -sfn "$(realpath -ms --relative-to="$(dirname "$link")" "$sysroot.tmp$target")" "$link"
     done
   if [[ "$profile" != build ]]; then
     finish_root "$sysroot.tmp"
@@ -171,5 +172,9 @@ if [[ ! -e "$sysroot/.complete" ]]; then
   printf '%s\n' "$debs" >"$sysroot.tmp/.packages"
   touch "$sysroot.tmp/.complete"
   mv "$sysroot.tmp" "$sysroot"
+  # The profile's earlier roots (older package versions) are not used again.
+  for old in "$cache/sysroots/$profile"-*; do
+    [[ "$old" == "$sysroot" ]] || rm -rf "$old"
+  done
 fi
 echo "$sysroot"

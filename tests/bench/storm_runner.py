@@ -24,6 +24,9 @@ connection end, the runs the kernel skipped (recursion_misses) and the peak of T
 use during the storm (tcplife's maps hold 10240 sockets); the sustained scenario's netmon runs
 against issue #23's goals.
 
+--cpu-cgroups SHARES: the storm, the observer and the log shipper each in a CPU cgroup of its own
+(CpuCgroups), instead of every process in the runner's.
+
 --quick: 2000 connections, one round, no tcplife, no BPF statistics (for CI). --check: exit 1 unless netmon wrote
 every storm event at most once (no duplicate (type, cookie)), never more than 4 x connections,
 and every missing event is covered by what the agent counted lost (netmon_events_lost_total,
@@ -503,7 +506,8 @@ def run_storm(netns=None):
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=sc.seconds + 60)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=sc.seconds + 60,
+                           preexec_fn=CGROUPS.joiner("storm") if CGROUPS else None)
     finally:
         done.set()
         sampler.join()
@@ -776,15 +780,17 @@ def observe_in(mode, output, tmp, rnd, netns):
         cmd = [ARGS.tcplife]
         ready = None
     env = {k: v for k, v in os.environ.items() if not k.startswith("NETMON_")}
+    joiner = CGROUPS.joiner("observer") if CGROUPS else None
     shipper = None
     with open(err_path, "wb") as err:
         if output == "pipe":
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=err, env=env)
+                                    stderr=err, env=env, preexec_fn=joiner)
             try:
                 with open(ship_err_path, "wb") as ship_err:
-                    shipper = subprocess.Popen([ARGS.shipper, out_path], stdin=proc.stdout,
-                                               stdout=subprocess.DEVNULL, stderr=ship_err)
+                    shipper = subprocess.Popen(
+                        [ARGS.shipper, out_path], stdin=proc.stdout, stdout=subprocess.DEVNULL,
+                        stderr=ship_err, preexec_fn=CGROUPS.joiner("shim") if CGROUPS else None)
             except OSError:
                 proc.kill()
                 proc.wait(5)
@@ -794,7 +800,7 @@ def observe_in(mode, output, tmp, rnd, netns):
         else:
             with open(out_path, "wb") as out:
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                        env=env)
+                                        env=env, preexec_fn=joiner)
     try:
         if ready:
             ok = wait_for_text(err_path, ready, proc)
@@ -960,6 +966,80 @@ def fmt(v, spec):
 # A scenario: the storm's size and credentials, the observers' outputs and where their files go.
 Scenario = collections.namedtuple("Scenario", "name connections seconds root_caps outputs dir")
 SCENARIO = None  # the one running (run_storm reads it)
+
+
+class CpuCgroups:
+    """--cpu-cgroups: the storm, the observer (agent or tcplife) and the log shipper each in a CPU
+    cgroup of its own, as on a node, where a workload's pod, the agent's pod and the container
+    runtime's shim are separate cgroups that the scheduler weighs by their CPU requests; without
+    it every process of the bench is in the runner's cgroup, and the scheduler shares the CPUs
+    per thread (the storm's 9 against the agent's 2 and the shipper's 1). The cgroup v1 `cpu`
+    controller's cpu.shares (or v2's cpu.weight, converted as the kubelet does): storm and shim
+    1024 (a pod requesting one CPU, a system service), the observer `shares` (the chart's 100m
+    request is 102). Children join theirs before they exec (preexec_fn, os calls only); leaving
+    the context moves whatever is left back to the root cgroup and removes the three."""
+
+    def __init__(self, observer_shares):
+        v1 = "/sys/fs/cgroup/cpu"
+        if os.path.exists(os.path.join(v1, "cpu.shares")):
+            self.root, self.v2 = v1, False
+        else:
+            self.root, self.v2 = "/sys/fs/cgroup", True
+            try:
+                with open(os.path.join(self.root, "cgroup.subtree_control"), encoding="ascii") as f:
+                    if "cpu" not in f.read().split():
+                        raise OSError("the cpu controller is not enabled for child cgroups")
+            except OSError as e:
+                raise RuntimeError(f"--cpu-cgroups: no usable cpu controller: {e}") from e
+        self.shares = {"storm": 1024, "observer": observer_shares, "shim": 1024}
+        self.paths = {}
+
+    def describe(self):
+        return ("CPU cgroups of their own, cpu.shares storm {storm}, observer {observer}, log "
+                "shipper {shim}".format(**self.shares) + (" (as cgroup v2 cpu.weight)"
+                                                           if self.v2 else ""))
+
+    def __enter__(self):
+        try:
+            for name, shares in self.shares.items():
+                path = os.path.join(self.root, f"netmon-storm-{os.getpid()}-{name}")
+                os.mkdir(path)
+                self.paths[name] = path
+                if self.v2:
+                    with open(os.path.join(path, "cpu.weight"), "w", encoding="ascii") as f:
+                        f.write(str(1 + ((shares - 2) * 9999) // 262142))
+                else:
+                    with open(os.path.join(path, "cpu.shares"), "w", encoding="ascii") as f:
+                        f.write(str(shares))
+        except OSError as e:
+            self.__exit__(None, None, None)
+            raise RuntimeError(f"--cpu-cgroups: cannot make the cgroups: {e}") from e
+        return self
+
+    def joiner(self, name):
+        procs = os.path.join(self.paths[name], "cgroup.procs")
+
+        def join():  # in the child before exec: os calls only
+            fd = os.open(procs, os.O_WRONLY)
+            try:
+                os.write(fd, str(os.getpid()).encode())
+            finally:
+                os.close(fd)
+        return join
+
+    def __exit__(self, *exc):
+        for path in self.paths.values():
+            try:
+                with open(os.path.join(path, "cgroup.procs"), encoding="ascii") as f:
+                    left = f.read().split()
+                for pid in left:  # nothing should be left: every child was waited for
+                    with open(os.path.join(self.root, "cgroup.procs"), "w", encoding="ascii") as f:
+                        f.write(pid)
+                os.rmdir(path)
+            except OSError as e:
+                print(f"storm_runner: cannot remove {path}: {e}", file=sys.stderr)
+        self.paths = {}
+        return False
 
 
 def scenarios_from(args, parser):
@@ -1205,7 +1285,7 @@ def check(rows):
 
 
 def main():
-    global ARGS, SCENARIO, BPF_STATS_ON
+    global ARGS, SCENARIO, BPF_STATS_ON, CGROUPS
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--storm", default=os.path.join(ROOT, "build", "tests", "bench", "netmon-storm"))
     p.add_argument("--agent", default=os.path.join(ROOT, "build", "netmon-agent"))
@@ -1245,6 +1325,10 @@ def main():
                    "them (default: a temporary directory, removed)")
     p.add_argument("--no-bpf-stats", dest="bpf_stats", action="store_false",
                    help="leave kernel.bpf_stats_enabled alone (no BPF time per connection)")
+    p.add_argument("--cpu-cgroups", metavar="SHARES", type=int, default=None,
+                   help="run the storm, the observer and the log shipper each in a CPU cgroup of "
+                   "its own (cpu.shares 1024, SHARES, 1024; the chart's 100m request is 102), as "
+                   "on a node, instead of all in the runner's")
     p.add_argument("--goals", action="store_true",
                    help="judge every scenario's netmon rounds against issue #23's goals "
                    "(the sustained one always is)")
@@ -1301,6 +1385,14 @@ def main():
     # kernel.bpf_stats_enabled restored.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
+    if ARGS.cpu_cgroups is not None and not 2 <= ARGS.cpu_cgroups <= 262144:
+        p.error("--cpu-cgroups: shares 2..262144")
+    if ARGS.cpu_cgroups is not None:
+        try:
+            CGROUPS = CpuCgroups(ARGS.cpu_cgroups).__enter__()
+        except RuntimeError as e:
+            print(f"storm_runner: {e}", file=sys.stderr)
+            return 1
     stats_before = set_bpf_stats("1") if ARGS.bpf_stats else None
     BPF_STATS_ON = stats_before is not None
     rows = []
@@ -1332,13 +1424,17 @@ def main():
     finally:
         if BPF_STATS_ON:
             set_bpf_stats(stats_before)
+        if CGROUPS:
+            CGROUPS.__exit__(None, None, None)
 
     names = {i: n for r in rows for i, n in (r.get("prog_names") or {}).items()}
     commit = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"],
                             capture_output=True, text=True, timeout=10).stdout.strip()
     print(f"netmon {commit or '?'}, agent {ARGS.agent}; kernel {os.uname().release}; "
           f"{os.cpu_count()} CPUs; rounds interleaved (each scenario's modes in turn, every "
-          f"round); BPF run time "
+          f"round); "
+          + (CGROUPS.describe() if CGROUPS else "every process in the runner's CPU cgroup")
+          + "; BPF run time "
           + ("counted (kernel.bpf_stats_enabled=1 during the run)" if BPF_STATS_ON
              else "not counted") + "\n")
     for sc in scenarios:
@@ -1371,6 +1467,7 @@ def modes_of(sc):
 
 ARGS = None
 BPF_STATS_ON = False
+CGROUPS = None
 
 if __name__ == "__main__":
     sys.exit(main())

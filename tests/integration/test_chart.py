@@ -723,6 +723,62 @@ def test_no_external_networks(helm):
     assert "external_networks" not in yaml.safe_load(config_text(docs))["kubernetes"]
 
 
+DEFAULT_EDGE_PORTS = [22, 53, 80, 443, 2379, 3306, 5432, 5672, 6379, 6443, 8080, 8443, 9090,
+                      9092, 9200, 10250, 11211, 27017]
+DEFAULT_EDGE_CONFIG = {"edges": True, "max_edges": 1000, "edge_idle_seconds": 900,
+                       "edge_ports": DEFAULT_EDGE_PORTS, "edge_host_workload": True}
+
+
+def test_default_edge_config(default_docs):
+    """The edge settings (metrics.edges ... edgeHostWorkload) in the file's metrics mapping."""
+    assert yaml.safe_load(config_text(default_docs))["metrics"] == DEFAULT_EDGE_CONFIG
+
+
+def test_edge_values_reach_the_config(helm, tmp_path):
+    values = tmp_path / "edges.yaml"
+    values.write_text(yaml.safe_dump({
+        "metrics": {"edges": False, "maxEdges": 20000, "edgeIdleSeconds": 60,
+                    "edgePorts": [5432, 443], "edgeHostWorkload": False},
+        "config": {"metrics": {"drop_labels": ["pod", "container"]}}}))
+    _, docs = template(helm, "-f", str(values))
+    assert yaml.safe_load(config_text(docs))["metrics"] == {
+        "drop_labels": ["pod", "container"], "edges": False, "max_edges": 20000,
+        "edge_idle_seconds": 60, "edge_ports": [5432, 443], "edge_host_workload": False}
+    cfg = print_config(docs, tmp_path)["metrics"]
+    assert cfg["drop_labels"] == ["pod", "container"]
+    assert (cfg["edges"], cfg["max_edges"], cfg["edge_idle_seconds"], cfg["edge_ports"],
+            cfg["edge_host_workload"]) == (False, 20000, 60, [5432, 443], False)
+    _, docs = template(helm, "--set-json", "metrics.edgePorts=[]")
+    assert yaml.safe_load(config_text(docs))["metrics"]["edge_ports"] == []
+    assert print_config(docs, tmp_path)["metrics"]["edge_ports"] == []
+
+
+@pytest.mark.parametrize("key,value", [("edges", "edges"), ("max_edges", "maxEdges"),
+                                       ("edge_idle_seconds", "edgeIdleSeconds"),
+                                       ("edge_ports", "edgePorts"),
+                                       ("edge_host_workload", "edgeHostWorkload")])
+def test_chart_refuses_edge_keys_set_twice(helm, key, value):
+    err = helm_refuses(helm, "--set", f"config.metrics.{key}=1")
+    assert f"config.metrics.{key}: set the chart value metrics.{value} instead" in err, err
+
+
+@pytest.mark.parametrize("bad", [
+    ["--set", "metrics.maxEdges=0"],
+    ["--set", "metrics.maxEdges=100001"],
+    ["--set", "metrics.edgeIdleSeconds=0"],
+    ["--set", "metrics.edgeIdleSeconds=86401"],
+    ["--set-json", "metrics.edgePorts=[0]"],
+    ["--set-json", "metrics.edgePorts=[65536]"],
+    ["--set-json", "metrics.edgePorts=[80,80]"],
+    ["--set-json", 'metrics.edgePorts="80,443"'],
+    ["--set-string", "metrics.edges=no"],
+    ["--set-string", "metrics.edgeHostWorkload=yes"],
+    ["--set", "metrics.edge_ports={80}"],
+], ids=lambda bad: bad[1])
+def test_schema_rejects_bad_edge_values(helm, bad):
+    _assert_schema_refuses(helm, bad)
+
+
 def test_release_values_without_the_kubernetes_values(helm):
     """`helm upgrade --reuse-values` of a release installed before these values existed renders
     them as absent: the chart must still render, with the agent's defaults."""
@@ -733,9 +789,10 @@ def test_release_values_without_the_kubernetes_values(helm):
 
 
 def test_empty_config_value(helm):
-    """`config: {}` still gives a file with the kubernetes keys (and nothing else)."""
+    """`config: {}` still gives a file with the metrics and kubernetes keys (and nothing
+    else)."""
     _, docs = template(helm, "--set", "config=null")
-    assert set(yaml.safe_load(config_text(docs))) == {"kubernetes"}
+    assert set(yaml.safe_load(config_text(docs))) == {"metrics", "kubernetes"}
 
 
 # ---- the config the agent reads ----
@@ -761,6 +818,8 @@ def test_default_config_loads(default_docs, tmp_path):
     assert cfg["log_level"] == "info"
     assert cfg["kubernetes"]["insecure_skip_verify"] is False
     assert cfg["metrics"]["drop_labels"] == []
+    for key, value in DEFAULT_EDGE_CONFIG.items():
+        assert cfg["metrics"][key] == value, key
     kube = cfg["kubernetes"]
     assert kube["api_url"] == ""  # in-cluster
     assert kube["watch_pods"] is False

@@ -67,13 +67,14 @@ A loopback address is refused: the kubelet's probes connect to the pod's IP. */}
 {{- end }}
 {{- end }}
 
-{{/* The agent's config file: the `config` value, with the `kubernetes` values merged into its
-kubernetes mapping (api_url, watch_services, watch_nodes, watch_pods, peer_labels,
-external_networks). Those keys in
-`config.kubernetes` too are refused rather than silently overridden. external_networks is written
-by hand, one class per line in the list's order: toYaml sorts a mapping's keys, and the agent
-names an address after the first class that contains it. Names and CIDRs are written as JSON
-strings, which YAML reads unchanged. */}}
+{{/* The agent's config file: the `config` value, with the chart's metrics.edges, maxEdges,
+edgeIdleSeconds, edgePorts and edgeHostWorkload values merged into its metrics mapping (edges,
+max_edges, edge_idle_seconds, edge_ports, edge_host_workload), and the `kubernetes` values into
+its kubernetes mapping (api_url, watch_services, watch_nodes, watch_pods, peer_labels,
+external_networks). Those keys in `config.metrics` or `config.kubernetes` too are refused rather
+than silently overridden. external_networks is written by hand, one class per line in the list's
+order: toYaml sorts a mapping's keys, and the agent names an address after the first class that
+contains it. Names and CIDRs are written as JSON strings, which YAML reads unchanged. */}}
 {{- define "netmon.config" -}}
 {{- $config := deepCopy (.Values.config | default dict) }}
 {{- $kube := dict }}
@@ -108,6 +109,29 @@ strings, which YAML reads unchanged. */}}
 {{- fail "kubernetes.externalNetworks: \"internet\" names the addresses in no class; give the class another name" }}
 {{- end }}
 {{- $_ := set $seen .name true }}
+{{- end }}
+{{- /* The edge settings (metrics.edges ... edgeHostWorkload) into config.metrics; a value absent
+(a release upgraded with --reuse-values) leaves the agent's default. */}}
+{{- $metrics := dict }}
+{{- if hasKey $config "metrics" }}
+{{- if not (kindIs "map" $config.metrics) }}
+{{- fail "config.metrics must be a mapping (docs/configuration.md)" }}
+{{- end }}
+{{- $metrics = $config.metrics }}
+{{- end }}
+{{- $edgeKeys := dict "edges" "edges" "max_edges" "maxEdges" "edge_idle_seconds" "edgeIdleSeconds" "edge_ports" "edgePorts" "edge_host_workload" "edgeHostWorkload" }}
+{{- $metricValues := .Values.metrics | default dict }}
+{{- range $key := keys $edgeKeys | sortAlpha }}
+{{- $value := get $edgeKeys $key }}
+{{- if hasKey $metrics $key }}
+{{- fail (printf "config.metrics.%s: set the chart value metrics.%s instead (docs/deployment.md)" $key $value) }}
+{{- end }}
+{{- if hasKey $metricValues $value }}
+{{- $_ := set $metrics $key (get $metricValues $value) }}
+{{- end }}
+{{- end }}
+{{- if $metrics }}
+{{- $_ := set $config "metrics" $metrics }}
 {{- end }}
 {{- with omit $config "kubernetes" }}
 {{- toYaml . }}{{ "\n" }}
