@@ -137,11 +137,18 @@ ListenerKey local_key(const inet_diag_msg& m, bool any) {
   return k;
 }
 
-// One dump of `family`'s TCP sockets in `states` on the netlink socket `fd`: `visit` for each
-// (with its tcp_info when `info`, or null), `room` after each datagram. False: stopped or failed.
-bool dump(int fd, uint8_t family, uint32_t states, bool info, Clock::time_point until,
-          const std::function<void(const inet_diag_msg&, const tcp_info*)>& visit,
-          const std::function<bool()>& room) {
+enum class Dumped { kDone, kFailed, kStopped };
+
+// One dump of `family`'s TCP sockets in `states`, on a netlink socket of its own made in this
+// thread's network namespace: `visit` for each (with its tcp_info when `info`, or null), `room`
+// after each datagram (false: stop).
+Dumped dump(uint8_t family, uint32_t states, bool info, Clock::time_point until,
+            const std::function<void(const inet_diag_msg&, const tcp_info*)>& visit,
+            const std::function<bool()>& room) {
+  UniqueFd fd(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
+  if (!fd.valid()) return Dumped::kFailed;
+  timeval timeout{5, 0};
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
   struct {
     nlmsghdr nlh;
     inet_diag_req_v2 req;
@@ -154,17 +161,19 @@ bool dump(int fd, uint8_t family, uint32_t states, bool info, Clock::time_point 
   msg.req.sdiag_protocol = IPPROTO_TCP;
   msg.req.idiag_states = states;
   msg.req.idiag_ext = info ? 1u << (INET_DIAG_INFO - 1) : 0;
-  if (::send(fd, &msg, sizeof msg, 0) != static_cast<ssize_t>(sizeof msg)) return false;
+  if (::send(fd.get(), &msg, sizeof msg, 0) != static_cast<ssize_t>(sizeof msg)) {
+    return Dumped::kFailed;
+  }
   alignas(nlmsghdr) static thread_local std::array<char, 1 << 16> buffer;
   while (Clock::now() < until) {
-    const ssize_t n = ::recv(fd, buffer.data(), buffer.size(), 0);
+    const ssize_t n = ::recv(fd.get(), buffer.data(), buffer.size(), 0);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;  // an error, or the receive timeout
+    if (n <= 0) return Dumped::kFailed;  // an error, or the receive timeout
     size_t left = static_cast<size_t>(n);
     for (auto* h = reinterpret_cast<nlmsghdr*>(buffer.data()); NLMSG_OK(h, left);
          h = NLMSG_NEXT(h, left)) {
-      if (h->nlmsg_type == NLMSG_DONE) return true;
-      if (h->nlmsg_type == NLMSG_ERROR) return false;
+      if (h->nlmsg_type == NLMSG_DONE) return Dumped::kDone;
+      if (h->nlmsg_type == NLMSG_ERROR) return Dumped::kFailed;  // e.g. no IPv6 here
       if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY ||
           h->nlmsg_len < NLMSG_LENGTH(sizeof(inet_diag_msg))) {
         continue;
@@ -183,22 +192,16 @@ bool dump(int fd, uint8_t family, uint32_t states, bool info, Clock::time_point 
       }
       visit(m, have_info ? &ti : nullptr);
     }
-    if (!room()) return false;
+    if (!room()) return Dumped::kStopped;
   }
-  return false;
+  return Dumped::kStopped;  // out of time
 }
 
-// The namespace this thread is in: its listeners, then its connections.
-void dump_namespace(const Scan& scan, Clock::time_point until,
+// The namespace this thread is in: its listeners, then its connections. A family that cannot be
+// dumped (no IPv6 in this namespace) is skipped; false when a stop or the time bound ended it.
+bool dump_namespace(const Scan& scan, Clock::time_point until,
                     const std::function<void(const DiagConnection&)>& report,
-                    const std::function<bool()>& room, DiagStats& stats, bool& stopped) {
-  UniqueFd fd(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
-  if (!fd.valid()) {
-    ++stats.namespaces_failed;
-    return;
-  }
-  timeval timeout{5, 0};
-  ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+                    const std::function<bool()>& room, DiagStats& stats) {
   std::set<ListenerKey> listeners;
   auto listening = [&](const inet_diag_msg& m, const tcp_info*) {
     if (m.idiag_state != kListen) return;
@@ -206,11 +209,11 @@ void dump_namespace(const Scan& scan, Clock::time_point until,
     ++stats.listeners;
   };
   auto always = [] { return true; };
+  int failed = 0;
   for (uint8_t family : {AF_INET, AF_INET6}) {
-    if (!dump(fd.get(), family, 1u << kListen, false, until, listening, always)) {
-      ++stats.namespaces_failed;
-      return;
-    }
+    const Dumped d = dump(family, 1u << kListen, false, until, listening, always);
+    if (d == Dumped::kStopped) return false;
+    if (d == Dumped::kFailed) ++failed;
   }
   auto connected = [&](const inet_diag_msg& m, const tcp_info* ti) {
     if (!((1u << m.idiag_state) & kConnectedStates)) return;
@@ -240,17 +243,16 @@ void dump_namespace(const Scan& scan, Clock::time_point until,
     report(c);
   };
   for (uint8_t family : {AF_INET, AF_INET6}) {
-    if (!dump(fd.get(), family, kConnectedStates, true, until, connected, room)) {
-      if (Clock::now() >= until || !room()) {
-        stopped = true;
-        stats.truncated = true;
-      } else {
-        ++stats.namespaces_failed;
-      }
-      return;
-    }
+    const Dumped d = dump(family, kConnectedStates, true, until, connected, room);
+    if (d == Dumped::kStopped) return false;
+    if (d == Dumped::kFailed) ++failed;
   }
-  ++stats.namespaces;
+  if (failed == 4) {
+    ++stats.namespaces_failed;
+  } else {
+    ++stats.namespaces;
+  }
+  return true;
 }
 
 }  // namespace
@@ -285,7 +287,10 @@ Result<DiagStats> enumerate_connections(const std::string& proc_root, const Diag
           ++stats.namespaces_failed;
           continue;
         }
-        dump_namespace(scan, until, report, room, stats, stopped);
+        if (!dump_namespace(scan, until, report, room, stats)) {
+          stopped = true;
+          stats.truncated = true;
+        }
       }
       result = stats;
     }).join();

@@ -21,7 +21,10 @@ client end, the helper's process, a cookie of its own, no cookie twice in the wh
 netmon_events_lost_total (all stages, /metrics just before SIGTERM). The extra peak of "on" is
 its peak against the same round's "off".
 
---quick: 2000 connections, one round, "on" only (ctest snapshot-quick). --check: exit 1 unless,
+--quick: 2000 connections, one round, "on" only (ctest snapshot-quick). --mechanism netlink: the
+agent takes the snapshot's fallback (sock_diag in each network namespace and a /proc fd scan:
+NETMON_FAULT_SNAPSHOT=netlink), as where the kernel lacks the iterator (ctest
+snapshot-quick-netlink); the log line must name the mechanism asked for. --check: exit 1 unless,
 in every run with the snapshot, each of the helper's 2N ends is reported exactly once, correctly,
 nothing is counted lost and the agent exits 0, and the "off" runs report no preexisting event.
 No timing is asserted. --sink file: the agent's stdout to a file on /dev/shm (no reader in between);
@@ -62,9 +65,10 @@ STOP_TIMEOUT = 15.0
 URL_RE = re.compile(r"serving /metrics, /healthz and /readyz on (http://\S+)")
 METRIC_LOST_RE = re.compile(r'^netmon_events_lost_total\{stage="([^"]+)"\}\s+(\S+)', re.M)
 # "snapshot: N connections older than the agent reported (M already reported: ..., K connecting,
-# L listening sockets) in X ms"
+# L listening sockets) in X ms; mechanism: iterator|netlink (...)"
 SNAPSHOT_RE = re.compile(r"snapshot: (\d+) connections older than the agent reported \((\d+) "
-                         r".*?, (\d+) connecting, (\d+) listening sockets\) in (\d+) ms")
+                         r".*?, (\d+) connecting, (\d+) listening sockets\) in (\d+) ms; "
+                         r"mechanism: (\w+)")
 NOT_REPORTED = "connections older than the agent are not reported"
 PREEXISTING = b'"preexisting":true'
 SINKS = {"pipe": "a pipe read by the runner (1 MiB reads, to a file on /dev/shm)",
@@ -277,6 +281,8 @@ def run_agent(mode, tmp, rnd, helper):
     out_path = os.path.join(tmp, f"{mode}-{rnd}.out")
     err_path = os.path.join(tmp, f"{mode}-{rnd}.err")
     env = {k: v for k, v in os.environ.items() if not k.startswith("NETMON_")}
+    if ARGS.mechanism == "netlink":
+        env["NETMON_FAULT_SNAPSHOT"] = "netlink"
     cmd = [ARGS.agent, "--metrics-address", "127.0.0.1:0", *ARGS.agent_arg, *MODES[mode]]
     row = {"mode": mode, "round": rnd}
     stdout = {"pipe": subprocess.PIPE, "devnull": subprocess.DEVNULL}.get(ARGS.sink)
@@ -313,6 +319,9 @@ def run_agent(mode, tmp, rnd, helper):
             row["reported"], row["already"], row["connecting"], row["listening"] = (
                 int(m.group(i)) for i in range(1, 5))
             row["snapshot_ms"] = int(m.group(5))
+            if m.group(6) != ARGS.mechanism:
+                raise RuntimeError(f"{mode}: the snapshot ran with {m.group(6)}, not "
+                                   f"{ARGS.mechanism}:\n{m.group(0)}")
             wait_settled(err_path, row["reported"], reader, deadline)
         if reader and reader.last_preexisting is not None:
             row["last_event_s"] = reader.last_preexisting - t0
@@ -423,6 +432,9 @@ def main():
                    help="also hold /tmp/netmon-build.lock while measuring (no compiler running)")
     p.add_argument("--quick", action="store_true", help="2000 connections, 1 round, 'on' only")
     p.add_argument("--check", action="store_true")
+    p.add_argument("--mechanism", choices=("iterator", "netlink"), default="iterator",
+                   help="netlink: the agent takes the snapshot's fallback (sock_diag and a /proc "
+                   "scan, NETMON_FAULT_SNAPSHOT=netlink), as on kernels without the iterator")
     p.add_argument("--keep", metavar="DIR", help="keep the agents' outputs in DIR")
     ARGS = p.parse_args()
     modes = [m for m in ARGS.modes.split(",") if m]
