@@ -141,6 +141,7 @@ struct SnapshotStats {
   uint64_t closed_meanwhile = 0;   // dumped, then closed before they were reported
   uint64_t without_owner = 0;      // dumped, held by no process (an accept queue's)
   bool truncated = false;          // a bound (processes, descriptors, time) was reached
+  double scan_seconds = 0;         // the /proc scan's part of `seconds`
 };
 
 // Receives raw records on the polling thread. Must not throw. Returns false to stop reading for

@@ -427,6 +427,7 @@ Result<SnapshotStats> LoadedProgram::snapshot_netlink(const std::function<bool()
   stats.namespaces_failed = found->namespaces_failed;
   stats.without_owner = found->without_owner;
   stats.truncated = found->truncated;
+  stats.scan_seconds = found->scan_seconds;
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   snapshot_netlink_.reset();
   snapshot_error_ = "taken already";

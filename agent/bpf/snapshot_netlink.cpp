@@ -262,8 +262,10 @@ Result<DiagStats> enumerate_connections(const std::string& proc_root, const Diag
                                         const std::function<bool()>& room) {
   const auto until = Clock::now() + bounds.max_time;
   DiagStats stats;
+  const auto scan_started = Clock::now();
   auto scanned = scan_proc(proc_root, bounds, until, stats);
   if (!scanned) return fail(scanned.error().message);
+  stats.scan_seconds = std::chrono::duration<double>(Clock::now() - scan_started).count();
   const Scan& scan = *scanned;
   Result<DiagStats> result = fail("not run");
   try {

@@ -43,6 +43,7 @@ struct DiagStats {
   uint64_t processes = 0;          // processes whose descriptors were read
   uint64_t socket_fds = 0;         // socket descriptors among them
   bool truncated = false;          // a bound of DiagBounds was reached: some were not seen
+  double scan_seconds = 0;         // the /proc scan's part of the time
 };
 
 // The bounds of one enumeration (a hostile /proc: huge descriptor tables, endless processes).
