@@ -57,6 +57,7 @@ Stdlib only. All traffic is on loopback (in --dnat, a namespace's); every wait i
 import argparse
 import collections
 import contextlib
+import fcntl
 import itertools
 import json
 import os
@@ -761,10 +762,20 @@ def observe(mode, output, tmp, rnd):
             PROC_NET = "/proc/net"
 
 
+def is_pipe(output):
+    return output.split(":", 1)[0] == "pipe"
+
+
+def pipe_bytes(output):
+    """N of an output "pipe:N" (the pipe's capacity set with F_SETPIPE_SZ), else None."""
+    return int(output.split(":", 1)[1]) if is_pipe(output) and ":" in output else None
+
+
 def observe_in(mode, output, tmp, rnd, netns):
     """One storm with `mode` attached, its stdout to `output`: "file" (a file in `tmp`) or "pipe"
     (a pipe read by netmon-log-shipper, which writes the lines to a file in `tmp` in the CRI
-    log format, as a container runtime's shim does). Returns a result row (dict)."""
+    log format, as a container runtime's shim does; "pipe:N": a pipe of N bytes instead of the
+    kernel's 64 KiB). Returns a result row (dict)."""
     name = f"{SCENARIO.name}-{mode}-{output}-{rnd}"
     out_path = os.path.join(tmp, f"{name}.out")
     err_path = os.path.join(tmp, f"{name}.err")
@@ -783,10 +794,12 @@ def observe_in(mode, output, tmp, rnd, netns):
     joiner = CGROUPS.joiner("observer") if CGROUPS else None
     shipper = None
     with open(err_path, "wb") as err:
-        if output == "pipe":
+        if is_pipe(output):
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=err, env=env, preexec_fn=joiner)
             try:
+                if pipe_bytes(output):  # before the agent's first event: it is still starting
+                    fcntl.fcntl(proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, pipe_bytes(output))
                 with open(ship_err_path, "wb") as ship_err:
                     shipper = subprocess.Popen(
                         [ARGS.shipper, out_path], stdin=proc.stdout, stdout=subprocess.DEVNULL,
@@ -873,7 +886,7 @@ def observe_in(mode, output, tmp, rnd, netns):
     if mode in AGENT_MODES:
         row["expected"] = 4 * storm["connections"]
         row["connections"] = count_netmon(out_path, lo, hi, dnat=netns is not None,
-                                          cri=output == "pipe")
+                                          cri=is_pipe(output))
         row["nat"] = nat
         row["conntrack_lines"] = [ln.strip() for ln in stderr.splitlines() if "conntrack" in ln][:3]
         row["written"], row["dups"] = row["connections"]["written"], row["connections"]["dups"]
@@ -1053,8 +1066,9 @@ def scenarios_from(args, parser):
               or args.root_caps is not None or args.outputs is not None)
     if custom:
         outputs = (args.outputs or "file").split(",")
-        if not set(outputs) <= {"file", "pipe"} or len(set(outputs)) != len(outputs):
-            parser.error("--outputs: a comma-separated list of file, pipe")
+        if (not all(o in ("file", "pipe") or re.fullmatch(r"pipe:\d+", o) for o in outputs)
+                or len(set(outputs)) != len(outputs)):
+            parser.error("--outputs: a comma-separated list of file, pipe, pipe:BYTES")
         return [Scenario("custom", 2000 if args.quick else (args.connections or 50000),
                          args.seconds or 10.0, bool(args.root_caps), outputs,
                          args.output_dir or default_output_dir())]
@@ -1082,7 +1096,7 @@ def set_bpf_stats(value):
 
 
 def label(r):
-    return r["mode"] + ("/pipe" if r.get("output") == "pipe" else "")
+    return r["mode"] + ("" if r.get("output") in ("file", "-", None) else "/" + r["output"])
 
 
 def per_100k(v, n):
@@ -1106,8 +1120,11 @@ def lost_cell(r):
 
 
 def print_scenario(sc, rows, modes, names):
-    kind = {"file": f"a file ({fs_type(sc.dir) if sc.dir else fs_type(tempfile.gettempdir())})",
-            "pipe": "a pipe read by netmon-log-shipper (CRI log lines to a file there)"}
+    def kind(o):
+        if o == "file":
+            return f"a file ({fs_type(sc.dir) if sc.dir else fs_type(tempfile.gettempdir())})"
+        size = f"of {pipe_bytes(o)} bytes " if pipe_bytes(o) else ""
+        return f"a pipe {size}read by netmon-log-shipper (CRI log lines to a file there)"
     print(f"### {sc.name}: {ARGS.rounds} round(s) x {sc.connections} connections "
           f"(or {sc.seconds:g} s), {ARGS.workers} workers, "
           f"{'IPv6 ::1' if ARGS.ipv6 else 'IPv4 127.0.0.x'}, "
@@ -1115,7 +1132,7 @@ def print_scenario(sc, rows, modes, names):
           f"{ARGS.listeners} listener ports, "
           f"{f'clients dial {VIP}:{VIP_PORT} DNAT (nftables) to them, ' if ARGS.dnat else ''}"
           f"{'root capabilities' if sc.root_caps else 'container capabilities'}; stdout to "
-          + " / ".join(kind[o] for o in sc.outputs) + "\n")
+          + " / ".join(kind(o) for o in sc.outputs) + "\n")
     print("| round | mode | TIME_WAIT at start | connections | conn/s | ratio vs baseline "
           "| CPU s / 100k conn | peak RSS MiB (storm) | events expected | written "
           "| lost (counted, by stage) | duplicates | reader pauses (ms) | sheds "
@@ -1305,7 +1322,8 @@ def main():
                    help="a custom scenario capped at S seconds (default 10)")
     p.add_argument("--outputs", default=None, metavar="file,pipe",
                    help="a custom scenario with these outputs of the observers' stdout: file, "
-                   "pipe (read by netmon-log-shipper), or both (default file)")
+                   "pipe (read by netmon-log-shipper), pipe:BYTES (a pipe of that capacity), "
+                   "comma-separated (default file)")
     p.add_argument("--workers", type=int, default=8)
     p.add_argument("--listeners", type=int, default=8)
     p.add_argument("--ipv6", action="store_true")
@@ -1372,7 +1390,8 @@ def main():
         cannot_run(f"no agent binary at {ARGS.agent}")
     if not os.access(ARGS.storm, os.X_OK):
         cannot_run(f"no netmon-storm binary at {ARGS.storm}")
-    if any("pipe" in sc.outputs for sc in scenarios) and not os.access(ARGS.shipper, os.X_OK):
+    if (any(is_pipe(o) for sc in scenarios for o in sc.outputs)
+            and not os.access(ARGS.shipper, os.X_OK)):
         cannot_run(f"no netmon-log-shipper binary at {ARGS.shipper} (for the pipe output)")
     if not os.path.exists("/sys/kernel/btf/vmlinux"):
         cannot_run("the kernel has no BTF (/sys/kernel/btf/vmlinux is missing)")
