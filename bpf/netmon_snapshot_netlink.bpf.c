@@ -3,10 +3,11 @@
  * The start-up snapshot's fallback (issue #21), where the task/file iterator of
  * netmon_snapshot.bpf.c cannot load (bpf_sock_from_file(), Linux 5.11; the kernel matrix's 5.10):
  * the agent enumerates the connections itself (sock_diag netlink in every network namespace, the
- * owners from a /proc fd scan: agent/bpf/snapshot_netlink.cpp) and hands each to this program,
- * one run of BPF_PROG_TEST_RUN per connection, in the connection's network namespace. A BPF
- * object of its own, loaded after the main one (netmon.bpf.c) with its maps (events, sockets,
- * counters: the agent hands their fds over before load), as the iterator's is.
+ * owners from a /proc fd scan: agent/bpf/snapshot_netlink.cpp) and hands them to this program in
+ * batches, one BPF_PROG_TEST_RUN per batch (one program run per connection), in the
+ * connections' network namespace. A BPF object of its own, loaded after the main one
+ * (netmon.bpf.c) with its maps (events, sockets, counters: the agent hands their fds over before
+ * load), as the iterator's is.
  *
  * Why a program at all: exactly once. The "sockets" map, where the state programs look for the
  * connection to report its Close, is keyed by the struct sock address, which user space cannot
@@ -40,12 +41,20 @@ struct snapshot_input {
 	struct nm_conn_record record; /* the open record but its header and open_ns */
 };
 
+/* A batch of connections: one test run with `repeat` set to their number runs the program once
+ * for each, in order (a test run allocates an skb and a socket: once per batch, not per
+ * connection). */
+#define SNAPSHOT_BATCH 256
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, SNAPSHOT_BATCH);
 	__type(key, u32);
 	__type(value, struct snapshot_input);
 } snapshot_input SEC(".maps");
+
+/* The next entry of snapshot_input to report; the agent sets it to 0 before each batch. */
+volatile __u32 snapshot_next = 0;
 
 /* What this program did, for the agent's log and tests: indexes of enum snapshot_stat. */
 enum snapshot_stat {
@@ -105,10 +114,13 @@ int snapshot_report(struct __sk_buff *skb)
 	struct snapshot_input *in;
 	struct bpf_sock *found;
 	struct tcp_sock *tp;
-	u32 zero = 0;
+	u32 next = snapshot_next;
 	u64 cookie;
 
-	in = bpf_map_lookup_elem(&snapshot_input, &zero);
+	if (next >= SNAPSHOT_BATCH)
+		return 0;
+	snapshot_next = next + 1; /* test runs of one batch run one after the other */
+	in = bpf_map_lookup_elem(&snapshot_input, &next);
 	if (!in)
 		return 0;
 	/* The established socket of these addresses and ports (a listener when there is none any

@@ -385,31 +385,49 @@ Result<SnapshotStats> LoadedProgram::snapshot_netlink(const std::function<bool()
   }
   const int input_fd = bpf_map__fd(s.maps.snapshot_input);
   const int prog_fd = bpf_program__fd(s.progs.snapshot_report);
+  const uint32_t batch_size = bpf_map__max_entries(s.maps.snapshot_input);
   Owners owners(proc_root_, cgroup_root_);
-  SnapshotInput input;
+  std::vector<SnapshotInput> batch;
+  batch.reserve(batch_size);
+  std::vector<uint32_t> keys(batch_size);
+  for (uint32_t i = 0; i < batch_size; ++i) keys[i] = i;
   uint64_t failed_runs = 0;
   int last_error = 0;
-  auto report = [&](const DiagConnection& c) {
-    const nm_task* owner = owners.find(c.owner);
-    if (!owner) return;  // the process left: as the iterator, which meets holders only
-    fill_input(input, c, *owner);
-    const uint32_t zero = 0;
+  // Reports the batch: its inputs into the map, then one test run per connection, in order. In
+  // the namespace of the calling thread, the connections'.
+  auto flush = [&] {
+    if (batch.empty()) return;
+    uint32_t count = static_cast<uint32_t>(batch.size());
     // A packet for the test run: an Ethernet header is the least it takes; never sent.
     std::array<uint8_t, 64> packet{};
     LIBBPF_OPTS(bpf_test_run_opts, run, .data_in = packet.data(), .data_size_in = packet.size(),
-                .repeat = 1);
-    if (bpf_map_update_elem(input_fd, &zero, &input, BPF_ANY) != 0 ||
-        bpf_prog_test_run_opts(prog_fd, &run) != 0) {
-      ++failed_runs;
+                .repeat = static_cast<int>(count));
+    s.bss->snapshot_next = 0;
+    if (bpf_map_update_batch(input_fd, keys.data(), batch.data(), &count, nullptr) != 0 ||
+        count != batch.size() || bpf_prog_test_run_opts(prog_fd, &run) != 0) {
+      failed_runs += batch.size();
       last_error = errno;
     }
+    batch.clear();
+  };
+  auto report = [&](const DiagConnection& c) {
+    const nm_task* owner = owners.find(c.owner);
+    if (!owner) return;  // the process left: as the iterator, which meets holders only
+    fill_input(batch.emplace_back(), c, *owner);
+    if (batch.size() == batch_size) flush();
+  };
+  // enumerate_connections() calls `room` after each datagram and at each namespace's end, in
+  // the namespace: the batch goes before the wait.
+  auto flush_then_room = [&] {
+    flush();
+    return room();
   };
   DiagBounds bounds;
-  auto found = enumerate_connections(proc_root_, bounds, report, room);
+  auto found = enumerate_connections(proc_root_, bounds, report, flush_then_room);
   if (!found) return fail("the snapshot's fallback: " + found.error().message);
   if (failed_runs > 0) {
     return fail("the snapshot's fallback: " + std::to_string(failed_runs) +
-                " test runs of its program failed: " + errno_text(last_error));
+                " connections could not be handed to its program: " + errno_text(last_error));
   }
   SnapshotStats stats;
   stats.mechanism = "netlink";

@@ -252,7 +252,7 @@ bool dump_namespace(const Scan& scan, Clock::time_point until,
   } else {
     ++stats.namespaces;
   }
-  return true;
+  return room();  // once more in this namespace (the caller's last batch)
 }
 
 }  // namespace

@@ -57,8 +57,9 @@ struct DiagBounds {
 // Scans `proc_root` (every process's network namespace and socket descriptors), then in each
 // network namespace found dumps the listening sockets and the connections (IPv4 and IPv6) and
 // calls `report` for each connection a process holds, on a thread of its own that has entered
-// that namespace (a BPF test run happens in the caller's), and `room` after each batch of about
-// a hundred (false: stop). Runs on the calling thread otherwise; joins its thread. Fails when
+// that namespace (a BPF test run happens in the caller's), and `room`, in the same thread, after
+// each netlink datagram (about two hundred connections) and at the end of each namespace
+// (false: stop). Runs on the calling thread otherwise; joins its thread. Fails when
 // /proc cannot be read or the thread cannot be made.
 Result<DiagStats> enumerate_connections(const std::string& proc_root, const DiagBounds& bounds,
                                         const std::function<void(const DiagConnection&)>& report,
