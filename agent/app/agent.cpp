@@ -262,7 +262,7 @@ class SnapshotRun {
       char scan[32];
       std::snprintf(scan, sizeof scan, "%.0f ms", stats->scan_seconds * 1000);
       how = "sock_diag in " + std::to_string(stats->namespaces) + " network namespaces (" +
-            std::to_string(stats->namespaces_failed) + " left meanwhile), owners from " +
+            std::to_string(stats->namespaces_failed) + " not entered), owners from " +
             "a /proc scan (" + scan + "); " + std::to_string(stats->closed_meanwhile) +
             " closed before their report, " + std::to_string(stats->without_owner) +
             " held by no process; the iterator: " + stats->fallback_reason;

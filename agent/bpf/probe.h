@@ -137,7 +137,7 @@ struct SnapshotStats {
   std::string fallback_reason;
   // The fallback only:
   uint64_t namespaces = 0;         // network namespaces dumped
-  uint64_t namespaces_failed = 0;  // found but not dumped (their processes left meanwhile)
+  uint64_t namespaces_failed = 0;  // not entered (their processes left; setns(): CAP_SYS_ADMIN)
   uint64_t closed_meanwhile = 0;   // dumped, then closed before they were reported
   uint64_t without_owner = 0;      // dumped, held by no process (an accept queue's)
   bool truncated = false;          // a bound (processes, descriptors, time) was reached

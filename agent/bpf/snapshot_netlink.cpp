@@ -272,8 +272,27 @@ Result<DiagStats> enumerate_connections(const std::string& proc_root, const Diag
     // setns() moves this thread only: a thread of our own enters each namespace, and ends.
     std::thread([&] {
       bool stopped = false;
+      auto dump_here = [&] {
+        if (!dump_namespace(scan, until, report, room, stats)) {
+          stopped = true;
+          stats.truncated = true;
+        }
+      };
+      // The thread's own namespace first, where it is without setns() (which needs
+      // CAP_SYS_ADMIN): with host networking, the node's.
+      struct stat own {};
+      uint64_t own_ns = 0;
+      if (::stat("/proc/thread-self/ns/net", &own) == 0) own_ns = own.st_ino;
+      if (own_ns != 0 && std::any_of(scan.namespaces.begin(), scan.namespaces.end(),
+                                     [own_ns](const auto& n) { return n.first == own_ns; })) {
+        dump_here();
+      }
       for (size_t i = 0; i < scan.namespaces.size() && !stopped;) {
         const uint64_t ns = scan.namespaces[i].first;
+        if (ns == own_ns) {
+          ++i;
+          continue;
+        }
         bool entered = false;
         // The first of its processes whose namespace link still opens (they may exit).
         for (; i < scan.namespaces.size() && scan.namespaces[i].first == ns; ++i) {
@@ -286,13 +305,10 @@ Result<DiagStats> enumerate_connections(const std::string& proc_root, const Diag
           entered = ::setns(fd.get(), CLONE_NEWNET) == 0;
         }
         if (!entered) {
-          ++stats.namespaces_failed;
+          ++stats.namespaces_failed;  // its processes left, or no CAP_SYS_ADMIN
           continue;
         }
-        if (!dump_namespace(scan, until, report, room, stats)) {
-          stopped = true;
-          stats.truncated = true;
-        }
+        dump_here();
       }
       result = stats;
     }).join();

@@ -35,15 +35,16 @@ struct DiagConnection {
 
 // What the enumeration saw.
 struct DiagStats {
-  uint64_t namespaces = 0;         // network namespaces dumped
-  uint64_t namespaces_failed = 0;  // found but not entered or not dumped (their process left)
-  uint64_t listeners = 0;          // listening sockets
-  uint64_t connections = 0;        // handed to `report`
-  uint64_t without_owner = 0;      // dumped, but no process holds them (left out)
-  uint64_t processes = 0;          // processes whose descriptors were read
-  uint64_t socket_fds = 0;         // socket descriptors among them
-  bool truncated = false;          // a bound of DiagBounds was reached: some were not seen
-  double scan_seconds = 0;         // the /proc scan's part of the time
+  uint64_t namespaces = 0;  // network namespaces dumped
+  // Found but not entered (their processes left, or setns() refused: CAP_SYS_ADMIN) or not dumped.
+  uint64_t namespaces_failed = 0;
+  uint64_t listeners = 0;      // listening sockets
+  uint64_t connections = 0;    // handed to `report`
+  uint64_t without_owner = 0;  // dumped, but no process holds them (left out)
+  uint64_t processes = 0;      // processes whose descriptors were read
+  uint64_t socket_fds = 0;     // socket descriptors among them
+  bool truncated = false;      // a bound of DiagBounds was reached: some were not seen
+  double scan_seconds = 0;     // the /proc scan's part of the time
 };
 
 // The bounds of one enumeration (a hostile /proc: huge descriptor tables, endless processes).
