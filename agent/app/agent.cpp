@@ -47,6 +47,9 @@ constexpr std::chrono::seconds kStopDrain{5};
 // While the output queue is full, how long the reader waits for room before it looks again at
 // the ring buffer's fill level and the pause's time bound (OutputFlow).
 constexpr std::chrono::milliseconds kPauseStep{10};
+// A stdout pipe's buffer: four of the output's 256 KiB batches (the kernel's default pipe-max-size
+// is 1 MiB), instead of the default 64 KiB that a batch fills 4 times over.
+constexpr size_t kStdoutPipeBytes = 1u << 20;
 
 // The --proc-root directory is a proc filesystem: a wrong path would leave every event without
 // its process (and the process table empty) instead of failing.
@@ -630,6 +633,9 @@ int run_agent(const Options& options) {
   LineWriter writer(STDOUT_FILENO, options.output_queue_bytes, [](std::string_view line) {
     return static_cast<size_t>(event_kind_of_line(line));
   });
+  if (const size_t pipe = widen_pipe(STDOUT_FILENO, kStdoutPipeBytes); pipe != 0) {
+    log::info("stdout is a pipe of " + std::to_string(pipe / 1024) + " KiB");
+  }
   ProcessTable processes(ProcReader(options.proc_root), options.max_processes);
   Metrics metrics(options.metrics_drop_labels, NETMON_VERSION_STRING, options.edges);
 

@@ -2,6 +2,8 @@
 
 #include <time.h>
 
+#include <algorithm>
+
 #include "common/socket_cookie.h"
 
 #include "app/output_flow.h"
@@ -39,7 +41,11 @@ Pipeline::Pipeline(OutputFlow& output, ProcessTable& processes, int last_cap, Pi
   if (deps.metrics) {
     counters_.emplace(*deps.metrics);
     EdgeTable& edges = deps.metrics->edges();
-    if (edges.settings().enabled) edges_.emplace(edges, deps.max_connections);
+    // ~48 bytes per connection: at most 3 MiB. Past it a Close finds its edge by its inputs.
+    constexpr size_t kMaxOpenEdges = 65536;
+    if (edges.settings().enabled) {
+      edges_.emplace(edges, std::min(deps.max_connections, kMaxOpenEdges));
+    }
   }
 }
 

@@ -57,7 +57,7 @@ struct PipelineDeps {
   // pipeline.
   Metrics* metrics = nullptr;
   // Connections the kernel tracks at most (max_connections): the open connections whose edge
-  // is kept until their Close.
+  // is kept until their Close (65 536 at most).
   size_t max_connections = 65536;
   // Which events are written, under which rule's name (default: every event, no rule names).
   Verdicts verdicts;

@@ -44,7 +44,8 @@ struct EdgeEnds {
 class EdgeCounters {
  public:
   // `table` must outlive this object. `max_open`: connections whose edge is kept until their
-  // Close (the kernel's own limit on tracked connections); past it a Close finds its edge again.
+  // Close; past it a Close finds its edge again by its inputs (an edge whose connections are all
+  // past it may then be removed while they are open, and come back at their Close).
   EdgeCounters(EdgeTable& table, size_t max_open);
 
   // Counts `e` in its edge. `now_ns`: CLOCK_BOOTTIME.

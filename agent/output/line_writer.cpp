@@ -1,6 +1,8 @@
 #include "output/line_writer.h"
 
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -8,11 +10,30 @@
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
+#include <cstdlib>
 #include <deque>
 #include <mutex>
 #include <thread>
 
+#include "common/files.h"
+
 namespace netmon {
+
+size_t widen_pipe(int fd, size_t bytes) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode)) return 0;
+  if (auto max = read_regular_file("/proc/sys/fs/pipe-max-size", 32)) {
+    const size_t limit = std::strtoull(max->c_str(), nullptr, 10);
+    if (limit > 0 && limit < bytes) bytes = limit;
+  }
+  const int now = ::fcntl(fd, F_GETPIPE_SZ);
+  if (now >= 0 && static_cast<size_t>(now) >= bytes) return static_cast<size_t>(now);
+  // Fails with EPERM past pipe-max-size without CAP_SYS_RESOURCE, or past the user's pipe
+  // quota (fs.pipe-user-pages-soft): the pipe stays as it was.
+  const int set = ::fcntl(fd, F_SETPIPE_SZ, static_cast<int>(bytes));
+  if (set > 0) return static_cast<size_t>(set);
+  return now > 0 ? static_cast<size_t>(now) : 0;
+}
 
 // Shared by the LineWriter and its thread, so a detached thread never outlives what it uses.
 struct LineWriter::State {

@@ -51,6 +51,13 @@ struct OutputStats {
 // The kind (< kLineKinds) of one line, for the lines of a batch written only in part.
 using LineKindOf = std::function<size_t(std::string_view line)>;
 
+// When `fd` is a pipe (a container's stdout read by the runtime's log shipper), asks the kernel
+// to make its buffer `bytes` long, or as long as an unprivileged process may
+// (/proc/sys/fs/pipe-max-size) when that is less: the writer's batches then go in one write(2)
+// each, without blocking part-way, and the reader is woken once per batch rather than per
+// 64 KiB. Returns the pipe's buffer size after the attempt; 0 when `fd` is not a pipe.
+size_t widen_pipe(int fd, size_t bytes);
+
 class LineWriter {
  public:
   // `fd` stays owned by the caller and must stay open while the writer thread may write.

@@ -1,12 +1,14 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <thread>
@@ -531,6 +533,44 @@ TEST_F(LineWriterTest, AStopThatCannotDrainCutsTheBatchAtALineEnd) {
         (kLineBytes - 1);
     EXPECT_EQ(stats.lines_written_by_kind[k], in_output) << k;
   }
+}
+
+}  // namespace
+}  // namespace netmon
+
+namespace netmon {
+namespace {
+
+TEST(WidenPipe, APipeGrowsToTheSizeAskedOrTheSystemLimit) {
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  UniqueFd r(fds[0]), w(fds[1]);
+  const int before = ::fcntl(w.get(), F_GETPIPE_SZ);
+  ASSERT_GT(before, 0);
+  const size_t size = widen_pipe(w.get(), size_t{1} << 20);
+  EXPECT_EQ(static_cast<int>(size), ::fcntl(w.get(), F_GETPIPE_SZ));
+  EXPECT_GE(size, static_cast<size_t>(before));
+  // Never smaller than asked unless the system limit is smaller (1 MiB by default).
+  if (size < (size_t{1} << 20)) {
+    std::FILE* f = std::fopen("/proc/sys/fs/pipe-max-size", "r");
+    ASSERT_NE(f, nullptr);
+    unsigned long limit = 0;
+    ASSERT_EQ(std::fscanf(f, "%lu", &limit), 1);
+    std::fclose(f);
+    EXPECT_LE(limit, size_t{1} << 20);
+  }
+  // Asking for less than it has leaves it as it is.
+  EXPECT_EQ(widen_pipe(w.get(), 4096), size);
+}
+
+TEST(WidenPipe, AnythingElseIsLeftAlone) {
+  UniqueFd file(::open("/dev/null", O_WRONLY | O_CLOEXEC));
+  ASSERT_TRUE(file.valid());
+  EXPECT_EQ(widen_pipe(file.get(), size_t{1} << 20), 0u);
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  UniqueFd a(sv[0]), b(sv[1]);
+  EXPECT_EQ(widen_pipe(a.get(), size_t{1} << 20), 0u);
 }
 
 }  // namespace
