@@ -287,6 +287,32 @@ struct task_struct {
 	struct css_set *cgroups;
 };
 
+/*
+ * The registers a syscall saved (arch/<arch>/include/asm/ptrace.h) and what says whether it came
+ * from a 32-bit task (x86: the thread's TS_COMPAT; arm64: the saved processor state), read by the
+ * accept hook's sys_exit variant. One view per architecture, as CO-RE flavors: libbpf ignores the
+ * "___netmon_<arch>" suffix and matches the kernel's struct pt_regs, thread_info and task_struct
+ * (libbpf's bpf_tracing.h has views of its own named "___<arch>"); only the view of the
+ * architecture compiled for (__TARGET_ARCH_*) is used.
+ */
+struct pt_regs___netmon_x86 {
+	unsigned long orig_ax; /* the syscall number */
+};
+
+struct pt_regs___netmon_arm64 {
+	u64 pstate; /* in an anonymous union with user_regs; PSR_MODE32_BIT: an AArch32 task */
+	s32 syscallno;
+};
+
+struct thread_info___netmon_x86 {
+	u32 status; /* TS_COMPAT: a 32-bit (ia32) syscall */
+};
+
+/* task_struct's first member with CONFIG_THREAD_INFO_IN_TASK (x86_64 always). */
+struct task_struct___netmon_x86 {
+	struct thread_info___netmon_x86 thread_info;
+};
+
 struct seq_file;
 
 /* The context of the iter/task_file programs: each open file of each process. */

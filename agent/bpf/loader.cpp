@@ -62,6 +62,13 @@ struct Plan {
 // mount; a kernel or a container that refuses one gets the next.
 enum class SockOps { kObserver, kCookieAssigner, kNone };
 
+// `plan` loading `sensor`'s programs alone.
+Plan alone_with(const Plan& plan, const Sensor& sensor) {
+  Plan alone = plan;
+  alone.only = &sensor;
+  return alone;
+}
+
 constexpr const char* kObserverConsequence =
     "connection ends rely on the tracepoint programs alone, which the kernel may skip";
 constexpr const char* kCookieConsequence = "cookies may be 0";
@@ -103,9 +110,7 @@ Result<std::unique_ptr<LoadedProgram>> Loader::load() {
     for (size_t i = 0; i < sensors().size(); ++i) {
       const Sensor& s = *sensors()[i];
       if (options_.variants.*(s.field) != HookVariant::kAuto) continue;
-      Plan alone = plan;
-      alone.only = &s;
-      auto probe = load_plan(alone, SockOps::kNone);
+      auto probe = load_plan(alone_with(plan, s), SockOps::kNone);
       if (probe) continue;
       reasons[i] = probe.error().message;
       log::info(std::string(s.name) + " hook: the " + std::string(hook_variant_name(s.preferred)) +
@@ -113,6 +118,17 @@ Result<std::unique_ptr<LoadedProgram>> Loader::load() {
                 std::string(hook_variant_name(s.fallback)));
       plan.variants.*(s.field) = s.fallback;
       changed = true;
+      if (s.last_resort == HookVariant::kAuto) continue;
+      // The fallback refused for want of privileges (a perf event that perf_event_paranoid
+      // refuses): the last resort, which needs none. Any other failure stays the fallback's.
+      auto fallback = load_plan(alone_with(plan, s), SockOps::kNone);
+      if (fallback || (fallback.error().code != EACCES && fallback.error().code != EPERM)) continue;
+      log::info(std::string(s.name) + " hook: the " + std::string(hook_variant_name(s.fallback)) +
+                " variant is refused here (" + fallback.error().message + "); using " +
+                std::string(hook_variant_name(s.last_resort)));
+      reasons[i] +=
+          "; " + std::string(hook_variant_name(s.fallback)) + ": " + fallback.error().message;
+      plan.variants.*(s.field) = s.last_resort;
     }
     if (changed) loaded = load_plan(plan, SockOps::kObserver);
   }
@@ -263,7 +279,8 @@ std::vector<std::string> unknown_programs() {
   std::vector<std::string_view> known = {"observe_tcp_states", "assign_cookies"};
   const KernelFacts facts[2] = {{.accept_takes_arg = false}, {.accept_takes_arg = true}};
   for (const Sensor* s : sensors()) {
-    for (const HookVariant variant : {s->preferred, s->fallback}) {
+    for (const HookVariant variant : {s->preferred, s->fallback, s->last_resort}) {
+      if (variant == HookVariant::kAuto) continue;
       for (const KernelFacts& f : facts) {
         for (const SensorProgram& p : s->programs(variant, f)) {
           known.push_back(p.program);

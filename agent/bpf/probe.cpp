@@ -39,8 +39,11 @@ std::string_view hook_variant_name(HookVariant variant) {
 namespace {
 
 std::string variant_list(const Sensor& h) {
-  return std::string("auto, ") + std::string(hook_variant_name(h.preferred)) + ", " +
-         std::string(hook_variant_name(h.fallback));
+  std::string out = std::string("auto, ") + std::string(hook_variant_name(h.preferred)) + ", " +
+                    std::string(hook_variant_name(h.fallback));
+  if (h.last_resort != HookVariant::kAuto)
+    out += ", " + std::string(hook_variant_name(h.last_resort));
+  return out;
 }
 
 }  // namespace
@@ -76,6 +79,9 @@ Result<HookVariants> parse_hook_variants(std::string_view text) {
       chosen = spec->preferred;
     } else if (name == hook_variant_name(spec->fallback)) {
       chosen = spec->fallback;
+    } else if (spec->last_resort != HookVariant::kAuto &&
+               name == hook_variant_name(spec->last_resort)) {
+      chosen = spec->last_resort;
     } else {
       return fail(quoted(name) + " is not a variant of the " + std::string(spec->name) + " hook (" +
                   variant_list(*spec) + ")");

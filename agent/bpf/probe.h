@@ -26,7 +26,9 @@ namespace netmon {
 // How a kernel hook attaches. Each hook (a sensor, agent/bpf/sensors) has a preferred variant
 // and a fallback with the same events (docs/kernels.md):
 //   state    sock/inet_sock_set_state   tp_btf (assigns cookies itself on 5.12+) or tracepoint
-//   accept   inet_csk_accept / accept() fexit (also io_uring accepts) or tracepoint (syscalls)
+//   accept   inet_csk_accept / accept() fexit (also io_uring accepts) or tracepoint (syscalls);
+//            last resort where the tracepoints' perf events are refused: tp_btf on
+//            raw_syscalls/sys_exit (every syscall's exit)
 //   process  sched_process_exec/fork/exit  tp_btf or raw_tp
 // The sock_ops programs on the cgroup v2 root (the TCP state observer, or the cookie assigner;
 // ProbeOptions::cgroup_root) have no variants: each is attached or left out.

@@ -265,7 +265,7 @@ const std::vector<Setting>& settings() {
        [](const Options& o) { return std::string(level_name(o.log_level)); }},
       {"hook-variant", "NETMON_HOOK_VARIANT", "hook_variant", Type::kString, "VARIANT",
        "how kernel hooks attach: auto (probe the kernel), or HOOK=VARIANT,... with "
-       "state=tp_btf|tracepoint, accept=fexit|tracepoint, process=tp_btf|raw_tp; a bare "
+       "state=tp_btf|tracepoint, accept=fexit|tracepoint|tp_btf, process=tp_btf|raw_tp; a bare "
        "tp_btf or tracepoint sets the state hook",
        [](Options& o, std::string_view v) -> Result<void> {
          auto variants = parse_hook_variants(v);

@@ -12,7 +12,14 @@
  *               handle_inet_csk_accept_fexit_arg (6.10+), the one matching the kernel's BTF.
  *   tracepoint  syscalls:sys_exit_accept4 and sys_exit_accept (handle_sys_exit_accept4,
  *               handle_sys_exit_accept): the accept syscalls return, and the new descriptor
- *               leads to the socket.
+ *               leads to the socket. Attaching needs a perf event, which perf_event_paranoid
+ *               above 2 (Debian) refuses without CAP_SYS_ADMIN.
+ *   tp_btf      raw_syscalls:sys_exit (handle_sys_exit_btf): every syscall's return, the accept
+ *               syscalls picked by number from the saved registers, then as the tracepoint
+ *               variant. Needs no perf event and no trampoline; used only where fexit is
+ *               unavailable and the tracepoints' perf events are refused (arm64 before 6.4,
+ *               which has no BPF trampolines, with perf_event_paranoid 3), as it runs on every
+ *               syscall exit of the machine (its cost: docs/performance.md).
  *
  * Why these: a kprobe on inet_csk_accept breaks whenever the function is renamed or inlined and
  * is not compiled into every kernel; the syscall tracepoints are stable and need no trampoline,
@@ -170,6 +177,70 @@ SEC("tracepoint/syscalls/sys_exit_accept")
 int handle_sys_exit_accept(struct syscall_exit_ctx *ctx)
 {
 	on_accept_return(ctx->ret);
+	return 0;
+}
+
+/*
+ * The accept syscalls' numbers of the architecture compiled for (the kernel's
+ * include/uapi/asm-generic/unistd.h for arm64, arch/x86/entry/syscalls/syscall_64.tbl), and the
+ * syscall number and 32-bit-ness of the current syscall from the registers it saved. A 32-bit
+ * task's numbers are another table's (ia32, AArch32: 43 and 202 are other syscalls there), so its
+ * syscalls are left out: the variant does not see a 32-bit process's accepts. x32 syscalls carry
+ * __X32_SYSCALL_BIT and match neither number.
+ */
+#if defined(__TARGET_ARCH_x86)
+#define NM_NR_ACCEPT  43
+#define NM_NR_ACCEPT4 288
+#define NM_TS_COMPAT  0x0002 /* arch/x86/include/asm/thread_info.h */
+
+static __always_inline long syscall_nr(struct pt_regs *regs)
+{
+	return ((struct pt_regs___netmon_x86 *)regs)->orig_ax;
+}
+
+static __always_inline bool compat_syscall(struct pt_regs *regs)
+{
+	struct task_struct___netmon_x86 *task = (void *)bpf_get_current_task();
+
+	return BPF_CORE_READ(task, thread_info.status) & NM_TS_COMPAT;
+}
+#elif defined(__TARGET_ARCH_arm64)
+#define NM_NR_ACCEPT	  202
+#define NM_NR_ACCEPT4	  242
+#define NM_PSR_MODE32_BIT 0x10 /* arch/arm64/include/uapi/asm/ptrace.h: compat_user_mode() */
+
+static __always_inline long syscall_nr(struct pt_regs *regs)
+{
+	return ((struct pt_regs___netmon_arm64 *)regs)->syscallno;
+}
+
+static __always_inline bool compat_syscall(struct pt_regs *regs)
+{
+	return ((struct pt_regs___netmon_arm64 *)regs)->pstate & NM_PSR_MODE32_BIT;
+}
+#else
+#error "the accept hook's sys_exit variant needs the syscall numbers of this architecture"
+#endif
+
+/*
+ * Last-resort accept variant: the BTF-typed raw_syscalls:sys_exit tracepoint, at the return of
+ * every syscall of the machine, in the calling thread, with its saved registers and return value.
+ * Only accept()/accept4() of a 64-bit task go on, to what the tracepoint variant does with the
+ * new descriptor. Unlike the syscalls:sys_exit_accept{,4} tracepoints it is attached without a
+ * perf event (BPF_RAW_TRACEPOINT_OPEN), which perf_event_paranoid does not govern. The registers
+ * are a BTF pointer (tp_btf): the syscall number is a direct load, the cheap first test that
+ * every other syscall stops at.
+ */
+SEC("tp_btf/sys_exit")
+int BPF_PROG(handle_sys_exit_btf, struct pt_regs *regs, long ret)
+{
+	long nr = syscall_nr(regs);
+
+	if (nr != NM_NR_ACCEPT && nr != NM_NR_ACCEPT4)
+		return 0;
+	if (compat_syscall(regs))
+		return 0;
+	on_accept_return(ret);
 	return 0;
 }
 

@@ -4,7 +4,9 @@ DAC_READ_SEARCH, NET_ADMIN), on this host and in the kernel-matrix VMs.
 The chart's default must start on every supported kernel: the preferred hooks are BPF-native
 (tp_btf, fexit, raw_tp) and need no perf event. The classic tracepoints do (perf_event_open), and
 Debian's kernels (kernel.perf_event_paranoid = 3, a Debian patch) refuse perf events to any
-process without CAP_SYS_ADMIN, CAP_PERFMON or not (docs/kernels.md)."""
+process without CAP_SYS_ADMIN, CAP_PERFMON or not (docs/kernels.md). Where fexit does not attach
+(arm64 before 6.4) and the accept tracepoints are refused, the accept hook takes its last resort,
+tp_btf on raw_syscalls/sys_exit, which needs no perf event either."""
 
 import os
 import platform
@@ -45,6 +47,26 @@ def arm64_without_fexit_nor_perf_events():
     return release < (6, 4) and perf_event_paranoid() > 2
 
 
+def assert_accept_reported(agent):
+    """A connection accepted on loopback in this process is reported as an Accept, owned by this
+    process, and its Close with the same cookie."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.settimeout(10)
+            server.settimeout(10)
+            conn, _ = server.accept()
+            conn.close()
+    accepts = agent.wait_events(kind="TcpConnectionAccept", sport=port)
+    assert len(accepts) == 1, accepts
+    assert accepts[0]["process"]["pid"] == os.getpid(), accepts[0]
+    cookie = accepts[0]["network_event"]["cookie"]
+    assert cookie != 0, accepts[0]
+    agent.wait_events(kind="TcpConnectionClose", sport=port, cookie=cookie)
+
+
 def assert_failed_connect_reported(agent):
     port = free_port()
     with socket.socket() as s:
@@ -54,14 +76,11 @@ def assert_failed_connect_reported(agent):
 
 
 @pytest.mark.arm64_matrix
-@pytest.mark.xfail(
-    condition=arm64_without_fexit_nor_perf_events(), raises=AssertionError, strict=True,
-    reason="issue #24: on arm64 before 6.4 (no fexit) with perf_event_paranoid > 2 the accept "
-    "hook's tracepoint fallback is refused to the chart's capabilities: the agent exits 1")
 def test_chart_capabilities_start_the_preferred_state_hook():
     """With the chart's capabilities the agent starts and reports, with the BPF-native state hook
     and the TCP state observer (a sock_ops program: CAP_NET_ADMIN) on every kernel, and no
-    warning."""
+    warning. On arm64 before 6.4 with perf_event_paranoid > 2 (no fexit, the accept tracepoints
+    refused) the accept hook takes its last resort, tp_btf on sys_exit, and says why."""
     agent = with_chart_caps()
     try:
         failure = agent.wait_running()
@@ -70,7 +89,30 @@ def test_chart_capabilities_start_the_preferred_state_hook():
         warnings = [line for line in agent.stderr_text().splitlines() if " netmon warn: " in line]
         assert warnings == [], agent.stderr_text()
         assert OBSERVER in agent.stderr_text(), agent.stderr_text()
+        if arm64_without_fexit_nor_perf_events():
+            assert agent.variant("accept") == "tp_btf", agent.stderr_text()
+            assert "accept hook: the tracepoint variant is refused here" in agent.stderr_text()
+        else:
+            assert agent.variant("accept") in ("fexit", "tracepoint"), agent.stderr_text()
         assert_failed_connect_reported(agent)
+        assert_accept_reported(agent)
+    finally:
+        assert agent.stop() == 0
+
+
+@pytest.mark.arm64_matrix
+def test_sys_exit_accept_variant_with_chart_capabilities():
+    """The accept hook's last resort (tp_btf on raw_syscalls/sys_exit) forced, with the chart's
+    capabilities: it attaches without a perf event on every kernel, whatever
+    perf_event_paranoid says, and reports an accepted connection."""
+    agent = with_chart_caps("--hook-variant", "accept=tp_btf")
+    try:
+        failure = agent.wait_running()
+        assert failure is None, failure
+        assert agent.variant("accept") == "tp_btf", agent.stderr_text()
+        warnings = [line for line in agent.stderr_text().splitlines() if " netmon warn: " in line]
+        assert warnings == [], agent.stderr_text()
+        assert_accept_reported(agent)
     finally:
         assert agent.stop() == 0
 

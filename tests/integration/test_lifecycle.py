@@ -786,10 +786,14 @@ def test_connection_opened_before_start_has_no_events(start_agent):
 
 
 @pytest.mark.kernel_matrix
-def test_reset_while_in_accept_queue_gives_accept_and_close(agent):
+@pytest.mark.parametrize("flags", [(), ("--hook-variant", "accept=tp_btf")],
+                         ids=["auto", "accept=tp_btf"])
+def test_reset_while_in_accept_queue_gives_accept_and_close(start_agent, flags):
     """A connection reset by the client while it waits in the accept queue is still reported
     by accept(): one Accept and one Close for the server side (same cookie), besides the
-    client's Establish and Close."""
+    client's Establish and Close. Also with the accept hook's last resort (tp_btf on sys_exit)
+    forced, which reaches the socket through the returned descriptor like the tracepoints."""
+    agent = start_agent(*flags)
     server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     server.bind(("127.0.0.1", free_port()))
     server.listen(8)

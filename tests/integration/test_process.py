@@ -828,10 +828,14 @@ FORK_ACCEPT = """
 """
 
 
-def test_inherited_listener_accept_belongs_to_the_acceptor(agent, processes):
+@pytest.mark.parametrize("flags", [(), ("--hook-variant", "accept=tp_btf")],
+                         ids=["auto", "accept=tp_btf"])
+def test_inherited_listener_accept_belongs_to_the_acceptor(start_agent, processes, flags):
     """A listening socket made by a parent and inherited by its forked child, which calls
     accept(): the Accept and its Close report the child (cloned, the parent's image, its own
-    exec_id with its fork time), whoever created the listener."""
+    exec_id with its fork time), whoever created the listener. Also with the accept hook's last
+    resort (tp_btf on sys_exit) forced."""
+    agent = start_agent(*flags)
     parent = run_client(processes, FORK_ACCEPT, "fork-accept")
     port, child = map(int, read_line(parent).split())
     fork_start = stat_start_ns(child)

@@ -248,6 +248,7 @@ TEST(OptionsParse, HookVariantPerHook) {
   EXPECT_EQ(r->probe.variants.state, HookVariant::kTracepoint);
   EXPECT_EQ(r->probe.variants.accept, HookVariant::kTracepoint);
   EXPECT_EQ(r->probe.variants.process, HookVariant::kRawTp);
+  EXPECT_EQ(parse({"--hook-variant=accept=tp_btf"})->probe.variants.accept, HookVariant::kTpBtf);
   const auto f = parse({"--hook-variant", "accept=fexit"});
   ASSERT_TRUE(f) << f.error().message;
   EXPECT_EQ(f->probe.variants.state, HookVariant::kAuto);
@@ -258,7 +259,7 @@ TEST(OptionsParse, HookVariantPerHook) {
 
 TEST(OptionsParse, HookVariantsTextRoundTrips) {
   for (const char* text : {"auto", "state=tracepoint", "accept=fexit,process=raw_tp",
-                           "state=tp_btf,accept=tracepoint,process=tp_btf"}) {
+                           "state=tp_btf,accept=tracepoint,process=tp_btf", "accept=tp_btf"}) {
     const auto v = parse_hook_variants(text);
     ASSERT_TRUE(v) << text;
     EXPECT_EQ(hook_variants_text(*v), text);
@@ -309,9 +310,13 @@ TEST(OptionsParse, FaultInjectionIsAVariableOnly) {
 }
 
 TEST(OptionsParse, BadPerHookVariantNamesHookAndChoices) {
-  std::string e = error_of({"--hook-variant=accept=tp_btf"});
+  std::string e = error_of({"--hook-variant=accept=raw_tp"});
   EXPECT_TRUE(contains(e, "--hook-variant")) << e;
-  EXPECT_TRUE(contains(e, "'tp_btf' is not a variant of the accept hook (auto, fexit, tracepoint)"))
+  EXPECT_TRUE(
+      contains(e, "'raw_tp' is not a variant of the accept hook (auto, fexit, tracepoint, tp_btf)"))
+      << e;
+  e = error_of({"--hook-variant=state=fexit"});
+  EXPECT_TRUE(contains(e, "'fexit' is not a variant of the state hook (auto, tp_btf, tracepoint)"))
       << e;
   e = error_of({"--hook-variant=socket=tp_btf"});
   EXPECT_TRUE(contains(e, "'socket=tp_btf'")) << e;

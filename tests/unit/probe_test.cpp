@@ -39,11 +39,13 @@ TEST(Sensors, RegistryOrderAndVariants) {
   std::vector<std::string> rows;
   for (const Sensor* s : sensors()) {
     rows.push_back(std::string(s->name) + " " + std::string(hook_variant_name(s->preferred)) + " " +
-                   std::string(hook_variant_name(s->fallback)));
+                   std::string(hook_variant_name(s->fallback)) + " " +
+                   std::string(hook_variant_name(s->last_resort)));
   }
   // The state sensor first: the accept programs' cookie use depends on its choice.
-  EXPECT_EQ(rows, (std::vector<std::string>{"state tp_btf tracepoint", "accept fexit tracepoint",
-                                            "process tp_btf raw_tp"}));
+  EXPECT_EQ(rows, (std::vector<std::string>{"state tp_btf tracepoint auto",
+                                            "accept fexit tracepoint tp_btf",
+                                            "process tp_btf raw_tp auto"}));
   EXPECT_EQ(sensor("state").field, &HookVariants::state);
   EXPECT_EQ(sensor("accept").field, &HookVariants::accept);
   EXPECT_EQ(sensor("process").field, &HookVariants::process);
@@ -63,6 +65,8 @@ TEST(Sensors, ProgramsOfEachVariant) {
   EXPECT_EQ(plan(sensor("accept"), HookVariant::kTracepoint),
             (std::vector<std::string>{"handle_sys_exit_accept4@syscalls/sys_exit_accept4",
                                       "handle_sys_exit_accept@syscalls/sys_exit_accept"}));
+  EXPECT_EQ(plan(sensor("accept"), HookVariant::kTpBtf),
+            (std::vector<std::string>{"handle_sys_exit_btf@raw_syscalls/sys_exit"}));
   EXPECT_EQ(plan(sensor("process"), HookVariant::kTpBtf),
             (std::vector<std::string>{"handle_sched_process_exec_btf@sched/sched_process_exec",
                                       "handle_sched_process_fork_btf@sched/sched_process_fork",

@@ -12,6 +12,8 @@ std::vector<SensorProgram> programs(HookVariant variant, const KernelFacts& fact
     if (facts.accept_takes_arg) return {{"handle_inet_csk_accept_fexit_arg", "inet_csk_accept"}};
     return {{"handle_inet_csk_accept_fexit", "inet_csk_accept"}};
   }
+  // Every syscall's exit, the accept syscalls picked by number.
+  if (variant == HookVariant::kTpBtf) return {{"handle_sys_exit_btf", "raw_syscalls/sys_exit"}};
   return {{"handle_sys_exit_accept4", "syscalls/sys_exit_accept4"},
           {"handle_sys_exit_accept", "syscalls/sys_exit_accept"}};
 }
@@ -33,6 +35,9 @@ const Sensor kAcceptSensor = {
     .field = &HookVariants::accept,
     .preferred = HookVariant::kFexit,
     .fallback = HookVariant::kTracepoint,
+    // The tracepoints need a perf event, which perf_event_paranoid > 2 refuses without
+    // CAP_SYS_ADMIN; this one needs none, but runs at every syscall exit.
+    .last_resort = HookVariant::kTpBtf,
     .programs = programs,
     .configure = configure,
     .count = count,

@@ -47,7 +47,10 @@ struct Sensor {
   HookVariant HookVariants::*field;  // where --hook-variant sets its variant
   HookVariant preferred;
   HookVariant fallback;  // the same events where the preferred variant does not load
-  // The programs of `variant` (preferred or fallback), in attach order.
+  // The same events where the fallback too is refused for want of privileges (its attach or
+  // load fails with EACCES or EPERM), at a cost the fallback does not have; kAuto: none.
+  HookVariant last_resort = HookVariant::kAuto;
+  // The programs of `variant` (preferred, fallback or last resort), in attach order.
   std::vector<SensorProgram> (*programs)(HookVariant variant, const KernelFacts& facts);
   // Sets the sensor's read-only settings in the opened, not yet loaded skeleton.
   void (*configure)(netmon_bpf& skel, const SensorSettings& settings);
