@@ -175,6 +175,18 @@ bool external_network_name(std::string_view name) {
              std::string_view::npos;
 }
 
+// "80, 443,8080" -> the ports; "" -> none. Fails naming the item that is not a port.
+Result<std::vector<uint16_t>> parse_ports(std::string_view csv) {
+  std::vector<uint16_t> out;
+  for (const std::string_view item : split_list(csv)) {
+    auto port = parse_size(item, 1, 65535);
+    if (!port) return fail(quoted(item) + " is not a TCP port (1 to 65535)");
+    if (out.size() >= 1024) return fail("more than 1024 ports");
+    out.push_back(static_cast<uint16_t>(*port));
+  }
+  return out;
+}
+
 // One CIDR of kubernetes.external_networks, as CidrClasses::parse takes it.
 Result<void> check_cidr(std::string_view text) {
   if (auto cidr = Cidr::parse(text); !cidr) {
@@ -185,27 +197,6 @@ Result<void> check_cidr(std::string_view text) {
 
 // NAME=CIDR,CIDR;NAME=CIDR (the YAML mapping arrives in this form too): the classes within the
 // caps, each name valid, each CIDR one CidrClasses::parse takes.
-// "80, 443,8080" -> the ports; "" -> none. Fails naming the item that is not a port.
-Result<std::vector<uint16_t>> parse_ports(std::string_view csv) {
-  std::vector<uint16_t> out;
-  size_t pos = 0;
-  while (pos <= csv.size()) {
-    size_t comma = csv.find(',', pos);
-    if (comma == std::string_view::npos) comma = csv.size();
-    std::string_view item = csv.substr(pos, comma - pos);
-    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
-    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
-    if (!item.empty()) {
-      auto port = parse_size(item, 1, 65535);
-      if (!port) return fail(quoted(item) + " is not a TCP port (1 to 65535)");
-      if (out.size() >= 1024) return fail("more than 1024 ports");
-      out.push_back(static_cast<uint16_t>(*port));
-    }
-    pos = comma + 1;
-  }
-  return out;
-}
-
 Result<config::NamedLists> parse_external_networks(std::string_view text) {
   auto classes = config::parse_map_of_lists_text(text);
   if (!classes) return classes;

@@ -28,4 +28,19 @@ std::string quoted(std::string_view text, std::size_t max_bytes) {
   return out;
 }
 
+std::vector<std::string_view> split_list(std::string_view csv) {
+  std::vector<std::string_view> out;
+  size_t pos = 0;
+  while (pos <= csv.size()) {
+    size_t comma = csv.find(',', pos);
+    if (comma == std::string_view::npos) comma = csv.size();
+    std::string_view item = csv.substr(pos, comma - pos);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    if (!item.empty()) out.push_back(item);
+    pos = comma + 1;
+  }
+  return out;
+}
+
 }  // namespace netmon

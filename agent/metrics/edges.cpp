@@ -1,26 +1,11 @@
 #include "metrics/edges.h"
 
-#include <prometheus/client_metric.h>
-#include <prometheus/metric_family.h>
-
-#include <limits>
-
-#include "events/format.h"
+#include "metrics/exposition.h"
 
 namespace netmon {
 namespace {
 
-using prometheus::ClientMetric;
-using prometheus::MetricFamily;
-using prometheus::MetricType;
-
-size_t error_slot(int error) {
-  const std::string name = connect_error_name(error);
-  for (size_t i = 0; i < kEdgeErrors.size(); ++i) {
-    if (kEdgeErrors[i] == name) return i;
-  }
-  return kEdgeErrors.size();
-}
+using namespace exposition;
 
 // Adds `n` to a counter only this thread writes.
 void add(std::atomic<uint64_t>& counter, uint64_t n) {
@@ -38,51 +23,6 @@ void observe(const std::array<double, N>& bounds, std::array<std::atomic<uint64_
   }
 }
 
-MetricFamily family(std::string name, std::string help, MetricType type) {
-  MetricFamily f;
-  f.name = std::move(name);
-  f.help = std::move(help);
-  f.type = type;
-  return f;
-}
-
-ClientMetric sample(double value, std::vector<ClientMetric::Label> labels, bool is_gauge) {
-  ClientMetric m;
-  m.label = std::move(labels);
-  if (is_gauge) {
-    m.gauge.value = value;
-  } else {
-    m.counter.value = value;
-  }
-  return m;
-}
-
-template <size_t N>
-ClientMetric histogram(const std::vector<ClientMetric::Label>& labels,
-                       const std::array<double, N>& bounds,
-                       const std::array<std::atomic<uint64_t>, N>& buckets, uint64_t count,
-                       double sum) {
-  ClientMetric m;
-  m.label = labels;
-  uint64_t cumulative = 0;
-  for (size_t i = 0; i < N; ++i) {
-    cumulative += buckets[i].load(std::memory_order_relaxed);
-    ClientMetric::Bucket b;
-    b.upper_bound = bounds[i];
-    b.cumulative_count = cumulative;
-    m.histogram.bucket.push_back(b);
-  }
-  ClientMetric::Bucket inf;
-  inf.upper_bound = std::numeric_limits<double>::infinity();
-  // Read after the buckets: a Close counted meanwhile may make the +Inf bucket larger than the
-  // sum of the finite ones, never smaller.
-  inf.cumulative_count = count < cumulative ? cumulative : count;
-  m.histogram.bucket.push_back(inf);
-  m.histogram.sample_count = inf.cumulative_count;
-  m.histogram.sample_sum = sum;
-  return m;
-}
-
 }  // namespace
 
 void EdgeSeries::record(const ConnectionEvent& e) {
@@ -92,7 +32,7 @@ void EdgeSeries::record(const ConnectionEvent& e) {
       add(connections, 1);
       return;
     case ConnKind::kFailed:
-      add(failures[error_slot(e.error)], 1);
+      add(failures[connect_error_slot(e.error)], 1);
       return;
     case ConnKind::kClose: {
       add(bytes_sent, e.close.bytes_sent);
@@ -166,7 +106,7 @@ void EdgeTable::render(std::vector<MetricFamily>& out) const {
                       "The most edges the agent exports (metrics.max_edges); past it new edges "
                       "are counted in the overflow series.",
                       MetricType::Gauge);
-  limit.metric.push_back(sample(settings_.max_edges, {}, true));
+  limit.metric.push_back(gauge(settings_.max_edges, {}));
   out.push_back(std::move(limit));
   if (!settings_.enabled) return;
 
@@ -203,25 +143,25 @@ void EdgeTable::render(std::vector<MetricFamily>& out) const {
       family("netmon_edge_connection_duration_seconds",
              "Time from open to close of the edge's closed connections.", MetricType::Histogram);
   for (const auto& e : edges) {
-    std::vector<ClientMetric::Label> labels;
+    Labels labels;
     labels.reserve(kEdgeLabelNames.size() + 1);
     for (size_t i = 0; i < kEdgeLabelNames.size(); ++i) {
       labels.push_back({std::string(kEdgeLabelNames[i]), e->labels[i]});
     }
     connections.metric.push_back(
-        sample(static_cast<double>(e->connections.load(relaxed)), labels, false));
-    for (size_t i = 0; i <= kEdgeErrors.size(); ++i) {
+        counter(static_cast<double>(e->connections.load(relaxed)), labels));
+    for (size_t i = 0; i < kConnectErrorSlots; ++i) {
       const uint64_t n = e->failures[i].load(relaxed);
       if (n == 0) continue;  // no series for errors that never happened
       auto l = labels;
-      l.push_back({"error", i < kEdgeErrors.size() ? std::string(kEdgeErrors[i]) : "other"});
-      failures.metric.push_back(sample(static_cast<double>(n), std::move(l), false));
+      l.push_back({"error", connect_error_label(i)});
+      failures.metric.push_back(counter(static_cast<double>(n), std::move(l)));
     }
-    sent.metric.push_back(sample(static_cast<double>(e->bytes_sent.load(relaxed)), labels, false));
+    sent.metric.push_back(counter(static_cast<double>(e->bytes_sent.load(relaxed)), labels));
     received.metric.push_back(
-        sample(static_cast<double>(e->bytes_received.load(relaxed)), labels, false));
+        counter(static_cast<double>(e->bytes_received.load(relaxed)), labels));
     retransmits.metric.push_back(
-        sample(static_cast<double>(e->retransmits.load(relaxed)), labels, false));
+        counter(static_cast<double>(e->retransmits.load(relaxed)), labels));
     const uint64_t closed = e->closed.load(relaxed);
     rtt.metric.push_back(histogram(labels, kEdgeRttBuckets, e->rtt_buckets, closed,
                                    static_cast<double>(e->rtt_sum_us.load(relaxed)) / 1e6));
@@ -235,22 +175,23 @@ void EdgeTable::render(std::vector<MetricFamily>& out) const {
 
   auto series = family("netmon_edge_series",
                        "Edges exported now (the overflow series not counted).", MetricType::Gauge);
-  series.metric.push_back(sample(static_cast<double>(held), {}, true));
+  series.metric.push_back(gauge(static_cast<double>(held), {}));
   out.push_back(std::move(series));
   auto overflow = family("netmon_edge_series_overflow_total",
-                         "Connection events counted in the overflow series of their direction "
-                         "because their edge was new while metrics.max_edges edges were held.",
+                         "Connection events counted in the overflow series of their direction: "
+                         "those of edges that were new while metrics.max_edges edges were held, "
+                         "their Closes included.",
                          MetricType::Counter);
   for (size_t d = 0; d < overflow_.size(); ++d) {
-    overflow.metric.push_back(sample(static_cast<double>(overflowed_[d].load(relaxed)),
-                                     {{"direction", overflow_[d]->labels[kEdgeDirection]}}, false));
+    overflow.metric.push_back(counter(static_cast<double>(overflowed_[d].load(relaxed)),
+                                      {{"direction", overflow_[d]->labels[kEdgeDirection]}}));
   }
   out.push_back(std::move(overflow));
   auto removed = family("netmon_edge_series_removed_total",
                         "Edges removed after metrics.edge_idle_seconds without an event and "
                         "without an open connection.",
                         MetricType::Counter);
-  removed.metric.push_back(sample(static_cast<double>(removed_.load(relaxed)), {}, false));
+  removed.metric.push_back(counter(static_cast<double>(removed_.load(relaxed)), {}));
   out.push_back(std::move(removed));
 }
 

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "events/event.h"
+#include "metrics/connect_errors.h"
 
 namespace prometheus {
 struct MetricFamily;
@@ -66,12 +67,6 @@ struct EdgeSettings {
   bool host_workload = true;  // metrics.edge_host_workload: a host process's workload is its name
 };
 
-// Connect errors with an edge failure series of their own; any other is "other". The same as
-// netmon_connections_failed_total's.
-inline constexpr std::array<std::string_view, 10> kEdgeErrors = {
-    "ECONNREFUSED", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "ECONNRESET",
-    "ECONNABORTED", "EACCES",    "EPERM",        "ENETDOWN",    "EHOSTDOWN"};
-
 // Smoothed RTT buckets, seconds: from loopback and a node's own pods (tens of microseconds)
 // through a zone (sub-millisecond to a few ms) to other regions and the internet (tens to
 // hundreds of ms).
@@ -86,7 +81,7 @@ inline constexpr std::array<double, 8> kEdgeDurationBuckets = {0.01, 0.1, 1,    
 struct EdgeSeries {
   EdgeLabels labels;
   std::atomic<uint64_t> connections{0};
-  std::array<std::atomic<uint64_t>, kEdgeErrors.size() + 1> failures{};
+  std::array<std::atomic<uint64_t>, kConnectErrorSlots> failures{};  // connect_error_slot()
   std::atomic<uint64_t> bytes_sent{0};
   std::atomic<uint64_t> bytes_received{0};
   std::atomic<uint64_t> retransmits{0};

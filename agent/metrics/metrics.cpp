@@ -1,7 +1,5 @@
 #include "metrics/metrics.h"
 
-#include <prometheus/client_metric.h>
-#include <prometheus/metric_family.h>
 #include <prometheus/text_serializer.h>
 
 #include <algorithm>
@@ -9,53 +7,29 @@
 #include <map>
 #include <sstream>
 
-#include "events/format.h"
+#include "common/text.h"
+#include "metrics/exposition.h"
 
 namespace netmon {
 namespace {
 
-using prometheus::ClientMetric;
-using prometheus::MetricFamily;
-using prometheus::MetricType;
-
-// Connect errors with a series of their own; anything else is counted as "other".
-constexpr std::array<std::string_view, 10> kErrors = {
-    "ECONNREFUSED", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "ECONNRESET",
-    "ECONNABORTED", "EACCES",    "EPERM",        "ENETDOWN",    "EHOSTDOWN"};
-constexpr size_t kOtherError = kErrors.size();
+using namespace exposition;
 
 // Connection duration buckets, seconds.
 constexpr std::array<double, 12> kDurationBuckets = {0.001, 0.005, 0.01, 0.05, 0.1, 0.5,
                                                      1,     5,     10,   60,   300, 3600};
 
-size_t error_slot(int error) {
-  const std::string name = connect_error_name(error);
-  for (size_t i = 0; i < kErrors.size(); ++i) {
-    if (kErrors[i] == name) return i;
-  }
-  return kOtherError;
-}
-
 }  // namespace
 
 Result<std::vector<std::string>> parse_dropped_labels(std::string_view csv) {
   std::vector<std::string> out;
-  size_t pos = 0;
-  while (pos <= csv.size()) {
-    size_t comma = csv.find(',', pos);
-    if (comma == std::string_view::npos) comma = csv.size();
-    std::string_view item = csv.substr(pos, comma - pos);
-    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
-    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
-    if (!item.empty()) {
-      if (std::find(kConnectionLabels.begin(), kConnectionLabels.end(), item) ==
-          kConnectionLabels.end()) {
-        return fail("unknown label '" + std::string(item) +
-                    "' (labels: direction, namespace, pod, container, workload)");
-      }
-      out.emplace_back(item);
+  for (const std::string_view item : split_list(csv)) {
+    if (std::find(kConnectionLabels.begin(), kConnectionLabels.end(), item) ==
+        kConnectionLabels.end()) {
+      return fail("unknown label '" + std::string(item) +
+                  "' (labels: direction, namespace, pod, container, workload)");
     }
-    pos = comma + 1;
+    out.emplace_back(item);
   }
   return out;
 }
@@ -67,7 +41,7 @@ struct ConnectionSeries {
   std::atomic<uint64_t> closed{0};
   std::atomic<uint64_t> bytes_sent{0};
   std::atomic<uint64_t> bytes_received{0};
-  std::array<std::atomic<uint64_t>, kErrors.size() + 1> failed{};
+  std::array<std::atomic<uint64_t>, kConnectErrorSlots> failed{};  // connect_error_slot()
   std::array<std::atomic<uint64_t>, kDurationBuckets.size()> duration_buckets{};
   std::atomic<uint64_t> duration_count{0};
   std::atomic<uint64_t> duration_sum_us{0};
@@ -142,7 +116,7 @@ void Metrics::record(ConnectionSeries& s, const ConnectionEvent& e) {
       s.opened.fetch_add(1, relaxed);
       break;
     case ConnKind::kFailed:
-      s.failed[error_slot(e.error)].fetch_add(1, relaxed);
+      s.failed[connect_error_slot(e.error)].fetch_add(1, relaxed);
       break;
     case ConnKind::kClose: {
       s.closed.fetch_add(1, relaxed);
@@ -203,28 +177,6 @@ size_t Metrics::series_count() const {
 }
 
 namespace {
-
-MetricFamily family(std::string name, std::string help, MetricType type) {
-  MetricFamily f;
-  f.name = std::move(name);
-  f.help = std::move(help);
-  f.type = type;
-  return f;
-}
-
-ClientMetric counter(double value, std::vector<ClientMetric::Label> labels = {}) {
-  ClientMetric m;
-  m.label = std::move(labels);
-  m.counter.value = value;
-  return m;
-}
-
-ClientMetric gauge(double value, std::vector<ClientMetric::Label> labels = {}) {
-  ClientMetric m;
-  m.label = std::move(labels);
-  m.gauge.value = value;
-  return m;
-}
 
 // A counter family with one unlabelled sample.
 MetricFamily single_counter(std::string name, std::string help, double value) {
@@ -368,31 +320,17 @@ std::string Metrics::render() const {
     sent.metric.push_back(counter(static_cast<double>(s->bytes_sent.load(relaxed)), labels));
     received.metric.push_back(
         counter(static_cast<double>(s->bytes_received.load(relaxed)), labels));
-    for (size_t i = 0; i <= kErrors.size(); ++i) {
+    for (size_t i = 0; i < kConnectErrorSlots; ++i) {
       const uint64_t n = s->failed[i].load(relaxed);
       if (n == 0) continue;  // no series for errors that never happened
       auto l = labels;
-      l.push_back({"error", i < kErrors.size() ? std::string(kErrors[i]) : "other"});
+      l.push_back({"error", connect_error_label(i)});
       failed.metric.push_back(counter(static_cast<double>(n), std::move(l)));
     }
-    ClientMetric hist;
-    hist.label = labels;
-    uint64_t cumulative = 0;
-    for (size_t i = 0; i < kDurationBuckets.size(); ++i) {
-      cumulative += s->duration_buckets[i].load(relaxed);
-      ClientMetric::Bucket b;
-      b.upper_bound = kDurationBuckets[i];
-      b.cumulative_count = cumulative;
-      hist.histogram.bucket.push_back(b);
-    }
     const uint64_t count = s->duration_count.load(relaxed);
-    ClientMetric::Bucket inf;
-    inf.upper_bound = std::numeric_limits<double>::infinity();
-    inf.cumulative_count = count;
-    hist.histogram.bucket.push_back(inf);
-    hist.histogram.sample_count = count;
-    hist.histogram.sample_sum = static_cast<double>(s->duration_sum_us.load(relaxed)) / 1e6;
-    duration.metric.push_back(std::move(hist));
+    duration.metric.push_back(
+        histogram(labels, kDurationBuckets, s->duration_buckets, count,
+                  static_cast<double>(s->duration_sum_us.load(relaxed)) / 1e6));
   }
   for (auto* f : {&opened, &failed, &closed, &active, &sent, &received, &duration}) {
     out.push_back(std::move(*f));

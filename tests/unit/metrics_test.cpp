@@ -953,7 +953,7 @@ netmon_edge_connection_duration_seconds_bucket{direction="outbound",namespace="s
 # HELP netmon_edge_series Edges exported now (the overflow series not counted).
 # TYPE netmon_edge_series gauge
 netmon_edge_series 1
-# HELP netmon_edge_series_overflow_total Connection events counted in the overflow series of their direction because their edge was new while metrics.max_edges edges were held.
+# HELP netmon_edge_series_overflow_total Connection events counted in the overflow series of their direction: those of edges that were new while metrics.max_edges edges were held, their Closes included.
 # TYPE netmon_edge_series_overflow_total counter
 netmon_edge_series_overflow_total{direction="outbound"} 0
 netmon_edge_series_overflow_total{direction="inbound"} 0
