@@ -383,13 +383,16 @@ class FakeApiServer {
       send_all(fd, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
                        std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
     } else {
+      // Only what is pushed from now on: counted in the same step as the watch, so that an
+      // event pushed once open_watches() shows it is sent (not taken for an older one while
+      // the headers go out).
+      size_t sent = events_[path].size();
       ++watches_;
       lock.unlock();
       bool ok = send_all(fd,
                          "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                          "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
       lock.lock();
-      size_t sent = events_[path].size();  // only what is pushed from now on
       while (ok && !closing_) {
         auto& events = events_[path];
         if (sent < events.size()) {
