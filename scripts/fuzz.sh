@@ -24,7 +24,8 @@ flags=(-std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recov
   agent/nat/nat_table.cpp -o "$out/conntrack_fuzz"
 "$cxx" "${flags[@]}" tests/fuzz/config_fuzz.cpp agent/config/config.cpp agent/cli/options.cpp \
   "$build/agent/libnetmon_metrics.a" "$build/agent/libnetmon_k8s.a" "$build/agent/libnetmon_nat.a" \
-  "$build/agent/libnetmon_bpf.a" "$build/agent/libnetmon_events.a" \
+  "$build/agent/libnetmon_bpf.a" "$build/agent/libnetmon_process.a" \
+  "$build/agent/libnetmon_events.a" \
   "$build/agent/libnetmon_common.a" \
   -lyaml-cpp -lprometheus-cpp-core -lcpp-httplib -lbpf -lpthread -o "$out/config_fuzz"
 

@@ -521,7 +521,8 @@ const std::vector<Setting>& settings() {
        [](const Options& o) {
          std::string out;
          for (const uint16_t port : o.edges.ports) {
-           out += (out.empty() ? "" : ",") + std::to_string(port);
+           if (!out.empty()) out += ',';
+           out += std::to_string(port);
          }
          return out;
        }},
@@ -820,13 +821,13 @@ std::string usage_text() {
                                  : "\n" + std::string(kIndent, ' ');
     std::string help = s.help;
     if (s.type != Type::kSwitch && s.flag != std::string_view("config")) {
-      if (std::string d = s.show(defaults); !d.empty()) {
-        if (s.type == Type::kList) {  // "a, b" wraps; "a,b" is one word
-          for (size_t at = d.find(','); at != std::string::npos; at = d.find(',', at + 2)) {
-            d.insert(at + 1, " ");
-          }
+      if (const std::string d = s.show(defaults); !d.empty()) {
+        help += " (default ";
+        for (const char c : d) {
+          help += c;
+          if (c == ',' && s.type == Type::kList) help += ' ';  // "a, b" wraps; "a,b" is one word
         }
-        help += " (default " + d + ")";
+        help += ")";
       }
     }
     if (s.env || s.key) {
