@@ -104,6 +104,11 @@ class LineWriter {
   bool finish(std::chrono::milliseconds timeout);
 
   static constexpr size_t kWriteChunkBytes = 64 * 1024;
+  // Written batches are kept for the pipeline thread to fill again (their memory stays mapped),
+  // as many as the queue's capacity leaves room for, and at least kSpareBatches; after
+  // kSpareIdle without anything to write, kSpareBatches.
+  static constexpr size_t kSpareBatches = 4;
+  static constexpr std::chrono::seconds kSpareIdle{5};
   static constexpr std::chrono::milliseconds kLineEndGrace{2000};
 
   // Any thread.

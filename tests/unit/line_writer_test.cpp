@@ -131,6 +131,70 @@ TEST_F(LineWriterTest, SubmitTakesTheBatchContents) {
   EXPECT_TRUE(writer.finish(5s));
 }
 
+// Has a writer of `capacity` bytes write `batches` batches of kSpareTestBatchBytes capacity
+// (one line each), waits `idle`, then counts how many of the next submits hand back one of those
+// batches (a spare) before one hands back a batch never written (fresh).
+constexpr size_t kSpareTestBatchBytes = 64 * 1024;
+
+size_t spares_handed_back(size_t capacity, size_t batches, std::chrono::milliseconds idle) {
+  const std::string line = std::string(100, 'x') + "\n";
+  Pipe p = make_pipe();
+  LineWriter writer(p.write_end.get(), capacity);
+  std::vector<std::string> held;  // kept alive, so that no address is handed out twice
+  auto fresh = [] {
+    std::string batch;
+    batch.reserve(kSpareTestBatchBytes);
+    return batch;
+  };
+  // Stall the writer on a full pipe (it takes the first batch and blocks), queue the rest, then
+  // let it write them all.
+  const size_t prefill = fill_pipe(p.write_end.get());
+  std::vector<const char*> written;
+  for (size_t i = 0; i < batches; ++i) {
+    std::string batch = fresh();
+    batch = line;
+    written.push_back(batch.data());
+    EXPECT_TRUE(writer.submit(batch, 1));
+    EXPECT_TRUE(batch.empty());
+    if (i == 0) {
+      EXPECT_TRUE(queue_empties(writer));
+    }
+    held.push_back(std::move(batch));  // fresh: nothing was written yet
+  }
+  const size_t total = prefill + batches * line.size();
+  EXPECT_EQ(read_exactly(p.read_end.get(), total).size(), total);
+  EXPECT_TRUE(eventually([&] { return writer.stats().lines_written == batches; }));
+  std::this_thread::sleep_for(idle);
+  // Stall it again: each submit now hands back a spare until they run out.
+  EXPECT_GT(fill_pipe(p.write_end.get()), 0u);
+  size_t spares = 0;
+  for (;;) {
+    std::string batch = fresh();
+    batch = line;
+    EXPECT_TRUE(writer.submit(batch, 1));
+    EXPECT_GE(batch.capacity(), kSpareTestBatchBytes);
+    const bool spare = std::find(written.begin(), written.end(), batch.data()) != written.end();
+    held.push_back(std::move(batch));
+    if (!spare || spares > batches) break;
+    ++spares;
+  }
+  EXPECT_TRUE(finish_with_reader(writer, p));
+  return spares;
+}
+
+// A written batch's memory comes back for the next one (already mapped and touched): all that
+// the queue's capacity has room for, kSpareBatches at least, and kSpareBatches after kSpareIdle
+// without anything to write.
+TEST_F(LineWriterTest, WrittenBatchesAreReusedWithinTheQueueCapacity) {
+  constexpr size_t kBatches = LineWriter::kSpareBatches + 3;
+  EXPECT_EQ(spares_handed_back(1 << 20, kBatches, 0ms), kBatches);
+  // Room for 3 batches: kSpareBatches are kept all the same.
+  EXPECT_EQ(spares_handed_back(kSpareTestBatchBytes * 7 / 2, kBatches, 0ms),
+            LineWriter::kSpareBatches);
+  EXPECT_EQ(spares_handed_back(1 << 20, kBatches, LineWriter::kSpareIdle + 1500ms),
+            LineWriter::kSpareBatches);
+}
+
 TEST_F(LineWriterTest, LargeBatchesExceedingThePipeArriveWhole) {
   Pipe p = make_pipe();
   std::string received;
