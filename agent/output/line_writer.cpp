@@ -175,9 +175,9 @@ struct LineWriter::State {
     }
     return extra;
   }
-  size_t queued_bytes = 0;       // of `queue`
-  uint64_t queued_lines = 0;     // of `queue`
-  bool writing = false;          // a batch popped from the queue is being written
+  size_t queued_bytes = 0;    // of `queue`
+  uint64_t queued_lines = 0;  // of `queue`
+  bool writing = false;       // a batch popped from the queue is being written
   bool stopping = false;
   bool output_failed = false;
   std::atomic<int> output_errno{0};
