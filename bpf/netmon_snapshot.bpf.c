@@ -173,9 +173,9 @@ static __always_inline void report(struct bpf_iter__task_file *ctx, struct task_
 	r->cookie = cookie;
 	r->kind = direction == NM_DIR_INBOUND ? NM_CONN_ACCEPT : NM_CONN_ESTABLISH;
 	r->direction = direction;
-	fill_addresses(r, sk);
-	fill_close_stats(r, sk,
-			 st); /* the statistics so far, open_ns; closed_by and reset unused */
+	fill_addresses(r, sk, 0);
+	/* the statistics so far, open_ns; closed_by and reset unused */
+	fill_close_stats(r, sk, st, 0);
 	r->closed_by = 0;
 	r->reset = 0;
 	snapshot_count(SNAP_REPORTED);

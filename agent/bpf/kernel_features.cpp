@@ -55,6 +55,8 @@ KernelFacts read_kernel_facts() {
   }
   facts.tracing_cookie_helper =
       btf__find_by_name_kind(vmlinux, "bpf_get_socket_ptr_cookie", BTF_KIND_FUNC) > 0;
+  facts.current_task_btf_helper =
+      btf__find_by_name_kind(vmlinux, "bpf_get_current_task_btf", BTF_KIND_FUNC) > 0;
   btf__free(vmlinux);
   return facts;
 }

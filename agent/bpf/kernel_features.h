@@ -15,6 +15,9 @@ struct KernelFacts {
   // tracing implementation. Without it the tp_btf state program reads the socket's cookie and
   // a sock_ops program assigns cookies.
   bool tracing_cookie_helper = false;
+  // bpf_get_current_task_btf() (5.11+): the programs read the current task with plain loads
+  // checked against the kernel's BTF instead of a bpf_probe_read_kernel() call per field.
+  bool current_task_btf_helper = false;
 };
 
 // Whether the kernel exposes its BTF (/sys/kernel/btf/vmlinux: CONFIG_DEBUG_INFO_BTF=y).
@@ -25,7 +28,8 @@ bool kernel_btf_present();
 void ensure_tracefs();
 
 // inet_csk_accept's parameters in the running kernel's BTF (2 since 6.10, 4 before), and
-// whether it has bpf_get_socket_ptr_cookie (the helper's tracing-program version, 5.12+).
+// whether it has bpf_get_socket_ptr_cookie (the helper's tracing-program version, 5.12+) and
+// bpf_get_current_task_btf (5.11+).
 KernelFacts read_kernel_facts();
 
 // What every variant needs and this kernel lacks, each with the Linux version that brought it,

@@ -207,6 +207,7 @@ Result<std::unique_ptr<LoadedProgram>> Loader::load_plan(const Plan& plan, SockO
   bpf_map__set_max_entries(skel->maps.events, plan.only ? 4096 : options_.ring_buffer_bytes);
   bpf_map__set_max_entries(skel->maps.sockets, plan.only ? 1 : options_.max_connections);
   skel->rodata->wakeup_bytes = options_.wakeup_bytes;
+  skel->rodata->task_btf = facts_.current_task_btf_helper;
   const SensorSettings settings{options_, plan.variants, facts_};
   for (const Sensor* s : sensors()) s->configure(*skel, settings);
 

@@ -37,42 +37,57 @@ static __always_inline bool is_v4_mapped(const u32 *a)
 
 /* Copies the socket's addresses and ports into the record. IPv4-mapped IPv6 connections (an
  * AF_INET6 socket talking to ::ffff:a.b.c.d) are recorded once, as AF_INET: the kernel runs them
- * through the IPv4 code and keeps the IPv4 addresses in skc_daddr/skc_rcv_saddr. */
-static __always_inline void fill_addresses(struct nm_conn_record *r, const struct sock *sk)
+ * through the IPv4 code and keeps the IPv4 addresses in skc_daddr/skc_rcv_saddr. `btf`: see
+ * NM_READ. */
+static __always_inline void fill_addresses(struct nm_conn_record *r, const struct sock *sk,
+					   u32 btf)
 {
-	u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	u16 family = NM_READ(btf & NM_BTF_SOCK, sk, __sk_common.skc_family);
 	bool v4 = family == AF_INET;
 
 	if (family == AF_INET6) {
 		u32 daddr6[4];
 
-		BPF_CORE_READ_INTO(&daddr6, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr32);
+		if (btf & NM_BTF_SOCK) {
+			for (int i = 0; i < 4; i++)
+				daddr6[i] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[i];
+		} else {
+			BPF_CORE_READ_INTO(&daddr6, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr32);
+		}
 		if (is_v4_mapped(daddr6)) {
 			v4 = true;
 		} else {
 			r->family = NM_AF_INET6;
 			__builtin_memcpy(r->daddr, daddr6, 16);
-			BPF_CORE_READ_INTO(&r->saddr, sk,
-					   __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+			if (btf & NM_BTF_SOCK) {
+				u32 *saddr = (u32 *)r->saddr;
+
+				for (int i = 0; i < 4; i++)
+					saddr[i] =
+					    sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[i];
+			} else {
+				BPF_CORE_READ_INTO(&r->saddr, sk,
+						   __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+			}
 		}
 	}
 	if (v4) {
 		r->family = NM_AF_INET;
-		BPF_CORE_READ_INTO((u32 *)r->saddr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO((u32 *)r->daddr, sk, __sk_common.skc_daddr);
+		*(u32 *)r->saddr = NM_READ(btf & NM_BTF_SOCK, sk, __sk_common.skc_rcv_saddr);
+		*(u32 *)r->daddr = NM_READ(btf & NM_BTF_SOCK, sk, __sk_common.skc_daddr);
 	}
-	r->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	r->sport = NM_READ(btf & NM_BTF_SOCK, sk, __sk_common.skc_num);
 	if (!r->sport) /* CLOSE: the port was released just before the tracepoint */
-		r->sport = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
-	r->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+		r->sport = bpf_ntohs(NM_READ(btf & NM_BTF_TCP, (const struct inet_sock *)sk, inet_sport));
+	r->dport = bpf_ntohs(NM_READ(btf & NM_BTF_SOCK, sk, __sk_common.skc_dport));
 }
 
 /* struct sock's flags word: a field of its own until the kernel moved it into sock_common. */
-static __always_inline unsigned long sock_flags(const struct sock *sk)
+static __always_inline unsigned long sock_flags(const struct sock *sk, u32 btf)
 {
 	if (bpf_core_field_exists(sk->__sk_common.skc_flags))
-		return BPF_CORE_READ(sk, __sk_common.skc_flags);
-	return BPF_CORE_READ(sk, sk_flags);
+		return NM_READ(btf & NM_BTF_SOCK, sk, __sk_common.skc_flags);
+	return NM_READ(btf & NM_BTF_SOCK, sk, sk_flags);
 }
 
 /*
@@ -84,19 +99,19 @@ static __always_inline unsigned long sock_flags(const struct sock *sk)
  * and leaves sk_err at 0.
  */
 static __always_inline void fill_close_stats(struct nm_conn_record *r, const struct sock *sk,
-					     const struct sock_state *st)
+					     const struct sock_state *st, u32 btf)
 {
 	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
-	int err = BPF_CORE_READ(sk, sk_err);
+	int err = NM_READ(btf & NM_BTF_SOCK, sk, sk_err);
 
 	r->open_ns = st->open_ns;
-	r->bytes_sent = BPF_CORE_READ(tp, bytes_sent);
+	r->bytes_sent = NM_READ(btf & NM_BTF_TCP, tp, bytes_sent);
 	/* bytes_received counts the sequence space the peer's FIN takes (one byte) too. */
-	r->bytes_received = BPF_CORE_READ(tp, bytes_received);
-	if ((sock_flags(sk) & (1UL << SOCK_DONE)) && r->bytes_received > 0)
+	r->bytes_received = NM_READ(btf & NM_BTF_TCP, tp, bytes_received);
+	if ((sock_flags(sk, btf) & (1UL << SOCK_DONE)) && r->bytes_received > 0)
 		r->bytes_received -= 1;
-	r->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
-	r->retransmits = BPF_CORE_READ(tp, total_retrans);
+	r->srtt_us = NM_READ(btf & NM_BTF_TCP, tp, srtt_us) >> 3;
+	r->retransmits = NM_READ(btf & NM_BTF_TCP, tp, total_retrans);
 	r->reset = st->abortive || err == ECONNRESET || err == EPIPE;
 	if (st->first_fin)
 		r->closed_by = st->first_fin;
@@ -108,9 +123,10 @@ static __always_inline void fill_close_stats(struct nm_conn_record *r, const str
 
 /* Emits one connection record. `st` may be NULL, or hold no owner (NM_CONN_F_OWNER_KNOWN unset):
  * the record then says the owner is unknown. Close records also take their statistics from it.
- * `accepted_fd`: see nm_conn_record (0 but for an Accept without a cookie). */
+ * `accepted_fd`: see nm_conn_record (0 but for an Accept without a cookie). `btf`: see NM_READ. */
 static __always_inline void emit_record(const struct sock *sk, u64 cookie, u8 kind, u8 direction,
-					const struct sock_state *st, s32 error, u32 accepted_fd)
+					const struct sock_state *st, s32 error, u32 accepted_fd,
+					u32 btf)
 {
 	struct nm_conn_record *r = reserve_record(sizeof(*r), NM_REC_CONNECTION);
 
@@ -125,18 +141,18 @@ static __always_inline void emit_record(const struct sock *sk, u64 cookie, u8 ki
 	r->direction = direction;
 	r->error = error;
 	r->accepted_fd = accepted_fd;
-	fill_addresses(r, sk);
+	fill_addresses(r, sk, btf);
 	if (kind == NM_CONN_CLOSE && st) {
-		fill_close_stats(r, sk, st);
+		fill_close_stats(r, sk, st, btf);
 		r->flags |= st->flags & NM_CONN_F_OPEN_FROM_AGENT;
 	}
 	bpf_ringbuf_submit(r, wakeup_flags(sizeof(*r)));
 }
 
 static __always_inline void emit(const struct sock *sk, u64 cookie, u8 kind, u8 direction,
-				 const struct sock_state *st, s32 error)
+				 const struct sock_state *st, s32 error, u32 btf)
 {
-	emit_record(sk, cookie, kind, direction, st, error, 0);
+	emit_record(sk, cookie, kind, direction, st, error, 0, btf);
 }
 
 static __always_inline struct sock_state *scratch_state(u32 slot)

@@ -25,25 +25,51 @@ static __always_inline void count(u32 idx)
 		*value += 1; /* per-CPU slot: no other writer */
 }
 
-/* Fills *t from `task`. Only meaningful for a task whose identity is the subject of the hook: in
- * softirq "current" is an unrelated task, which is why the state-change handlers take owners from
- * the sockets map. The cgroup is the current task's (the forking parent's for a new child, which
- * inherits it). */
-static __always_inline void fill_task(struct nm_task *t, struct task_struct *task)
-{
-	const struct cred *cred = BPF_CORE_READ(task, cred);
+/*
+ * One field of a kernel object: a plain load when `btf` (a constant at every call site) says the
+ * pointer is one the verifier knows the type of (a tp_btf or fexit argument, a sock_ops program's
+ * bpf_skc_to_tcp_sock(), bpf_get_current_task_btf()): it checks the access against the kernel's
+ * BTF and the JIT turns it into one instruction that cannot fault. Otherwise a
+ * bpf_probe_read_kernel() call, ~20-40 ns each, which every program type may make. The other
+ * branch is removed by the compiler, so a program never holds a load the verifier would refuse.
+ * The verifier checks a plain load against the type it knows, not the one the C code casts to:
+ * fields of struct tcp_sock (or inet_sock) need a pointer it knows as one (NM_BTF_TCP), those of
+ * struct sock one it knows as a struct sock or anything that begins with one (NM_BTF_SOCK).
+ */
+#define NM_READ(btf, ptr, field) ((btf) ? (ptr)->field : BPF_CORE_READ(ptr, field))
 
-	t->pid = BPF_CORE_READ(task, tgid);
-	t->tid = BPF_CORE_READ(task, pid);
-	t->ppid = BPF_CORE_READ(task, real_parent, tgid);
-	t->uid = BPF_CORE_READ(cred, uid.val);
-	t->euid = BPF_CORE_READ(cred, euid.val);
-	t->gid = BPF_CORE_READ(cred, gid.val);
-	t->egid = BPF_CORE_READ(cred, egid.val);
+enum nm_btf {
+	NM_BTF_SOCK = 1, /* the socket pointer is a BTF struct sock (or a tcp_sock) */
+	NM_BTF_TCP = 2,	 /* the socket pointer is a BTF struct tcp_sock */
+};
+
+/* Set by the agent before load (read-only data): bpf_get_current_task_btf() exists (5.11+), so
+ * the current task's fields are read with plain loads. Unset, the verifier never sees the call
+ * (dead code for a read-only constant). */
+const volatile bool task_btf = false;
+
+/* Fills *t from `task` (a BTF pointer when `btf`). Only meaningful for a task whose identity is
+ * the subject of the hook: in softirq "current" is an unrelated task, which is why the
+ * state-change handlers take owners from the sockets map. The cgroup is the current task's (the
+ * forking parent's for a new child, which inherits it). The capability sets and the name are
+ * copied with probe reads either way. */
+static __always_inline void fill_task_as(struct nm_task *t, struct task_struct *task, bool btf)
+{
+	const struct cred *cred = NM_READ(btf, task, cred);
+	struct task_struct *parent = NM_READ(btf, task, real_parent);
+	struct task_struct *leader = NM_READ(btf, task, group_leader);
+
+	t->pid = NM_READ(btf, task, tgid);
+	t->tid = NM_READ(btf, task, pid);
+	t->ppid = NM_READ(btf, parent, tgid);
+	t->uid = NM_READ(btf, cred, uid.val);
+	t->euid = NM_READ(btf, cred, euid.val);
+	t->gid = NM_READ(btf, cred, gid.val);
+	t->egid = NM_READ(btf, cred, egid.val);
 	t->auid = 0xffffffff;
 	if (bpf_core_field_exists(task->loginuid))
-		t->auid = BPF_CORE_READ(task, loginuid.val);
-	t->start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
+		t->auid = NM_READ(btf, task, loginuid.val);
+	t->start_ns = NM_READ(btf, leader, start_boottime);
 	t->cgroup_id = bpf_get_current_cgroup_id();
 	bpf_core_read(&t->cap_effective, sizeof(t->cap_effective), &cred->cap_effective);
 	bpf_core_read(&t->cap_permitted, sizeof(t->cap_permitted), &cred->cap_permitted);
@@ -51,9 +77,17 @@ static __always_inline void fill_task(struct nm_task *t, struct task_struct *tas
 	BPF_CORE_READ_STR_INTO(&t->comm, task, comm);
 }
 
+static __always_inline void fill_task(struct nm_task *t, struct task_struct *task)
+{
+	fill_task_as(t, task, false);
+}
+
 static __always_inline void fill_current_task(struct nm_task *t)
 {
-	fill_task(t, (struct task_struct *)bpf_get_current_task());
+	if (task_btf)
+		fill_task_as(t, bpf_get_current_task_btf(), true);
+	else
+		fill_task(t, (struct task_struct *)bpf_get_current_task());
 }
 
 /*

@@ -47,15 +47,15 @@ const volatile bool accept_assigns_cookie = false;
  * addresses and cookie and the accepting process, and track the socket. Both accept variants end
  * here, so their events are the same.
  */
-static __always_inline void on_accepted(struct sock *sk, u64 cookie, long fd)
+static __always_inline void on_accepted(struct sock *sk, u64 cookie, long fd, u32 btf)
 {
 	struct sock_state *st;
 	u16 family;
 	u64 key;
 	u8 state;
 
-	family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP ||
+	family = NM_READ(btf & NM_BTF_SOCK, sk, __sk_common.skc_family);
+	if (NM_READ(btf & NM_BTF_SOCK, sk, sk_protocol) != IPPROTO_TCP ||
 	    (family != AF_INET && family != AF_INET6))
 		return; /* not a TCP socket (e.g. AF_UNIX, or DCCP through inet_csk_accept): not
 			   ours */
@@ -72,17 +72,17 @@ static __always_inline void on_accepted(struct sock *sk, u64 cookie, long fd)
 	st->reported = 1;
 	st->open_ns = bpf_ktime_get_boot_ns();
 	emit_record(sk, cookie, NM_CONN_ACCEPT, NM_DIR_INBOUND, st, 0,
-		    cookie || fd < 0 ? 0 : (u32)fd + 1);
+		    cookie || fd < 0 ? 0 : (u32)fd + 1, btf);
 	track((u64)sk, st);
 
 	/* The peer may have reset the connection while it waited in the accept queue, or may do so
 	 * on another CPU right now: its CLOSE transition then found nothing to report. If the
 	 * socket is closed, report the Close here, unless the state-change hook already took the
 	 * entry (the delete decides). */
-	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	state = NM_READ(btf & NM_BTF_SOCK, sk, __sk_common.skc_state);
 	if (state == TCP_CLOSE && bpf_map_delete_elem(&sockets, &key) == 0) {
 		st->abortive = 1;
-		emit(sk, cookie, NM_CONN_CLOSE, NM_DIR_INBOUND, st, 0);
+		emit(sk, cookie, NM_CONN_CLOSE, NM_DIR_INBOUND, st, 0, btf);
 	} else if (state == TCP_CLOSE_WAIT) {
 		/* The peer's FIN arrived while the connection waited in the accept queue. */
 		struct sock_state *tracked = bpf_map_lookup_elem(&sockets, &key);
@@ -123,7 +123,7 @@ static __always_inline void on_accept_return(long fd)
 	sk = BPF_CORE_READ(sock, sk);
 	if (!sk)
 		goto no_sock;
-	on_accepted(sk, BPF_CORE_READ(sk, __sk_common.skc_cookie.counter), fd);
+	on_accepted(sk, BPF_CORE_READ(sk, __sk_common.skc_cookie.counter), fd, 0);
 	return;
 
 no_sock:
@@ -144,9 +144,9 @@ static __always_inline void on_csk_accept(struct sock *newsk)
 	/* The child is complete and queued, its cookie copied from the request socket: assigning
 	 * one now is final. Without the helper (5.10, 5.11), read what the socket has. */
 	if (accept_assigns_cookie)
-		on_accepted(newsk, bpf_get_socket_cookie(newsk), -1);
+		on_accepted(newsk, bpf_get_socket_cookie(newsk), -1, NM_BTF_SOCK);
 	else
-		on_accepted(newsk, BPF_CORE_READ(newsk, __sk_common.skc_cookie.counter), -1);
+		on_accepted(newsk, newsk->__sk_common.skc_cookie.counter, -1, NM_BTF_SOCK);
 }
 
 /* Up to 6.9: struct sock *inet_csk_accept(struct sock *sk, int flags, int *err, bool kern). */

@@ -130,7 +130,7 @@ static __always_inline void on_first_fin(const struct sock *sk, int newstate)
 /* SYN_SENT -> ESTABLISHED: report the Establish once. `fresh` is room for an entry, used when
  * the connect() was not seen (it began before netmon attached, or no program saw it). */
 static __always_inline void on_established(const struct sock *sk, u64 cookie,
-					   struct sock_state *fresh)
+					   struct sock_state *fresh, u32 btf)
 {
 	u64 key = (u64)sk;
 	struct sock_state *st = bpf_map_lookup_elem(&sockets, &key);
@@ -140,7 +140,7 @@ static __always_inline void on_established(const struct sock *sk, u64 cookie,
 			return; /* another program reported it */
 		st->reported = 1;
 		st->open_ns = bpf_ktime_get_boot_ns();
-		emit(sk, cookie, NM_CONN_ESTABLISH, NM_DIR_OUTBOUND, st, 0);
+		emit(sk, cookie, NM_CONN_ESTABLISH, NM_DIR_OUTBOUND, st, 0, btf);
 		return;
 	}
 	/* Report it without a process, and track it so that its Close is reported too. */
@@ -151,7 +151,7 @@ static __always_inline void on_established(const struct sock *sk, u64 cookie,
 	fresh->reported = 1;
 	fresh->open_ns = bpf_ktime_get_boot_ns();
 	track(key, fresh);
-	emit(sk, cookie, NM_CONN_ESTABLISH, NM_DIR_OUTBOUND, fresh, 0);
+	emit(sk, cookie, NM_CONN_ESTABLISH, NM_DIR_OUTBOUND, fresh, 0, btf);
 }
 
 #define SO_EE_ORIGIN_ICMP  2
@@ -185,7 +185,7 @@ static __always_inline int queued_icmp_error(const struct sock *sk)
 }
 
 /* -> CLOSE: report the Failed (from SYN_SENT) or the Close of a connection reported open, once. */
-static __always_inline void on_close(const struct sock *sk, int oldstate, u64 cookie)
+static __always_inline void on_close(const struct sock *sk, int oldstate, u64 cookie, u32 btf)
 {
 	u64 key = (u64)sk;
 	struct sock_state *st = bpf_map_lookup_elem(&sockets, &key);
@@ -216,24 +216,24 @@ static __always_inline void on_close(const struct sock *sk, int oldstate, u64 co
 		 * unless an ICMP error arrived: the kernel keeps that as the soft error, which the
 		 * connect saw (an IPv4 ICMP error that arrives while connect() holds the socket
 		 * fails a non-blocking connect at once, and leaves the socket in SYN_SENT). */
-		int err = BPF_CORE_READ(sk, sk_err);
+		int err = NM_READ(btf & NM_BTF_SOCK, sk, sk_err);
 
 		if (!err)
-			err = BPF_CORE_READ(sk, sk_err_soft);
+			err = NM_READ(btf & NM_BTF_SOCK, sk, sk_err_soft);
 		if (!err)
 			err = queued_icmp_error(sk);
-		emit(sk, cookie, NM_CONN_FAILED, NM_DIR_OUTBOUND, &closing, err);
+		emit(sk, cookie, NM_CONN_FAILED, NM_DIR_OUTBOUND, &closing, err, btf);
 	} else if (closing.reported) {
-		emit(sk, cookie, NM_CONN_CLOSE, closing.direction, &closing, 0);
+		emit(sk, cookie, NM_CONN_CLOSE, closing.direction, &closing, 0, btf);
 	}
 }
 
 /*
  * The state machine shared by both variants of the inet_sock_set_state hook. `cookie` is the
- * socket cookie as the variant can obtain it.
+ * socket cookie as the variant can obtain it; `btf`: see NM_READ.
  */
 static __always_inline void on_state_change(const struct sock *sk, int oldstate, int newstate,
-					    u64 cookie, u32 slot)
+					    u64 cookie, u32 slot, u32 btf)
 {
 	struct sock_state *fresh;
 
@@ -244,9 +244,9 @@ static __always_inline void on_state_change(const struct sock *sk, int oldstate,
 	} else if (oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED) {
 		fresh = scratch_state(slot);
 		if (fresh)
-			on_established(sk, cookie, fresh);
+			on_established(sk, cookie, fresh, btf);
 	} else if (newstate == TCP_CLOSE) {
-		on_close(sk, oldstate, cookie);
+		on_close(sk, oldstate, cookie, btf);
 	}
 }
 
@@ -258,20 +258,21 @@ static __always_inline void on_state_change(const struct sock *sk, int oldstate,
  * skips it. The connect()'s own -> SYN_SENT change comes before the callbacks are on, and only a
  * tracing program can record the connecting task: that one is never left to the observer.
  */
-static __always_inline bool observed(const struct sock *sk, int newstate)
+static __always_inline bool observed(const struct sock *sk, int newstate, u32 btf)
 {
 	if (!observer_attached || newstate == TCP_SYN_SENT ||
 	    !bpf_core_field_exists(((struct tcp_sock *)0)->bpf_sock_ops_cb_flags))
 		return false;
-	return BPF_CORE_READ((const struct tcp_sock *)sk, bpf_sock_ops_cb_flags) &
+	return NM_READ(btf & NM_BTF_TCP, (const struct tcp_sock *)sk, bpf_sock_ops_cb_flags) &
 	       BPF_SOCK_OPS_STATE_CB_FLAG;
 }
 
 /* Whether the state tracepoint programs leave this change alone: the observer handles it, or
  * fault injection has them ignore it. */
-static __always_inline bool left_to_observer(const struct sock *sk, int oldstate, int newstate)
+static __always_inline bool left_to_observer(const struct sock *sk, int oldstate, int newstate,
+					     u32 btf)
 {
-	return fault_skipped(oldstate, newstate) || observed(sk, newstate);
+	return fault_skipped(oldstate, newstate) || observed(sk, newstate, btf);
 }
 
 /* Preferred variant: BTF-typed tracepoint (5.5+); bpf_get_socket_cookie() on a BTF socket
@@ -285,13 +286,12 @@ static __always_inline void on_state_btf(const struct sock *sk, int oldstate, in
 
 	if (!lifecycle_change(oldstate, newstate) && !passive_child)
 		return; /* checked first: it costs no read of the socket */
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP ||
-	    left_to_observer(sk, oldstate, newstate))
+	if (sk->sk_protocol != IPPROTO_TCP || left_to_observer(sk, oldstate, newstate, NM_BTF_SOCK))
 		return;
 	if (state_assigns_cookie)
 		cookie = bpf_get_socket_cookie((void *)sk);
 	else
-		cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+		cookie = sk->__sk_common.skc_cookie.counter;
 	/*
 	 * A passive child gets its cookie here, so that the accept() tracepoint, which can only
 	 * read the field, finds it. It is born LISTEN -> SYN_RECV in inet_csk_clone_lock(), which
@@ -303,7 +303,7 @@ static __always_inline void on_state_btf(const struct sock *sk, int oldstate, in
 	 */
 	if (passive_child)
 		return;
-	on_state_change(sk, oldstate, newstate, cookie, slot);
+	on_state_change(sk, oldstate, newstate, cookie, slot, NM_BTF_SOCK);
 }
 
 /*
@@ -387,10 +387,10 @@ int handle_inet_sock_set_state_tp(struct inet_sock_set_state_ctx *ctx)
 
 	if (ctx->protocol != IPPROTO_TCP)
 		return 0;
-	if (!lifecycle_change(oldstate, newstate) || left_to_observer(sk, oldstate, newstate))
+	if (!lifecycle_change(oldstate, newstate) || left_to_observer(sk, oldstate, newstate, 0))
 		return 0;
 	on_state_change(sk, oldstate, newstate,
-			(u64)BPF_CORE_READ(sk, __sk_common.skc_cookie.counter), SLOT_STATE);
+			(u64)BPF_CORE_READ(sk, __sk_common.skc_cookie.counter), SLOT_STATE, 0);
 	return 0;
 }
 
@@ -474,9 +474,9 @@ int observe_tcp_states(struct bpf_sock_ops *skops)
 		/* On the stack, not in a scratch slot: this program may run nested in itself. */
 		struct sock_state fresh;
 
-		on_established(sk, bpf_get_socket_cookie(skops), &fresh);
+		on_established(sk, bpf_get_socket_cookie(skops), &fresh, NM_BTF_SOCK | NM_BTF_TCP);
 	} else if (newstate == TCP_CLOSE) {
-		on_close(sk, oldstate, bpf_get_socket_cookie(skops));
+		on_close(sk, oldstate, bpf_get_socket_cookie(skops), NM_BTF_SOCK | NM_BTF_TCP);
 	} else {
 		on_first_fin(sk, newstate);
 	}
