@@ -39,8 +39,7 @@ static __always_inline bool is_v4_mapped(const u32 *a)
  * AF_INET6 socket talking to ::ffff:a.b.c.d) are recorded once, as AF_INET: the kernel runs them
  * through the IPv4 code and keeps the IPv4 addresses in skc_daddr/skc_rcv_saddr. `btf`: see
  * NM_READ. */
-static __always_inline void fill_addresses(struct nm_conn_record *r, const struct sock *sk,
-					   u32 btf)
+static __always_inline void fill_addresses(struct nm_conn_record *r, const struct sock *sk, u32 btf)
 {
 	u16 family = NM_READ(btf & NM_BTF_SOCK, sk, __sk_common.skc_family);
 	bool v4 = family == AF_INET;
@@ -78,7 +77,8 @@ static __always_inline void fill_addresses(struct nm_conn_record *r, const struc
 	}
 	r->sport = NM_READ(btf & NM_BTF_SOCK, sk, __sk_common.skc_num);
 	if (!r->sport) /* CLOSE: the port was released just before the tracepoint */
-		r->sport = bpf_ntohs(NM_READ(btf & NM_BTF_TCP, (const struct inet_sock *)sk, inet_sport));
+		r->sport =
+		    bpf_ntohs(NM_READ(btf & NM_BTF_TCP, (const struct inet_sock *)sk, inet_sport));
 	r->dport = bpf_ntohs(NM_READ(btf & NM_BTF_SOCK, sk, __sk_common.skc_dport));
 }
 
