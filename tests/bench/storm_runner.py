@@ -992,7 +992,7 @@ class CpuCgroups:
     request is 102). Children join theirs before they exec (preexec_fn, os calls only); leaving
     the context moves whatever is left back to the root cgroup and removes the three."""
 
-    def __init__(self, observer_shares):
+    def __init__(self, observer_shares, shim_only=False):
         v1 = "/sys/fs/cgroup/cpu"
         if os.path.exists(os.path.join(v1, "cpu.shares")):
             self.root, self.v2 = v1, False
@@ -1004,13 +1004,18 @@ class CpuCgroups:
                         raise OSError("the cpu controller is not enabled for child cgroups")
             except OSError as e:
                 raise RuntimeError(f"--cpu-cgroups: no usable cpu controller: {e}") from e
-        self.shares = {"storm": 1024, "observer": observer_shares, "shim": 1024}
+        self.shares = ({"shim": 1024} if shim_only else
+                       {"storm": 1024, "observer": observer_shares, "shim": 1024})
         self.paths = {}
 
     def describe(self):
+        v2 = " (as cgroup v2 cpu.weight)" if self.v2 else ""
+        if "storm" not in self.shares:
+            return ("the storm and the observer in the runner's CPU cgroup, the log shipper in one "
+                    "of its own (cpu.shares {shim}), as containerd's is{v2}".format(**self.shares,
+                                                                                   v2=v2))
         return ("CPU cgroups of their own, cpu.shares storm {storm}, observer {observer}, log "
-                "shipper {shim}".format(**self.shares) + (" (as cgroup v2 cpu.weight)"
-                                                           if self.v2 else ""))
+                "shipper {shim}".format(**self.shares) + v2)
 
     def __enter__(self):
         try:
@@ -1030,6 +1035,9 @@ class CpuCgroups:
         return self
 
     def joiner(self, name):
+        """The preexec_fn that puts a child in cgroup `name`; None when it stays in the runner's."""
+        if name not in self.paths:
+            return None
         procs = os.path.join(self.paths[name], "cgroup.procs")
 
         def join():  # in the child before exec: os calls only
@@ -1347,6 +1355,11 @@ def main():
                    help="run the storm, the observer and the log shipper each in a CPU cgroup of "
                    "its own (cpu.shares 1024, SHARES, 1024; the chart's 100m request is 102), as "
                    "on a node, instead of all in the runner's")
+    p.add_argument("--shim-cgroup", action="store_true",
+                   help="run the log shipper (a stand-in for containerd, which writes a "
+                   "container's stdout to its log file) in a CPU cgroup of its own (cpu.shares "
+                   "1024), as containerd runs in system.slice on a node, the storm and the "
+                   "observer staying in the runner's")
     p.add_argument("--goals", action="store_true",
                    help="judge every scenario's netmon rounds against issue #23's goals "
                    "(the sustained one always is)")
@@ -1406,9 +1419,11 @@ def main():
 
     if ARGS.cpu_cgroups is not None and not 2 <= ARGS.cpu_cgroups <= 262144:
         p.error("--cpu-cgroups: shares 2..262144")
-    if ARGS.cpu_cgroups is not None:
+    if ARGS.cpu_cgroups is not None and ARGS.shim_cgroup:
+        p.error("--shim-cgroup: --cpu-cgroups puts the log shipper in a cgroup of its own already")
+    if ARGS.cpu_cgroups is not None or ARGS.shim_cgroup:
         try:
-            CGROUPS = CpuCgroups(ARGS.cpu_cgroups).__enter__()
+            CGROUPS = CpuCgroups(ARGS.cpu_cgroups, shim_only=ARGS.shim_cgroup).__enter__()
         except RuntimeError as e:
             print(f"storm_runner: {e}", file=sys.stderr)
             return 1
