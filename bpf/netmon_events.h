@@ -91,7 +91,7 @@ enum nm_closed_by {
 enum nm_fault {
 	NM_FAULT_OPEN =
 	    1,		  /* -> SYN_SENT, SYN_SENT -> ESTABLISHED: a connect() and its completion */
-	NM_FAULT_END = 2, /* -> FIN_WAIT1, -> CLOSE_WAIT, -> CLOSE: the first FIN and the end */
+	NM_FAULT_END = 2, /* -> CLOSE: the end */
 };
 
 /*

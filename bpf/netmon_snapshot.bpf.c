@@ -146,10 +146,7 @@ static __always_inline void report(struct bpf_iter__task_file *ctx, struct task_
 	 * the snapshot, and say so. */
 	st->flags |= NM_CONN_F_PREEXISTING | NM_CONN_F_OPEN_FROM_AGENT;
 	st->open_ns = now;
-	if (state == TCP_FIN_WAIT1 || state == TCP_FIN_WAIT2 || state == TCP_CLOSING)
-		st->first_fin = NM_CLOSED_BY_LOCAL;
-	else if (state == TCP_CLOSE_WAIT || state == TCP_LAST_ACK)
-		st->first_fin = NM_CLOSED_BY_REMOTE;
+	st->first_fin = fin_side(state);
 
 	r = reserve_record(sizeof(*r), NM_REC_CONNECTION);
 	if (!r) {

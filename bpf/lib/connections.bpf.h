@@ -18,7 +18,7 @@
  *                           owner.
  *   any -> CLOSE            for a socket netmon reported open: emit Close with the remembered
  *                           owner, forget the socket.
- * The observer, where attached, takes over the Establish, the first FIN and the Close or Failed
+ * The observer, where attached, takes over the Establish and the Close or Failed
  * of the sockets whose state callbacks it turned on; the state tracepoint programs still record
  * the owner at connect(), which only a tracing program can. Each event is reported once whoever
  * runs.
@@ -82,6 +82,21 @@ static __always_inline void fill_addresses(struct nm_conn_record *r, const struc
 	r->dport = bpf_ntohs(NM_READ(btf & NM_BTF_SOCK, sk, __sk_common.skc_dport));
 }
 
+/* Who sent a connection's first FIN, from a state of its socket (the one it leaves for CLOSE, or
+ * the one it is in): the states after this host's FIN (FIN_WAIT1, FIN_WAIT2, CLOSING, TIME_WAIT),
+ * those after the peer's (CLOSE_WAIT, LAST_ACK), 0 before any FIN. TCP's state machine has no
+ * way from one group to the other, so the state at CLOSE tells, and nothing has to be recorded
+ * when the FIN passes. */
+static __always_inline u8 fin_side(int state)
+{
+	if (state == TCP_FIN_WAIT1 || state == TCP_FIN_WAIT2 || state == TCP_CLOSING ||
+	    state == TCP_TIME_WAIT)
+		return NM_CLOSED_BY_LOCAL;
+	if (state == TCP_CLOSE_WAIT || state == TCP_LAST_ACK)
+		return NM_CLOSED_BY_REMOTE;
+	return 0;
+}
+
 /* struct sock's flags word: a field of its own until the kernel moved it into sock_common. */
 static __always_inline unsigned long sock_flags(const struct sock *sk, u32 btf)
 {
@@ -93,10 +108,10 @@ static __always_inline unsigned long sock_flags(const struct sock *sk, u32 btf)
 /*
  * Statistics of a connection at its CLOSE transition, and who ended it. A graceful close passes
  * through FIN_WAIT1 (this host sent the first FIN) or CLOSE_WAIT (the peer did), which the state
- * hook records in first_fin. Reaching CLOSE from ESTABLISHED, SYN_RECV or CLOSE_WAIT, or with
- * sk_err set, means a reset: tcp_reset() stores ECONNRESET (EPIPE in CLOSE_WAIT) before the state
- * change when a RST arrives; a local abort (close() with unread data, SO_LINGER 0) sends one
- * and leaves sk_err at 0.
+ * it leaves for CLOSE tells (fin_side(), in first_fin). Reaching CLOSE from ESTABLISHED, SYN_RECV
+ * or CLOSE_WAIT, or with sk_err set, means a reset: tcp_reset() stores ECONNRESET (EPIPE in
+ * CLOSE_WAIT) before the state change when a RST arrives; a local abort (close() with unread data,
+ * SO_LINGER 0) sends one and leaves sk_err at 0.
  */
 static __always_inline void fill_close_stats(struct nm_conn_record *r, const struct sock *sk,
 					     const struct sock_state *st, u32 btf)

@@ -33,7 +33,7 @@ struct sock_state {
 	u8 direction; /* enum nm_direction */
 	u8 flags;     /* enum nm_conn_flags */
 	u8 reported;  /* an Establish/Accept went out: the Close must follow */
-	u8 first_fin; /* enum nm_closed_by: who sent the first FIN, 0 while nobody has */
+	u8 first_fin; /* enum nm_closed_by: who sent the first FIN (fin_side()), set at the end */
 	u8 abortive;  /* set on the copy that reports a CLOSE reached without a FIN handshake */
 	u8 pad[3];
 };

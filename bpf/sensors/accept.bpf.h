@@ -83,12 +83,6 @@ static __always_inline void on_accepted(struct sock *sk, u64 cookie, long fd, u3
 	if (state == TCP_CLOSE && bpf_map_delete_elem(&sockets, &key) == 0) {
 		st->abortive = 1;
 		emit(sk, cookie, NM_CONN_CLOSE, NM_DIR_INBOUND, st, 0, btf);
-	} else if (state == TCP_CLOSE_WAIT) {
-		/* The peer's FIN arrived while the connection waited in the accept queue. */
-		struct sock_state *tracked = bpf_map_lookup_elem(&sockets, &key);
-
-		if (tracked && !tracked->first_fin)
-			tracked->first_fin = NM_CLOSED_BY_REMOTE;
 	}
 }
 

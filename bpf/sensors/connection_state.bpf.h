@@ -26,8 +26,7 @@
  * connect()); the observer makes a connection's end independent of the tracing programs, which
  * the kernel skips now and then.
  *
- * Emits: NM_REC_CONNECTION records, kinds Establish (outbound), Failed and Close; records the
- * first FIN in the connection's entry.
+ * Emits: NM_REC_CONNECTION records, kinds Establish (outbound), Failed and Close.
  * Maps: sockets, scratch (SLOT_STATE, SLOT_STATE_NESTED), state_running (its own), events,
  * counters. Counters: NM_CNT_SPARED, NM_CNT_OWNER_UNKNOWN, NM_CNT_UNOBSERVED, and those of
  * lib/connections.bpf.h. Set by the agent: state_assigns_cookie and fault_skip_state before load
@@ -77,11 +76,11 @@ struct {
 	__type(value, struct state_cpu);
 } state_running SEC(".maps");
 
-/* The changes the state machine acts on (on_state_change). */
+/* The changes the state machine acts on (on_state_change). The first FIN needs none: the state
+ * a socket leaves for CLOSE tells who sent it (fin_side()). */
 static __always_inline bool lifecycle_change(int oldstate, int newstate)
 {
-	return newstate == TCP_SYN_SENT || newstate == TCP_FIN_WAIT1 ||
-	       newstate == TCP_CLOSE_WAIT || newstate == TCP_CLOSE ||
+	return newstate == TCP_SYN_SENT || newstate == TCP_CLOSE ||
 	       (oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED);
 }
 
@@ -92,7 +91,7 @@ static __always_inline bool fault_skipped(int oldstate, int newstate)
 		return false;
 	if (newstate == TCP_SYN_SENT || (oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED))
 		return fault_skip_state & NM_FAULT_OPEN;
-	if (newstate == TCP_FIN_WAIT1 || newstate == TCP_CLOSE_WAIT || newstate == TCP_CLOSE)
+	if (newstate == TCP_CLOSE)
 		return fault_skip_state & NM_FAULT_END;
 	return false;
 }
@@ -114,17 +113,6 @@ static __always_inline void on_connect(const struct sock *sk, u64 cookie, u32 sl
 	st->direction = NM_DIR_OUTBOUND;
 	st->flags = NM_CONN_F_OWNER_KNOWN;
 	track(key, st);
-}
-
-/* The first FIN: sent by this host (-> FIN_WAIT1) or received (-> CLOSE_WAIT). */
-static __always_inline void on_first_fin(const struct sock *sk, int newstate)
-{
-	u64 key = (u64)sk;
-	struct sock_state *st = bpf_map_lookup_elem(&sockets, &key);
-
-	if (st && !st->first_fin)
-		st->first_fin =
-		    newstate == TCP_FIN_WAIT1 ? NM_CLOSED_BY_LOCAL : NM_CLOSED_BY_REMOTE;
 }
 
 /* SYN_SENT -> ESTABLISHED: report the Establish once. `fresh` is room for an entry, used when
@@ -203,6 +191,8 @@ static __always_inline void on_close(const struct sock *sk, int oldstate, u64 co
 		return;
 	}
 	closing = *st;
+	if (!closing.first_fin)
+		closing.first_fin = fin_side(oldstate);
 	closing.abortive =
 	    oldstate == TCP_ESTABLISHED || oldstate == TCP_SYN_RECV || oldstate == TCP_CLOSE_WAIT;
 	/* The delete decides who reports the end of the connection when the accept() hook races
@@ -239,8 +229,6 @@ static __always_inline void on_state_change(const struct sock *sk, int oldstate,
 
 	if (newstate == TCP_SYN_SENT) {
 		on_connect(sk, cookie, slot);
-	} else if (newstate == TCP_FIN_WAIT1 || newstate == TCP_CLOSE_WAIT) {
-		on_first_fin(sk, newstate);
 	} else if (oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED) {
 		fresh = scratch_state(slot);
 		if (fresh)
@@ -314,8 +302,7 @@ static __always_inline void on_state_btf(const struct sock *sk, int oldstate, in
  * are attached, each with its own recursion guard; whichever the kernel skips, the other takes
  * the change. Handling a change twice changes nothing: the first copy tracks a connect (the
  * second finds the entry, with this socket's cookie), reports an Establish once (the entry's
- * `reported`), records the first FIN once, and reports a Close once (only one delete of the entry
- * succeeds).
+ * `reported`) and reports a Close once (only one delete of the entry succeeds).
  *
  * The second copy runs right after the first on the same CPU. It skips the work when the first
  * copy completed this very change: the first copy clears the per-CPU `handled` mark when it
@@ -420,7 +407,7 @@ int assign_cookies(struct bpf_sock_ops *skops)
  * The tracepoint programs are skipped now and then (nested runs; and on some hosts every change
  * made in a softirq over certain threads, which no tracing program sees at all), so this program
  * makes the connection's end independent of them: it reports the Establish of an outbound
- * connection, records the first FIN, and reports the Close or Failed, each exactly once with the
+ * connection and reports the Close or Failed, each exactly once with the
  * tracepoint programs (the entry's `reported` and the entry's delete decide, as between the two
  * copies). A connect() whose SYN went out before it was attached gets its callbacks when the
  * handshake completes (ACTIVE_ESTABLISHED); connections established before it was attached have
@@ -475,10 +462,8 @@ int observe_tcp_states(struct bpf_sock_ops *skops)
 		struct sock_state fresh;
 
 		on_established(sk, bpf_get_socket_cookie(skops), &fresh, NM_BTF_SOCK | NM_BTF_TCP);
-	} else if (newstate == TCP_CLOSE) {
-		on_close(sk, oldstate, bpf_get_socket_cookie(skops), NM_BTF_SOCK | NM_BTF_TCP);
 	} else {
-		on_first_fin(sk, newstate);
+		on_close(sk, oldstate, bpf_get_socket_cookie(skops), NM_BTF_SOCK | NM_BTF_TCP);
 	}
 	return 1;
 }
