@@ -138,15 +138,19 @@ static __always_inline void fill_close_stats(struct nm_conn_record *r, const str
 
 /* Emits one connection record. `st` may be NULL, or hold no owner (NM_CONN_F_OWNER_KNOWN unset):
  * the record then says the owner is unknown. Close records also take their statistics from it.
- * `accepted_fd`: see nm_conn_record (0 but for an Accept without a cookie). `btf`: see NM_READ. */
-static __always_inline void emit_record(const struct sock *sk, u64 cookie, u8 kind, u8 direction,
-					const struct sock_state *st, s32 error, u32 accepted_fd,
-					u32 btf)
+ * `accepted_fd`: see nm_conn_record (0 but for an Accept without a cookie). `btf`: see NM_READ.
+ * Returns the record's time stamp (the open_ns of a connection it opens: one clock read fewer),
+ * 0 when the ring buffer had no room. */
+static __always_inline u64 emit_record(const struct sock *sk, u64 cookie, u8 kind, u8 direction,
+				       const struct sock_state *st, s32 error, u32 accepted_fd,
+				       u32 btf)
 {
 	struct nm_conn_record *r = reserve_record(sizeof(*r), NM_REC_CONNECTION);
+	u64 ts;
 
 	if (!r)
-		return;
+		return 0;
+	ts = r->hdr.ts_ns;
 	if (st && (st->flags & NM_CONN_F_OWNER_KNOWN)) {
 		r->task = st->owner;
 		r->flags |= NM_CONN_F_OWNER_KNOWN;
@@ -162,12 +166,19 @@ static __always_inline void emit_record(const struct sock *sk, u64 cookie, u8 ki
 		r->flags |= st->flags & NM_CONN_F_OPEN_FROM_AGENT;
 	}
 	bpf_ringbuf_submit(r, wakeup_flags(sizeof(*r)));
+	return ts;
 }
 
-static __always_inline void emit(const struct sock *sk, u64 cookie, u8 kind, u8 direction,
-				 const struct sock_state *st, s32 error, u32 btf)
+static __always_inline u64 emit(const struct sock *sk, u64 cookie, u8 kind, u8 direction,
+				const struct sock_state *st, s32 error, u32 btf)
 {
-	emit_record(sk, cookie, kind, direction, st, error, 0, btf);
+	return emit_record(sk, cookie, kind, direction, st, error, 0, btf);
+}
+
+/* The open_ns of a connection whose opening record `ts` stamped (0: none went out). */
+static __always_inline u64 open_time(u64 ts)
+{
+	return ts ? ts : bpf_ktime_get_boot_ns();
 }
 
 static __always_inline struct sock_state *scratch_state(u32 slot)

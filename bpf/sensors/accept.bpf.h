@@ -70,9 +70,8 @@ static __always_inline void on_accepted(struct sock *sk, u64 cookie, long fd, u3
 	st->direction = NM_DIR_INBOUND;
 	st->flags = NM_CONN_F_OWNER_KNOWN;
 	st->reported = 1;
-	st->open_ns = bpf_ktime_get_boot_ns();
-	emit_record(sk, cookie, NM_CONN_ACCEPT, NM_DIR_INBOUND, st, 0,
-		    cookie || fd < 0 ? 0 : (u32)fd + 1, btf);
+	st->open_ns = open_time(emit_record(sk, cookie, NM_CONN_ACCEPT, NM_DIR_INBOUND, st, 0,
+					    cookie || fd < 0 ? 0 : (u32)fd + 1, btf));
 	track((u64)sk, st);
 
 	/* The peer may have reset the connection while it waited in the accept queue, or may do so

@@ -127,8 +127,8 @@ static __always_inline void on_established(const struct sock *sk, u64 cookie,
 		if (st->reported)
 			return; /* another program reported it */
 		st->reported = 1;
-		st->open_ns = bpf_ktime_get_boot_ns();
-		emit(sk, cookie, NM_CONN_ESTABLISH, NM_DIR_OUTBOUND, st, 0, btf);
+		st->open_ns =
+		    open_time(emit(sk, cookie, NM_CONN_ESTABLISH, NM_DIR_OUTBOUND, st, 0, btf));
 		return;
 	}
 	/* Report it without a process, and track it so that its Close is reported too. */
@@ -274,6 +274,9 @@ static __always_inline void on_state_btf(const struct sock *sk, int oldstate, in
 
 	if (!lifecycle_change(oldstate, newstate) && !passive_child)
 		return; /* checked first: it costs no read of the socket */
+	if (passive_child && observer_attached)
+		return; /* the observer assigns its cookie at PASSIVE_ESTABLISHED, before accept()
+			 */
 	if (sk->sk_protocol != IPPROTO_TCP || left_to_observer(sk, oldstate, newstate, NM_BTF_SOCK))
 		return;
 	if (state_assigns_cookie)
