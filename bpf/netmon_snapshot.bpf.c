@@ -115,6 +115,7 @@ static __always_inline void report(struct bpf_iter__task_file *ctx, struct task_
 				   struct sock *sk, int state, u16 family)
 {
 	struct nm_conn_record *r;
+	enum nm_claim why;
 	struct sock_state *st;
 	u64 key = (u64)sk;
 	u64 now = bpf_ktime_get_boot_ns();
@@ -148,21 +149,9 @@ static __always_inline void report(struct bpf_iter__task_file *ctx, struct task_
 	st->open_ns = now;
 	st->first_fin = fin_side(state);
 
-	r = reserve_record(sizeof(*r), NM_REC_CONNECTION);
+	r = claim_untracked(key, st, &why);
 	if (!r) {
-		snapshot_count(SNAP_NO_ROOM);
-		return;
-	}
-	if (bpf_map_update_elem(&sockets, &key, st, BPF_NOEXIST)) {
-		/* Tracked already (opened and reported meanwhile, or met through another holder),
-		 * or the map is full. */
-		if (bpf_map_lookup_elem(&sockets, &key)) {
-			snapshot_count(SNAP_TRACKED_ALREADY);
-		} else {
-			snapshot_count(SNAP_NO_ROOM);
-			count(NM_CNT_SOCKETS_FULL);
-		}
-		bpf_ringbuf_discard(r, BPF_RB_NO_WAKEUP);
+		snapshot_count(why == NM_CLAIM_TRACKED ? SNAP_TRACKED_ALREADY : SNAP_NO_ROOM);
 		return;
 	}
 	r->task = st->owner;

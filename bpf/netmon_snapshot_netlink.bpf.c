@@ -29,7 +29,7 @@
  * statistics so far) come from the agent, which read them from sock_diag and /proc.
  */
 #include "lib/maps.bpf.h"
-#include "lib/records.bpf.h"
+#include "lib/connections.bpf.h"
 
 /* What the agent hands over for one connection, in the one entry of "snapshot_input". */
 struct snapshot_input {
@@ -84,21 +84,12 @@ static __always_inline void snapshot_count(u32 idx)
 static __always_inline void report(struct snapshot_input *in, u64 key)
 {
 	struct nm_conn_record *r;
+	enum nm_claim why;
 
 	in->state.open_ns = bpf_ktime_get_boot_ns();
-	r = reserve_record(sizeof(*r), NM_REC_CONNECTION);
+	r = claim_untracked(key, &in->state, &why);
 	if (!r) {
-		snapshot_count(SNAP_NO_ROOM);
-		return;
-	}
-	if (bpf_map_update_elem(&sockets, &key, &in->state, BPF_NOEXIST)) {
-		if (bpf_map_lookup_elem(&sockets, &key)) {
-			snapshot_count(SNAP_TRACKED_ALREADY);
-		} else {
-			snapshot_count(SNAP_NO_ROOM);
-			count(NM_CNT_SOCKETS_FULL);
-		}
-		bpf_ringbuf_discard(r, BPF_RB_NO_WAKEUP);
+		snapshot_count(why == NM_CLAIM_TRACKED ? SNAP_TRACKED_ALREADY : SNAP_NO_ROOM);
 		return;
 	}
 	__builtin_memcpy((char *)r + sizeof(r->hdr), (char *)&in->record + sizeof(r->hdr),

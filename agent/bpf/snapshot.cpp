@@ -94,6 +94,25 @@ Result<uint64_t> run_pass(netmon_snapshot_bpf& s, bpf_link* link, Pass pass,
   return chunks;
 }
 
+// Before `snapshot` (either snapshot object: the iterator's or the fallback's) loads: makes its
+// maps the main object's (its ring buffer, its connections, its counters and scratch slots) and
+// gives it the main object's wakeup policy. Returns an error naming `what`, or "".
+template <typename Snapshot>
+std::string share_main_maps(netmon_bpf& main, Snapshot& snapshot, const char* what) {
+  const std::pair<bpf_map*, bpf_map*> shared[] = {{snapshot.maps.events, main.maps.events},
+                                                  {snapshot.maps.sockets, main.maps.sockets},
+                                                  {snapshot.maps.counters, main.maps.counters},
+                                                  {snapshot.maps.scratch, main.maps.scratch}};
+  for (const auto& [mine, theirs] : shared) {
+    if (int err = bpf_map__reuse_fd(mine, bpf_map__fd(theirs)); err != 0) {
+      return std::string("sharing the map ") + bpf_map__name(theirs) + " with " + what + ": " +
+             errno_text(-err);
+    }
+  }
+  snapshot.rodata->wakeup_bytes = main.rodata->wakeup_bytes;
+  return {};
+}
+
 }  // namespace
 
 void LoadedProgram::SnapshotDeleter::operator()(netmon_snapshot_bpf* skel) const {
@@ -109,20 +128,10 @@ void LoadedProgram::load_iterator() {
     snapshot_error_ = "opening the snapshot's BPF object: " + errno_text(errno);
     return;
   }
-  netmon_bpf* main = skel_.get();
-  // The main object's maps: its ring buffer, its connections, its counters and scratch slots.
-  const std::pair<bpf_map*, bpf_map*> shared[] = {{s->maps.events, main->maps.events},
-                                                  {s->maps.sockets, main->maps.sockets},
-                                                  {s->maps.counters, main->maps.counters},
-                                                  {s->maps.scratch, main->maps.scratch}};
-  for (const auto& [mine, theirs] : shared) {
-    if (int err = bpf_map__reuse_fd(mine, bpf_map__fd(theirs)); err != 0) {
-      snapshot_error_ = std::string("sharing the map ") + bpf_map__name(theirs) +
-                        " with the snapshot: " + errno_text(-err);
-      return;
-    }
+  if (std::string error = share_main_maps(*skel_, *s, "the snapshot"); !error.empty()) {
+    snapshot_error_ = std::move(error);
+    return;
   }
-  s->rodata->wakeup_bytes = main->rodata->wakeup_bytes;
   if (int err = netmon_snapshot_bpf__load(s.get()); err != 0) {
     std::string why = errno_text(-err);
     if (!reasons.last().empty()) why += ": the verifier says \"" + reasons.last() + "\"";
@@ -161,19 +170,10 @@ void LoadedProgram::load_snapshot(const ProbeOptions& options) {
     snapshot_error_ += "; opening the fallback's BPF object: " + errno_text(errno);
     return;
   }
-  netmon_bpf* main = skel_.get();
-  const std::pair<bpf_map*, bpf_map*> shared[] = {{s->maps.events, main->maps.events},
-                                                  {s->maps.sockets, main->maps.sockets},
-                                                  {s->maps.counters, main->maps.counters},
-                                                  {s->maps.scratch, main->maps.scratch}};
-  for (const auto& [mine, theirs] : shared) {
-    if (int err = bpf_map__reuse_fd(mine, bpf_map__fd(theirs)); err != 0) {
-      snapshot_error_ = std::string("sharing the map ") + bpf_map__name(theirs) +
-                        " with the snapshot's fallback: " + errno_text(-err);
-      return;
-    }
+  if (std::string error = share_main_maps(*skel_, *s, "the snapshot's fallback"); !error.empty()) {
+    snapshot_error_ = std::move(error);
+    return;
   }
-  s->rodata->wakeup_bytes = main->rodata->wakeup_bytes;
   if (int err = netmon_snapshot_netlink_bpf__load(s.get()); err != 0) {
     std::string why = errno_text(-err);
     if (!reasons.last().empty()) why += ": the verifier says \"" + reasons.last() + "\"";

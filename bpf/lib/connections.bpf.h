@@ -218,4 +218,39 @@ static __always_inline void track(u64 key, const struct sock_state *st)
 		count(NM_CNT_SOCKETS_FULL);
 }
 
+/* What became of claim_untracked(). */
+enum nm_claim {
+	NM_CLAIMED = 0,	      /* the record is reserved and the entry in */
+	NM_CLAIM_NO_ROOM = 1, /* the ring buffer or the sockets map was full */
+	NM_CLAIM_TRACKED = 2, /* tracked already: opened and reported meanwhile, or met twice */
+};
+
+/*
+ * Reports a connection found outside the hooks (the start-up snapshot's two ways) exactly once:
+ * reserves its record first, then inserts `st` as the socket's entry unless one is there
+ * (BPF_NOEXIST), so that the state programs report its Close as any other, and a connection the
+ * hooks reported meanwhile is not reported twice. Returns the record to fill and submit, or NULL
+ * with *why set (a full sockets map also counts NM_CNT_SOCKETS_FULL).
+ */
+static __always_inline struct nm_conn_record *claim_untracked(u64 key, const struct sock_state *st,
+							      enum nm_claim *why)
+{
+	struct nm_conn_record *r = reserve_record(sizeof(*r), NM_REC_CONNECTION);
+
+	*why = NM_CLAIM_NO_ROOM;
+	if (!r)
+		return NULL;
+	if (bpf_map_update_elem(&sockets, &key, st, BPF_NOEXIST)) {
+		if (bpf_map_lookup_elem(&sockets, &key)) {
+			*why = NM_CLAIM_TRACKED;
+		} else {
+			count(NM_CNT_SOCKETS_FULL);
+		}
+		bpf_ringbuf_discard(r, BPF_RB_NO_WAKEUP);
+		return NULL;
+	}
+	*why = NM_CLAIMED;
+	return r;
+}
+
 #endif /* NETMON_BPF_LIB_CONNECTIONS_BPF_H */
