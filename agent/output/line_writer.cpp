@@ -155,8 +155,7 @@ struct LineWriter::State {
 
   // With `mutex` held: keeps `data` as a spare when there is room, else frees it.
   void keep_spare(std::string&& data) {
-    if (spares.size() >= LineWriter::kSpareBatches &&
-        queued_bytes + spare_bytes + data.capacity() > capacity_bytes) {
+    if (queued_bytes + spare_bytes + data.capacity() > capacity_bytes) {
       return;  // freed by the caller's destructor
     }
     data.clear();
