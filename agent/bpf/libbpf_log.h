@@ -32,6 +32,10 @@ class VerifierReasons {
 
   // The reason of the last verifier log seen since the last clear(); empty when none.
   const std::string& last() const { return last_; }
+  // `: the verifier says "REASON"` for the last reason, to end an error with; empty when none.
+  std::string said() const {
+    return last_.empty() ? std::string() : ": the verifier says \"" + last_ + "\"";
+  }
   void clear() { last_.clear(); }
   // One libbpf warning (called by the print callback; public for tests).
   void note(std::string_view message);

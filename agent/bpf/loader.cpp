@@ -219,8 +219,8 @@ Result<std::unique_ptr<LoadedProgram>> Loader::load_plan(const Plan& plan, SockO
       std::string why = errno_text(-err);
       if (-err == EPERM || -err == EACCES) {
         why += "; loading it needs CAP_NET_ADMIN";
-      } else if (!reasons_.last().empty()) {
-        why += ": the verifier says \"" + reasons_.last() + "\"";
+      } else {
+        why += reasons_.said();
       }
       const SockOps next =
           sock_ops == SockOps::kObserver ? SockOps::kCookieAssigner : SockOps::kNone;
@@ -235,9 +235,7 @@ Result<std::unique_ptr<LoadedProgram>> Loader::load_plan(const Plan& plan, SockO
       return next_loaded;
     }
     // A probe says why in a few words; the real load also says what to do about it.
-    std::string message = plan.only ? errno_text(err) : load_failure(err);
-    if (!reasons_.last().empty()) message += ": the verifier says \"" + reasons_.last() + "\"";
-    return fail(message, -err);
+    return fail((plan.only ? errno_text(err) : load_failure(err)) + reasons_.said(), -err);
   }
 
   for (const Slot& slot : slots) {

@@ -133,9 +133,8 @@ void LoadedProgram::load_iterator() {
     return;
   }
   if (int err = netmon_snapshot_bpf__load(s.get()); err != 0) {
-    std::string why = errno_text(-err);
-    if (!reasons.last().empty()) why += ": the verifier says \"" + reasons.last() + "\"";
-    snapshot_error_ = "the kernel refused the snapshot's iterator (" + why +
+    snapshot_error_ = std::string("the kernel refused the snapshot's iterator (") +
+                      errno_text(-err) + reasons.said() +
                       "; it needs iter/task_file with bpf_sock_from_file(), Linux 5.11)";
     return;
   }
@@ -175,9 +174,8 @@ void LoadedProgram::load_snapshot(const ProbeOptions& options) {
     return;
   }
   if (int err = netmon_snapshot_netlink_bpf__load(s.get()); err != 0) {
-    std::string why = errno_text(-err);
-    if (!reasons.last().empty()) why += ": the verifier says \"" + reasons.last() + "\"";
-    snapshot_error_ = iterator_error_ + "; and the kernel refused the fallback's program (" + why +
+    snapshot_error_ = iterator_error_ + "; and the kernel refused the fallback's program (" +
+                      errno_text(-err) + reasons.said() +
                       "; it needs bpf_sk_lookup_tcp() and bpf_skc_to_tcp_sock() in tc programs, "
                       "Linux 5.10)";
     return;

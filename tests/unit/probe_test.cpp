@@ -211,6 +211,14 @@ TEST(VerifierReasons, KeepsTheLastReasonUntilCleared) {
   EXPECT_EQ(reasons.last(), "");
 }
 
+TEST(VerifierReasons, SaidEndsAnErrorWithTheReasonOrNothing) {
+  VerifierReasons reasons;
+  EXPECT_EQ("Permission denied" + reasons.said(), "Permission denied");
+  reasons.note("R1 invalid mem access 'scalar'\n-- END PROG LOAD LOG --");
+  EXPECT_EQ("Permission denied" + reasons.said(),
+            "Permission denied: the verifier says \"R1 invalid mem access 'scalar'\"");
+}
+
 TEST(UnsupportedKernel, NamesTheReleaseAndEachMissingFeature) {
   EXPECT_EQ(unsupported_kernel_message("5.4.0-1", {"the BPF ring buffer (Linux 5.8)",
                                                    "bpf_ktime_get_boot_ns() (Linux 5.8)"}),
