@@ -213,9 +213,9 @@ TEST(VerifierReasons, KeepsTheLastReasonUntilCleared) {
 
 TEST(VerifierReasons, SaidEndsAnErrorWithTheReasonOrNothing) {
   VerifierReasons reasons;
-  EXPECT_EQ("Permission denied" + reasons.said(), "Permission denied");
+  EXPECT_EQ(std::string("Permission denied") + reasons.said(), "Permission denied");
   reasons.note("R1 invalid mem access 'scalar'\n-- END PROG LOAD LOG --");
-  EXPECT_EQ("Permission denied" + reasons.said(),
+  EXPECT_EQ(std::string("Permission denied") + reasons.said(),
             "Permission denied: the verifier says \"R1 invalid mem access 'scalar'\"");
 }
 
