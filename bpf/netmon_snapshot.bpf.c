@@ -71,20 +71,7 @@ enum snapshot_stat {
 	SNAP__MAX = 5,
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, SNAP__MAX);
-	__type(key, u32);
-	__type(value, u64);
-} snapshot_stats SEC(".maps");
-
-static __always_inline void snapshot_count(u32 idx)
-{
-	u64 *value = bpf_map_lookup_elem(&snapshot_stats, &idx);
-
-	if (value)
-		__sync_fetch_and_add(value, 1);
-}
+#include "lib/snapshot_stats.bpf.h"
 
 /* The socket's local address and port as a listener key (IPv4 in the first 4 bytes). */
 static __always_inline void local_key(struct listener_key *k, const struct sock *sk, u16 family)

@@ -65,20 +65,7 @@ enum snapshot_stat {
 	SNAP__MAX = 4,
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, SNAP__MAX);
-	__type(key, u32);
-	__type(value, u64);
-} snapshot_stats SEC(".maps");
-
-static __always_inline void snapshot_count(u32 idx)
-{
-	u64 *value = bpf_map_lookup_elem(&snapshot_stats, &idx);
-
-	if (value)
-		__sync_fetch_and_add(value, 1);
-}
+#include "lib/snapshot_stats.bpf.h"
 
 /* Reports the connection of socket `key` (its struct sock address) once, as the iterator does. */
 static __always_inline void report(struct snapshot_input *in, u64 key)
