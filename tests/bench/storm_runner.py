@@ -264,18 +264,27 @@ def reset_hwm(pid):
         return False
 
 
-def map_ids_of(pid):
-    ids = set()
+def fdinfo_texts(pid):
+    """The text of each of process `pid`'s /proc/PID/fdinfo entries that can be read (a list; None
+    when the process is gone)."""
     try:
-        entries = os.listdir(f"/proc/{pid}/fdinfo")
+        fds = os.listdir(f"/proc/{pid}/fdinfo")
     except OSError:
-        return ids
-    for fd in entries:
+        return None
+    texts = []
+    for fd in fds:
         try:
             with open(f"/proc/{pid}/fdinfo/{fd}", encoding="ascii", errors="replace") as f:
-                m = re.search(r"^map_id:\s*(\d+)", f.read(), re.M)
+                texts.append(f.read())
         except OSError:
             continue
+    return texts
+
+
+def map_ids_of(pid):
+    ids = set()
+    for text in fdinfo_texts(pid) or []:
+        m = re.search(r"^map_id:\s*(\d+)", text, re.M)
         if m:
             ids.add(int(m.group(1)))
     return ids
@@ -348,16 +357,7 @@ def prog_stats(pid):
     """{prog_id: (run_time_ns, run_cnt)} of the BPF programs process `pid` holds open
     (/proc/PID/fdinfo; the kernel counts them while kernel.bpf_stats_enabled is 1)."""
     stats = {}
-    try:
-        fds = os.listdir(f"/proc/{pid}/fdinfo")
-    except OSError:
-        return stats
-    for fd in fds:
-        try:
-            with open(f"/proc/{pid}/fdinfo/{fd}", encoding="ascii", errors="replace") as f:
-                text = f.read()
-        except OSError:
-            continue
+    for text in fdinfo_texts(pid) or []:
         m = re.search(r"^prog_id:\s*(\d+)", text, re.M)
         t = re.search(r"^run_time_ns:\s*(\d+)", text, re.M)
         c = re.search(r"^run_cnt:\s*(\d+)", text, re.M)
@@ -574,18 +574,9 @@ def wait_attached(proc, timeout=STARTUP_TIMEOUT):
     """Waits until `proc` holds a BPF link (/proc/PID/fdinfo link_id), then 0.5 s more."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            for fd in os.listdir(f"/proc/{proc.pid}/fdinfo"):
-                try:
-                    with open(f"/proc/{proc.pid}/fdinfo/{fd}", encoding="ascii",
-                              errors="replace") as f:
-                        if re.search(r"^link_id:", f.read(), re.M):
-                            time.sleep(0.5)
-                            return proc.poll() is None
-                except OSError:
-                    continue
-        except OSError:
-            pass
+        if any(re.search(r"^link_id:", text, re.M) for text in fdinfo_texts(proc.pid) or []):
+            time.sleep(0.5)
+            return proc.poll() is None
         time.sleep(0.05)
     return False
 
@@ -725,16 +716,11 @@ def prog_recursion_misses(pid, bpftool):
         return None
     total = 0
     seen = set()
-    try:
-        fds = os.listdir(f"/proc/{pid}/fdinfo")
-    except OSError:
+    texts = fdinfo_texts(pid)
+    if texts is None:
         return None
-    for fd in fds:
-        try:
-            with open(f"/proc/{pid}/fdinfo/{fd}", encoding="ascii", errors="replace") as f:
-                m = re.search(r"^prog_id:\s*(\d+)", f.read(), re.M)
-        except OSError:
-            continue
+    for text in texts:
+        m = re.search(r"^prog_id:\s*(\d+)", text, re.M)
         if not m or m.group(1) in seen:
             continue
         seen.add(m.group(1))
