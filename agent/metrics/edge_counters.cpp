@@ -79,9 +79,7 @@ uint64_t EdgeCounters::hash(const Inputs& i) {
 
 void EdgeCounters::count(const ConnectionEvent& e, const EdgeEnds& ends, uint64_t now_ns) {
   if (e.kind == ConnKind::kClose && e.cookie != 0) {
-    if (auto it = open_.find(e.cookie); it != open_.end()) {
-      EdgeSeries* edge = it->second;
-      open_.erase(it);
+    if (EdgeSeries* edge = nullptr; open_.take(e.cookie, edge)) {
       --edge->open;
       edge->record(e);
       edge->last_used_ns = now_ns;
@@ -99,9 +97,10 @@ void EdgeCounters::count(const ConnectionEvent& e, const EdgeEnds& ends, uint64_
   if (edge->overflow) table_.overflowed(e.direction);
   const bool opens = e.kind == ConnKind::kEstablish || e.kind == ConnKind::kAccept;
   if (opens && e.cookie != 0 && open_.size() < max_open_) {
-    auto [it, added] = open_.try_emplace(e.cookie, edge);
-    if (!added) --it->second->open;  // a cookie reported open twice: the newer edge holds
-    it->second = edge;
+    bool added = false;
+    EdgeSeries** held = open_.find_or_add(e.cookie, added);
+    if (!added) --(*held)->open;  // a cookie reported open twice: the newer edge holds
+    *held = edge;
     ++edge->open;
   }
 }

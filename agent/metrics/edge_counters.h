@@ -15,9 +15,9 @@
 #include <memory>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <utility>
 
+#include "common/cookie_map.h"
 #include "events/event.h"
 #include "k8s/attribution.h"
 #include "k8s/peer_index.h"
@@ -87,7 +87,7 @@ class EdgeCounters {
 
   EdgeTable& table_;
   const size_t max_open_;
-  std::unordered_map<uint64_t, EdgeSeries*> open_;  // by cookie; each counted in edge->open
+  CookieMap<EdgeSeries*> open_;  // by cookie; each counted in edge->open
   std::unique_ptr<Slot[]> by_inputs_;
   uint64_t pod_generation_ = 0;  // of by_inputs_
   uint64_t peer_generation_ = 0;

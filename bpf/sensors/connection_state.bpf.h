@@ -96,14 +96,14 @@ static __always_inline bool fault_skipped(int oldstate, int newstate)
 	return false;
 }
 
-/* CLOSE -> SYN_SENT, inside connect(): current is the connecting thread. Track its owner. */
+/* CLOSE -> SYN_SENT, inside connect(): current is the connecting thread. Track its owner. A
+ * copy that finds the connection tracked already (the other one's run) leaves the entry as it is:
+ * track() looks only when its insert finds an entry, so the usual connect costs no lookup. */
 static __always_inline void on_connect(const struct sock *sk, u64 cookie, u32 slot)
 {
 	u64 key = (u64)sk;
 	struct sock_state *st;
 
-	if (tracked_already(key, cookie))
-		return;
 	st = scratch_state(slot);
 	if (!st)
 		return;
