@@ -24,10 +24,7 @@ bool Verdicts::decide(const ConnectionEvent& e, const EventOwner& owner, std::st
   if (!rules_) return switched_on;
   const uint64_t key = connection_key(e);
   if (e.kind == ConnKind::kClose) {
-    auto it = open_rules_.find(key);
-    if (it == open_rules_.end()) return false;  // its open event was filtered out
-    rule = it->second;
-    open_rules_.erase(it);
+    if (!open_rules_.take(key, rule)) return false;  // its open event was filtered out
     return switched_on;
   }
   const RuleSet& set = e.kind == ConnKind::kAccept ? rules_->ingress : rules_->egress;
@@ -54,7 +51,8 @@ bool Verdicts::decide(const ConnectionEvent& e, const EventOwner& owner, std::st
   }
   if (e.kind != ConnKind::kFailed) {
     if (open_rules_.size() < max_tracked_) {
-      open_rules_[key] = rule;
+      bool added = false;
+      *open_rules_.find_or_add(key, added) = rule;
     } else {
       ++stats_.rule_tracking_full;
     }

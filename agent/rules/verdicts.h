@@ -7,8 +7,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
-#include <unordered_map>
 
+#include "common/cookie_map.h"
 #include "events/event.h"
 #include "k8s/pods.h"
 #include "rules/rules.h"
@@ -61,8 +61,9 @@ class Verdicts {
   EventSwitches switches_;
   size_t max_tracked_ = 0;
   // The rule of each connection reported open while rules are configured ("" for none), so
-  // its Close carries it; a connection missing here was filtered out at open.
-  std::unordered_map<uint64_t, std::string_view> open_rules_;
+  // its Close carries it; a connection missing here was filtered out at open. Keys: the cookie,
+  // or (without one) the ports with bit 63 set: never 0.
+  CookieMap<std::string_view> open_rules_;
   VerdictStats stats_;
 };
 
