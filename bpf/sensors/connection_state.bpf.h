@@ -435,6 +435,7 @@ int observe_tcp_states(struct bpf_sock_ops *skops)
 	struct bpf_sock *bsk;
 	const struct sock *sk;
 	int oldstate, newstate;
+	u64 cookie;
 
 	if (op == BPF_SOCK_OPS_TCP_CONNECT_CB || op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB) {
 		bpf_get_socket_cookie(skops);
@@ -460,13 +461,18 @@ int observe_tcp_states(struct bpf_sock_ops *skops)
 	sk = (const struct sock *)bpf_skc_to_tcp_sock(bsk);
 	if (!sk)
 		return 1;
+	/* Assigned when the callbacks were turned on, but for a connect() that sent its SYN before
+	 * this program was attached: read it, and call the helper (which assigns) only then. */
+	cookie = sk->__sk_common.skc_cookie.counter;
+	if (!cookie)
+		cookie = bpf_get_socket_cookie(skops);
 	if (newstate == TCP_ESTABLISHED) {
 		/* On the stack, not in a scratch slot: this program may run nested in itself. */
 		struct sock_state fresh;
 
-		on_established(sk, bpf_get_socket_cookie(skops), &fresh, NM_BTF_SOCK | NM_BTF_TCP);
+		on_established(sk, cookie, &fresh, NM_BTF_SOCK | NM_BTF_TCP);
 	} else {
-		on_close(sk, oldstate, bpf_get_socket_cookie(skops), NM_BTF_SOCK | NM_BTF_TCP);
+		on_close(sk, oldstate, cookie, NM_BTF_SOCK | NM_BTF_TCP);
 	}
 	return 1;
 }
