@@ -3,7 +3,7 @@
  * What the connection sensors share (sensors/connection_state.bpf.h and sensors/accept.bpf.h):
  * the connection record (emit(): addresses, and at the Close the connection's statistics and who
  * ended it) and the entries of the "sockets" map, where a connection's owner waits between its
- * open and its close (track(), tracked_already(), built in a "scratch" slot: scratch_state()).
+ * open and its close (track(), built in a "scratch" slot: scratch_state()).
  * Counters: NM_CNT_UNOBSERVED, NM_CNT_SOCKETS_FULL (track()), NM_CNT_RINGBUF_FULL (emit()).
  *
  * The lifecycle, per socket:
@@ -186,16 +186,21 @@ static __always_inline struct sock_state *scratch_state(u32 slot)
 	return bpf_map_lookup_elem(&scratch, &slot);
 }
 
-/* Whether the connection of socket `key` with cookie `cookie` is tracked already (by the other
- * copy of the state program). Without a cookie there is no telling: false. */
-static __always_inline bool tracked_already(u64 key, u64 cookie)
+/* Whether entry `st`, found at a socket's address, belongs to an earlier socket there: the
+ * cookies differ (0, not known yet, tells nothing). That socket was freed and its memory reused
+ * without its end reaching any program (both copies of the state program skipped, or a
+ * connection no program watched the end of): its last event is lost. */
+static __always_inline bool stale_entry(const struct sock_state *st, u64 cookie)
 {
-	struct sock_state *st;
+	return cookie && st->cookie && st->cookie != cookie;
+}
 
-	if (!cookie)
-		return false;
-	st = bpf_map_lookup_elem(&sockets, &key);
-	return st && st->cookie == cookie;
+/* Removes the stale entry at `key` (stale_entry()), counting it as NM_CNT_UNOBSERVED once:
+ * the delete decides between programs that meet it together. */
+static __always_inline void drop_stale(u64 key)
+{
+	if (bpf_map_delete_elem(&sockets, &key) == 0)
+		count(NM_CNT_UNOBSERVED);
 }
 
 /*
@@ -207,9 +212,13 @@ static __always_inline bool tracked_already(u64 key, u64 cookie)
 static __always_inline void track(u64 key, const struct sock_state *st)
 {
 	long err = bpf_map_update_elem(&sockets, &key, st, BPF_NOEXIST);
+	struct sock_state *found;
 
 	if (err == -EEXIST) {
-		if (tracked_already(key, st->cookie))
+		/* This connection's own entry (the other copy of the state program made it)? Without
+		 * a cookie there is no telling: replaced. */
+		found = bpf_map_lookup_elem(&sockets, &key);
+		if (found && st->cookie && found->cookie == st->cookie)
 			return;
 		count(NM_CNT_UNOBSERVED);
 		err = bpf_map_update_elem(&sockets, &key, st, BPF_ANY);
@@ -229,18 +238,29 @@ enum nm_claim {
  * Reports a connection found outside the hooks (the start-up snapshot's two ways) exactly once:
  * reserves its record first, then inserts `st` as the socket's entry unless one is there
  * (BPF_NOEXIST), so that the state programs report its Close as any other, and a connection the
- * hooks reported meanwhile is not reported twice. Returns the record to fill and submit, or NULL
+ * hooks reported meanwhile is not reported twice. A stale entry (stale_entry()) is replaced. Returns the record to fill and submit, or NULL
  * with *why set (a full sockets map also counts NM_CNT_SOCKETS_FULL).
  */
 static __always_inline struct nm_conn_record *claim_untracked(u64 key, const struct sock_state *st,
 							      enum nm_claim *why)
 {
 	struct nm_conn_record *r = reserve_record(sizeof(*r), NM_REC_CONNECTION);
+	struct sock_state *found;
+	long err;
 
 	*why = NM_CLAIM_NO_ROOM;
 	if (!r)
 		return NULL;
-	if (bpf_map_update_elem(&sockets, &key, st, BPF_NOEXIST)) {
+	err = bpf_map_update_elem(&sockets, &key, st, BPF_NOEXIST);
+	if (err == -EEXIST) {
+		/* An earlier socket's entry hides no connection: replace it. */
+		found = bpf_map_lookup_elem(&sockets, &key);
+		if (found && stale_entry(found, st->cookie)) {
+			drop_stale(key);
+			err = bpf_map_update_elem(&sockets, &key, st, BPF_NOEXIST);
+		}
+	}
+	if (err) {
 		if (bpf_map_lookup_elem(&sockets, &key)) {
 			*why = NM_CLAIM_TRACKED;
 		} else {

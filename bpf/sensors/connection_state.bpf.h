@@ -123,6 +123,11 @@ static __always_inline void on_established(const struct sock *sk, u64 cookie,
 	u64 key = (u64)sk;
 	struct sock_state *st = bpf_map_lookup_elem(&sockets, &key);
 
+	if (st && stale_entry(st, cookie)) {
+		/* An earlier socket's: its `reported` and owner are not this connection's. */
+		drop_stale(key);
+		st = NULL;
+	}
 	if (st) {
 		if (st->reported)
 			return; /* another program reported it */
@@ -181,13 +186,9 @@ static __always_inline void on_close(const struct sock *sk, int oldstate, u64 co
 
 	if (!st)
 		return; /* never reported open: a listener, an unaccepted child, pre-attach */
-	if (cookie && st->cookie && st->cookie != cookie) {
-		/* An entry of an earlier socket at this address whose last change never
-		 * reached the hooks (as track() finds them): its Close is lost, and it is not
-		 * this socket's (a listener's, say, which is never tracked). Counted once: the
-		 * delete decides. */
-		if (bpf_map_delete_elem(&sockets, &key) == 0)
-			count(NM_CNT_UNOBSERVED);
+	if (stale_entry(st, cookie)) {
+		/* Not this socket's (a listener's, say, which is never tracked). */
+		drop_stale(key);
 		return;
 	}
 	closing = *st;
