@@ -215,8 +215,8 @@ static __always_inline void track(u64 key, const struct sock_state *st)
 	struct sock_state *found;
 
 	if (err == -EEXIST) {
-		/* This connection's own entry (the other copy of the state program made it)? Without
-		 * a cookie there is no telling: replaced. */
+		/* This connection's own entry (the other copy of the state program made it)?
+		 * Without a cookie there is no telling: replaced. */
 		found = bpf_map_lookup_elem(&sockets, &key);
 		if (found && st->cookie && found->cookie == st->cookie)
 			return;
@@ -238,8 +238,9 @@ enum nm_claim {
  * Reports a connection found outside the hooks (the start-up snapshot's two ways) exactly once:
  * reserves its record first, then inserts `st` as the socket's entry unless one is there
  * (BPF_NOEXIST), so that the state programs report its Close as any other, and a connection the
- * hooks reported meanwhile is not reported twice. A stale entry (stale_entry()) is replaced. Returns the record to fill and submit, or NULL
- * with *why set (a full sockets map also counts NM_CNT_SOCKETS_FULL).
+ * hooks reported meanwhile is not reported twice. A stale entry (stale_entry()) is replaced.
+ * Returns the record to fill and submit, or NULL with *why set (a full sockets map also counts
+ * NM_CNT_SOCKETS_FULL).
  */
 static __always_inline struct nm_conn_record *claim_untracked(u64 key, const struct sock_state *st,
 							      enum nm_claim *why)
