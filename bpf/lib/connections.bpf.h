@@ -186,6 +186,14 @@ static __always_inline struct sock_state *scratch_state(u32 slot)
 	return bpf_map_lookup_elem(&scratch, &slot);
 }
 
+/* bpf_map_update_elem()'s result as the int the kernel's map code returned: up to at least 5.10
+ * the helper's 64-bit return value holds it zero-extended (-EEXIST reads 4294967279 as a long),
+ * so a comparison with a negative errno must be made on the 32-bit value. */
+static __always_inline int map_update(void *map, const void *key, const void *value, u64 flags)
+{
+	return (int)bpf_map_update_elem(map, key, value, flags);
+}
+
 /* Whether entry `st`, found at a socket's address, belongs to an earlier socket there: the
  * cookies differ (0, not known yet, tells nothing). That socket was freed and its memory reused
  * without its end reaching any program (both copies of the state program skipped, or a
@@ -207,11 +215,12 @@ static __always_inline void drop_stale(u64 key)
  * Starts tracking the connection of the socket at `key`. An entry of another socket already
  * there belongs to an earlier connection whose struct sock was freed and reused without its final
  * transition reaching the hooks (both copies of the state program skipped, or the connection's
- * CLOSE was never seen): its last event is lost. Count it, then replace the entry.
+ * CLOSE was never seen): its last event is lost. Count it, then replace the entry (deleted, then
+ * inserted: the delete decides who counts it).
  */
 static __always_inline void track(u64 key, const struct sock_state *st)
 {
-	long err = bpf_map_update_elem(&sockets, &key, st, BPF_NOEXIST);
+	int err = map_update(&sockets, &key, st, BPF_NOEXIST);
 	struct sock_state *found;
 
 	if (err == -EEXIST) {
@@ -220,8 +229,10 @@ static __always_inline void track(u64 key, const struct sock_state *st)
 		found = bpf_map_lookup_elem(&sockets, &key);
 		if (found && st->cookie && found->cookie == st->cookie)
 			return;
-		count(NM_CNT_UNOBSERVED);
-		err = bpf_map_update_elem(&sockets, &key, st, BPF_ANY);
+		drop_stale(key);
+		err = map_update(&sockets, &key, st, BPF_NOEXIST);
+		if (err == -EEXIST)
+			return; /* another program tracked this socket meanwhile */
 	}
 	if (err)
 		count(NM_CNT_SOCKETS_FULL);
@@ -247,18 +258,18 @@ static __always_inline struct nm_conn_record *claim_untracked(u64 key, const str
 {
 	struct nm_conn_record *r = reserve_record(sizeof(*r), NM_REC_CONNECTION);
 	struct sock_state *found;
-	long err;
+	int err;
 
 	*why = NM_CLAIM_NO_ROOM;
 	if (!r)
 		return NULL;
-	err = bpf_map_update_elem(&sockets, &key, st, BPF_NOEXIST);
+	err = map_update(&sockets, &key, st, BPF_NOEXIST);
 	if (err == -EEXIST) {
 		/* An earlier socket's entry hides no connection: replace it. */
 		found = bpf_map_lookup_elem(&sockets, &key);
 		if (found && stale_entry(found, st->cookie)) {
 			drop_stale(key);
-			err = bpf_map_update_elem(&sockets, &key, st, BPF_NOEXIST);
+			err = map_update(&sockets, &key, st, BPF_NOEXIST);
 		}
 	}
 	if (err) {

@@ -258,12 +258,20 @@ def test_a_lost_close_does_not_hide_the_next_connection_at_its_address(start_age
     ports = [client.getsockname()[1] for client, _ in held]
     for client, accepted in held:
         reset_pair(client, accepted)
-    agent.wait_events(count=2 * len(ports), kind=CLOSE, ports={port})
-    for cp in ports:
-        for kind, sport, dport in ((ESTABLISH, cp, port), (ACCEPT, port, cp),
-                                   (CLOSE, cp, port), (CLOSE, port, cp)):
-            found = agent.events(kind=kind, sport=sport, dport=dport)
-            assert len(found) == 1, (kind, sport, dport, found)
+    expected = {(kind, sport, dport) for cp in ports for kind, sport, dport in (
+        (ESTABLISH, cp, port), (ACCEPT, port, cp), (CLOSE, cp, port), (CLOSE, port, cp))}
+
+    def wrong():
+        """The expected events missing or repeated so far, and the unexpected ones."""
+        seen = {}
+        for e in agent.events(ports={port}):
+            ne = e["network_event"]
+            key = (ne["type"], ne["sport"], ne["dport"])
+            seen[key] = seen.get(key, 0) + 1
+        return sorted(k for k in expected | set(seen) if seen.get(k, 0) != (k in expected))
+
+    wait_for(lambda: not wrong(), what=lambda: f"each event of the {len(ports)} connections "
+             f"once; missing, repeated or unexpected: {wrong()[:12]} ({len(wrong())})")
     # The stale entries met: at least one socket of the old connections was reused (otherwise
     # this test proved nothing), counted; nothing else lost.
     assert agent.lost().get("unobserved", 0) >= 1, agent.lost()
