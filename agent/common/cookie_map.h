@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include "common/hash.h"
+
 namespace netmon {
 
 template <typename Value>
@@ -61,11 +63,7 @@ class CookieMap {
 
   // Where `cookie`'s probe starts in a table of `slots` slots (a power of two); public for tests.
   static size_t home_slot(uint64_t cookie, size_t slots) {
-    uint64_t x = cookie;  // splitmix64's finalizer: cookies come in runs of consecutive numbers
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    x ^= x >> 31;
-    return static_cast<size_t>(x) & (slots - 1);
+    return static_cast<size_t>(splitmix64(cookie)) & (slots - 1);
   }
 
  private:

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <functional>
 
+#include "common/hash.h"
 #include "k8s/pods.h"
 
 namespace netmon {
@@ -50,12 +51,7 @@ std::pair<const void*, const void*> peer_identity(const Peer& p) {
 
 // Folds `v` into `h` (every bit of the result depends on every bit of both: the slot index
 // takes the low bits).
-uint64_t mix(uint64_t h, uint64_t v) {
-  uint64_t x = h ^ (v + 0x9e3779b97f4a7c15ull);
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;  // splitmix64's finalizer
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
+uint64_t mix(uint64_t h, uint64_t v) { return splitmix64(h ^ (v + 0x9e3779b97f4a7c15ull)); }
 
 }  // namespace
 

@@ -257,9 +257,11 @@ void LineWriter::run(const std::shared_ptr<State>& state) {
     const auto ready = [&s] { return s.stopping || !s.queue.empty(); };
     if (!s.wake_writer.wait_for(lock, kSpareIdle, ready)) {
       std::vector<std::string> extra = s.trim_spares();
-      lock.unlock();
-      extra.clear();  // freed outside the lock
-      lock.lock();
+      if (!extra.empty()) {
+        lock.unlock();
+        extra.clear();  // freed outside the lock
+        lock.lock();
+      }
       continue;
     }
     if (s.queue.empty()) break;  // stopping and drained
