@@ -27,8 +27,21 @@ std::string errno_text(int err) {
   return std::strerror(err);
 }
 
-std::string load_failure(int err) {
+std::string load_failure(int err, const ProbeOptions& options) {
   if (err < 0) err = -err;
+  if (err == ENOMEM) {
+    // The maps are charged to the agent's memory cgroup (5.11+) or its RLIMIT_MEMLOCK.
+    std::string what = "loading the BPF programs failed: " + errno_text(err) +
+                       ": the kernel memory of the maps did not fit what the agent may use (its "
+                       "memory cgroup's limit): ";
+    if (!options.preallocate_connections) {
+      return what + "lower ring_buffer_bytes or max_connections, or raise the limit";
+    }
+    const uint64_t mib = (uint64_t{options.max_connections} * 184 + (1u << 20) - 1) >> 20;
+    return what + "the sockets map preallocates about " + std::to_string(mib) +
+           " MiB for max_connections " + std::to_string(options.max_connections) +
+           "; lower it, set preallocate_connections: false, or raise the limit";
+  }
   if (err == EPERM) {
     return "not permitted to load BPF programs (" + errno_text(err) +
            "): run as root, or with CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE";
@@ -206,6 +219,10 @@ Result<std::unique_ptr<LoadedProgram>> Loader::load_plan(const Plan& plan, SockO
   bpf_program__set_autoload(skel->progs.assign_cookies, sock_ops == SockOps::kCookieAssigner);
   bpf_map__set_max_entries(skel->maps.events, plan.only ? 4096 : options_.ring_buffer_bytes);
   bpf_map__set_max_entries(skel->maps.sockets, plan.only ? 1 : options_.max_connections);
+  if (!options_.preallocate_connections) {
+    bpf_map__set_map_flags(skel->maps.sockets,
+                           bpf_map__map_flags(skel->maps.sockets) | BPF_F_NO_PREALLOC);
+  }
   skel->rodata->wakeup_bytes = options_.wakeup_bytes;
   skel->rodata->task_btf = facts_.current_task_btf_helper;
   const SensorSettings settings{options_, plan.variants, facts_};
@@ -235,7 +252,8 @@ Result<std::unique_ptr<LoadedProgram>> Loader::load_plan(const Plan& plan, SockO
       return next_loaded;
     }
     // A probe says why in a few words; the real load also says what to do about it.
-    return fail((plan.only ? errno_text(err) : load_failure(err)) + reasons_.said(), -err);
+    return fail((plan.only ? errno_text(err) : load_failure(err, options_)) + reasons_.said(),
+                -err);
   }
 
   for (const Slot& slot : slots) {

@@ -68,6 +68,10 @@ struct ProbeOptions {
   HookVariants variants;
   uint32_t ring_buffer_bytes = 4u << 20;  // a power of two, at least one page
   uint32_t max_connections = 262144;      // live connections tracked at once
+  // The sockets map's memory taken at load, for all max_connections at once (an insert and a
+  // delete then only move an element between per-CPU free lists), rather than allocated and freed
+  // (through RCU) per connection.
+  bool preallocate_connections = true;
   // The kernel wakes the reader once this much data waits; smaller batches are picked up by
   // poll()'s timeout. 0 wakes the reader on every record.
   uint64_t wakeup_bytes = 64u << 10;
@@ -117,7 +121,8 @@ struct ChosenVariant {
 };
 
 // Kernel memory of one BPF map (its "memlock" in /proc/self/fdinfo: the bytes charged for it;
-// for a hash map without preallocation, what its full capacity would take).
+// a preallocated map's full capacity, a hash map without preallocation's buckets and the entries
+// it holds when read).
 struct MapMemory {
   std::string name;  // e.g. "events"
   uint64_t bytes = 0;

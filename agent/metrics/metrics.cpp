@@ -431,8 +431,8 @@ std::string Metrics::render() const {
   }
   out.push_back(std::move(variant_info));
   auto maps = family("netmon_bpf_map_memory_bytes",
-                     "Kernel memory charged for each BPF map (memlock; a hash map without "
-                     "preallocation at its full capacity).",
+                     "Kernel memory charged for each BPF map (memlock: a preallocated map at "
+                     "its full capacity, a hash map without preallocation as it is now).",
                      MetricType::Gauge);
   for (const auto& [name, bytes] : map_memory) {
     maps.metric.push_back(gauge(static_cast<double>(bytes), {{"map", name}}));

@@ -45,12 +45,19 @@ struct sock_state {
  * counted, never silent. The key is the address rather than the cookie because the classic
  * tracepoints (the fallback variants) cannot call bpf_get_socket_cookie(): a socket nothing has
  * asked for its cookie yet reads 0 there.
+ *
+ * Preallocated (every entry's memory taken when the map is made): an insert then takes an
+ * element from a per-CPU free list and a delete gives it back. Without preallocation
+ * (BPF_F_NO_PREALLOC, which the agent sets for preallocate_connections: false) each insert
+ * allocates and each delete frees through RCU, which cost ~1.7 us of the ~7 us of BPF time a
+ * connection took under a storm (docs/performance.md). A deleted element may be reused at once
+ * by another CPU's insert: the programs copy an entry before they delete it, and only the
+ * program whose delete succeeds reports from its copy.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC); /* memory follows the number of live connections */
-	__uint(max_entries, 262144);	      /* resized by the agent before load */
-	__type(key, u64);		      /* struct sock address */
+	__uint(max_entries, 262144); /* resized by the agent before load */
+	__type(key, u64);	     /* struct sock address */
 	__type(value, struct sock_state);
 } sockets SEC(".maps");
 

@@ -51,8 +51,10 @@ const volatile bool task_btf = false;
 /* Fills *t from `task` (a BTF pointer when `btf`). Only meaningful for a task whose identity is
  * the subject of the hook: in softirq "current" is an unrelated task, which is why the
  * state-change handlers take owners from the sockets map. The cgroup is the current task's (the
- * forking parent's for a new child, which inherits it). The capability sets and the name are
- * copied with probe reads either way. */
+ * forking parent's for a new child, which inherits it). With a BTF pointer the capability sets
+ * (8 bytes each: a u64 since 6.3, u32[2] before) and the name (16 bytes, NUL-terminated; the
+ * agent reads it up to the NUL) are plain 8-byte loads too, which the verifier allows within an
+ * array or struct member; otherwise probe reads. */
 static __always_inline void fill_task_as(struct nm_task *t, struct task_struct *task, bool btf)
 {
 	const struct cred *cred = NM_READ(btf, task, cred);
@@ -71,6 +73,16 @@ static __always_inline void fill_task_as(struct nm_task *t, struct task_struct *
 		t->auid = NM_READ(btf, task, loginuid.val);
 	t->start_ns = NM_READ(btf, leader, start_boottime);
 	t->cgroup_id = bpf_get_current_cgroup_id();
+	if (btf) {
+		const u64 *comm = (const u64 *)task->comm;
+
+		t->cap_effective = *(const u64 *)&cred->cap_effective;
+		t->cap_permitted = *(const u64 *)&cred->cap_permitted;
+		t->cap_inheritable = *(const u64 *)&cred->cap_inheritable;
+		*(u64 *)&t->comm[0] = comm[0];
+		*(u64 *)&t->comm[8] = comm[1];
+		return;
+	}
 	bpf_core_read(&t->cap_effective, sizeof(t->cap_effective), &cred->cap_effective);
 	bpf_core_read(&t->cap_permitted, sizeof(t->cap_permitted), &cred->cap_permitted);
 	bpf_core_read(&t->cap_inheritable, sizeof(t->cap_inheritable), &cred->cap_inheritable);

@@ -33,8 +33,13 @@ import time
 import pytest
 
 from conftest import (
+    AGENT,
     BPFTOOL,
+    Agent,
+    check_stopped_cleanly,
+    clean_env,
     free_port,
+    require_privileges,
     skip_or_fail,
     wait_for,
 )
@@ -326,6 +331,11 @@ def agent_map_id(agent, name):
     return ids[0]
 
 
+def map_flags(map_id):
+    """The flags the BPF map `map_id` was made with (bpftool's "flags")."""
+    return json.loads(run(BPFTOOL, "-j", "map", "show", "id", str(map_id)).stdout)["flags"]
+
+
 def map_entries(map_id):
     """How many entries the hash map `map_id` holds now."""
     return len(json.loads(run(BPFTOOL, "-j", "map", "dump", "id", str(map_id)).stdout or "[]"))
@@ -411,8 +421,10 @@ def close_all(socks):
         s.close()
 
 
-def test_full_sockets_map_counts_every_untracked_connection(start_agent):
-    """--max-connections 1024 (the minimum): the test fills the agent's sockets map exactly
+@pytest.mark.parametrize("preallocated", [True, False], ids=["preallocated", "on_demand"])
+def test_full_sockets_map_counts_every_untracked_connection(start_agent, preallocated):
+    """--max-connections 1024 (the minimum), the map preallocated (the default) or allocating per
+    connection (--preallocate-connections=false): the test fills the agent's sockets map exactly
     (connections to a listener that never accepts take one entry each, the client's; the map's
     occupancy is read with bpftool), then makes, with the map full:
       - 4 connections to that listener: each counts twice in `sockets_map` (its connect() and
@@ -427,7 +439,7 @@ def test_full_sockets_map_counts_every_untracked_connection(start_agent):
     their Close once the listener closes (a reset), so nothing else is missing."""
     failures = []
     for attempt in range(1, LIMIT_ATTEMPTS + 1):
-        outcome = _full_sockets_map_once(start_agent)
+        outcome = _full_sockets_map_once(start_agent, preallocated)
         if outcome is None:
             return
         failures.append(f"attempt {attempt}: {outcome}")
@@ -454,15 +466,18 @@ def wait_quiet(agent, own_ports, quiet=QUIET_SECONDS, timeout=QUIET_TIMEOUT):
         return False
 
 
-def _full_sockets_map_once(start_agent):
+def _full_sockets_map_once(start_agent, preallocated):
     """One run of the full-sockets-map scenario. Returns None when it passed, or why it must be
     repeated (other TCP traffic showed during the test); fails otherwise."""
     cap = MIN_MAX_CONNECTIONS
     k_est, k_acc, k_ref = 4, 3, 2
     expected_lost = 2 * k_est + 3 * k_acc + k_ref
     expected_without_process = k_est + k_acc
-    agent = start_agent("--max-connections", str(cap))
+    agent = start_agent("--max-connections", str(cap),
+                        f"--preallocate-connections={str(preallocated).lower()}")
     sockets_map = agent_map_id(agent, "sockets")
+    # BPF_F_NO_PREALLOC is 1 in the map's flags.
+    assert map_flags(sockets_map) & 1 == (0 if preallocated else 1), map_flags(sockets_map)
     counters = agent_map_id(agent, "counters")
 
     hold = Server(accept=False, backlog=2 * cap)  # never accepts: its queue holds the peers
@@ -583,6 +598,74 @@ unix.recv(1)  # the parent has the descriptor
 """
 
 SPAWN = 1100  # short-lived processes: more than the table holds, so older exits are evicted
+
+
+def memory_cgroup(name, limit_bytes):
+    """A memory cgroup `name` made for a test, limited to `limit_bytes`, where the memory
+    controller is: cgroup v1's (its own mount) or v2's (enabled for the root's children).
+    Returns its directory; the caller removes it."""
+    v1 = v2 = None
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            fstype, options = fields[sep + 1], fields[sep + 3].split(",")
+            if fstype == "cgroup" and "memory" in options:
+                v1 = fields[4]
+            elif fstype == "cgroup2":
+                v2 = fields[4]
+    if v1:
+        path = os.path.join(v1, name)
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, "memory.limit_in_bytes"), "w", encoding="ascii") as f:
+            f.write(str(limit_bytes))
+        return path
+    if v2:
+        with open(os.path.join(v2, "cgroup.controllers"), encoding="ascii") as f:
+            if "memory" not in f.read().split():
+                skip_or_fail("no memory controller in cgroup v1 or v2")
+        with open(os.path.join(v2, "cgroup.subtree_control"), "w", encoding="ascii") as f:
+            f.write("+memory")
+        path = os.path.join(v2, name)
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, "memory.max"), "w", encoding="ascii") as f:
+            f.write(str(limit_bytes))
+        return path
+    skip_or_fail("no cgroup memory controller mounted")
+    return None
+
+
+def test_maps_beyond_the_memory_limit_fail_naming_the_settings():
+    """BPF maps are charged to the agent's memory cgroup. With a 128 MiB limit, the preallocated
+    sockets map of --max-connections 1048576 (~184 MiB) cannot be made: the agent exits 1 before
+    writing anything, saying how much the map takes and which settings change that. The same
+    capacity allocated per connection (--preallocate-connections=false) starts within the same
+    limit and stops cleanly."""
+    require_privileges()
+    cgroup = memory_cgroup(f"netmon-test-memory-{os.getpid()}", 128 << 20)
+    enter = ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', cgroup, AGENT,
+             "--max-connections", "1048576", "--metrics-address", "127.0.0.1:0"]
+    agent = None
+    try:
+        r = subprocess.run(enter, capture_output=True, text=True, timeout=60, env=clean_env(),
+                           stdin=subprocess.DEVNULL)
+        assert r.returncode == 1, (r.returncode, r.stderr[-2000:])
+        assert r.stdout == ""
+        assert re.search(r"Cannot allocate memory: .*memory cgroup's limit.*: the sockets map "
+                         r"preallocates about 18\d MiB for max_connections 1048576; lower it, "
+                         r"set preallocate_connections: false, or raise the limit", r.stderr), \
+            r.stderr[-2000:]
+        agent = Agent(command=[*enter, "--preallocate-connections=false"])
+        failure = agent.wait_running()
+        assert failure is None, failure
+        agent.stop()
+        check_stopped_cleanly(agent)
+    finally:
+        if agent is not None:
+            agent.kill()
+        wait_for(lambda: not open(os.path.join(cgroup, "cgroup.procs")).read().strip(),
+                 what="the test's memory cgroup empty")
+        os.rmdir(cgroup)
 
 
 def test_full_process_table_owner_of_close_evicted(start_agent):

@@ -102,6 +102,7 @@ log_level: debug
 hook_variant: tracepoint
 ring_buffer_bytes: 1048576
 max_connections: 4096
+preallocate_connections: false
 output:
   queue_bytes: 131072
 process_table:
@@ -156,6 +157,7 @@ TEST_F(ConfigTest, EveryKeyIsParsed) {
   EXPECT_EQ(o.probe.variants.state, HookVariant::kTracepoint);
   EXPECT_EQ(o.probe.ring_buffer_bytes, 1048576u);
   EXPECT_EQ(o.probe.max_connections, 4096u);
+  EXPECT_FALSE(o.probe.preallocate_connections);
   EXPECT_EQ(o.output_queue_bytes, 131072u);
   EXPECT_EQ(o.proc_root, "/host/proc");
   EXPECT_EQ(o.max_processes, 2048u);

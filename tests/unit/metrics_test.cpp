@@ -969,7 +969,7 @@ netmon_hook_info{hook="sock/inet_sock_set_state",variant="tp_btf"} 1
 netmon_hook_info{hook="syscalls/sys_exit_accept4",variant="tracepoint"} 1
 # HELP netmon_hook_variant_info The variant chosen at start for each hook: state, accept, process.
 # TYPE netmon_hook_variant_info gauge
-# HELP netmon_bpf_map_memory_bytes Kernel memory charged for each BPF map (memlock; a hash map without preallocation at its full capacity).
+# HELP netmon_bpf_map_memory_bytes Kernel memory charged for each BPF map (memlock: a preallocated map at its full capacity, a hash map without preallocation as it is now).
 # TYPE netmon_bpf_map_memory_bytes gauge
 netmon_bpf_map_memory_bytes{map="events"} 4206592
 netmon_bpf_map_memory_bytes{map="sockets"} 4195328
