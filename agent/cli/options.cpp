@@ -160,6 +160,17 @@ Setting text(const char* flag, const char* env, const char* key, const char* val
           [field](const Options& o) { return field(o); }};
 }
 
+// A list setting's value as a flag takes it: the items comma separated, each as `text` writes it.
+template <typename List, typename Text>
+std::string comma_joined(const List& list, Text text) {
+  std::string out;
+  for (const auto& item : list) {
+    if (!out.empty()) out += ',';
+    out += text(item);
+  }
+  return out;
+}
+
 // The caps on kubernetes.external_networks: a configuration mistake stays small. (An external
 // peer's lookup, CidrClasses::classify, costs one binary search per distinct prefix length.)
 constexpr size_t kMaxExternalNetworkClasses = 64;
@@ -492,11 +503,7 @@ const std::vector<Setting>& settings() {
          return {};
        },
        [](const Options& o) {
-         std::string out;
-         for (const std::string& label : o.metrics_drop_labels) {
-           out += (out.empty() ? "" : ",") + label;
-         }
-         return out;
+         return comma_joined(o.metrics_drop_labels, [](const std::string& label) { return label; });
        }},
       boolean(
           "metrics-edges", "NETMON_METRICS_EDGES", "metrics.edges",
@@ -525,12 +532,7 @@ const std::vector<Setting>& settings() {
          return {};
        },
        [](const Options& o) {
-         std::string out;
-         for (const uint16_t port : o.edges.ports) {
-           if (!out.empty()) out += ',';
-           out += std::to_string(port);
-         }
-         return out;
+         return comma_joined(o.edges.ports, [](uint16_t port) { return std::to_string(port); });
        }},
       boolean(
           "metrics-edge-host-workload", "NETMON_METRICS_EDGE_HOST_WORKLOAD",
