@@ -239,7 +239,9 @@ Result<std::unique_ptr<LoadedProgram>> Loader::load_plan(const Plan& plan, SockO
 
   reasons_.clear();
   if (int err = netmon_bpf__load(skel); err != 0) {
-    if (sock_ops != SockOps::kNone) {
+    // Out of memory is the maps' (the memory cgroup's limit), which every plan makes alike: no
+    // other sock_ops program would load either.
+    if (sock_ops != SockOps::kNone && -err != ENOMEM) {
       // The sock_ops programs are optional (loading one needs CAP_NET_ADMIN; the observer's
       // helpers are not in every kernel's sock_ops programs): try the next.
       std::string why = errno_text(-err);
