@@ -25,7 +25,9 @@ use during the storm (tcplife's maps hold 10240 sockets); the sustained scenario
 against issue #23's goals.
 
 --cpu-cgroups SHARES: the storm, the observer and the log shipper each in a CPU cgroup of its own
-(CpuCgroups), instead of every process in the runner's.
+(CpuCgroups), instead of every process in the runner's. --shim-cgroup: a node's two top-level
+groups instead, the pods' (the storm and the observer, sharing it per thread) and the system
+services' (the log shipper, as containerd's shims run in containerd's service cgroup).
 
 --quick: 2000 connections, one round, no tcplife, no BPF statistics (for CI). --check: exit 1 unless netmon wrote
 every storm event at most once (no duplicate (type, cookie)), never more than 4 x connections,
@@ -250,6 +252,83 @@ def vm_hwm_mib(pid):
     except OSError:
         pass
     return None
+
+
+def rss_parts_mib(pid):
+    """(RssAnon, RssFile + RssShmem) of `pid` in MiB, or None. The second part is mapped files
+    and kernel pages: shared libraries, and the BPF ring buffer, whose data pages libbpf maps
+    twice (so that a record can wrap), each counted in RSS although the kernel holds them once."""
+    parts = {}
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                key = line.split(":", 1)[0]
+                if key in ("RssAnon", "RssFile", "RssShmem"):
+                    parts[key] = int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    if "RssAnon" not in parts:
+        return None
+    return parts["RssAnon"], parts.get("RssFile", 0) + parts.get("RssShmem", 0)
+
+
+class RssSampler:
+    """The peak of RssAnon (the agent's own memory) and the RSS of mapped files and kernel pages
+    at that moment, sampled every 50 ms while the context runs (VmHWM has the peak of their
+    sum only)."""
+
+    def __init__(self, pid):
+        self.pid, self.peak = pid, None
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        while True:
+            parts = rss_parts_mib(self.pid)
+            if parts and (self.peak is None or parts[0] > self.peak[0]):
+                self.peak = parts
+            if self.done.wait(0.05):
+                return
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join()
+        return False
+
+
+PAGE_REPORTING = "/sys/module/page_reporting/parameters"
+
+
+def page_reporting():
+    """(order, KiB reported so far) of the kernel's free page reporting to a hypervisor, or None
+    where the kernel has none or does not say. The reported KiB is a counter some kernels add."""
+    try:
+        with open(os.path.join(PAGE_REPORTING, "page_reporting_order"), encoding="ascii") as f:
+            order = int(f.read())
+    except (OSError, ValueError):
+        return None
+    try:
+        with open(os.path.join(PAGE_REPORTING, "reported_kib"), encoding="ascii") as f:
+            return order, int(f.read())
+    except (OSError, ValueError):
+        return order, None
+
+
+def page_reporting_text(before):
+    """The run's header on free page reporting: a VM whose balloon reports free pages has the
+    host unmap them, and each is faulted in again at its next first touch, which makes writing a
+    file several times costlier (docs/performance.md, session 16)."""
+    now = page_reporting()
+    if before is None or now is None:
+        return "the kernel has no free page reporting"
+    if before[1] is None or now[1] is None:  # the stock kernel counts nothing
+        return f"free page reporting built in (order {now[0]}; whether a balloon uses it, unknown)"
+    return (f"free page reporting: {(now[1] - before[1]) / 1048576:.1f} GiB reported to the "
+            f"hypervisor during the run (order {now[0]})")
 
 
 def reset_hwm(pid):
@@ -823,9 +902,10 @@ def observe_in(mode, output, tmp, rnd, netns):
         io0, ctx0, bpf0 = io_of(proc.pid), context_switches(proc.pid), prog_stats(proc.pid)
         threads0 = thread_cpu(proc.pid)
         tw = time_wait_count()
-        storm = run_storm(netns)
-        wait_closed(*storm["ports"])
-        wait_quiet(out_path, proc)
+        with RssSampler(proc.pid) as rss_sampler:
+            storm = run_storm(netns)
+            wait_closed(*storm["ports"])
+            wait_quiet(out_path, proc)
         cpu1 = cpu_seconds(proc.pid)
         ship_cpu1 = cpu_seconds(shipper.pid) if shipper else None
         io1, ctx1, bpf1 = io_of(proc.pid), context_switches(proc.pid), prog_stats(proc.pid)
@@ -853,7 +933,8 @@ def observe_in(mode, output, tmp, rnd, netns):
         stderr = f.read()
     lo, hi = storm["ports"]
     row = {"mode": mode, "output": output, "storm": storm, "rss": rss,
-           "startup_rss": startup_rss, "maps": maps, "exit": code, "tw": tw}
+           "startup_rss": startup_rss, "maps": maps, "exit": code, "tw": tw,
+           "rss_parts": rss_sampler.peak}
     if shipper and shipper.returncode != 0:
         row["exit"] = f"{code} (shipper {shipper.returncode})"
     if cpu0 is not None and cpu1 is not None:
@@ -990,16 +1071,21 @@ class CpuCgroups:
                         raise OSError("the cpu controller is not enabled for child cgroups")
             except OSError as e:
                 raise RuntimeError(f"--cpu-cgroups: no usable cpu controller: {e}") from e
-        self.shares = ({"shim": 1024} if shim_only else
-                       {"storm": 1024, "observer": observer_shares, "shim": 1024})
+        # shim_only: a node's two top-level groups, the pods' and the system services'. The
+        # kubelet gives kubepods cpu.shares from the node's allocatable CPUs (2 048 for 2), systemd
+        # gives system.slice the default 1 024; the storm and the observer share the pods' group
+        # per thread, as every process of the bench does without cgroups.
+        self.shares = ({"kubepods": 1024 * (os.cpu_count() or 1), "shim": 1024} if shim_only
+                       else {"storm": 1024, "observer": observer_shares, "shim": 1024})
         self.paths = {}
 
     def describe(self):
         v2 = " (as cgroup v2 cpu.weight)" if self.v2 else ""
         if "storm" not in self.shares:
-            return ("the storm and the observer in the runner's CPU cgroup, the log shipper in one "
-                    "of its own (cpu.shares {shim}), as containerd's is{v2}".format(**self.shares,
-                                                                                   v2=v2))
+            return ("a node's CPU cgroups: the storm and the observer in a pods' cgroup (cpu.shares "
+                    "{kubepods}, the kubelet's for the node's CPUs), the log shipper in a system "
+                    "services' one (cpu.shares {shim}), as containerd and its shims are{v2}".format(
+                        **self.shares, v2=v2))
         return ("CPU cgroups of their own, cpu.shares storm {storm}, observer {observer}, log "
                 "shipper {shim}".format(**self.shares) + v2)
 
@@ -1022,6 +1108,8 @@ class CpuCgroups:
 
     def joiner(self, name):
         """The preexec_fn that puts a child in cgroup `name`; None when it stays in the runner's."""
+        if name in ("storm", "observer") and "kubepods" in self.paths:
+            name = "kubepods"
         if name not in self.paths:
             return None
         procs = os.path.join(self.paths[name], "cgroup.procs")
@@ -1178,6 +1266,10 @@ def print_scenario(sc, rows, modes, names):
                     f"{u / events * 1e6:.2f} + {s / events * 1e6:.2f}" for u, s in busy))
             if r.get("shipper_cpu") is not None:
                 parts.append(f"log shipper CPU {per_100k(r['shipper_cpu'], n):.3f} s / 100k")
+            if r.get("rss_parts") and r["mode"] in AGENT_MODES:
+                anon, mapped = r["rss_parts"]
+                parts.append(f"peak RssAnon {anon:.1f} MiB (files and kernel pages mapped then "
+                             f"{mapped:.1f} MiB)")
             if r.get("bpf"):
                 progs = sorted(r["bpf"].items(), key=lambda kv: -kv[1][0])
                 parts.append("BPF per connection: " + ", ".join(
@@ -1342,10 +1434,11 @@ def main():
                    "its own (cpu.shares 1024, SHARES, 1024; the chart's 100m request is 102), as "
                    "on a node, instead of all in the runner's")
     p.add_argument("--shim-cgroup", action="store_true",
-                   help="run the log shipper (a stand-in for containerd, which writes a "
-                   "container's stdout to its log file) in a CPU cgroup of its own (cpu.shares "
-                   "1024), as containerd runs in system.slice on a node, the storm and the "
-                   "observer staying in the runner's")
+                   help="a node's top-level CPU cgroups: the log shipper (a stand-in for "
+                   "containerd's shim, which writes a container's stdout to its log file and "
+                   "runs in containerd's service cgroup) in a system services' cgroup "
+                   "(cpu.shares 1024, systemd's default), the storm and the observer together "
+                   "in a pods' cgroup (cpu.shares 1024 per CPU, as the kubelet sets kubepods')")
     p.add_argument("--goals", action="store_true",
                    help="judge every scenario's netmon rounds against issue #23's goals "
                    "(the sustained one always is)")
@@ -1416,6 +1509,7 @@ def main():
     stats_before = set_bpf_stats("1") if ARGS.bpf_stats else None
     BPF_STATS_ON = stats_before is not None
     rows = []
+    reported_before = page_reporting()
     try:
         if ARGS.keep:
             os.makedirs(ARGS.keep, exist_ok=True)
@@ -1456,7 +1550,7 @@ def main():
           + (CGROUPS.describe() if CGROUPS else "every process in the runner's CPU cgroup")
           + "; BPF run time "
           + ("counted (kernel.bpf_stats_enabled=1 during the run)" if BPF_STATS_ON
-             else "not counted") + "\n")
+             else "not counted") + "; " + page_reporting_text(reported_before) + "\n")
     for sc in scenarios:
         print_scenario(sc, [r for r in rows if r["scenario"] == sc.name], modes_of(sc), names)
 

@@ -66,6 +66,7 @@ from test_metrics import (  # noqa: F401 - kubelet_token: a fixture
     scrape_at_cut,
 )
 from test_peers import (  # noqa: F401 - api_token, cluster, kube_api: fixtures
+    BIND_LISTENERS,
     NODE_B,
     SYNC_TIMEOUT,
     PeerCluster,
@@ -130,16 +131,7 @@ EDGE_SERVER = textwrap.dedent("""\
     def accept(listener):
         while True:
             threading.Thread(target=serve, args=(listener.accept()[0],), daemon=True).start()
-    listeners = []
-    for family, host in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
-        for port in map(int, sys.argv[1:]):
-            s = socket.socket(family, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            s.bind((host, port))
-            s.listen(128)
-            listeners.append(s)
+""") + BIND_LISTENERS + textwrap.dedent("""\
     for s in listeners[1:]:
         threading.Thread(target=accept, args=(s,), daemon=True).start()
     accept(listeners[0])

@@ -79,10 +79,9 @@ DOWN_TIMEOUT = 40.0  # seconds for names once a server down at start is up (back
 SYNC_TIMEOUT = 15.0  # seconds for the agent's first list of each resource
 PROBE_TIMEOUT = 3  # seconds nc -z waits for a connect
 
-# The server pod's listener: accepts on every port given, IPv4 and IPv6, and closes each
-# connection when its client does.
-LISTENER = textwrap.dedent("""\
-    import select, socket, sys
+# A server script's start: `listeners`, one listening socket per port in argv[1:], IPv4 and IPv6
+# (the script imports socket and sys).
+BIND_LISTENERS = textwrap.dedent("""\
     listeners = []
     for family, host in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
         for port in map(int, sys.argv[1:]):
@@ -93,6 +92,11 @@ LISTENER = textwrap.dedent("""\
             s.bind((host, port))
             s.listen(128)
             listeners.append(s)
+""")
+
+# The server pod's listener: accepts on every port given, IPv4 and IPv6, and closes each
+# connection when its client does.
+LISTENER = "import select, socket, sys\n" + BIND_LISTENERS + textwrap.dedent("""\
     connections = []
     while True:
         readable, _, _ = select.select(listeners + connections, [], [], 60)
