@@ -212,29 +212,40 @@ static __always_inline void drop_stale(u64 key)
 }
 
 /*
- * Starts tracking the connection of the socket at `key`. An entry of another socket already
- * there belongs to an earlier connection whose struct sock was freed and reused without its final
- * transition reaching the hooks (both copies of the state program skipped, or the connection's
- * CLOSE was never seen): its last event is lost. Count it, then replace the entry (deleted, then
- * inserted: the delete decides who counts it).
+ * Inserts `st` as the entry of the socket at `key` unless one is there (BPF_NOEXIST). An entry
+ * found there that belongs to an earlier connection is replaced: deleted (drop_stale(): the delete
+ * decides who counts it) and the insert made again. Which entries are an earlier connection's:
+ * - for the hooks (!only_stale), every entry but this connection's own (the other copy of the
+ *   state program made it; without a cookie there is no telling, and it is replaced): a hook
+ *   sees the connection open, so an entry there is one whose struct sock was freed and reused
+ *   without its final transition reaching the hooks;
+ * - for the start-up snapshot (only_stale), an entry stale_entry() proves earlier only: one
+ *   without a cookie may be the hooks' own tracking of this connection, made meanwhile.
+ * Returns the last insert's error: -EEXIST when an entry stays there, another error when the
+ * map is full.
  */
-static __always_inline void track(u64 key, const struct sock_state *st)
+static __always_inline int insert_entry(u64 key, const struct sock_state *st, bool only_stale)
 {
 	int err = map_update(&sockets, &key, st, BPF_NOEXIST);
 	struct sock_state *found;
 
-	if (err == -EEXIST) {
-		/* This connection's own entry (the other copy of the state program made it)?
-		 * Without a cookie there is no telling: replaced. */
-		found = bpf_map_lookup_elem(&sockets, &key);
-		if (found && st->cookie && found->cookie == st->cookie)
-			return;
-		drop_stale(key);
-		err = map_update(&sockets, &key, st, BPF_NOEXIST);
-		if (err == -EEXIST)
-			return; /* another program tracked this socket meanwhile */
-	}
-	if (err)
+	if (err != -EEXIST)
+		return err;
+	found = bpf_map_lookup_elem(&sockets, &key);
+	if (only_stale ? !(found && stale_entry(found, st->cookie))
+		       : (found && st->cookie && found->cookie == st->cookie))
+		return -EEXIST;
+	drop_stale(key);
+	return map_update(&sockets, &key, st, BPF_NOEXIST);
+}
+
+/* Starts tracking the connection of the socket at `key` (insert_entry()); an entry that stays
+ * there is this connection's own, or another program tracked the socket meanwhile. */
+static __always_inline void track(u64 key, const struct sock_state *st)
+{
+	int err = insert_entry(key, st, false);
+
+	if (err && err != -EEXIST)
 		count(NM_CNT_SOCKETS_FULL);
 }
 
@@ -257,21 +268,12 @@ static __always_inline struct nm_conn_record *claim_untracked(u64 key, const str
 							      enum nm_claim *why)
 {
 	struct nm_conn_record *r = reserve_record(sizeof(*r), NM_REC_CONNECTION);
-	struct sock_state *found;
 	int err;
 
 	*why = NM_CLAIM_NO_ROOM;
 	if (!r)
 		return NULL;
-	err = map_update(&sockets, &key, st, BPF_NOEXIST);
-	if (err == -EEXIST) {
-		/* An earlier socket's entry hides no connection: replace it. */
-		found = bpf_map_lookup_elem(&sockets, &key);
-		if (found && stale_entry(found, st->cookie)) {
-			drop_stale(key);
-			err = map_update(&sockets, &key, st, BPF_NOEXIST);
-		}
-	}
+	err = insert_entry(key, st, true);
 	if (err) {
 		if (bpf_map_lookup_elem(&sockets, &key)) {
 			*why = NM_CLAIM_TRACKED;
