@@ -105,9 +105,9 @@ class LineWriter {
 
   static constexpr size_t kWriteChunkBytes = 64 * 1024;
   // Written batches are kept for the pipeline thread to fill again (their memory stays mapped),
-  // as many as the queue's capacity leaves room for (queue and spares together never exceed it:
-  // the agent's memory bound is the queue's); after kSpareIdle without anything to write, at
-  // most kSpareBatches.
+  // as many as the queue's capacity leaves room for (queue and spares together never exceed it
+  // by more than one batch: the agent's memory bound is the queue's); after kSpareIdle without
+  // anything to write, at most kSpareBatches.
   static constexpr size_t kSpareBatches = 4;
   static constexpr std::chrono::seconds kSpareIdle{5};
   static constexpr std::chrono::milliseconds kLineEndGrace{2000};

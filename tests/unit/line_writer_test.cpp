@@ -183,15 +183,55 @@ size_t spares_handed_back(size_t capacity, size_t batches, std::chrono::millisec
 }
 
 // A written batch's memory comes back for the next one (already mapped and touched): all that
-// the queue's capacity has room for (the queue's bound is the memory bound), and at most
-// kSpareBatches after kSpareIdle without anything to write.
+// the queue's capacity has room for, plus one (the queue's bound is the memory bound), and at
+// most kSpareBatches after kSpareIdle without anything to write.
 TEST_F(LineWriterTest, WrittenBatchesAreReusedWithinTheQueueCapacity) {
   constexpr size_t kBatches = LineWriter::kSpareBatches + 3;
   EXPECT_EQ(spares_handed_back(1 << 20, kBatches, 0ms), kBatches);
-  // Room for 3 batches: 3 are kept.
-  EXPECT_EQ(spares_handed_back(kSpareTestBatchBytes * 7 / 2, kBatches, 0ms), 3u);
+  // Room for 3.5 batches: 4 are kept (3 fit, and the 4th came back while the spares were within
+  // the capacity).
+  EXPECT_EQ(spares_handed_back(kSpareTestBatchBytes * 7 / 2, kBatches, 0ms), 4u);
   EXPECT_EQ(spares_handed_back(1 << 20, kBatches, LineWriter::kSpareIdle + 1500ms),
             LineWriter::kSpareBatches);
+}
+
+// Under a sustained backlog the queue is full whenever a written batch comes back (the polling
+// thread refills it during the write): that batch is kept, and the next batch the queue takes
+// hands it back instead of a fresh mapping.
+TEST_F(LineWriterTest, ABatchWrittenWhileTheQueueIsFullIsReused) {
+  constexpr size_t kBatch = 16 * 1024;  // each batch's size and capacity alike, as in a storm
+  const std::string line = std::string(kBatch - 1, 'x') + "\n";
+  Pipe p = make_pipe();
+  // A pipe that holds one batch: the writer blocks in each write until the test reads.
+  ASSERT_EQ(::fcntl(p.write_end.get(), F_SETPIPE_SZ, static_cast<int>(kBatch)),
+            static_cast<int>(kBatch));
+  LineWriter writer(p.write_end.get(), 3 * kBatch);  // the queue holds 3 batches
+  // A batch is told apart by its capacity: a fresh one gets the capacity of the batch handed in.
+  auto batch_with_capacity = [&](size_t capacity) {
+    std::string batch;
+    batch.reserve(capacity);
+    batch = line;
+    return batch;
+  };
+  constexpr size_t kFirstCapacity = kBatch + 64;
+  constexpr size_t kOtherCapacity = kBatch + 32;
+  // The writer blocked on the full pipe with the first batch, then the queue filled.
+  const size_t prefill = fill_pipe(p.write_end.get());
+  std::string batch = batch_with_capacity(kFirstCapacity);
+  ASSERT_TRUE(writer.submit(batch, 1));
+  ASSERT_TRUE(queue_empties(writer));
+  for (int i = 0; i < 3; ++i) {
+    batch = batch_with_capacity(kOtherCapacity);
+    ASSERT_TRUE(writer.offer(batch, 1));
+  }
+  batch = batch_with_capacity(kOtherCapacity);
+  ASSERT_FALSE(writer.offer(batch, 1));  // the queue is full
+  // The first batch goes into the pipe (the queue still full when it comes back), the next one
+  // is taken from the queue and blocks: the room it left takes the held batch.
+  ASSERT_EQ(read_exactly(p.read_end.get(), prefill).size(), prefill);
+  ASSERT_TRUE(eventually([&] { return writer.offer(batch, 1); }));
+  EXPECT_EQ(batch.capacity(), kFirstCapacity) << "a fresh batch instead of the written one";
+  EXPECT_TRUE(finish_with_reader(writer, p));
 }
 
 TEST_F(LineWriterTest, LargeBatchesExceedingThePipeArriveWhole) {
