@@ -19,8 +19,10 @@ expected / written / counted lost by stage, duplicates, the agent's reader pause
 their ms) and sheds (stop summary), and the BPF run time per connection (kernel.bpf_stats_enabled
 set to 1 for the run and restored; run_time_ns of the observer's programs from /proc/PID/fdinfo).
 Below it: per run the agent's write syscalls and bytes per write (/proc/PID/io), its context
-switches per event, the log shipper's CPU, the BPF time per program; for tcplife its lines per
-connection end, the runs the kernel skipped (recursion_misses) and the peak of TCP sockets in
+switches per event, the log shipper's CPU, the agent's peak RssAnon (sampled every 50 ms: its own
+memory, apart from the mapped files and the ring buffer's pages in VmHWM), the BPF time per
+program; the header says how much memory the kernel reported free to a hypervisor during the
+run; for tcplife its lines per connection end, the runs the kernel skipped (recursion_misses) and the peak of TCP sockets in
 use during the storm (tcplife's maps hold 10240 sockets); the sustained scenario's netmon runs
 against issue #23's goals.
 
