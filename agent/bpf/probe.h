@@ -3,7 +3,8 @@
 // a RecordSink. Nothing of libbpf leaks through this header.
 //
 // This is the facade of agent/bpf; behind it, one unit per job: kernel_features (what the kernel
-// offers), loader (open, plan, load, attach, fall back), ring_reader (the ring buffer),
+// offers), loader (open, plan, load, attach, fall back), ring_reader (the ring buffer, its data
+// mapped once; ring_records walks its records),
 // libbpf_log (libbpf's messages, the verifier's reason), and sensors/ (each hook family's
 // variants, programs, settings and counters, listed in sensors/registry.cpp).
 #pragma once

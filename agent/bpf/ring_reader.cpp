@@ -1,104 +1,92 @@
 #include "bpf/ring_reader.h"
 
-#include <bpf/libbpf.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
-#include <span>
 #include <string>
 
 namespace netmon {
 namespace {
 
-// What a ring-buffer callback returns when the sink asked to stop: libbpf then marks the record
-// read, stops, and returns this from ring_buffer__poll() or ring_buffer__consume().
-constexpr int kSinkStopped = -ECANCELED;
-
 std::string errno_text(int err) { return std::strerror(err < 0 ? -err : err); }
 
 }  // namespace
 
-// The ring buffer's consumer and producer positions: the first two pages of the map's memory,
-// mapped read-only (libbpf maps the same pages for its reader) to tell how full the buffer is.
-class RingReader::Positions {
+// The map's memory as the kernel lets a consumer map it: the consumer position's page read-write,
+// and from the next page on the producer position's page and the data area, read-only, once.
+class RingReader::Mapping {
  public:
-  Positions(int map_fd, uint64_t size) : size_(size) {
-    page_ = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
-    void* p = ::mmap(nullptr, 2 * page_, PROT_READ, MAP_SHARED, map_fd, 0);
-    if (p != MAP_FAILED) {
-      base_ = p;
-    } else {
-      error_ = errno;
+  static Result<std::unique_ptr<Mapping>> map(int map_fd, uint64_t size) {
+    const auto page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+    if (size < page || (size & (size - 1)) != 0) {
+      return fail("the ring buffer's size " + std::to_string(size) +
+                  " is not a power of two of at least a page");
     }
+    auto m = std::unique_ptr<Mapping>(new Mapping(page, size));
+    void* consumer = ::mmap(nullptr, page, PROT_READ | PROT_WRITE, MAP_SHARED, map_fd, 0);
+    if (consumer == MAP_FAILED) {
+      const int err = errno;
+      return fail("mapping the ring buffer's consumer page failed: " + errno_text(err), err);
+    }
+    m->consumer_ = consumer;
+    void* producer = ::mmap(nullptr, m->producer_bytes(), PROT_READ, MAP_SHARED, map_fd,
+                            static_cast<off_t>(page));
+    if (producer == MAP_FAILED) {
+      const int err = errno;
+      return fail("mapping the ring buffer's data failed: " + errno_text(err), err);
+    }
+    m->producer_ = producer;
+    return m;
   }
-  ~Positions() {
-    if (base_) ::munmap(base_, 2 * page_);
+  ~Mapping() {
+    if (producer_) ::munmap(producer_, producer_bytes());
+    if (consumer_) ::munmap(consumer_, page_);
   }
-  Positions(const Positions&) = delete;
-  Positions& operator=(const Positions&) = delete;
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
 
-  bool mapped() const { return base_ != nullptr; }
-  int error() const { return error_; }  // the mmap's errno when not mapped
-
-  RingFill fill() const {  // only once mapped
-    const auto* consumer = static_cast<const unsigned long*>(base_);
-    const auto* producer =
-        reinterpret_cast<const unsigned long*>(static_cast<const char*>(base_) + page_);
-    // The producer first: the consumer never passes it, so the difference cannot go negative.
-    const uint64_t produced = __atomic_load_n(producer, __ATOMIC_ACQUIRE);
-    const uint64_t consumed = __atomic_load_n(consumer, __ATOMIC_ACQUIRE);
-    return RingFill{produced > consumed ? produced - consumed : 0, size_};
+  RingMemory memory() const {
+    const auto* producer_page = static_cast<const std::byte*>(producer_);
+    return RingMemory{static_cast<unsigned long*>(consumer_),
+                      reinterpret_cast<const unsigned long*>(producer_page), producer_page + page_,
+                      size_};
   }
 
  private:
-  void* base_ = nullptr;
-  int error_ = 0;
-  size_t page_ = 4096;
-  uint64_t size_ = 0;
+  Mapping(size_t page, uint64_t size) : page_(page), size_(size) {}
+  size_t producer_bytes() const { return page_ + size_; }
+
+  size_t page_;
+  uint64_t size_;
+  void* consumer_ = nullptr;
+  void* producer_ = nullptr;
 };
 
-void RingReader::RingBufferDeleter::operator()(ring_buffer* rb) const { ring_buffer__free(rb); }
-
-RingReader::RingReader(RecordSink& sink, std::unique_ptr<Positions> positions)
-    : sink_(sink), positions_(std::move(positions)) {}
+RingReader::RingReader(int map_fd, RecordSink& sink, std::unique_ptr<Mapping> mapping)
+    : map_fd_(map_fd), sink_(sink), mapping_(std::move(mapping)), records_(mapping_->memory()) {}
 
 RingReader::~RingReader() = default;
 
 Result<std::unique_ptr<RingReader>> RingReader::open(int map_fd, uint64_t size, RecordSink& sink) {
-  std::unique_ptr<RingReader> reader(new RingReader(sink, nullptr));
-  reader->ring_.reset(ring_buffer__new(map_fd, on_record, reader.get(), nullptr));
-  if (!reader->ring_) return fail("creating the ring buffer reader failed: " + errno_text(errno));
-  reader->positions_ = std::make_unique<Positions>(map_fd, size);
-  if (!reader->positions_->mapped()) {
-    return fail("mapping the ring buffer's positions failed: " +
-                errno_text(reader->positions_->error()));
-  }
-  return reader;
-}
-
-int RingReader::on_record(void* ctx, void* data, size_t size) noexcept {
-  auto* reader = static_cast<RingReader*>(ctx);
-  ++reader->delivered_;
-  const bool more = reader->sink_.on_record(
-      std::span<const std::byte>(static_cast<const std::byte*>(data), size));
-  return more ? 0 : kSinkStopped;
+  auto mapping = Mapping::map(map_fd, size);
+  if (!mapping) return tl::unexpected(mapping.error());
+  return std::unique_ptr<RingReader>(new RingReader(map_fd, sink, std::move(*mapping)));
 }
 
 Result<int> RingReader::poll(int timeout_ms) {
-  delivered_ = 0;
-  const int n = ring_buffer__poll(ring_.get(), timeout_ms);
-  if (n == kSinkStopped) return delivered_;
-  if (n < 0 && n != -EINTR) return fail("polling the ring buffer failed: " + errno_text(n));
-  // Records submitted without a wakeup do not end the wait: consume whatever is there.
-  const int more = ring_buffer__consume(ring_.get());
-  if (more < 0 && more != kSinkStopped) {
-    return fail("reading the ring buffer failed: " + errno_text(more));
+  // The kernel reports the map readable while records wait, whether or not it sent a wakeup:
+  // records submitted without one do not make the wait last its whole timeout.
+  pollfd pfd{map_fd_, POLLIN, 0};
+  if (::poll(&pfd, 1, timeout_ms) < 0 && errno != EINTR) {
+    const int err = errno;
+    return fail("polling the ring buffer failed: " + errno_text(err), err);
   }
-  return delivered_;
+  return records_.consume(sink_);
 }
 
-RingFill RingReader::fill() const { return positions_->fill(); }
+RingFill RingReader::fill() const { return records_.fill(); }
 
 }  // namespace netmon
