@@ -1,6 +1,6 @@
 // CookieMap: a map from socket cookies (non-zero 64-bit keys) to small values, for the event
 // path's per-connection state that lives from a connection's open to its close: one flat array
-// with linear probing and backward-shift deletion, so that an insert or an erase allocates
+// with linear probing and backward-shift deletion, so that an insert or a removal allocates
 // nothing (std::unordered_map allocates a node per insert and frees it per erase: two
 // allocations per connection on the event path). It grows by doubling when half full and never
 // shrinks; the caller bounds its size. Not thread-safe.
@@ -39,14 +39,6 @@ class CookieMap {
     ++size_;
     added = true;
     return &slots_[i].value;
-  }
-
-  // Removes `cookie`; whether it was there.
-  bool erase(uint64_t cookie) {
-    const size_t i = index_of(cookie);
-    if (i == kNone) return false;
-    erase_at(i);
-    return true;
   }
 
   // Removes `cookie` and moves its value to `out`; whether it was there.
