@@ -30,6 +30,10 @@
 // child: the connecting process and its parent both look like a pod's processes.
 // --caps inherit keeps whatever it was started with.
 //
+// --rate R paces the clients: connection n starts no earlier than n / R seconds after the start
+// (all workers together), for an observer's cost at a given load rather than at the most the
+// machine can do.
+//
 // Every loop is bounded by --connections and --seconds; all traffic is on loopback.
 
 #include <arpa/inet.h>
@@ -63,6 +67,7 @@ struct Options {
   uint64_t connections = 100000;
   double seconds = 10.0;
   double drain_seconds = 30.0;
+  double rate = 0;  // --rate: connections a second for all workers together; 0: as fast as possible
   bool ipv6 = false;
   bool exchange = false;
   int listeners = 8;
@@ -79,6 +84,7 @@ struct Options {
                "usage: netmon-storm [--workers N] [--connections N] [--seconds S] [--ipv6]\n"
                "                    [--exchange] [--listeners N] [--port-base P] [--sources N]\n"
                "                    [--drain-seconds S] [--caps container|inherit]\n"
+               "                    [--rate CONNECTIONS_PER_SECOND]\n"
                "                    [--connect ADDR:PORT]\n",
                why);
   std::exit(2);
@@ -118,6 +124,8 @@ Options parse(int argc, char** argv) {
         usage("--caps must be container or inherit");
     } else if (a == "--drain-seconds") {
       o.drain_seconds = std::atof(value());
+    } else if (a == "--rate") {
+      o.rate = std::atof(value());
     } else if (a == "--connect") {
       const std::string v = value();
       const size_t colon = v.rfind(':');
@@ -137,6 +145,7 @@ Options parse(int argc, char** argv) {
   if (o.seconds <= 0 || o.seconds > 3600) usage("--seconds must be in (0, 3600]");
   if (o.drain_seconds <= 0 || o.drain_seconds > 600) usage("--drain-seconds must be in (0, 600]");
   if (o.connections < 1) usage("--connections must be >= 1");
+  if (o.rate < 0 || o.rate > 10e6) usage("--rate must be in [0, 10000000]");
   if (o.port_base < 0 || o.port_base + o.listeners > 65535) usage("bad --port-base");
   if (o.connect_addr && o.ipv6) usage("--connect is IPv4 only");
   return o;
@@ -271,10 +280,17 @@ void serve(const std::vector<int>& listeners, bool exchange) {
   close(ep);
 }
 
-void work(const Options& o, const std::vector<uint16_t>& ports) {
+void work(const Options& o, const std::vector<uint16_t>& ports,
+          std::chrono::steady_clock::time_point start) {
   while (!g_stop.load(std::memory_order_relaxed)) {
     uint64_t n = g_claimed.fetch_add(1, std::memory_order_relaxed);
     if (n >= o.connections) break;
+    if (o.rate > 0) {  // connection n is due n / rate seconds after the start (none when late)
+      std::this_thread::sleep_until(
+          start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                      std::chrono::duration<double>(static_cast<double>(n) / o.rate)));
+      if (g_stop.load(std::memory_order_relaxed)) break;
+    }
     Addr dst = loopback(o.ipv6, ports[(n / static_cast<uint64_t>(o.sources)) % ports.size()]);
     if (o.connect_addr) {
       auto* s4 = reinterpret_cast<sockaddr_in*>(&dst.ss);
@@ -337,7 +353,8 @@ int main(int argc, char** argv) {
   std::thread server(serve, std::cref(listeners), o.exchange);
   const auto start = std::chrono::steady_clock::now();
   std::vector<std::thread> workers;
-  for (int i = 0; i < o.workers; ++i) workers.emplace_back(work, std::cref(o), std::cref(ports));
+  for (int i = 0; i < o.workers; ++i)
+    workers.emplace_back(work, std::cref(o), std::cref(ports), start);
 
   const auto limit = start + std::chrono::duration<double>(o.seconds);
   while (g_done.load() + g_failed.load() < o.connections &&

@@ -572,6 +572,8 @@ def run_storm(netns=None):
            "--connections", str(sc.connections), "--seconds", str(sc.seconds),
            "--listeners", str(ARGS.listeners), "--port-base", str(base),
            "--caps", "inherit" if sc.root_caps else "container"]
+    if ARGS.rate:
+        cmd += ["--rate", f"{ARGS.rate:g}"]
     if ARGS.ipv6:
         cmd.append("--ipv6")
     if ARGS.exchange:
@@ -597,6 +599,11 @@ def run_storm(netns=None):
         raise RuntimeError(f"netmon-storm failed ({r.returncode}): {r.stderr.strip()}")
     storm = json.loads(r.stdout.strip().splitlines()[-1])
     storm["peak_inuse"] = peak[0]
+    # Paced: connection n starts n / rate s in, so the storm cannot beat its rate (one period of
+    # slack for the clock at the start and the end).
+    if ARGS.rate and storm["conn_per_s"] > ARGS.rate * 1.02 + 1:
+        raise RuntimeError(f"netmon-storm ran at {storm['conn_per_s']:.0f} connections a second, "
+                           f"faster than --rate {ARGS.rate:g}")
     return storm
 
 
@@ -1211,6 +1218,7 @@ def print_scenario(sc, rows, modes, names):
         return f"a pipe {size}read by netmon-log-shipper (CRI log lines to a file there)"
     print(f"### {sc.name}: {ARGS.rounds} round(s) x {sc.connections} connections "
           f"(or {sc.seconds:g} s), {ARGS.workers} workers, "
+          f"{f'paced at {ARGS.rate:g} a second, ' if ARGS.rate else ''}"
           f"{'IPv6 ::1' if ARGS.ipv6 else 'IPv4 127.0.0.x'}, "
           f"{'1-byte exchange' if ARGS.exchange else 'no exchange'}, "
           f"{ARGS.listeners} listener ports, "
@@ -1408,6 +1416,10 @@ def main():
                    help="a custom scenario of N connections (default 50000)")
     p.add_argument("--seconds", type=float, default=None,
                    help="a custom scenario capped at S seconds (default 10)")
+    p.add_argument("--rate", type=float, default=0, metavar="CONN_PER_S",
+                   help="pace every storm (baseline included) at this many connections a second "
+                   "(netmon-storm --rate), for the losses and the cost at a given load; "
+                   "0 (default): as fast as the machine goes")
     p.add_argument("--outputs", default=None, metavar="file,pipe",
                    help="a custom scenario with these outputs of the observers' stdout: file, "
                    "pipe (read by netmon-log-shipper), pipe:BYTES (a pipe of that capacity), "
@@ -1466,6 +1478,8 @@ def main():
     if not (1 <= ARGS.rounds <= 20 and all(1 <= sc.connections <= 10_000_000
                                            and 0 < sc.seconds <= 600 for sc in scenarios)):
         p.error("rounds 1..20, connections 1..1e7, seconds (0, 600]")
+    if not 0 <= ARGS.rate <= 1e7:
+        p.error("--rate: 0..1e7 connections a second")
     if ARGS.tcplife is None:
         for c in ("/usr/sbin/tcplife", "/usr/bin/tcplife"):
             if os.access(c, os.X_OK):
