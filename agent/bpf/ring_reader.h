@@ -3,7 +3,6 @@
 // maps it twice. No libbpf type in this header.
 #pragma once
 
-#include <cstddef>
 #include <cstdint>
 #include <memory>
 

@@ -7,17 +7,6 @@
 #include <string>
 
 namespace netmon {
-namespace {
-
-// A record's place in the data area: its header's length word without the two flag bits, plus
-// the header, rounded up to 8 bytes (the kernel's layout, libbpf's roundup_len()).
-uint64_t record_span(uint32_t len) {
-  const uint64_t bytes = (len & ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT)) +
-                         static_cast<uint64_t>(BPF_RINGBUF_HDR_SZ);
-  return (bytes + 7) & ~uint64_t{7};
-}
-
-}  // namespace
 
 Result<int> RingRecords::consume(RecordSink& sink) {
   const uint64_t mask = memory_.size - 1;
@@ -37,7 +26,8 @@ Result<int> RingRecords::consume(RecordSink& sink) {
                     " bytes, more than its " + std::to_string(memory_.size));
       }
       more = true;
-      consumed += record_span(word);
+      // The record's place: header and data, rounded up to 8 bytes (libbpf's roundup_len()).
+      consumed += (len + BPF_RINGBUF_HDR_SZ + 7) & ~uint64_t{7};
       bool go_on = true;
       if (!(word & BPF_RINGBUF_DISCARD_BIT)) {
         const uint64_t start = (at + BPF_RINGBUF_HDR_SZ) & mask;

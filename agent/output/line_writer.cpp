@@ -154,12 +154,11 @@ struct LineWriter::State {
   size_t spare_bytes = 0;  // the capacities of `spares`
 
   // With `mutex` held: keeps `data`, the batch just written, as a spare unless the queue and the
-  // spares fill the capacity already, else frees it. Until now it was the batch being written:
-  // kept, the queue, the spares and the batch being written stay within the capacity plus one
-  // batch, as they were. Under a sustained backlog the polling thread refills the queue while a
-  // batch is written, so the queue is full whenever a batch comes back: a spare is then exactly
-  // what the next batch needs (bounded by the capacity without that batch, every written batch
-  // was freed and every new one a fresh mapping, 64 page faults and zeroed pages each).
+  // spares fill the capacity already, else frees it; the queue and the spares then stay within
+  // the capacity plus one batch. Under a sustained backlog the polling thread refills the queue
+  // while a batch is written, so the queue is full whenever a batch comes back: a spare is then
+  // exactly what the next batch needs (without one, every new batch is a fresh mapping, 64 page
+  // faults and zeroed pages each).
   void keep_spare(std::string&& data) {
     if (queued_bytes + spare_bytes > capacity_bytes) {
       return;  // freed by the caller's destructor
